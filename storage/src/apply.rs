@@ -1,0 +1,296 @@
+//! Applying frame batches and installing snapshots: the only commits.
+//!
+//! The applier owns a dedicated connection (WAL, `synchronous=NORMAL`: the
+//! Raft log is the durable record; `SQLITE_DBCONFIG_DEFENSIVE` off so
+//! `sqlite_dbpage` is writable). The recipe, each step guarding a trap we
+//! reproduced:
+//! 1. load the schema, then `SQLITE_FCNTL_RESET_CACHE`, then `BEGIN IMMEDIATE`;
+//! 2. read the data version inside the transaction: a batch at or below it
+//!    is skipped (replay after a crash), one whose base differs is a conflict;
+//! 3. write every page except page 1 with single-row
+//!    `INSERT INTO sqlite_dbpage(pgno, data)`; page 1 last, or SQLite reloads
+//!    the schema from a half-written tree ("database disk image is malformed");
+//! 4. growing: if `db_size` passes the largest page written, a zeroed page at
+//!    `db_size`; shrinking: the truncation row `(db_size + 1, NULL)` as the
+//!    very last statement, alone: any row after it cancels the truncation;
+//! 5. `COMMIT`, then reset the cache again, or the applier's next read can
+//!    see stale b-tree page headers.
+//!
+//! The version check and the pages commit in one SQLite transaction, so the
+//! data and its version can never disagree, whatever crashes when.
+
+use crate::batch::FrameBatch;
+use crate::config::StorageConfig;
+use crate::conn::{self, data_version};
+use crate::error::{Error, Result};
+use crate::policy::Gate;
+use crate::snapshot::{SnapshotHeader, SnapshotMeta};
+use crate::vfs;
+use rusqlite::config::DbConfig;
+use rusqlite::Connection;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What [`Applier::apply`] did with a batch. Every node reaches the same
+/// outcome for the same batch on the same state, so these are not errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The pages were written; the database is now at `version`.
+    Applied { version: u64 },
+    /// The batch is at or below the current version: already applied (replay).
+    AlreadyApplied { current: u64 },
+    /// The batch was computed on another state (a deposed leader's batch):
+    /// refused, nothing written. Its requests should get a retryable error.
+    Conflict { base: u64, current: u64 },
+}
+
+/// The connection that commits batches and snapshots.
+pub struct Applier {
+    conn: Connection,
+    /// Lets our own statements through the authorizer (no user SQL runs here).
+    gate: Arc<Gate>,
+    page_size: u32,
+}
+
+impl Applier {
+    /// Open the applier connection on `path` (created if missing).
+    pub fn open(path: impl AsRef<Path>, config: &StorageConfig) -> Result<Self> {
+        let path = path.as_ref();
+        let page_size = conn::prepare_file(path, config)?;
+        let (conn, gate) = conn::open_role(path, config, None)?;
+        gate.internal(|| {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        })
+        .map_err(Error::sqlite("setting synchronous and journal_size_limit"))?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
+            .map_err(Error::sqlite("allowing sqlite_dbpage writes"))?;
+        Ok(Self {
+            conn,
+            gate,
+            page_size,
+        })
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// The data version of the database.
+    pub fn version(&self) -> Result<u64> {
+        self.gate
+            .internal(|| data_version(&self.conn))
+            .map_err(Error::sqlite("reading the data version"))
+    }
+
+    /// Apply one batch (see the module docs). An `Err` means the database
+    /// could not be written (I/O, full disk): the node must stop applying.
+    pub fn apply(&mut self, batch: &FrameBatch) -> Result<ApplyOutcome> {
+        if batch.page_size() != self.page_size {
+            return Err(Error::PageSize {
+                local: self.page_size,
+                remote: batch.page_size(),
+            });
+        }
+        self.begin()?;
+        let outcome = self.apply_in_txn(batch);
+        self.finish(
+            outcome
+                .as_ref()
+                .is_ok_and(|o| matches!(o, ApplyOutcome::Applied { .. })),
+        )?;
+        outcome
+    }
+
+    fn apply_in_txn(&self, batch: &FrameBatch) -> Result<ApplyOutcome> {
+        let current = self.version()?;
+        if batch.version() <= current {
+            return Ok(ApplyOutcome::AlreadyApplied { current });
+        }
+        if batch.base() != current {
+            return Ok(ApplyOutcome::Conflict {
+                base: batch.base(),
+                current,
+            });
+        }
+        let mut writer = PageWriter::new(&self.conn, self.page_size)?;
+        for page in batch.pages() {
+            writer.put(page.pgno, &page.data)?;
+        }
+        writer.finish(batch.db_size())?;
+        Ok(ApplyOutcome::Applied {
+            version: batch.version(),
+        })
+    }
+
+    /// Replace the whole database with a snapshot stream made by
+    /// [`crate::SnapshotReader`]. Memory use does not depend on its size:
+    /// pages are written as they arrive (SQLite spills them to the WAL) and
+    /// the checksum is verified before the commit, so a damaged stream
+    /// leaves the database untouched.
+    pub fn install_snapshot(&mut self, mut input: impl Read) -> Result<SnapshotMeta> {
+        let mut header = [0u8; SnapshotHeader::BYTES];
+        input
+            .read_exact(&mut header)
+            .map_err(Error::io("reading the snapshot header"))?;
+        let header = SnapshotHeader::decode(&header)?;
+        if header.page_size != self.page_size {
+            return Err(Error::PageSize {
+                local: self.page_size,
+                remote: header.page_size,
+            });
+        }
+        self.begin()?;
+        let result = self.install_in_txn(&header, &mut input);
+        self.finish(result.is_ok())?;
+        result
+    }
+
+    fn install_in_txn(
+        &self,
+        header: &SnapshotHeader,
+        input: &mut impl Read,
+    ) -> Result<SnapshotMeta> {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header.encode());
+        let mut writer = PageWriter::new(&self.conn, self.page_size)?;
+        let mut page = vec![0u8; self.page_size as usize];
+        for pgno in 1..=header.db_size {
+            input
+                .read_exact(&mut page)
+                .map_err(Error::io("reading a snapshot page"))?;
+            crc.update(&page);
+            writer.put(pgno, &page)?;
+        }
+        let mut trailer = [0u8; 4];
+        input
+            .read_exact(&mut trailer)
+            .map_err(Error::io("reading the snapshot checksum"))?;
+        if crc.finalize().to_le_bytes() != trailer {
+            return Err(Error::corrupt("snapshot", "checksum mismatch"));
+        }
+        writer.finish(header.db_size)?;
+        let installed = self.version()?;
+        if installed != header.version {
+            return Err(Error::corrupt(
+                "snapshot",
+                format!(
+                    "header says version {} but the image holds {installed}",
+                    header.version
+                ),
+            ));
+        }
+        Ok(header.meta())
+    }
+
+    fn begin(&self) -> Result<()> {
+        // Load the schema before dropping the cache, so that the page writes
+        // below never make SQLite parse a half-written schema.
+        self.gate
+            .internal(|| {
+                self.conn
+                    .prepare_cached("SELECT 1 FROM sqlite_schema LIMIT 1")?
+                    .exists([])
+            })
+            .map_err(Error::sqlite("loading the schema"))?;
+        vfs::reset_cache(&self.conn).map_err(Error::sqlite("resetting the page cache"))?;
+        self.exec("BEGIN IMMEDIATE")
+            .map_err(Error::sqlite("starting the apply transaction"))
+    }
+
+    /// Commit if `commit`, else roll back; then drop the page cache.
+    fn finish(&self, commit: bool) -> Result<()> {
+        let end = if commit {
+            self.exec("COMMIT")
+                .map_err(Error::sqlite("committing the batch"))
+        } else {
+            self.exec("ROLLBACK").map_err(Error::sqlite("rolling back"))
+        };
+        if end.is_err() && !self.conn.is_autocommit() {
+            let _ = self.exec("ROLLBACK");
+        }
+        vfs::reset_cache(&self.conn).map_err(Error::sqlite("resetting the page cache"))?;
+        end
+    }
+
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.gate
+            .internal(|| self.conn.prepare_cached(sql)?.execute([]).map(drop))
+    }
+
+    /// A checkpoint of the WAL into the database file (PASSIVE: never waits).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.gate
+            .internal(|| {
+                self.conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            })
+            .map_err(Error::sqlite("checkpointing"))
+    }
+}
+
+/// Writes page images inside the apply transaction, in the recipe's order.
+struct PageWriter<'c> {
+    conn: &'c Connection,
+    /// Pages in the database before this transaction.
+    old_size: u32,
+    /// Page 1 is written last; held here until then.
+    page1: Option<Vec<u8>>,
+    max_written: u32,
+    page_size: u32,
+    pending_byte_page: u32,
+}
+
+impl<'c> PageWriter<'c> {
+    fn new(conn: &'c Connection, page_size: u32) -> Result<Self> {
+        let old_size: u32 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .map_err(Error::sqlite("reading page_count"))?;
+        Ok(Self {
+            conn,
+            old_size,
+            page1: None,
+            max_written: 0,
+            page_size,
+            pending_byte_page: crate::pending_byte_page(page_size),
+        })
+    }
+
+    fn put(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
+        self.max_written = self.max_written.max(pgno);
+        match pgno {
+            1 => self.page1 = Some(data.to_vec()),
+            // SQLite never stores data in the page holding the lock bytes.
+            p if p == self.pending_byte_page => {}
+            _ => self.insert(pgno, Some(data))?,
+        }
+        Ok(())
+    }
+
+    fn insert(&self, pgno: u32, data: Option<&[u8]>) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO sqlite_dbpage(pgno, data) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(rusqlite::params![pgno, data]))
+            .map(drop)
+            .map_err(Error::sqlite("writing a page"))
+    }
+
+    fn finish(self, db_size: u32) -> Result<()> {
+        if let Some(page1) = &self.page1 {
+            self.insert(1, Some(page1))?;
+        }
+        if db_size > self.max_written
+            && db_size > self.old_size
+            && db_size != self.pending_byte_page
+        {
+            // Growth whose last page was never written: extend the file.
+            self.insert(db_size, Some(&vec![0u8; self.page_size as usize]))?;
+        }
+        if db_size < self.old_size {
+            // Alone and last: any later row would cancel the truncation.
+            self.insert(db_size + 1, None)?;
+        }
+        Ok(())
+    }
+}

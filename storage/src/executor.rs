@@ -1,0 +1,417 @@
+//! The group-commit executor: many write requests, one captured transaction.
+//!
+//! ```text
+//! BEGIN IMMEDIATE; read data version (base); arm capture
+//!   for each request:  SAVEPOINT; statements...; RELEASE  (or ROLLBACK TO on error)
+//!   bump the data version to base + 1
+//! COMMIT  -> the VFS keeps the frames and fails the commit frame on purpose
+//! => FrameBatch { base, version: base + 1, pages, db_size }
+//! ```
+//! Nothing becomes visible locally: the batch goes through Raft and comes
+//! back through [`crate::Applier`] on every node, this one included. The
+//! caller must apply batch N before executing the next one, so every batch
+//! is computed on the latest state.
+//!
+//! A request that fails leaves no trace (its savepoint is rolled back) and
+//! the others still commit. Three cases need the whole transaction redone,
+//! which is safe because nothing of it was exposed:
+//! - a statement rolled back the whole transaction (`INSERT OR ROLLBACK`,
+//!   `RAISE(ROLLBACK)`): that request fails, the others run again;
+//! - the batch grew past the size cap while request `i` ran: requests before
+//!   `i` form this batch and `i` is left for the next call, or fails with
+//!   `TooLarge` when it alone is too big;
+//! - the cap was crossed at commit: the batch is cut in half.
+//!
+//! `VACUUM` cannot run inside a transaction. It is executed as a batch of its
+//! own: `VACUUM INTO` a scratch file, bump the version there, and ship the
+//! whole image.
+
+use crate::batch::{FrameBatch, Page};
+use crate::config::StorageConfig;
+use crate::conn::{self, data_version};
+use crate::error::{Error, RequestError, Result};
+use crate::policy::{self, Gate, Leading, Role};
+use crate::stmt;
+use crate::value::{StatementResult, WriteRequest};
+use crate::vfs::{self, Capture};
+use rusqlite::Connection;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Per request: its statements' results, or why it failed.
+pub type RequestResult = std::result::Result<Vec<StatementResult>, RequestError>;
+
+/// What one [`Executor::execute`] call did.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// Results for the first `results.len()` requests given, in order. When
+    /// this is shorter than the input, the remaining requests were not run:
+    /// submit them again in the next call.
+    pub results: Vec<RequestResult>,
+    /// The frames to replicate; `None` when no request succeeded.
+    pub batch: Option<FrameBatch>,
+}
+
+/// Runs write requests on the writer connection under capture.
+///
+/// Invariant: the writer connection never commits: every transaction either
+/// rolls back or ends in a captured, failed commit.
+pub struct Executor {
+    conn: Connection,
+    /// Authorizer state of `conn`: user statements vs our own.
+    gate: Arc<Gate>,
+    /// Frames of the transaction in flight, written by the VFS.
+    capture: Capture,
+    path: PathBuf,
+    page_size: u32,
+    max_batch_bytes: u64,
+}
+
+/// How one attempt at a transaction ended.
+enum Attempt {
+    Done(BatchOutcome),
+    /// The cap was crossed while request `during` ran (None: at commit).
+    OverCap {
+        during: Option<usize>,
+    },
+    /// Request `index` made SQLite roll back the whole transaction.
+    TxnLost {
+        index: usize,
+        error: RequestError,
+    },
+}
+
+impl Executor {
+    /// Open the writer connection on `path` (created if missing).
+    pub fn open(path: impl AsRef<Path>, config: &StorageConfig) -> Result<Self> {
+        let path = path.as_ref();
+        let page_size = conn::prepare_file(path, config)?;
+        let (conn, gate) = conn::open_role(path, config, Some(Role::Write))?;
+        // The writer never commits, so it must never checkpoint either.
+        gate.internal(|| conn.pragma_update(None, "wal_autocheckpoint", 0))
+            .map_err(Error::sqlite("disabling autocheckpoint on the writer"))?;
+        Ok(Self {
+            conn,
+            gate,
+            capture: Capture::new(),
+            path: path.to_owned(),
+            page_size,
+            max_batch_bytes: config.max_batch_bytes,
+        })
+    }
+
+    /// The data version of the latest applied batch.
+    pub fn version(&self) -> Result<u64> {
+        self.gate
+            .internal(|| data_version(&self.conn))
+            .map_err(Error::sqlite("reading the data version"))
+    }
+
+    /// Change the cache size of the writer connection, in pages (negative: KiB).
+    pub fn set_cache_size(&self, cache_size: i64) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", cache_size)
+            .map_err(Error::sqlite("setting cache_size"))
+    }
+
+    /// Execute requests as one batch (see the module docs). Returns results
+    /// for a prefix of `requests`; resubmit the rest.
+    pub fn execute(&mut self, requests: &[WriteRequest]) -> Result<BatchOutcome> {
+        let Some(first) = requests.first() else {
+            return Ok(BatchOutcome {
+                results: Vec::new(),
+                batch: None,
+            });
+        };
+        if is_vacuum(first) {
+            return self.vacuum();
+        }
+        // A VACUUM further down waits for the next call, where it runs alone.
+        let mut take = requests
+            .iter()
+            .position(is_vacuum)
+            .unwrap_or(requests.len());
+        let mut failed: Vec<Option<RequestError>> = vec![None; take];
+        loop {
+            match self.attempt(&requests[..take], &failed[..take])? {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::TxnLost { index, error } => failed[index] = Some(error),
+                Attempt::OverCap { during: Some(i) } => {
+                    let earlier_live = failed[..i].iter().any(Option::is_none);
+                    if earlier_live {
+                        take = i;
+                    } else {
+                        failed[i] = Some(self.too_large());
+                    }
+                }
+                Attempt::OverCap { during: None } => {
+                    let live: Vec<usize> = (0..take).filter(|&i| failed[i].is_none()).collect();
+                    match live.as_slice() {
+                        [] => unreachable_batch()?,
+                        [only] => failed[*only] = Some(self.too_large()),
+                        _ => take = live[live.len() / 2],
+                    }
+                }
+            }
+        }
+    }
+
+    fn too_large(&self) -> RequestError {
+        RequestError::TooLarge {
+            cap_bytes: self.max_batch_bytes,
+        }
+    }
+
+    fn internal(&self, sql: &str) -> rusqlite::Result<()> {
+        self.gate
+            .internal(|| self.conn.prepare_cached(sql)?.execute([]).map(drop))
+    }
+
+    /// Roll back whatever transaction is open; used on every abort path.
+    fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            // A failure here leaves the transaction to SQLite's own cleanup
+            // on the next BEGIN; nothing of it was ever visible.
+            let _ = self.internal("ROLLBACK");
+        }
+    }
+
+    fn attempt(
+        &mut self,
+        requests: &[WriteRequest],
+        failed: &[Option<RequestError>],
+    ) -> Result<Attempt> {
+        self.internal("BEGIN IMMEDIATE")
+            .map_err(Error::sqlite("starting the write transaction"))?;
+        let base = match self.gate.internal(|| data_version(&self.conn)) {
+            Ok(v) => v,
+            Err(e) => {
+                self.rollback();
+                return Err(Error::sqlite("reading the data version")(e));
+            }
+        };
+        let outcome = self.run_captured(requests, failed, base);
+        self.rollback();
+        outcome
+    }
+
+    fn run_captured(
+        &mut self,
+        requests: &[WriteRequest],
+        failed: &[Option<RequestError>],
+        base: u64,
+    ) -> Result<Attempt> {
+        let (conn, gate) = (&self.conn, &*self.gate);
+        let internal =
+            |sql: &str| gate.internal(|| conn.prepare_cached(sql)?.execute([]).map(drop));
+        let armed = self
+            .capture
+            .arm(conn, self.page_size, self.max_batch_bytes)
+            .map_err(|m| Error::Capture(m.into()))?;
+        let mut results = Vec::with_capacity(requests.len());
+        let mut any_ok = false;
+        for (i, request) in requests.iter().enumerate() {
+            if let Some(e) = &failed[i] {
+                results.push(Err(e.clone()));
+                continue;
+            }
+            internal("SAVEPOINT ql_request").map_err(Error::sqlite("opening a savepoint"))?;
+            let result = run_request(conn, gate, request);
+            if armed.state().over_cap() {
+                return Ok(Attempt::OverCap { during: Some(i) });
+            }
+            if conn.is_autocommit() {
+                let error = result.err().unwrap_or_else(|| RequestError::Refused {
+                    index: 0,
+                    reason: "the request rolled back the whole transaction".into(),
+                });
+                return Ok(Attempt::TxnLost { index: i, error });
+            }
+            if result.is_err() {
+                internal("ROLLBACK TO ql_request")
+                    .map_err(Error::sqlite("rolling back a failed request"))?;
+            } else {
+                any_ok = true;
+            }
+            internal("RELEASE ql_request").map_err(Error::sqlite("releasing a savepoint"))?;
+            results.push(result);
+        }
+        if !any_ok {
+            return Ok(Attempt::Done(BatchOutcome {
+                results,
+                batch: None,
+            }));
+        }
+        gate.internal(|| bump_version(conn, base))
+            .map_err(Error::sqlite("bumping the data version"))?;
+        let commit = internal("COMMIT");
+        let state = armed.state();
+        if state.over_cap() {
+            return Ok(Attempt::OverCap { during: None });
+        }
+        if !state.commit_captured() {
+            return Err(match commit {
+                Ok(()) => Error::Capture(
+                    "the writer committed locally instead of being captured; \
+                     this node's file may now differ from the cluster: stop it"
+                        .into(),
+                ),
+                Err(e) => Error::sqlite("committing the batch")(e),
+            });
+        }
+        let batch = build_batch(state, self.page_size, base)?;
+        Ok(Attempt::Done(BatchOutcome {
+            results,
+            batch: Some(batch),
+        }))
+    }
+
+    /// `VACUUM` as a batch of its own: a whole, compacted image.
+    fn vacuum(&mut self) -> Result<BatchOutcome> {
+        let scratch = self.path.with_extension("vacuum-scratch");
+        let outcome = self.vacuum_into(&scratch);
+        for suffix in ["", "-journal"] {
+            let mut p = scratch.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+        outcome
+    }
+
+    fn vacuum_into(&mut self, scratch: &Path) -> Result<BatchOutcome> {
+        let _ = std::fs::remove_file(scratch);
+        let target = scratch
+            .to_str()
+            .ok_or_else(|| Error::Capture("database path is not valid UTF-8".into()))?;
+        self.gate
+            .internal(|| self.conn.execute("VACUUM INTO ?1", [target]))
+            .map_err(Error::sqlite("VACUUM INTO a scratch file"))?;
+        // Bump the version inside the compacted copy, with an ordinary commit.
+        let copy = Connection::open(scratch).map_err(Error::sqlite("opening the VACUUM copy"))?;
+        let base = data_version(&copy).map_err(Error::sqlite("reading the copy's version"))?;
+        copy.execute_batch("BEGIN")
+            .and_then(|()| bump_version(&copy, base))
+            .and_then(|()| copy.execute_batch("COMMIT"))
+            .map_err(Error::sqlite("bumping the version of the VACUUM copy"))?;
+        drop(copy);
+        let size = std::fs::metadata(scratch)
+            .map_err(Error::io("reading the VACUUM copy"))?
+            .len();
+        if size > self.max_batch_bytes {
+            return Ok(BatchOutcome {
+                results: vec![Err(self.too_large())],
+                batch: None,
+            });
+        }
+        let image = std::fs::read(scratch).map_err(Error::io("reading the VACUUM copy"))?;
+        let batch = image_batch(&image, self.page_size, base)?;
+        Ok(BatchOutcome {
+            results: vec![Ok(vec![StatementResult::default()])],
+            batch: Some(batch),
+        })
+    }
+}
+
+/// Bookkeeping only: an `OverCap` at commit always has a live request.
+fn unreachable_batch() -> Result<()> {
+    Err(Error::Capture(
+        "cap crossed by a batch with no live request".into(),
+    ))
+}
+
+fn is_vacuum(request: &WriteRequest) -> bool {
+    matches!(request.statements.as_slice(), [s] if policy::leading(&s.sql) == Leading::Vacuum)
+}
+
+fn run_request(conn: &Connection, gate: &Gate, request: &WriteRequest) -> RequestResult {
+    if request.statements.is_empty() {
+        return Err(RequestError::Empty);
+    }
+    vfs::set_last_insert_rowid(conn, 0);
+    let mut results = Vec::with_capacity(request.statements.len());
+    for (index, st) in request.statements.iter().enumerate() {
+        match policy::leading(&st.sql) {
+            Leading::Vacuum => {
+                return Err(RequestError::Refused {
+                    index,
+                    reason:
+                        "VACUUM cannot share a transaction: send it alone, as a request of its own"
+                            .into(),
+                })
+            }
+            Leading::VacuumInto => {
+                return Err(RequestError::Refused {
+                    index,
+                    reason: "VACUUM INTO writes a file outside replication: take a backup instead"
+                        .into(),
+                })
+            }
+            Leading::Other => {}
+        }
+        results.push(stmt::run(conn, gate, index, st)?);
+    }
+    Ok(results)
+}
+
+/// Set the data version to `base + 1`, creating the table on the first batch.
+pub(crate) fn bump_version(conn: &Connection, base: u64) -> rusqlite::Result<()> {
+    if base == 0 {
+        conn.execute_batch(
+            "CREATE TABLE _quorumlite_meta(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+             INSERT INTO _quorumlite_meta(id, version) VALUES (1, 1);",
+        )
+    } else {
+        conn.prepare_cached("UPDATE _quorumlite_meta SET version = ?1 WHERE id = 1")?
+            .execute([(base + 1) as i64])
+            .map(drop)
+    }
+}
+
+/// The batch of a captured commit: the last image of each page, up to db_size.
+fn build_batch(state: &vfs::CaptureState, page_size: u32, base: u64) -> Result<FrameBatch> {
+    let commit = state.committed_frames().ok_or_else(|| {
+        Error::Capture("commit frame captured but its frames are incomplete".into())
+    })?;
+    let mut latest: BTreeMap<u32, &[u8]> = BTreeMap::new();
+    for (pgno, data) in commit.frames {
+        if pgno <= commit.db_size {
+            latest.insert(pgno, data);
+        }
+    }
+    let pages = latest
+        .into_iter()
+        .map(|(pgno, data)| Page {
+            pgno,
+            data: data.to_vec(),
+        })
+        .collect();
+    FrameBatch::new(page_size, commit.db_size, base, pages)
+}
+
+/// A batch carrying a whole database image, marked as a WAL-mode file.
+pub(crate) fn image_batch(image: &[u8], page_size: u32, base: u64) -> Result<FrameBatch> {
+    let ps = page_size as usize;
+    if image.len() % ps != 0 || image.len() < ps {
+        return Err(Error::corrupt(
+            "database image",
+            "size is not a whole number of pages",
+        ));
+    }
+    let pending = crate::pending_byte_page(page_size);
+    let mut pages = Vec::with_capacity(image.len() / ps);
+    for (i, chunk) in image.chunks(ps).enumerate() {
+        let pgno = i as u32 + 1;
+        if pgno == pending {
+            continue;
+        }
+        let mut data = chunk.to_vec();
+        if pgno == 1 {
+            // File format read/write versions: 2 = WAL, as on every node.
+            data[18] = 2;
+            data[19] = 2;
+        }
+        pages.push(Page { pgno, data });
+    }
+    FrameBatch::new(page_size, (image.len() / ps) as u32, base, pages)
+}

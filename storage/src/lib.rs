@@ -1,0 +1,63 @@
+//! # Quorumlite storage: SQLite as a replicated state machine
+//!
+//! This crate owns the SQLite file of one node and the path data takes
+//! through it. It knows nothing of Raft, tokio or the network: every call is
+//! synchronous and testable on its own.
+//!
+//! ```text
+//!   leader                                   every node (leader included)
+//!   ------                                   ----------------------------
+//!   WriteRequest x N                         FrameBatch (from the Raft log)
+//!        |                                         |
+//!   Executor::execute  -- capture VFS -->   Applier::apply
+//!   (one transaction, one savepoint          (sqlite_dbpage writes, page 1
+//!    per request, commit failed on            last, truncation alone, one
+//!    purpose: nothing visible here)           commit with the data version)
+//!        |                                         |
+//!   FrameBatch { base, version, pages }      ReadPool::query (query_only,
+//!        '---------> Raft ------------------->  rows + the version they saw)
+//! ```
+//!
+//! - [`Executor`] runs many write requests as one captured transaction and
+//!   returns each request's results plus one [`FrameBatch`].
+//! - [`FrameBatch`] is the replicated unit: page images, database size and
+//!   the data versions it goes from and to, with a checksummed encoding.
+//! - [`Applier`] writes a batch (or a whole snapshot) with the apply recipe;
+//!   the data version lives inside the database, so replay is idempotent.
+//! - [`ReadPool`] serves reads, [`SnapshotReader`] streams consistent images,
+//!   [`Digest`] proves two replicas are byte-identical.
+//!
+//! `storage/DESIGN.md` gives the invariants and traps, and the tests that
+//! guard each. All `unsafe` code of the project lives in the `vfs` module.
+
+mod apply;
+mod batch;
+mod config;
+mod conn;
+mod digest;
+mod error;
+mod executor;
+mod policy;
+mod read;
+mod snapshot;
+mod stmt;
+mod value;
+mod vfs;
+
+pub use apply::{Applier, ApplyOutcome};
+pub use batch::{FrameBatch, Page};
+pub use config::StorageConfig;
+pub use digest::Digest;
+pub use error::{code_name, Error, RequestError, Result};
+pub use executor::{BatchOutcome, Executor, RequestResult};
+pub use policy::META_TABLE;
+pub use read::{QueryResult, ReadError, ReadPool};
+pub use snapshot::{SnapshotMeta, SnapshotReader};
+pub use value::{Column, Params, Statement, StatementResult, Value, WriteRequest};
+pub use vfs::{register as register_vfs, VFS_NAME};
+
+/// The page that holds SQLite's lock bytes (offset 1 GiB): never used for
+/// data, read back as zeros, and never written by apply.
+pub fn pending_byte_page(page_size: u32) -> u32 {
+    (0x4000_0000 / page_size) + 1
+}

@@ -1,0 +1,182 @@
+//! Read connections: a small pool of `query_only` connections.
+//!
+//! Each query runs in its own read transaction that first reads the data
+//! version, so the rows and the version they are reported with come from the
+//! same snapshot: a token built from that version is exact. Readers never
+//! block the applier (WAL); a reader holding an old snapshot keeps seeing it.
+
+use crate::config::StorageConfig;
+use crate::conn::{self, data_version};
+use crate::error::{Error, RequestError};
+use crate::policy::{Gate, Role};
+use crate::stmt;
+use crate::value::{Column, Statement, Value};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Rows of one query and the data version they were read at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryResult {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+    pub version: u64,
+}
+
+/// Why a read failed: the statement (fix it) or the storage (retry elsewhere).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Storage(#[from] Error),
+}
+
+/// A pool of read connections; cheap to clone and share between threads.
+#[derive(Clone)]
+pub struct ReadPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    config: StorageConfig,
+    /// Connections not in use, and how many exist in all.
+    /// Invariant: `open <= config.read_pool_size`.
+    idle: Mutex<Idle>,
+    returned: Condvar,
+}
+
+struct Idle {
+    conns: Vec<Reader>,
+    open: usize,
+}
+
+pub(crate) struct Reader {
+    pub(crate) conn: Connection,
+    pub(crate) gate: Arc<Gate>,
+}
+
+/// A connection checked out of the pool; returned when dropped.
+pub(crate) struct Pooled {
+    reader: Option<Reader>,
+    pool: Arc<Inner>,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Reader;
+    fn deref(&self) -> &Reader {
+        self.reader.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.conn.is_autocommit()
+            || reader
+                .gate
+                .internal(|| reader.conn.execute_batch("ROLLBACK"))
+                .is_ok()
+        {
+            idle.conns.push(reader);
+        } else {
+            idle.open -= 1;
+        }
+        drop(idle);
+        self.pool.returned.notify_one();
+    }
+}
+
+impl ReadPool {
+    /// Open a pool on `path` (created if missing). One connection is opened
+    /// now, to report a bad path or file at once; the rest on demand.
+    pub fn open(path: impl AsRef<Path>, config: &StorageConfig) -> Result<Self, Error> {
+        let path = path.as_ref();
+        conn::prepare_file(path, config)?;
+        let pool = ReadPool {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                config: config.clone(),
+                idle: Mutex::new(Idle {
+                    conns: Vec::new(),
+                    open: 0,
+                }),
+                returned: Condvar::new(),
+            }),
+        };
+        drop(pool.checkout()?);
+        Ok(pool)
+    }
+
+    pub(crate) fn checkout(&self) -> Result<Pooled, Error> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(reader) = idle.conns.pop() {
+                return Ok(self.pooled(reader));
+            }
+            if idle.open < self.inner.config.read_pool_size {
+                idle.open += 1;
+                drop(idle);
+                return match conn::open_role(&self.inner.path, &self.inner.config, Some(Role::Read))
+                {
+                    Ok((conn, gate)) => Ok(self.pooled(Reader { conn, gate })),
+                    Err(e) => {
+                        self.inner
+                            .idle
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .open -= 1;
+                        Err(e)
+                    }
+                };
+            }
+            idle = self
+                .inner
+                .returned
+                .wait(idle)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn pooled(&self, reader: Reader) -> Pooled {
+        Pooled {
+            reader: Some(reader),
+            pool: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Run one read-only statement. A statement that writes is refused.
+    pub fn query(&self, st: &Statement) -> Result<QueryResult, ReadError> {
+        let reader = self.checkout()?;
+        let (conn, gate) = (&reader.conn, &*reader.gate);
+        let internal =
+            |sql: &str| gate.internal(|| conn.prepare_cached(sql)?.execute([]).map(drop));
+        internal("BEGIN").map_err(Error::sqlite("starting a read transaction"))?;
+        let result = gate
+            .internal(|| data_version(conn))
+            .map_err(|e| ReadError::Storage(Error::sqlite("reading the data version")(e)))
+            .and_then(|version| {
+                let r = stmt::run(conn, gate, 0, st)?;
+                Ok(QueryResult {
+                    columns: r.columns,
+                    rows: r.rows,
+                    version,
+                })
+            });
+        internal("COMMIT").map_err(Error::sqlite("ending a read transaction"))?;
+        result
+    }
+
+    /// The data version as of now.
+    pub fn version(&self) -> Result<u64, Error> {
+        let reader = self.checkout()?;
+        reader
+            .gate
+            .internal(|| data_version(&reader.conn))
+            .map_err(Error::sqlite("reading the data version"))
+    }
+}

@@ -1,0 +1,213 @@
+//! Snapshots: a consistent image of the database, streamed in chunks.
+//!
+//! A [`SnapshotReader`] holds one read transaction for its whole life, so
+//! every page it streams belongs to the same committed state, the one whose
+//! data version is in its header. It reads one chunk of pages at a time
+//! through `sqlite_dbpage`; installing ([`crate::Applier::install_snapshot`])
+//! writes pages as they arrive. Neither side holds more than a chunk.
+//!
+//! # Stream format (format 1, little-endian)
+//! ```text
+//! magic 4 b"QLSN" | format 2 | flags 2 | page_size 4 | db_size 4 | version 8 | reserved 8
+//! db_size pages of page_size bytes, page 1 first
+//! crc32 4 over every preceding byte
+//! ```
+
+use crate::error::{Error, Result};
+use crate::read::{Pooled, ReadPool};
+use std::io::{self, Read};
+
+const MAGIC: &[u8; 4] = b"QLSN";
+const FORMAT: u16 = 1;
+/// Pages read per chunk (256 KiB at 4 KiB pages).
+const PAGES_PER_CHUNK: u32 = 64;
+
+/// What a snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub version: u64,
+    pub page_size: u32,
+    /// Pages in the image.
+    pub db_size: u32,
+}
+
+impl SnapshotMeta {
+    /// Bytes of the whole stream, header and checksum included.
+    pub fn stream_bytes(&self) -> u64 {
+        SnapshotHeader::BYTES as u64 + u64::from(self.db_size) * u64::from(self.page_size) + 4
+    }
+}
+
+pub(crate) struct SnapshotHeader {
+    pub(crate) page_size: u32,
+    pub(crate) db_size: u32,
+    pub(crate) version: u64,
+}
+
+impl SnapshotHeader {
+    pub(crate) const BYTES: usize = 32;
+
+    pub(crate) fn encode(&self) -> [u8; Self::BYTES] {
+        let mut h = [0u8; Self::BYTES];
+        h[0..4].copy_from_slice(MAGIC);
+        h[4..6].copy_from_slice(&FORMAT.to_le_bytes());
+        h[8..12].copy_from_slice(&self.page_size.to_le_bytes());
+        h[12..16].copy_from_slice(&self.db_size.to_le_bytes());
+        h[16..24].copy_from_slice(&self.version.to_le_bytes());
+        h
+    }
+
+    pub(crate) fn decode(h: &[u8; Self::BYTES]) -> Result<Self> {
+        if &h[0..4] != MAGIC {
+            return Err(Error::corrupt(
+                "snapshot",
+                "not a Quorumlite snapshot (bad magic)",
+            ));
+        }
+        let format = u16::from_le_bytes([h[4], h[5]]);
+        if format != FORMAT {
+            return Err(Error::corrupt(
+                "snapshot",
+                format!("format {format} is not supported"),
+            ));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&h[16..24]);
+        let header = Self {
+            page_size: u32_at(8),
+            db_size: u32_at(12),
+            version: u64::from_le_bytes(v),
+        };
+        if !header.page_size.is_power_of_two() || !(512..=65536).contains(&header.page_size) {
+            return Err(Error::corrupt("snapshot", "invalid page size"));
+        }
+        if header.db_size == 0 {
+            return Err(Error::corrupt("snapshot", "empty image"));
+        }
+        Ok(header)
+    }
+
+    pub(crate) fn meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            version: self.version,
+            page_size: self.page_size,
+            db_size: self.db_size,
+        }
+    }
+}
+
+/// A consistent image of the database as a byte stream (implements [`Read`]).
+pub struct SnapshotReader {
+    reader: Pooled,
+    meta: SnapshotMeta,
+    next_pgno: u32,
+    crc: crc32fast::Hasher,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ReadPool {
+    /// Start streaming a snapshot of the current state.
+    pub fn snapshot(&self) -> Result<SnapshotReader> {
+        let reader = self.checkout()?;
+        let (conn, gate) = (&reader.conn, &*reader.gate);
+        let meta = gate
+            .internal(|| -> rusqlite::Result<SnapshotMeta> {
+                conn.execute_batch("BEGIN")?;
+                let version = crate::conn::data_version(conn)?;
+                let page_size: u32 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+                let db_size: u32 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                Ok(SnapshotMeta {
+                    version,
+                    page_size,
+                    db_size,
+                })
+            })
+            .map_err(Error::sqlite("starting a snapshot"))?;
+        let header = SnapshotHeader {
+            page_size: meta.page_size,
+            db_size: meta.db_size,
+            version: meta.version,
+        }
+        .encode();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        Ok(SnapshotReader {
+            reader,
+            meta,
+            next_pgno: 1,
+            crc,
+            chunk: header.to_vec(),
+            pos: 0,
+            done: false,
+        })
+    }
+}
+
+impl SnapshotReader {
+    pub fn meta(&self) -> SnapshotMeta {
+        self.meta
+    }
+
+    /// The next chunk of the stream, or `None` at its end.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.pos < self.chunk.len() {
+            let out = self.chunk[self.pos..].to_vec();
+            self.pos = self.chunk.len();
+            return Ok(Some(out));
+        }
+        self.refill()?;
+        if self.chunk.is_empty() {
+            return Ok(None);
+        }
+        self.pos = self.chunk.len();
+        Ok(Some(self.chunk.clone()))
+    }
+
+    fn refill(&mut self) -> Result<()> {
+        self.chunk.clear();
+        self.pos = 0;
+        if self.done {
+            return Ok(());
+        }
+        if self.next_pgno > self.meta.db_size {
+            let crc = std::mem::take(&mut self.crc).finalize();
+            self.chunk.extend_from_slice(&crc.to_le_bytes());
+            self.done = true;
+            return Ok(());
+        }
+        let last = self.meta.db_size.min(self.next_pgno + PAGES_PER_CHUNK - 1);
+        let (conn, gate) = (&self.reader.conn, &*self.reader.gate);
+        gate.internal(|| -> rusqlite::Result<()> {
+            let mut stmt = conn.prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")?;
+            for pgno in self.next_pgno..=last {
+                let mut rows = stmt.query([pgno])?;
+                let row = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                let data = row.get_ref(0)?.as_blob()?;
+                self.chunk.extend_from_slice(data);
+            }
+            Ok(())
+        })
+        .map_err(Error::sqlite("reading snapshot pages"))?;
+        self.crc.update(&self.chunk);
+        self.next_pgno = last + 1;
+        Ok(())
+    }
+}
+
+impl Read for SnapshotReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.chunk.len() {
+            self.refill().map_err(io::Error::other)?;
+            if self.chunk.is_empty() {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
