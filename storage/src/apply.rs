@@ -144,14 +144,23 @@ impl Applier {
         self.begin()?;
         let result = self.install_in_txn(&header, &mut input);
         self.finish(result.is_ok())?;
-        result
+        result?;
+        // Read back only now: inside the transaction the b-tree layer still
+        // has the old file's size cached and would call the new schema corrupt.
+        let installed = self.version()?;
+        if installed != header.version {
+            return Err(Error::corrupt(
+                "snapshot",
+                format!(
+                    "header says version {} but the image holds {installed}",
+                    header.version
+                ),
+            ));
+        }
+        Ok(header.meta())
     }
 
-    fn install_in_txn(
-        &self,
-        header: &SnapshotHeader,
-        input: &mut impl Read,
-    ) -> Result<SnapshotMeta> {
+    fn install_in_txn(&self, header: &SnapshotHeader, input: &mut impl Read) -> Result<()> {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header.encode());
         let mut writer = PageWriter::new(&self.conn, self.page_size)?;
@@ -170,18 +179,7 @@ impl Applier {
         if crc.finalize().to_le_bytes() != trailer {
             return Err(Error::corrupt("snapshot", "checksum mismatch"));
         }
-        writer.finish(header.db_size)?;
-        let installed = self.version()?;
-        if installed != header.version {
-            return Err(Error::corrupt(
-                "snapshot",
-                format!(
-                    "header says version {} but the image holds {installed}",
-                    header.version
-                ),
-            ));
-        }
-        Ok(header.meta())
+        writer.finish(header.db_size)
     }
 
     fn begin(&self) -> Result<()> {

@@ -243,8 +243,12 @@ impl Executor {
                 batch: None,
             }));
         }
-        gate.internal(|| bump_version(conn, base))
-            .map_err(Error::sqlite("bumping the data version"))?;
+        if let Err(e) = gate.internal(|| bump_version(conn, base)) {
+            if armed.state().over_cap() {
+                return Ok(Attempt::OverCap { during: None });
+            }
+            return Err(Error::sqlite("bumping the data version")(e));
+        }
         let commit = internal("COMMIT");
         let state = armed.state();
         if state.over_cap() {

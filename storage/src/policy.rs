@@ -117,7 +117,7 @@ pub(crate) fn check(action: &AuthAction<'_>, role: Role) -> Result<(), String> {
             Err("sqlite_dbpage is reserved for replication".into())
         }
         Some(name) if is_reserved(name) => Err(format!(
-            "{name} is Quorumlite's internal metadata table and cannot be used by statements"
+            "{name}: names starting with _quorumlite are reserved for Quorumlite's internal metadata"
         )),
         _ => Ok(()),
     }

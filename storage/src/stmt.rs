@@ -6,6 +6,9 @@ use crate::policy::Gate;
 use crate::value::{Column, Params, Statement, StatementResult, Value};
 use rusqlite::{CachedStatement, Connection};
 
+/// Prefix of every user statement's text (see [`run`]).
+const USER_SQL_PREFIX: &str = "/*u*/";
+
 /// Run `st` (the `index`th statement of its request) and collect its rows.
 pub(crate) fn run(
     conn: &Connection,
@@ -14,12 +17,17 @@ pub(crate) fn run(
     st: &Statement,
 ) -> Result<StatementResult, RequestError> {
     gate.clear();
-    let mut stmt = conn
-        .prepare_cached(&st.sql)
-        .map_err(|e| match gate.take_refusal() {
-            Some(reason) => RequestError::Refused { index, reason },
-            None => RequestError::from_sqlite(index, e),
-        })?;
+    // rusqlite caches statements by their trimmed text, ours and users'
+    // alike. Every user text gets this leading comment, which none of our
+    // internal statements starts with, so the two sets of keys can never
+    // meet: without it a user sending "COMMIT" would be handed our cached,
+    // already-authorized COMMIT.
+    let key = format!("{USER_SQL_PREFIX}{}", st.sql);
+    let fail = |e| match gate.take_refusal() {
+        Some(reason) => RequestError::Refused { index, reason },
+        None => RequestError::from_sqlite(index, e),
+    };
+    let mut stmt = conn.prepare_cached(&key).map_err(fail)?;
     bind(&mut stmt, &st.params, index)?;
     let columns: Vec<Column> = stmt
         .columns()
@@ -37,15 +45,15 @@ pub(crate) fn run(
             Ok(Some(row)) => {
                 let mut values = Vec::with_capacity(width);
                 for i in 0..width {
-                    let v = row
-                        .get_ref(i)
-                        .map_err(|e| RequestError::from_sqlite(index, e))?;
+                    let v = row.get_ref(i).map_err(fail)?;
                     values.push(Value::from_ref(v));
                 }
                 out_rows.push(values);
             }
             Ok(None) => break,
-            Err(e) => return Err(RequestError::from_sqlite(index, e)),
+            // A statement re-prepared after a schema change meets the
+            // authorizer again here, at step time.
+            Err(e) => return Err(fail(e)),
         }
     }
     drop(rows);

@@ -124,10 +124,13 @@ pub fn logical_dump(reads: &ReadPool) -> String {
         out.push_str(&format!("{row:?}\n"));
         if let (Value::Text(name), Value::Text(sql)) = (&row[0], &row[1]) {
             if sql.starts_with("CREATE TABLE") {
-                let rows = q(&format!("SELECT * FROM \"{name}\" ORDER BY 1, 2, 3"));
-                for r in rows.rows {
-                    out.push_str(&format!("  {r:?}\n"));
-                }
+                let mut rows: Vec<String> = q(&format!("SELECT * FROM \"{name}\""))
+                    .rows
+                    .iter()
+                    .map(|r| format!("  {r:?}\n"))
+                    .collect();
+                rows.sort();
+                out.extend(rows);
             }
         }
     }
