@@ -61,9 +61,14 @@ pub(crate) fn check(action: &AuthAction<'_>, role: Role) -> Result<(), String> {
         A::Attach { .. } | A::Detach { .. } => {
             return Err("ATTACH and DETACH are not supported: only the main database is replicated".into())
         }
-        A::Pragma { pragma_name, .. } => {
+        A::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
             let name = pragma_name.to_ascii_lowercase();
-            if DENIED_PRAGMAS.contains(&name.as_str()) {
+            // Reading a setting is fine; a checkpoint is an action even bare.
+            let sets = pragma_value.is_some() || name == "wal_checkpoint";
+            if sets && DENIED_PRAGMAS.contains(&name.as_str()) {
                 return Err(format!("PRAGMA {name} is managed by Quorumlite and cannot be changed"));
             }
             return Ok(());

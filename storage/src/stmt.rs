@@ -29,20 +29,16 @@ pub(crate) fn run(
     };
     let mut stmt = conn.prepare_cached(&key).map_err(fail)?;
     bind(&mut stmt, &st.params, index)?;
-    let columns: Vec<Column> = stmt
-        .columns()
-        .map(|c| Column {
-            name: c.name().to_owned(),
-            decltype: c.decl_type().map(str::to_owned),
-        })
-        .collect();
-    let width = columns.len();
     let before = conn.total_changes();
     let mut out_rows = Vec::new();
     let mut rows = stmt.raw_query();
     loop {
         match rows.next() {
             Ok(Some(row)) => {
+                // Width from the row, not from before the first step: SQLite
+                // re-prepares a cached statement at its first step after a
+                // schema change, and `SELECT *` may then have more columns.
+                let width = row.as_ref().column_count();
                 let mut values = Vec::with_capacity(width);
                 for i in 0..width {
                     let v = row.get_ref(i).map_err(fail)?;
@@ -57,6 +53,14 @@ pub(crate) fn run(
         }
     }
     drop(rows);
+    // Read after stepping, for the same reason as the width above.
+    let columns: Vec<Column> = stmt
+        .columns()
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            decltype: c.decl_type().map(str::to_owned),
+        })
+        .collect();
     let rows_affected = if conn.total_changes() != before {
         conn.changes()
     } else {

@@ -438,3 +438,38 @@ fn a_batch_computed_on_another_state_is_refused_as_a_conflict() {
     );
     p.replica.integrity_ok();
 }
+
+/// Found by the property test: a reader's cached `SELECT *` is re-prepared
+/// at its first step after a schema change, so its column list must be read
+/// after stepping, not before.
+#[test]
+fn a_cached_select_star_sees_a_column_added_by_a_later_batch() {
+    let mut p = Pair::new();
+    p.exec("CREATE TABLE t(a)");
+    p.exec("INSERT INTO t VALUES (1)");
+    let before = p
+        .leader
+        .reads
+        .query(&Statement::new("SELECT * FROM t"))
+        .expect("query");
+    assert_eq!(before.columns.len(), 1);
+    p.exec("ALTER TABLE t ADD COLUMN x TEXT DEFAULT 'd'");
+    for node in [&p.leader, &p.replica] {
+        let after = node
+            .reads
+            .query(&Statement::new("SELECT * FROM t"))
+            .expect("query");
+        assert_eq!(
+            after
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "x"]
+        );
+        assert_eq!(
+            after.rows,
+            vec![vec![Value::Integer(1), Value::Text("d".into())]]
+        );
+    }
+}

@@ -127,7 +127,7 @@ pub fn logical_dump(reads: &ReadPool) -> String {
                 let mut rows: Vec<String> = q(&format!("SELECT * FROM \"{name}\""))
                     .rows
                     .iter()
-                    .map(|r| format!("  {r:?}\n"))
+                    .map(|r| format!("  {:?}\n", r.iter().map(show).collect::<Vec<_>>()))
                     .collect();
                 rows.sort();
                 out.extend(rows);
@@ -135,4 +135,23 @@ pub fn logical_dump(reads: &ReadPool) -> String {
         }
     }
     out
+}
+
+/// A value for dumps: blobs shortened to their length and checksum.
+pub fn show(v: &Value) -> String {
+    match v {
+        Value::Blob(b) => format!("blob[{}:{:08x}]", b.len(), crc32(b)),
+        other => format!("{other:?}"),
+    }
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & 0u32.wrapping_sub(crc & 1));
+        }
+    }
+    !crc
 }
