@@ -51,6 +51,20 @@ pub struct Applier {
     /// Lets our own statements through the authorizer (no user SQL runs here).
     gate: Arc<Gate>,
     page_size: u32,
+    /// What the file holds, as of our last commit. `None`: read it (outside
+    /// any transaction) before the next one.
+    known: Option<Known>,
+}
+
+/// The file's state as this connection last saw or made it.
+///
+/// Invariant: valid only while `data_version` (SQLite's per-connection
+/// change counter) is unchanged, i.e. no other connection committed.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    version: u64,
+    db_size: u32,
+    data_version: i64,
 }
 
 impl Applier {
@@ -70,6 +84,7 @@ impl Applier {
             conn,
             gate,
             page_size,
+            known: None,
         })
     }
 
@@ -79,9 +94,13 @@ impl Applier {
 
     /// The data version of the database.
     pub fn version(&self) -> Result<u64> {
-        self.gate
-            .internal(|| data_version(&self.conn))
-            .map_err(Error::sqlite("reading the data version"))
+        match self.known {
+            Some(k) => Ok(k.version),
+            None => self
+                .gate
+                .internal(|| data_version(&self.conn))
+                .map_err(Error::sqlite("reading the data version")),
+        }
     }
 
     /// Apply one batch (see the module docs). An `Err` means the database
@@ -93,18 +112,25 @@ impl Applier {
                 remote: batch.page_size(),
             });
         }
-        self.begin()?;
-        let outcome = self.apply_in_txn(batch);
-        self.finish(
-            outcome
-                .as_ref()
-                .is_ok_and(|o| matches!(o, ApplyOutcome::Applied { .. })),
-        )?;
+        let known = self.begin()?;
+        let outcome = self.apply_in_txn(batch, known);
+        let applied = outcome
+            .as_ref()
+            .is_ok_and(|o| matches!(o, ApplyOutcome::Applied { .. }));
+        // A new page 1 may carry a new schema cookie: then the schema must be
+        // reloaded outside the next transaction, so forget what we know.
+        let wrote_page1 = batch.pages().first().is_some_and(|p| p.pgno == 1);
+        let after = (applied && !wrote_page1).then_some(Known {
+            version: batch.version(),
+            db_size: batch.db_size(),
+            data_version: 0, // set by `finish` after the cache reset
+        });
+        self.finish(applied, after)?;
         outcome
     }
 
-    fn apply_in_txn(&self, batch: &FrameBatch) -> Result<ApplyOutcome> {
-        let current = self.version()?;
+    fn apply_in_txn(&self, batch: &FrameBatch, known: Known) -> Result<ApplyOutcome> {
+        let current = known.version;
         if batch.version() <= current {
             return Ok(ApplyOutcome::AlreadyApplied { current });
         }
@@ -114,7 +140,7 @@ impl Applier {
                 current,
             });
         }
-        let mut writer = PageWriter::new(&self.conn, self.page_size)?;
+        let mut writer = PageWriter::new(&self.conn, self.page_size, known.db_size);
         for page in batch.pages() {
             writer.put(page.pgno, &page.data)?;
         }
@@ -141,12 +167,11 @@ impl Applier {
                 remote: header.page_size,
             });
         }
-        self.begin()?;
-        let result = self.install_in_txn(&header, &mut input);
-        self.finish(result.is_ok())?;
+        let known = self.begin()?;
+        let result = self.install_in_txn(&header, &mut input, known.db_size);
+        self.finish(result.is_ok(), None)?;
         result?;
-        // Read back only now: inside the transaction the b-tree layer still
-        // has the old file's size cached and would call the new schema corrupt.
+        // Read back only now, outside the transaction (see `begin`).
         let installed = self.version()?;
         if installed != header.version {
             return Err(Error::corrupt(
@@ -160,10 +185,15 @@ impl Applier {
         Ok(header.meta())
     }
 
-    fn install_in_txn(&self, header: &SnapshotHeader, input: &mut impl Read) -> Result<()> {
+    fn install_in_txn(
+        &self,
+        header: &SnapshotHeader,
+        input: &mut impl Read,
+        old_size: u32,
+    ) -> Result<()> {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header.encode());
-        let mut writer = PageWriter::new(&self.conn, self.page_size)?;
+        let mut writer = PageWriter::new(&self.conn, self.page_size, old_size);
         let mut page = vec![0u8; self.page_size as usize];
         for pgno in 1..=header.db_size {
             input
@@ -182,23 +212,82 @@ impl Applier {
         writer.finish(header.db_size)
     }
 
-    fn begin(&self) -> Result<()> {
-        // Load the schema before dropping the cache, so that the page writes
-        // below never make SQLite parse a half-written schema.
-        self.gate
-            .internal(|| {
-                self.conn
-                    .prepare_cached("SELECT 1 FROM sqlite_schema LIMIT 1")?
-                    .exists([])
-            })
-            .map_err(Error::sqlite("loading the schema"))?;
-        vfs::reset_cache(&self.conn).map_err(Error::sqlite("resetting the page cache"))?;
-        self.exec("BEGIN IMMEDIATE")
-            .map_err(Error::sqlite("starting the apply transaction"))
+    /// Open the apply transaction, in the recipe's order, and return the
+    /// state it starts from.
+    ///
+    /// No b-tree page may be read inside the transaction: a page parsed
+    /// there and then overwritten through `sqlite_dbpage` keeps its stale
+    /// parsed header, and the schema reload that follows a new page 1 (at
+    /// the truncation row) reads it as "database disk image is malformed".
+    /// So the version and size are read before `BEGIN`, which also loads
+    /// the current schema, and the page cache is dropped right after. After
+    /// our own commits they are known without reading; `PRAGMA data_version`
+    /// inside the transaction proves no other connection committed since.
+    fn begin(&mut self) -> Result<Known> {
+        for _ in 0..3 {
+            let known = match self.known {
+                Some(k) => k,
+                None => self.read_known()?,
+            };
+            self.exec("BEGIN IMMEDIATE")
+                .map_err(Error::sqlite("starting the apply transaction"))?;
+            match self.pragma_data_version() {
+                Ok(dv) if dv == known.data_version => {
+                    self.known = Some(known);
+                    return Ok(known);
+                }
+                Ok(_) => {
+                    // Another connection committed: read the state again.
+                    let _ = self.exec("ROLLBACK");
+                    self.known = None;
+                }
+                Err(e) => {
+                    let _ = self.exec("ROLLBACK");
+                    self.known = None;
+                    return Err(Error::sqlite("reading data_version")(e));
+                }
+            }
+        }
+        Err(Error::Capture(
+            "another connection keeps committing to this database; only the applier may write it"
+                .into(),
+        ))
     }
 
-    /// Commit if `commit`, else roll back; then drop the page cache.
-    fn finish(&self, commit: bool) -> Result<()> {
+    /// Read version and size outside any transaction (loading the current
+    /// schema), drop the page cache, then read the change counter (the cache
+    /// reset itself bumps it).
+    fn read_known(&self) -> Result<Known> {
+        let (version, db_size) = self
+            .gate
+            .internal(|| -> rusqlite::Result<(u64, u32)> {
+                let size = self
+                    .conn
+                    .prepare_cached("PRAGMA page_count")?
+                    .query_row([], |r| r.get(0))?;
+                Ok((data_version(&self.conn)?, size))
+            })
+            .map_err(Error::sqlite("reading the database state"))?;
+        vfs::reset_cache(&self.conn).map_err(Error::sqlite("resetting the page cache"))?;
+        let data_version = self
+            .pragma_data_version()
+            .map_err(Error::sqlite("reading data_version"))?;
+        Ok(Known {
+            version,
+            db_size,
+            data_version,
+        })
+    }
+
+    fn pragma_data_version(&self) -> rusqlite::Result<i64> {
+        self.conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))
+    }
+
+    /// Commit if `commit`, else roll back; then drop the page cache. `after`
+    /// is the state a successful commit leaves (None: read it next time).
+    fn finish(&mut self, commit: bool, after: Option<Known>) -> Result<()> {
         let end = if commit {
             self.exec("COMMIT")
                 .map_err(Error::sqlite("committing the batch"))
@@ -208,7 +297,24 @@ impl Applier {
         if end.is_err() && !self.conn.is_autocommit() {
             let _ = self.exec("ROLLBACK");
         }
-        vfs::reset_cache(&self.conn).map_err(Error::sqlite("resetting the page cache"))?;
+        if end.is_err() {
+            self.known = None;
+        }
+        if commit {
+            self.known = None;
+            // Pages written through sqlite_dbpage leave stale parsed headers.
+            vfs::reset_cache(&self.conn).map_err(Error::sqlite("resetting the page cache"))?;
+            if let (Ok(()), Some(after)) = (&end, after) {
+                // The reset bumped the change counter: record its new value.
+                let data_version = self
+                    .pragma_data_version()
+                    .map_err(Error::sqlite("reading data_version"))?;
+                self.known = Some(Known {
+                    data_version,
+                    ..after
+                });
+            }
+        }
         end
     }
 
@@ -241,18 +347,15 @@ struct PageWriter<'c> {
 }
 
 impl<'c> PageWriter<'c> {
-    fn new(conn: &'c Connection, page_size: u32) -> Result<Self> {
-        let old_size: u32 = conn
-            .pragma_query_value(None, "page_count", |r| r.get(0))
-            .map_err(Error::sqlite("reading page_count"))?;
-        Ok(Self {
+    fn new(conn: &'c Connection, page_size: u32, old_size: u32) -> Self {
+        Self {
             conn,
             old_size,
             page1: None,
             max_written: 0,
             page_size,
             pending_byte_page: crate::pending_byte_page(page_size),
-        })
+        }
     }
 
     fn put(&mut self, pgno: u32, data: &[u8]) -> Result<()> {

@@ -148,7 +148,13 @@ impl Executor {
                 Attempt::OverCap { during: None } => {
                     let live: Vec<usize> = (0..take).filter(|&i| failed[i].is_none()).collect();
                     match live.as_slice() {
-                        [] => unreachable_batch()?,
+                        // Only reachable if a batch with no successful request
+                        // reached COMMIT, which `run_captured` never does.
+                        [] => {
+                            return Err(Error::Capture(
+                                "batch cap crossed at commit with no live request".into(),
+                            ))
+                        }
                         [only] => failed[*only] = Some(self.too_large()),
                         _ => take = live[live.len() / 2],
                     }
@@ -315,13 +321,6 @@ impl Executor {
             batch: Some(batch),
         })
     }
-}
-
-/// Bookkeeping only: an `OverCap` at commit always has a live request.
-fn unreachable_batch() -> Result<()> {
-    Err(Error::Capture(
-        "cap crossed by a batch with no live request".into(),
-    ))
 }
 
 fn is_vacuum(request: &WriteRequest) -> bool {

@@ -473,3 +473,30 @@ fn a_cached_select_star_sees_a_column_added_by_a_later_batch() {
         );
     }
 }
+
+/// The applier keeps the version and size it committed instead of reading
+/// them inside its transaction; a commit by any other connection must make
+/// it read them again (PRAGMA data_version).
+#[test]
+fn a_commit_by_another_connection_is_noticed_before_the_next_apply() {
+    let mut p = Pair::new();
+    p.exec("CREATE TABLE t(a)");
+    p.exec("INSERT INTO t VALUES (1)");
+    let next = p
+        .leader
+        .executor
+        .execute(&[WriteRequest::sql("INSERT INTO t VALUES (2)")])
+        .expect("exec")
+        .batch
+        .expect("batch");
+    let foreign = rusqlite::Connection::open(&p.replica.path).expect("open");
+    foreign
+        .execute("UPDATE _quorumlite_meta SET version = 99", [])
+        .expect("foreign write");
+    drop(foreign);
+    assert_eq!(
+        p.replica.applier.apply(&next).expect("apply"),
+        ApplyOutcome::AlreadyApplied { current: 99 }
+    );
+    p.replica.integrity_ok();
+}
