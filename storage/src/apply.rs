@@ -58,13 +58,13 @@ pub struct Applier {
 
 /// The file's state as this connection last saw or made it.
 ///
-/// Invariant: valid only while `data_version` (SQLite's per-connection
-/// change counter) is unchanged, i.e. no other connection committed.
+/// Invariant: valid only while `data_version` (the pager's change counter,
+/// `SQLITE_FCNTL_DATA_VERSION`) is unchanged: no other connection committed.
 #[derive(Clone, Copy, Debug)]
 struct Known {
     version: u64,
     db_size: u32,
-    data_version: i64,
+    data_version: u32,
 }
 
 impl Applier {
@@ -123,7 +123,7 @@ impl Applier {
         let after = (applied && !wrote_page1).then_some(Known {
             version: batch.version(),
             db_size: batch.db_size(),
-            data_version: 0, // set by `finish` after the cache reset
+            data_version: 0, // set by `finish` after the commit
         });
         self.finish(applied, after)?;
         outcome
@@ -221,7 +221,7 @@ impl Applier {
     /// the truncation row) reads it as "database disk image is malformed".
     /// So the version and size are read before `BEGIN`, which also loads
     /// the current schema, and the page cache is dropped right after. After
-    /// our own commits they are known without reading; `PRAGMA data_version`
+    /// our own commits they are known without reading; the pager's data version
     /// inside the transaction proves no other connection committed since.
     fn begin(&mut self) -> Result<Known> {
         for _ in 0..3 {
@@ -279,14 +279,12 @@ impl Applier {
         })
     }
 
-    fn pragma_data_version(&self) -> rusqlite::Result<i64> {
-        self.conn
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))
+    fn pragma_data_version(&self) -> rusqlite::Result<u32> {
+        vfs::pager_data_version(&self.conn)
     }
 
-    /// Commit if `commit`, else roll back; then drop the page cache. `after`
-    /// is the state a successful commit leaves (None: read it next time).
+    /// Commit if `commit`, else roll back. `after` is the state a successful
+    /// commit leaves (None: read it, outside a transaction, next time).
     fn finish(&mut self, commit: bool, after: Option<Known>) -> Result<()> {
         let end = if commit {
             self.exec("COMMIT")
@@ -297,24 +295,22 @@ impl Applier {
         if end.is_err() && !self.conn.is_autocommit() {
             let _ = self.exec("ROLLBACK");
         }
-        if end.is_err() {
-            self.known = None;
-        }
-        if commit {
-            self.known = None;
-            // Pages written through sqlite_dbpage leave stale parsed headers.
-            vfs::reset_cache(&self.conn).map_err(Error::sqlite("resetting the page cache"))?;
-            if let (Ok(()), Some(after)) = (&end, after) {
-                // The reset bumped the change counter: record its new value.
-                let data_version = self
+        // No cache reset after a commit: pages fetched by sqlite_dbpage enter
+        // the cache unparsed, and the only b-tree reads this connection makes
+        // (`read_known`) drop the cache right after. So nothing in the cache
+        // carries a stale parsed header, and recently written pages stay
+        // cached for the next batch.
+        self.known = match (&end, commit, after) {
+            (Ok(()), false, _) => self.known, // nothing written
+            (Ok(()), true, Some(after)) => Some(Known {
+                // Our own commit bumped the pager's counter.
+                data_version: self
                     .pragma_data_version()
-                    .map_err(Error::sqlite("reading data_version"))?;
-                self.known = Some(Known {
-                    data_version,
-                    ..after
-                });
-            }
-        }
+                    .map_err(Error::sqlite("reading data_version"))?,
+                ..after
+            }),
+            _ => None,
+        };
         end
     }
 

@@ -51,6 +51,8 @@ pub(crate) fn open(path: &Path, config: &StorageConfig) -> Result<Connection> {
         .map_err(Error::sqlite("setting busy_timeout"))?;
     conn.pragma_update(None, "cache_size", -i64::from(config.cache_size_kib))
         .map_err(Error::sqlite("setting cache_size"))?;
+    conn.pragma_update(None, "mmap_size", 1i64 << 30)
+        .map_err(Error::sqlite("setting mmap_size"))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

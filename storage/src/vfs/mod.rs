@@ -228,6 +228,26 @@ pub(crate) fn reset_cache(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// `SQLITE_FCNTL_DATA_VERSION`: the pager's change counter. It moves on this
+/// connection's own commits, on cache resets, and when a transaction starts
+/// after another connection committed. No syscall, no transaction.
+pub(crate) fn pager_data_version(conn: &Connection) -> rusqlite::Result<u32> {
+    let mut version: u32 = 0;
+    // SAFETY: valid connection handle; the opcode writes one u32 into `version`.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_DATA_VERSION,
+            (&mut version as *mut u32).cast(),
+        )
+    };
+    match rc {
+        ffi::SQLITE_OK => Ok(version),
+        rc => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None)),
+    }
+}
+
 /// Reset the connection's last insert rowid, so each request reports only its own.
 pub(crate) fn set_last_insert_rowid(conn: &Connection, rowid: i64) {
     // SAFETY: valid connection handle, used from its owning thread.
