@@ -395,7 +395,7 @@ fn build_batch(state: &vfs::CaptureState, page_size: u32, base: u64) -> Result<F
 /// A batch carrying a whole database image, marked as a WAL-mode file.
 pub(crate) fn image_batch(image: &[u8], page_size: u32, base: u64) -> Result<FrameBatch> {
     let ps = page_size as usize;
-    if image.len() % ps != 0 || image.len() < ps {
+    if !image.len().is_multiple_of(ps) || image.len() < ps {
         return Err(Error::corrupt(
             "database image",
             "size is not a whole number of pages",

@@ -251,7 +251,7 @@ fn a_request_over_the_batch_cap_fails_alone() {
         )])
     };
     let huge = WriteRequest::sql("INSERT INTO t(b) VALUES (randomblob(1000000))");
-    let requests = vec![small(1), small(2), huge.clone(), small(3)];
+    let requests = [small(1), small(2), huge, small(3)];
     // The executor may cut the batch short; resubmit the rest as the batcher does.
     let mut done = Vec::new();
     while done.len() < requests.len() {

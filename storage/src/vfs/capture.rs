@@ -82,7 +82,7 @@ impl CaptureState {
     }
 
     fn is_frame_header_offset(&self, offset: u64) -> bool {
-        offset >= WAL_HEADER_BYTES && (offset - WAL_HEADER_BYTES) % self.frame_bytes() == 0
+        offset >= WAL_HEADER_BYTES && (offset - WAL_HEADER_BYTES).is_multiple_of(self.frame_bytes())
     }
 
     /// Bytes spanned by the frames written since arming.
