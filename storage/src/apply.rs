@@ -4,17 +4,21 @@
 //! Raft log is the durable record; `SQLITE_DBCONFIG_DEFENSIVE` off so
 //! `sqlite_dbpage` is writable). The recipe, each step guarding a trap we
 //! reproduced:
-//! 1. load the schema, then `SQLITE_FCNTL_RESET_CACHE`, then `BEGIN IMMEDIATE`;
-//! 2. read the data version inside the transaction: a batch at or below it
-//!    is skipped (replay after a crash), one whose base differs is a conflict;
+//! 1. outside any transaction, read the data version and page count (this
+//!    loads the schema), then `SQLITE_FCNTL_RESET_CACHE`: no b-tree page may
+//!    be parsed inside the transaction (see `Applier::begin`). After our
+//!    own commits both are known without reading;
+//! 2. `BEGIN IMMEDIATE`, and check the pager's data version: another
+//!    connection's commit sends us back to step 1. A batch at or below the
+//!    version is skipped (replay after a crash); one whose base differs is a
+//!    conflict;
 //! 3. write every page except page 1 with single-row
 //!    `INSERT INTO sqlite_dbpage(pgno, data)`; page 1 last, or SQLite reloads
 //!    the schema from a half-written tree ("database disk image is malformed");
 //! 4. growing: if `db_size` passes the largest page written, a zeroed page at
 //!    `db_size`; shrinking: the truncation row `(db_size + 1, NULL)` as the
 //!    very last statement, alone: any row after it cancels the truncation;
-//! 5. `COMMIT`, then reset the cache again, or the applier's next read can
-//!    see stale b-tree page headers.
+//! 5. `COMMIT`.
 //!
 //! The version check and the pages commit in one SQLite transaction, so the
 //! data and its version can never disagree, whatever crashes when.
