@@ -23,16 +23,23 @@ pub(crate) fn prepare_file(path: &Path, config: &StorageConfig) -> Result<u32> {
     // page_size only takes effect before the file has content.
     conn.pragma_update(None, "page_size", config.page_size)
         .map_err(Error::sqlite("setting page_size"))?;
+    enter_wal(&conn)?;
+    page_size(&conn)
+}
+
+/// Switch `conn` to WAL mode (a no-op when the file already is).
+fn enter_wal(conn: &Connection) -> Result<()> {
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
         .map_err(Error::sqlite("switching to WAL mode"))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::corrupt(
+    if mode.eq_ignore_ascii_case("wal") {
+        Ok(())
+    } else {
+        Err(Error::corrupt(
             "database",
             format!("could not enter WAL mode (got {mode})"),
-        ));
+        ))
     }
-    page_size(&conn)
 }
 
 /// Open one connection through the capture VFS, with common settings.
@@ -65,15 +72,7 @@ pub(crate) fn open_role(
     role: Option<Role>,
 ) -> Result<(Connection, Arc<Gate>)> {
     let mut conn = open(path, config)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
-        .map_err(Error::sqlite("switching to WAL mode"))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::corrupt(
-            "database",
-            format!("could not enter WAL mode (got {mode})"),
-        ));
-    }
+    enter_wal(&conn)?;
     let Some(role) = role else {
         return Ok((conn, Arc::default()));
     };
