@@ -1,0 +1,195 @@
+//! The Raft log in sled.
+//!
+//! Layout: tree `log` maps the big-endian index to an encoded entry (so key
+//! order is index order); tree `meta` holds `vote`, `committed` and
+//! `purged`. To ensure correctness (openraft's contract), every append,
+//! vote, truncate and purge is flushed to disk before it is acknowledged:
+//! sled on its own syncs only every 500 ms, and a lost vote or a lost
+//! acknowledged entry breaks Raft's safety.
+
+use crate::codec;
+use crate::{Entry, NodeId, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{LogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+
+/// The sled-backed log store; clones share the same database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const PURGED: &[u8] = b"purged";
+
+fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::read_logs(crate::any(e)).into()
+}
+fn write_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::write_logs(crate::any(e)).into()
+}
+
+impl LogStore {
+    /// Open (or create) the log under `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, sled::Error> {
+        let db = sled::Config::new().path(dir.as_ref()).open()?;
+        Ok(Self {
+            log: db.open_tree("log")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    async fn flush(&self) -> Result<(), StorageError<NodeId>> {
+        self.db.flush_async().await.map(drop).map_err(write_err)
+    }
+
+    fn get_meta_log_id(&self, key: &[u8]) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        match self.meta.get(key).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => codec::decode_log_id(&v).map_err(read_err),
+        }
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        match self.log.last().map_err(read_err)? {
+            None => Ok(None),
+            Some((_, v)) => Ok(Some(codec::decode_entry(&v).map_err(read_err)?.log_id)),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(&i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in self.log.range((Bound::Included(start.to_be_bytes()), end)) {
+            let (_, v) = item.map_err(read_err)?;
+            out.push(codec::decode_entry(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id = self.get_meta_log_id(PURGED)?;
+        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.meta
+            .insert(VOTE, codec::encode_vote(vote))
+            .map_err(|e| StorageError::from(StorageIOError::write_vote(crate::any(e))))?;
+        self.flush().await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        match self
+            .meta
+            .get(VOTE)
+            .map_err(|e| StorageIOError::read_vote(crate::any(e)))?
+        {
+            None => Ok(None),
+            Some(v) => codec::decode_vote(&v)
+                .map(Some)
+                .map_err(|e| StorageIOError::read_vote(crate::any(e)).into()),
+        }
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        // Not flushed: losing it only means re-deriving it from the quorum.
+        self.meta
+            .insert(COMMITTED, codec::encode_log_id(&committed))
+            .map(drop)
+            .map_err(write_err)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        self.get_meta_log_id(COMMITTED)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            batch.insert(&e.log_id.index.to_be_bytes(), codec::encode_entry(&e));
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        // Acknowledge only what is on disk.
+        let flushed = self.db.flush_async().await;
+        let result = flushed.map(drop).map_err(std::io::Error::other);
+        let failed = result
+            .as_ref()
+            .err()
+            .map(|e| std::io::Error::other(e.to_string()));
+        callback.log_io_completed(result);
+        match failed {
+            None => Ok(()),
+            Some(e) => Err(write_err(e)),
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(log_id.index.to_be_bytes()..) {
+            let (k, _) = item.map_err(read_err)?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Record the purge point first: a crash between the two steps leaves
+        // entries that are merely ignored, never a gap that is not recorded.
+        self.meta
+            .insert(PURGED, codec::encode_log_id(&Some(log_id)))
+            .map_err(write_err)?;
+        self.flush().await?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=log_id.index.to_be_bytes()) {
+            let (k, _) = item.map_err(read_err)?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        self.flush().await
+    }
+}

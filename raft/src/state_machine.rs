@@ -1,0 +1,481 @@
+//! The state machine adapter: openraft entries in, `storage` calls out.
+//!
+//! Apply is thin and deterministic: a batch entry goes to
+//! `storage::Applier::apply`, a membership entry is remembered, a blank
+//! entry does nothing. A storage error is returned to openraft as fatal: the
+//! node stops rather than diverge.
+//!
+//! # The applied position across crashes
+//! The data version lives inside the SQLite file (atomic with the data).
+//! The applied log id and membership live in sled beside it (`applied`),
+//! written after each apply call without a flush, and for every batch a
+//! `versions` record maps the data version it created to the log id that
+//! created it. On open, with V the file's data version:
+//! - the sled record is at or below V (the common crash: sled's unflushed
+//!   writes were lost): report it. Entries after it are applied again, and
+//!   every batch at or below V is skipped by `Applier`, so nothing is
+//!   applied twice;
+//! - the sled record is above V (the OS lost SQLite's last WAL commits,
+//!   `synchronous=NORMAL`): report the position recorded for V, so the node
+//!   never claims an index its data does not hold.
+
+use crate::codec::{self, AppliedState};
+use crate::{any, Command, Entry, Node, NodeId, Response, TypeConfig};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use storage::{Applier, FrameBatch, ReadPool, StorageConfig};
+use tokio::io::AsyncSeekExt;
+use tokio::sync::watch;
+
+/// The data version applied so far; reads wait on it (`wait_for`).
+pub type AppliedVersion = watch::Receiver<u64>;
+
+const APPLIED: &[u8] = b"applied";
+const SNAPSHOT: &[u8] = b"snapshot";
+
+/// The SQLite state machine; clones share it (one clone is the snapshot builder).
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The only writer of the database file. Lock order: `applier`, then `state`.
+    applier: Mutex<Applier>,
+    reads: ReadPool,
+    /// Invariant: describes exactly what the file holds once `applier` is unlocked.
+    state: Mutex<AppliedState>,
+    sled: sled::Db,
+    meta: sled::Tree,
+    /// data version (big-endian) -> encoded AppliedState right after the batch that made it.
+    versions: sled::Tree,
+    snapshot_dir: PathBuf,
+    version_tx: watch::Sender<u64>,
+    incoming: AtomicU64,
+}
+
+/// Why the state machine could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error("opening the state machine metadata: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Decode(#[from] codec::DecodeError),
+    #[error("creating {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the database is at data version {version}, but no applied position was recorded for it; restore this node from a snapshot")]
+    Unknown { version: u64 },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sm_read(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(any(e)).into()
+}
+fn sm_write(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(any(e)).into()
+}
+fn snap_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::write_snapshot(None, any(e)).into()
+}
+
+impl StateMachine {
+    /// Open the state machine in `dir`: `data.db` (SQLite), `sm/` (sled),
+    /// `snapshots/`.
+    pub fn open(dir: impl AsRef<Path>, config: &StorageConfig) -> Result<Self, OpenError> {
+        let dir = dir.as_ref();
+        let snapshot_dir = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshot_dir).map_err(|source| OpenError::Dir {
+            path: snapshot_dir.clone(),
+            source,
+        })?;
+        let db_path = dir.join("data.db");
+        let applier = Applier::open(&db_path, config)?;
+        let reads = ReadPool::open(&db_path, config)?;
+        let sled = sled::Config::new().path(dir.join("sm")).open()?;
+        let meta = sled.open_tree("meta")?;
+        let versions = sled.open_tree("versions")?;
+        let state = recover(applier.version()?, &meta, &versions)?;
+        let (version_tx, _) = watch::channel(state.version);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                applier: Mutex::new(applier),
+                reads,
+                state: Mutex::new(state),
+                sled,
+                meta,
+                versions,
+                snapshot_dir,
+                version_tx,
+                incoming: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// A watch on the applied data version.
+    pub fn applied_version(&self) -> AppliedVersion {
+        self.inner.version_tx.subscribe()
+    }
+
+    /// Read connections on the state machine's database.
+    pub fn reads(&self) -> &ReadPool {
+        &self.inner.reads
+    }
+}
+
+/// The applied position to report at open (see the module docs).
+fn recover(
+    version: u64,
+    meta: &sled::Tree,
+    versions: &sled::Tree,
+) -> Result<AppliedState, OpenError> {
+    let recorded = match meta.get(APPLIED)? {
+        Some(v) => codec::decode_applied(&v)?,
+        None => AppliedState::default(),
+    };
+    if recorded.version <= version {
+        return Ok(AppliedState {
+            version,
+            ..recorded
+        });
+    }
+    match versions.get(version.to_be_bytes())? {
+        Some(v) => Ok(codec::decode_applied(&v)?),
+        None if version == 0 => Ok(AppliedState::default()),
+        None => Err(OpenError::Unknown { version }),
+    }
+}
+
+impl Inner {
+    fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StorageError<NodeId>> {
+        let mut applier = lock(&self.applier);
+        let mut state = lock(&self.state);
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let log_id = entry.log_id;
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::None,
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(log_id), m);
+                    Response::None
+                }
+                EntryPayload::Normal(Command::Batch(bytes)) => {
+                    let fail = |e: &dyn std::fmt::Display| {
+                        StorageError::from(StorageIOError::apply(log_id, any(e)))
+                    };
+                    let batch = FrameBatch::decode(&bytes).map_err(|e| fail(&e))?;
+                    let outcome = applier.apply(&batch).map_err(|e| fail(&e))?;
+                    if let storage::ApplyOutcome::Applied { version } = outcome {
+                        state.version = version;
+                        state.last_log_id = Some(log_id);
+                        self.versions
+                            .insert(version.to_be_bytes(), codec::encode_applied(&state))
+                            .map_err(sm_write)?;
+                    }
+                    outcome.into()
+                }
+            };
+            state.last_log_id = Some(log_id);
+            out.push(response);
+        }
+        self.meta
+            .insert(APPLIED, codec::encode_applied(&state))
+            .map_err(sm_write)?;
+        self.version_tx.send_replace(state.version);
+        Ok(out)
+    }
+
+    /// Stream a consistent image to `snapshots/<id>.snap`.
+    fn build_blocking(&self) -> Result<SnapshotMeta<NodeId, Node>, StorageError<NodeId>> {
+        // Start the read transaction while no batch is being applied, so the
+        // image and the applied position describe the same state.
+        let (mut reader, state) = {
+            let _applier = lock(&self.applier);
+            let state = lock(&self.state).clone();
+            (self.reads.snapshot().map_err(snap_err)?, state)
+        };
+        if reader.meta().version != state.version {
+            return Err(snap_err(format!(
+                "snapshot image is at version {} but the state machine at {}",
+                reader.meta().version,
+                state.version
+            )));
+        }
+        let snapshot_id = match state.last_log_id {
+            Some(id) => format!(
+                "{}-{}-{}-v{}",
+                id.leader_id.term, id.leader_id.node_id, id.index, state.version
+            ),
+            None => format!("0-0-0-v{}", state.version),
+        };
+        let path = self.snapshot_path(&snapshot_id);
+        let tmp = path.with_extension("tmp");
+        let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(snap_err)?);
+        std::io::copy(&mut reader, &mut out).map_err(snap_err)?;
+        let file = out.into_inner().map_err(snap_err)?;
+        file.sync_all().map_err(snap_err)?;
+        std::fs::rename(&tmp, &path).map_err(snap_err)?;
+        let meta = SnapshotMeta {
+            last_log_id: state.last_log_id,
+            last_membership: state.membership.clone(),
+            snapshot_id,
+        };
+        self.set_current_snapshot(&meta)?;
+        // Version records below the snapshot are no longer needed for recovery.
+        self.prune_versions(state.version.saturating_sub(1))?;
+        Ok(meta)
+    }
+
+    fn snapshot_path(&self, id: &str) -> PathBuf {
+        self.snapshot_dir.join(format!("{id}.snap"))
+    }
+
+    /// Record `meta` as the current snapshot, then delete older files.
+    fn set_current_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.meta
+            .insert(SNAPSHOT, codec::encode_snapshot_meta(meta))
+            .map_err(snap_err)?;
+        self.sled.flush().map_err(snap_err)?;
+        let keep = self.snapshot_path(&meta.snapshot_id);
+        if let Ok(dir) = std::fs::read_dir(&self.snapshot_dir) {
+            for entry in dir.flatten() {
+                let p = entry.path();
+                if p != keep && p.extension().is_some_and(|e| e == "snap") {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn prune_versions(&self, below: u64) -> Result<(), StorageError<NodeId>> {
+        let mut batch = sled::Batch::default();
+        for item in self.versions.range(..below.to_be_bytes()) {
+            let (k, _) = item.map_err(sm_write)?;
+            batch.remove(k);
+        }
+        self.versions.apply_batch(batch).map_err(sm_write)
+    }
+
+    fn current_snapshot_meta(
+        &self,
+    ) -> Result<Option<SnapshotMeta<NodeId, Node>>, StorageError<NodeId>> {
+        match self.meta.get(SNAPSHOT).map_err(sm_read)? {
+            None => Ok(None),
+            Some(v) => codec::decode_snapshot_meta(&v).map(Some).map_err(sm_read),
+        }
+    }
+
+    /// Install the image at `path` (already complete on disk) as the state.
+    fn install_blocking(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        path: &Path,
+    ) -> Result<(), StorageError<NodeId>> {
+        let mut applier = lock(&self.applier);
+        let file = std::fs::File::open(path).map_err(snap_err)?;
+        let installed = applier
+            .install_snapshot(BufReader::new(file))
+            .map_err(snap_err)?;
+        let state = AppliedState {
+            last_log_id: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            version: installed.version,
+        };
+        // The old history's version records do not describe this image.
+        self.versions.clear().map_err(sm_write)?;
+        self.versions
+            .insert(state.version.to_be_bytes(), codec::encode_applied(&state))
+            .map_err(sm_write)?;
+        self.meta
+            .insert(APPLIED, codec::encode_applied(&state))
+            .map_err(sm_write)?;
+        self.set_current_snapshot(meta)?;
+        *lock(&self.state) = state;
+        self.version_tx.send_replace(installed.version);
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
+) -> Result<T, StorageError<NodeId>> {
+    tokio::task::spawn_blocking(f).await.map_err(sm_write)?
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let inner = Arc::clone(&self.inner);
+        let meta = blocking(move || inner.build_blocking()).await?;
+        let file = tokio::fs::File::open(self.inner.snapshot_path(&meta.snapshot_id))
+            .await
+            .map_err(snap_err)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StorageError<NodeId>> {
+        let state = lock(&self.inner.state);
+        Ok((state.last_log_id, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.apply_blocking(entries)).await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let n = self.inner.incoming.fetch_add(1, Ordering::Relaxed);
+        let path = self.inner.snapshot_dir.join(format!("incoming-{n}.part"));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(snap_err)?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<NodeId>> {
+        // Copy whatever file we were handed into our snapshot directory
+        // (durably), then install from that copy.
+        let mut source = *snapshot;
+        source.rewind().await.map_err(snap_err)?;
+        let path = self.inner.snapshot_path(&meta.snapshot_id);
+        let tmp = path.with_extension("tmp");
+        let mut dest = tokio::fs::File::create(&tmp).await.map_err(snap_err)?;
+        tokio::io::copy(&mut source, &mut dest)
+            .await
+            .map_err(snap_err)?;
+        dest.sync_all().await.map_err(snap_err)?;
+        drop(dest);
+        tokio::fs::rename(&tmp, &path).await.map_err(snap_err)?;
+        let inner = Arc::clone(&self.inner);
+        let meta = meta.clone();
+        blocking(move || {
+            inner.install_blocking(&meta, &path)?;
+            inner.remove_incoming();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let Some(meta) = self.inner.current_snapshot_meta()? else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(self.inner.snapshot_path(&meta.snapshot_id))
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, any(e))))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}
+
+impl Inner {
+    fn remove_incoming(&self) {
+        if let Ok(dir) = std::fs::read_dir(&self.snapshot_dir) {
+            for entry in dir.flatten() {
+                if entry.path().extension().is_some_and(|e| e == "part") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn state(index: u64, version: u64) -> AppliedState {
+        AppliedState {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            membership: StoredMembership::default(),
+            version,
+        }
+    }
+
+    #[test]
+    fn recovery_never_reports_a_position_past_the_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        let (meta, versions) = (db.open_tree("m").expect("m"), db.open_tree("v").expect("v"));
+        for (index, version) in [(3, 1), (5, 2), (9, 3)] {
+            versions
+                .insert(
+                    u64::to_be_bytes(version),
+                    codec::encode_applied(&state(index, version)),
+                )
+                .expect("insert");
+        }
+        meta.insert(APPLIED, codec::encode_applied(&state(12, 3)))
+            .expect("insert");
+        // sled at or below the data (SQLite kept more than sled): report sled's record.
+        assert_eq!(
+            recover(3, &meta, &versions).expect("v3").last_log_id,
+            state(12, 3).last_log_id
+        );
+        assert_eq!(recover(5, &meta, &versions).expect("v5").version, 5);
+        // sled ahead of the data (the OS lost SQLite's last commits): the
+        // position recorded for the version the data holds.
+        assert_eq!(recover(2, &meta, &versions).expect("v2"), state(5, 2));
+        assert_eq!(
+            recover(0, &meta, &versions).expect("v0"),
+            AppliedState::default()
+        );
+        meta.insert(APPLIED, codec::encode_applied(&state(12, 7)))
+            .expect("insert");
+        assert!(matches!(
+            recover(6, &meta, &versions),
+            Err(OpenError::Unknown { version: 6 })
+        ));
+    }
+}
