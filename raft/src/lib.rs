@@ -18,7 +18,10 @@
 //! - [`StateMachine`]: applies batches, remembers the last applied log id and
 //!   membership, builds snapshots (a consistent SQLite image streamed to a
 //!   file) and installs them.
-//! - `codec`: our own versioned encoding of everything written to disk.
+//! - [`Network`] / [`TransportService`]: the gRPC transport between nodes
+//!   (client and server of `proto/raft.proto`).
+//! - `codec`: our own versioned encoding of everything written to disk or
+//!   sent between nodes.
 //!
 //! `raft/DESIGN.md` explains how the applied log id is kept consistent with
 //! the SQLite file across crashes.
@@ -29,9 +32,11 @@
 
 pub mod codec;
 mod log_store;
+pub mod network;
 mod state_machine;
 
 pub use log_store::LogStore;
+pub use network::{Network, TransportService};
 pub use state_machine::{AppliedVersion, StateMachine};
 
 use serde::{Deserialize, Serialize};

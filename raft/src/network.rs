@@ -1,0 +1,303 @@
+//! The gRPC transport between nodes (tonic/prost, `proto/raft.proto`).
+//!
+//! [`Network`] is openraft's client side: one lazily connected channel per
+//! peer; a peer that cannot be reached is reported as `Unreachable`, so
+//! openraft backs off instead of hammering it. [`TransportService`] is the
+//! server side: it decodes each request and hands it to the local `Raft`.
+//! Votes, log ids, entries and snapshot metadata travel in our own encoding
+//! (`codec`), inside protobuf `bytes` fields.
+
+use crate::codec::{self, DecodeError};
+use crate::{Node, NodeId, TypeConfig};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{Raft, SnapshotSegmentId};
+use tonic::transport::{Channel, Endpoint};
+
+/// Generated protobuf and gRPC code.
+pub mod pb {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("quorumlite.raft.v1");
+}
+
+use pb::raft_transport_client::RaftTransportClient;
+use pb::raft_transport_server::{RaftTransport, RaftTransportServer};
+
+/// Largest message either side accepts: a frame batch (capped by
+/// `max_batch_bytes`, 64 MiB by default) plus framing, with room to spare.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Creates one [`Peer`] per target node.
+#[derive(Clone, Default)]
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
+        let client = Endpoint::from_shared(format!("http://{}", node.addr))
+            .map(|e| {
+                RaftTransportClient::new(e.connect_lazy())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            })
+            .map_err(|e| format!("bad address {:?} for node {target}: {e}", node.addr));
+        Peer { target, client }
+    }
+}
+
+/// The client for one peer.
+pub struct Peer {
+    target: NodeId,
+    /// `Err` when the peer's address is not a valid endpoint.
+    client: Result<RaftTransportClient<Channel>, String>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
+
+fn unreachable<E>(msg: impl std::fmt::Display) -> RPCError<NodeId, Node, E>
+where
+    E: std::error::Error,
+{
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg.to_string())))
+}
+
+fn network<E>(msg: impl std::fmt::Display) -> RPCError<NodeId, Node, E>
+where
+    E: std::error::Error,
+{
+    RPCError::Network(NetworkError::new(&std::io::Error::other(msg.to_string())))
+}
+
+/// A failed call: unreachable when the peer cannot be reached at all.
+fn status<E: std::error::Error>(target: NodeId, s: tonic::Status) -> RPCError<NodeId, Node, E> {
+    let msg = format!("node {target}: {}", s.message());
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            unreachable(msg)
+        }
+        _ => network(msg),
+    }
+}
+
+impl Peer {
+    fn client<E: std::error::Error>(
+        &self,
+    ) -> Result<RaftTransportClient<Channel>, RPCError<NodeId, Node, E>> {
+        self.client.clone().map_err(unreachable)
+    }
+}
+
+fn request<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(option.hard_ttl());
+    req
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let msg = pb::AppendEntriesRequest {
+            vote: codec::encode_vote(&rpc.vote),
+            prev_log_id: codec::encode_log_id(&rpc.prev_log_id),
+            entries: rpc.entries.iter().map(codec::encode_entry).collect(),
+            leader_commit: codec::encode_log_id(&rpc.leader_commit),
+        };
+        let resp = self
+            .client()?
+            .append_entries(request(msg, &option))
+            .await
+            .map_err(|s| status(self.target, s))?
+            .into_inner();
+        use pb::append_entries_response::Result as R;
+        match resp.result {
+            Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
+            Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
+            Some(R::PartialSuccess(id)) => codec::decode_log_id(&id)
+                .map(AppendEntriesResponse::PartialSuccess)
+                .map_err(network),
+            Some(R::HigherVote(v)) => codec::decode_vote(&v)
+                .map(AppendEntriesResponse::HigherVote)
+                .map_err(network),
+            None => Err(network("empty append-entries response")),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let msg = pb::InstallSnapshotRequest {
+            vote: codec::encode_vote(&rpc.vote),
+            meta: codec::encode_snapshot_meta(&rpc.meta),
+            offset: rpc.offset,
+            data: rpc.data,
+            done: rpc.done,
+        };
+        let resp = self
+            .client()?
+            .install_snapshot(request(msg, &option))
+            .await
+            .map_err(|s| status(self.target, s))?
+            .into_inner();
+        if let (Some(expect), Some(got)) = (resp.mismatch_expect, resp.mismatch_got) {
+            let mismatch = SnapshotMismatch {
+                expect: SnapshotSegmentId {
+                    id: expect.id,
+                    offset: expect.offset,
+                },
+                got: SnapshotSegmentId {
+                    id: got.id,
+                    offset: got.offset,
+                },
+            };
+            return Err(RPCError::RemoteError(RemoteError::new(
+                self.target,
+                RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
+            )));
+        }
+        Ok(InstallSnapshotResponse {
+            vote: codec::decode_vote(&resp.vote).map_err(network)?,
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let msg = pb::VoteRequest {
+            vote: codec::encode_vote(&rpc.vote),
+            last_log_id: codec::encode_log_id(&rpc.last_log_id),
+        };
+        let resp = self
+            .client()?
+            .vote(request(msg, &option))
+            .await
+            .map_err(|s| status(self.target, s))?
+            .into_inner();
+        Ok(VoteResponse {
+            vote: codec::decode_vote(&resp.vote).map_err(network)?,
+            vote_granted: resp.vote_granted,
+            last_log_id: codec::decode_log_id(&resp.last_log_id).map_err(network)?,
+        })
+    }
+}
+
+/// The server side: decodes requests and hands them to the local Raft.
+pub struct TransportService {
+    raft: Raft<TypeConfig>,
+}
+
+impl TransportService {
+    /// The tonic service to mount on the node's gRPC server.
+    pub fn server(raft: Raft<TypeConfig>) -> RaftTransportServer<TransportService> {
+        RaftTransportServer::new(TransportService { raft })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn bad_request(e: DecodeError) -> tonic::Status {
+    tonic::Status::invalid_argument(e.to_string())
+}
+
+/// The local Raft refused or failed: the sender should retry later.
+fn raft_failed(e: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::unavailable(format!("raft: {e}"))
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<pb::AppendEntriesRequest>,
+    ) -> Result<tonic::Response<pb::AppendEntriesResponse>, tonic::Status> {
+        let req = request.into_inner();
+        let entries = req
+            .entries
+            .iter()
+            .map(|e| codec::decode_entry(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_request)?;
+        let rpc = AppendEntriesRequest {
+            vote: codec::decode_vote(&req.vote).map_err(bad_request)?,
+            prev_log_id: codec::decode_log_id(&req.prev_log_id).map_err(bad_request)?,
+            entries,
+            leader_commit: codec::decode_log_id(&req.leader_commit).map_err(bad_request)?,
+        };
+        use pb::append_entries_response::Result as R;
+        let result = match self.raft.append_entries(rpc).await.map_err(raft_failed)? {
+            AppendEntriesResponse::Success => R::Success(true),
+            AppendEntriesResponse::Conflict => R::Conflict(true),
+            AppendEntriesResponse::PartialSuccess(id) => {
+                R::PartialSuccess(codec::encode_log_id(&id))
+            }
+            AppendEntriesResponse::HigherVote(v) => R::HigherVote(codec::encode_vote(&v)),
+        };
+        Ok(tonic::Response::new(pb::AppendEntriesResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn vote(
+        &self,
+        request: tonic::Request<pb::VoteRequest>,
+    ) -> Result<tonic::Response<pb::VoteResponse>, tonic::Status> {
+        let req = request.into_inner();
+        let rpc = VoteRequest {
+            vote: codec::decode_vote(&req.vote).map_err(bad_request)?,
+            last_log_id: codec::decode_log_id(&req.last_log_id).map_err(bad_request)?,
+        };
+        let resp = self.raft.vote(rpc).await.map_err(raft_failed)?;
+        Ok(tonic::Response::new(pb::VoteResponse {
+            vote: codec::encode_vote(&resp.vote),
+            vote_granted: resp.vote_granted,
+            last_log_id: codec::encode_log_id(&resp.last_log_id),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<pb::InstallSnapshotRequest>,
+    ) -> Result<tonic::Response<pb::InstallSnapshotResponse>, tonic::Status> {
+        let req = request.into_inner();
+        let rpc = InstallSnapshotRequest {
+            vote: codec::decode_vote(&req.vote).map_err(bad_request)?,
+            meta: codec::decode_snapshot_meta(&req.meta).map_err(bad_request)?,
+            offset: req.offset,
+            data: req.data,
+            done: req.done,
+        };
+        let segment = |s: SnapshotSegmentId| pb::SnapshotSegment {
+            id: s.id,
+            offset: s.offset,
+        };
+        match self.raft.install_snapshot(rpc).await {
+            Ok(resp) => Ok(tonic::Response::new(pb::InstallSnapshotResponse {
+                vote: codec::encode_vote(&resp.vote),
+                mismatch_expect: None,
+                mismatch_got: None,
+            })),
+            Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
+                Ok(tonic::Response::new(pb::InstallSnapshotResponse {
+                    vote: Vec::new(),
+                    mismatch_expect: Some(segment(m.expect)),
+                    mismatch_got: Some(segment(m.got)),
+                }))
+            }
+            Err(e) => Err(raft_failed(e)),
+        }
+    }
+}
