@@ -167,6 +167,7 @@ impl Inner {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id;
+            state.last_log_id = Some(log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::None,
                 EntryPayload::Membership(m) => {
@@ -181,7 +182,6 @@ impl Inner {
                     let outcome = applier.apply(&batch).map_err(|e| fail(&e))?;
                     if let storage::ApplyOutcome::Applied { version } = outcome {
                         state.version = version;
-                        state.last_log_id = Some(log_id);
                         self.versions
                             .insert(version.to_be_bytes(), codec::encode_applied(&state))
                             .map_err(sm_write)?;
@@ -189,7 +189,6 @@ impl Inner {
                     outcome.into()
                 }
             };
-            state.last_log_id = Some(log_id);
             out.push(response);
         }
         self.meta

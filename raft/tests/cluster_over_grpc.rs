@@ -106,25 +106,17 @@ async fn three_nodes_replicate_batches_and_a_late_node_catches_up_by_snapshot() 
         assert!(out.results[0].is_ok(), "{:?}", out.results[0]);
         out.batch.expect("batch").encode()
     };
-    let create = write(
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB, at TEXT)".into(),
-        vec![],
-    );
-    let resp = leader
-        .raft
-        .client_write(Command::Batch(create))
-        .await
-        .expect("propose");
-    assert!(
-        matches!(resp.data, Response::Applied { .. }),
-        "{:?}",
-        resp.data
-    );
-    for i in 0..60i64 {
-        let bytes = write(
-            "INSERT INTO t(v, at) VALUES (randomblob(?1), datetime('now'))".into(),
-            vec![Value::Integer(1000 + i * 37)],
-        );
+    for i in 0..=60i64 {
+        let bytes = match i {
+            0 => write(
+                "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB, at TEXT)".into(),
+                vec![],
+            ),
+            _ => write(
+                "INSERT INTO t(v, at) VALUES (randomblob(?1), datetime('now'))".into(),
+                vec![Value::Integer(1000 + i * 37)],
+            ),
+        };
         let resp = leader
             .raft
             .client_write(Command::Batch(bytes))

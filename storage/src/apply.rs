@@ -27,14 +27,12 @@ use crate::batch::FrameBatch;
 use crate::config::StorageConfig;
 use crate::conn::{self, data_version};
 use crate::error::{Error, Result};
-use crate::policy::Gate;
 use crate::snapshot::{SnapshotHeader, SnapshotMeta};
 use crate::vfs;
 use rusqlite::config::DbConfig;
 use rusqlite::Connection;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 /// What [`Applier::apply`] did with a batch. Every node reaches the same
 /// outcome for the same batch on the same state, so these are not errors.
@@ -50,10 +48,10 @@ pub enum ApplyOutcome {
 }
 
 /// The connection that commits batches and snapshots.
+///
+/// No user SQL runs here, so the connection has no authorizer.
 pub struct Applier {
     conn: Connection,
-    /// Lets our own statements through the authorizer (no user SQL runs here).
-    gate: Arc<Gate>,
     page_size: u32,
     /// What the file holds, as of our last commit. `None`: read it (outside
     /// any transaction) before the next one.
@@ -76,34 +74,25 @@ impl Applier {
     pub fn open(path: impl AsRef<Path>, config: &StorageConfig) -> Result<Self> {
         let path = path.as_ref();
         let page_size = conn::prepare_file(path, config)?;
-        let (conn, gate) = conn::open_role(path, config, None)?;
-        gate.internal(|| {
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
-        })
-        .map_err(Error::sqlite("setting synchronous and journal_size_limit"))?;
+        let conn = conn::open(path, config)?;
+        conn::enter_wal(&conn)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .and_then(|()| conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024))
+            .map_err(Error::sqlite("setting synchronous and journal_size_limit"))?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
             .map_err(Error::sqlite("allowing sqlite_dbpage writes"))?;
         Ok(Self {
             conn,
-            gate,
             page_size,
             known: None,
         })
-    }
-
-    pub fn page_size(&self) -> u32 {
-        self.page_size
     }
 
     /// The data version of the database.
     pub fn version(&self) -> Result<u64> {
         match self.known {
             Some(k) => Ok(k.version),
-            None => self
-                .gate
-                .internal(|| data_version(&self.conn))
-                .map_err(Error::sqlite("reading the data version")),
+            None => data_version(&self.conn).map_err(Error::sqlite("reading the data version")),
         }
     }
 
@@ -124,11 +113,7 @@ impl Applier {
         // A new page 1 may carry a new schema cookie: then the schema must be
         // reloaded outside the next transaction, so forget what we know.
         let wrote_page1 = batch.pages().first().is_some_and(|p| p.pgno == 1);
-        let after = (applied && !wrote_page1).then_some(Known {
-            version: batch.version(),
-            db_size: batch.db_size(),
-            data_version: 0, // set by `finish` after the commit
-        });
+        let after = (applied && !wrote_page1).then_some((batch.version(), batch.db_size()));
         self.finish(applied, after)?;
         outcome
     }
@@ -235,7 +220,7 @@ impl Applier {
             };
             self.exec("BEGIN IMMEDIATE")
                 .map_err(Error::sqlite("starting the apply transaction"))?;
-            match self.pragma_data_version() {
+            match vfs::pager_data_version(&self.conn) {
                 Ok(dv) if dv == known.data_version => {
                     self.known = Some(known);
                     return Ok(known);
@@ -262,20 +247,16 @@ impl Applier {
     /// schema), drop the page cache, then read the change counter (the cache
     /// reset itself bumps it).
     fn read_known(&self) -> Result<Known> {
-        let (version, db_size) = self
-            .gate
-            .internal(|| -> rusqlite::Result<(u64, u32)> {
-                let size = self
-                    .conn
-                    .prepare_cached("PRAGMA page_count")?
-                    .query_row([], |r| r.get(0))?;
-                Ok((data_version(&self.conn)?, size))
-            })
-            .map_err(Error::sqlite("reading the database state"))?;
+        let version =
+            data_version(&self.conn).map_err(Error::sqlite("reading the data version"))?;
+        let db_size = self
+            .conn
+            .prepare_cached("PRAGMA page_count")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(Error::sqlite("reading page_count"))?;
         vfs::reset_cache(&self.conn).map_err(Error::sqlite("resetting the page cache"))?;
-        let data_version = self
-            .pragma_data_version()
-            .map_err(Error::sqlite("reading data_version"))?;
+        let data_version =
+            vfs::pager_data_version(&self.conn).map_err(Error::sqlite("reading data_version"))?;
         Ok(Known {
             version,
             db_size,
@@ -283,13 +264,10 @@ impl Applier {
         })
     }
 
-    fn pragma_data_version(&self) -> rusqlite::Result<u32> {
-        vfs::pager_data_version(&self.conn)
-    }
-
-    /// Commit if `commit`, else roll back. `after` is the state a successful
-    /// commit leaves (None: read it, outside a transaction, next time).
-    fn finish(&mut self, commit: bool, after: Option<Known>) -> Result<()> {
+    /// Commit if `commit`, else roll back. `after` is the (version, size) a
+    /// successful commit leaves (None: read them, outside a transaction,
+    /// before the next one).
+    fn finish(&mut self, commit: bool, after: Option<(u64, u32)>) -> Result<()> {
         let end = if commit {
             self.exec("COMMIT")
                 .map_err(Error::sqlite("committing the batch"))
@@ -306,12 +284,12 @@ impl Applier {
         // cached for the next batch.
         self.known = match (&end, commit, after) {
             (Ok(()), false, _) => self.known, // nothing written
-            (Ok(()), true, Some(after)) => Some(Known {
+            (Ok(()), true, Some((version, db_size))) => Some(Known {
+                version,
+                db_size,
                 // Our own commit bumped the pager's counter.
-                data_version: self
-                    .pragma_data_version()
+                data_version: vfs::pager_data_version(&self.conn)
                     .map_err(Error::sqlite("reading data_version"))?,
-                ..after
             }),
             _ => None,
         };
@@ -319,18 +297,7 @@ impl Applier {
     }
 
     fn exec(&self, sql: &str) -> rusqlite::Result<()> {
-        self.gate
-            .internal(|| self.conn.prepare_cached(sql)?.execute([]).map(drop))
-    }
-
-    /// A checkpoint of the WAL into the database file (PASSIVE: never waits).
-    pub fn checkpoint(&self) -> Result<()> {
-        self.gate
-            .internal(|| {
-                self.conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            })
-            .map_err(Error::sqlite("checkpointing"))
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 }
 

@@ -28,7 +28,7 @@ pub(crate) fn prepare_file(path: &Path, config: &StorageConfig) -> Result<u32> {
 }
 
 /// Switch `conn` to WAL mode (a no-op when the file already is).
-fn enter_wal(conn: &Connection) -> Result<()> {
+pub(crate) fn enter_wal(conn: &Connection) -> Result<()> {
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
         .map_err(Error::sqlite("switching to WAL mode"))?;
@@ -64,18 +64,14 @@ pub(crate) fn open(path: &Path, config: &StorageConfig) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Open a connection for `role`, with its authorizer installed. `None` is
-/// the applier, which runs no user SQL and so has no authorizer.
+/// Open a connection for user SQL in `role`, with its authorizer installed.
 pub(crate) fn open_role(
     path: &Path,
     config: &StorageConfig,
-    role: Option<Role>,
+    role: Role,
 ) -> Result<(Connection, Arc<Gate>)> {
     let mut conn = open(path, config)?;
     enter_wal(&conn)?;
-    let Some(role) = role else {
-        return Ok((conn, Arc::default()));
-    };
     if role == Role::Read {
         conn.pragma_update(None, "query_only", true)
             .map_err(Error::sqlite("setting query_only"))?;

@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::read::ReadPool;
+use crate::snapshot::begin_image;
 use std::fmt;
 
 /// Page-1 byte ranges each node writes for itself.
@@ -34,39 +35,37 @@ impl ReadPool {
     /// Digest of the current state.
     pub fn digest(&self) -> Result<Digest> {
         let reader = self.checkout()?;
-        let (conn, gate) = (&reader.conn, &*reader.gate);
-        gate.internal(|| -> rusqlite::Result<Digest> {
-            conn.execute_batch("BEGIN")?;
-            let version = crate::conn::data_version(conn)?;
-            let page_size: u32 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(&page_size.to_le_bytes());
-            let mut db_size = 0u32;
-            let mut stmt = conn.prepare_cached("SELECT pgno, data FROM sqlite_dbpage")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let pgno: u32 = row.get(0)?;
-                let data = row.get_ref(1)?.as_blob()?;
-                if pgno == 1 {
-                    let mut page1 = data.to_vec();
-                    for range in MASKED {
-                        page1[range].fill(0);
+        let image = begin_image(&reader).map_err(Error::sqlite("starting the digest"))?;
+        let conn = &reader.conn;
+        reader
+            .gate
+            .internal(|| -> rusqlite::Result<Digest> {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(&image.page_size.to_le_bytes());
+                let mut stmt = conn.prepare_cached("SELECT pgno, data FROM sqlite_dbpage")?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let pgno: u32 = row.get(0)?;
+                    let data = row.get_ref(1)?.as_blob()?;
+                    if pgno == 1 {
+                        let mut page1 = data.to_vec();
+                        for range in MASKED {
+                            page1[range].fill(0);
+                        }
+                        hasher.update(&page1);
+                    } else {
+                        hasher.update(data);
                     }
-                    hasher.update(&page1);
-                } else {
-                    hasher.update(data);
                 }
-                db_size = pgno;
-            }
-            drop(rows);
-            drop(stmt);
-            conn.execute_batch("COMMIT")?;
-            Ok(Digest {
-                version,
-                db_size,
-                hash: *hasher.finalize().as_bytes(),
+                drop(rows);
+                drop(stmt);
+                conn.execute_batch("COMMIT")?;
+                Ok(Digest {
+                    version: image.version,
+                    db_size: image.db_size,
+                    hash: *hasher.finalize().as_bytes(),
+                })
             })
-        })
-        .map_err(Error::sqlite("computing the digest"))
+            .map_err(Error::sqlite("computing the digest"))
     }
 }

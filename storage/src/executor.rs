@@ -87,7 +87,7 @@ impl Executor {
     pub fn open(path: impl AsRef<Path>, config: &StorageConfig) -> Result<Self> {
         let path = path.as_ref();
         let page_size = conn::prepare_file(path, config)?;
-        let (conn, gate) = conn::open_role(path, config, Some(Role::Write))?;
+        let (conn, gate) = conn::open_role(path, config, Role::Write)?;
         // The writer never commits, so it must never checkpoint either.
         gate.internal(|| conn.pragma_update(None, "wal_autocheckpoint", 0))
             .map_err(Error::sqlite("disabling autocheckpoint on the writer"))?;
@@ -169,17 +169,12 @@ impl Executor {
         }
     }
 
-    fn internal(&self, sql: &str) -> rusqlite::Result<()> {
-        self.gate
-            .internal(|| self.conn.prepare_cached(sql)?.execute([]).map(drop))
-    }
-
     /// Roll back whatever transaction is open; used on every abort path.
     fn rollback(&self) {
         if !self.conn.is_autocommit() {
             // A failure here leaves the transaction to SQLite's own cleanup
             // on the next BEGIN; nothing of it was ever visible.
-            let _ = self.internal("ROLLBACK");
+            let _ = self.gate.exec(&self.conn, "ROLLBACK");
         }
     }
 
@@ -188,7 +183,8 @@ impl Executor {
         requests: &[WriteRequest],
         failed: &[Option<RequestError>],
     ) -> Result<Attempt> {
-        self.internal("BEGIN IMMEDIATE")
+        self.gate
+            .exec(&self.conn, "BEGIN IMMEDIATE")
             .map_err(Error::sqlite("starting the write transaction"))?;
         let base = match self.gate.internal(|| data_version(&self.conn)) {
             Ok(v) => v,
@@ -209,8 +205,7 @@ impl Executor {
         base: u64,
     ) -> Result<Attempt> {
         let (conn, gate) = (&self.conn, &*self.gate);
-        let internal =
-            |sql: &str| gate.internal(|| conn.prepare_cached(sql)?.execute([]).map(drop));
+        let internal = |sql: &str| gate.exec(conn, sql);
         let armed = self
             .capture
             .arm(conn, self.page_size, self.max_batch_bytes)

@@ -9,6 +9,7 @@
 //! The policy is a pure function of the action so it can be table-tested.
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Table holding the data version; every name with this prefix is reserved.
@@ -132,13 +133,10 @@ pub(crate) fn check(action: &AuthAction<'_>, role: Role) -> Result<(), String> {
 /// the statement being prepared is ours, and why the last user one was refused.
 #[derive(Default)]
 pub(crate) struct Gate {
-    state: Mutex<GateState>,
-}
-
-#[derive(Default)]
-struct GateState {
-    internal: bool,
-    refusal: Option<String>,
+    /// Set while our own statements are prepared and run: everything passes.
+    internal: AtomicBool,
+    /// Why the last user statement was refused (the authorizer can only say "deny").
+    refusal: Mutex<Option<String>>,
 }
 
 impl Gate {
@@ -156,46 +154,43 @@ impl Gate {
     }
 
     fn authorize(&self, ctx: &AuthContext<'_>, role: Role) -> Authorization {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.internal {
+        if self.internal.load(Ordering::Relaxed) {
             return Authorization::Allow;
         }
         match check(&ctx.action, role) {
             Ok(()) => Authorization::Allow,
             Err(reason) => {
-                state.refusal.get_or_insert(reason);
+                self.refusal().get_or_insert(reason);
                 Authorization::Deny
             }
         }
     }
 
+    fn refusal(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.refusal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Run `f` with the authorizer letting everything through (our own statements).
     pub(crate) fn internal<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.set_internal(true);
+        self.internal.store(true, Ordering::Relaxed);
         let out = f();
-        self.set_internal(false);
+        self.internal.store(false, Ordering::Relaxed);
         out
     }
 
-    fn set_internal(&self, on: bool) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .internal = on;
+    /// Run one of our own statements that returns no rows (BEGIN, SAVEPOINT...).
+    pub(crate) fn exec(&self, conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+        self.internal(|| conn.prepare_cached(sql)?.execute([]).map(drop))
     }
 
     /// Forget any refusal left from an earlier statement.
     pub(crate) fn clear(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).refusal = None;
+        *self.refusal() = None;
     }
 
     /// The reason the last user statement was refused, if it was.
     pub(crate) fn take_refusal(&self) -> Option<String> {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .refusal
-            .take()
+        self.refusal().take()
     }
 }
 

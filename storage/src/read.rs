@@ -76,12 +76,7 @@ impl Drop for Pooled {
             return;
         };
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if reader.conn.is_autocommit()
-            || reader
-                .gate
-                .internal(|| reader.conn.execute_batch("ROLLBACK"))
-                .is_ok()
-        {
+        if reader.conn.is_autocommit() || reader.gate.exec(&reader.conn, "ROLLBACK").is_ok() {
             idle.conns.push(reader);
         } else {
             idle.open -= 1;
@@ -121,8 +116,7 @@ impl ReadPool {
             if idle.open < self.inner.config.read_pool_size {
                 idle.open += 1;
                 drop(idle);
-                return match conn::open_role(&self.inner.path, &self.inner.config, Some(Role::Read))
-                {
+                return match conn::open_role(&self.inner.path, &self.inner.config, Role::Read) {
                     Ok((conn, gate)) => Ok(self.pooled(Reader { conn, gate })),
                     Err(e) => {
                         self.inner
@@ -153,9 +147,8 @@ impl ReadPool {
     pub fn query(&self, st: &Statement) -> Result<QueryResult, ReadError> {
         let reader = self.checkout()?;
         let (conn, gate) = (&reader.conn, &*reader.gate);
-        let internal =
-            |sql: &str| gate.internal(|| conn.prepare_cached(sql)?.execute([]).map(drop));
-        internal("BEGIN").map_err(Error::sqlite("starting a read transaction"))?;
+        gate.exec(conn, "BEGIN")
+            .map_err(Error::sqlite("starting a read transaction"))?;
         let result = gate
             .internal(|| data_version(conn))
             .map_err(|e| ReadError::Storage(Error::sqlite("reading the data version")(e)))
@@ -167,7 +160,8 @@ impl ReadPool {
                     version,
                 })
             });
-        internal("COMMIT").map_err(Error::sqlite("ending a read transaction"))?;
+        gate.exec(conn, "COMMIT")
+            .map_err(Error::sqlite("ending a read transaction"))?;
         result
     }
 

@@ -14,7 +14,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::read::{Pooled, ReadPool};
+use crate::read::{Pooled, ReadPool, Reader};
 use std::io::{self, Read};
 
 const MAGIC: &[u8; 4] = b"QLSN";
@@ -112,20 +112,7 @@ impl ReadPool {
     /// Start streaming a snapshot of the current state.
     pub fn snapshot(&self) -> Result<SnapshotReader> {
         let reader = self.checkout()?;
-        let (conn, gate) = (&reader.conn, &*reader.gate);
-        let meta = gate
-            .internal(|| -> rusqlite::Result<SnapshotMeta> {
-                conn.execute_batch("BEGIN")?;
-                let version = crate::conn::data_version(conn)?;
-                let page_size: u32 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-                let db_size: u32 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
-                Ok(SnapshotMeta {
-                    version,
-                    page_size,
-                    db_size,
-                })
-            })
-            .map_err(Error::sqlite("starting a snapshot"))?;
+        let meta = begin_image(&reader).map_err(Error::sqlite("starting a snapshot"))?;
         let header = SnapshotHeader {
             page_size: meta.page_size,
             db_size: meta.db_size,
@@ -144,6 +131,20 @@ impl ReadPool {
             done: false,
         })
     }
+}
+
+/// Open a read transaction on `reader` and describe the image it sees.
+/// Everything read through `reader` until it ends belongs to that image.
+pub(crate) fn begin_image(reader: &Reader) -> rusqlite::Result<SnapshotMeta> {
+    let conn = &reader.conn;
+    reader.gate.internal(|| {
+        conn.execute_batch("BEGIN")?;
+        Ok(SnapshotMeta {
+            version: crate::conn::data_version(conn)?,
+            page_size: conn.pragma_query_value(None, "page_size", |r| r.get(0))?,
+            db_size: conn.pragma_query_value(None, "page_count", |r| r.get(0))?,
+        })
+    })
 }
 
 impl SnapshotReader {

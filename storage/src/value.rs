@@ -120,29 +120,6 @@ impl WriteRequest {
     pub fn sql(sql: impl Into<String>) -> Self {
         Self::new(vec![Statement::new(sql)])
     }
-
-    /// Bytes of SQL text and parameter values, for size checks before execution.
-    pub fn approx_size(&self) -> usize {
-        self.statements
-            .iter()
-            .map(|s| {
-                s.sql.len()
-                    + match &s.params {
-                        Params::None => 0,
-                        Params::Positional(v) => v.iter().map(value_size).sum(),
-                        Params::Named(v) => v.iter().map(|(n, v)| n.len() + value_size(v)).sum(),
-                    }
-            })
-            .sum()
-    }
-}
-
-fn value_size(v: &Value) -> usize {
-    match v {
-        Value::Null | Value::Integer(_) | Value::Real(_) => 8,
-        Value::Text(t) => t.len(),
-        Value::Blob(b) => b.len(),
-    }
 }
 
 /// A result column: its name and declared type (`None` for expressions).

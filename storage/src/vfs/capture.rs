@@ -134,19 +134,25 @@ impl CaptureState {
         verdict
     }
 
-    /// Serve a read from captured bytes. `base` holds what the real file
-    /// returned (zero-filled past its end); captured writes are laid over it.
-    /// Returns true when captured writes covered every requested byte.
-    pub(crate) fn overlay_read(&self, offset: u64, buf: &mut [u8]) -> bool {
+    /// Serve a read entirely from one captured write, if one holds the
+    /// whole range (a spilled page read back): no syscall needed.
+    pub(crate) fn read_whole(&self, offset: u64, buf: &mut [u8]) -> bool {
         let end = offset + buf.len() as u64;
-        // Fast path: one captured write holds the whole range.
-        if let Some((&start, data)) = self.writes.range(..=offset).next_back() {
-            if start + data.len() as u64 >= end {
+        match self.writes.range(..=offset).next_back() {
+            Some((&start, data)) if start + data.len() as u64 >= end => {
                 let from = (offset - start) as usize;
                 buf.copy_from_slice(&data[from..from + buf.len()]);
-                return true;
+                true
             }
+            _ => false,
         }
+    }
+
+    /// Lay captured writes over `buf`, which holds what the real file
+    /// returned (zero-filled past its end). Returns true when captured
+    /// writes covered every requested byte.
+    pub(crate) fn overlay(&self, offset: u64, buf: &mut [u8]) -> bool {
+        let end = offset + buf.len() as u64;
         let lookback = offset.saturating_sub(self.frame_bytes());
         let mut covered = 0u64;
         for (&start, data) in self.writes.range(lookback..end) {
@@ -162,14 +168,6 @@ impl CaptureState {
             covered += hi - lo;
         }
         covered >= buf.len() as u64
-    }
-
-    /// Whether any captured write intersects `[offset, offset + len)`.
-    pub(crate) fn touches(&self, offset: u64, len: u64) -> bool {
-        let lookback = offset.saturating_sub(self.frame_bytes());
-        self.writes
-            .range(lookback..offset + len)
-            .any(|(&start, data)| start + data.len() as u64 > offset)
     }
 
     /// The pages of the captured commit, in frame order, with the database
@@ -289,16 +287,19 @@ mod tests {
         s.write(frame_offset(1) + 24, &[1; 512]);
         s.write(frame_offset(1) + 24, &[7; 512]);
         let mut buf = [0u8; 100];
-        assert!(s.overlay_read(frame_offset(1) + 24 + 10, &mut buf));
+        assert!(s.read_whole(frame_offset(1) + 24 + 10, &mut buf));
         assert!(buf.iter().all(|&b| b == 7));
-        // A range that straddles a captured header and its page is assembled.
+        // A range that straddles a captured header and its page is assembled
+        // by the overlay, not by a single write.
         s.write(frame_offset(1), &header(4, 0));
         let mut whole = vec![0u8; 24 + 512];
-        assert!(s.overlay_read(frame_offset(1), &mut whole));
+        assert!(!s.read_whole(frame_offset(1), &mut whole));
+        assert!(s.overlay(frame_offset(1), &mut whole));
         assert_eq!(&whole[0..4], &4u32.to_be_bytes());
-        // A range nobody wrote is not covered.
-        let mut other = [0u8; 16];
-        assert!(!s.overlay_read(frame_offset(5), &mut other));
-        assert!(!s.touches(frame_offset(5), 16));
+        // A range nobody wrote is not covered and is left as the file had it.
+        let mut other = [9u8; 16];
+        assert!(!s.read_whole(frame_offset(5), &mut other));
+        assert!(!s.overlay(frame_offset(5), &mut other));
+        assert_eq!(other, [9u8; 16]);
     }
 }

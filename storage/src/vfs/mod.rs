@@ -457,17 +457,21 @@ unsafe extern "C" fn io_read(
         let offset_u = offset as u64;
         if let Some(state) = armed_state(file) {
             if offset_u >= WAL_HEADER_BYTES && amt > 0 {
-                let out = std::slice::from_raw_parts_mut(buf.cast::<u8>(), amt as usize);
-                if !state.touches(offset_u, amt as u64) {
-                    return read(real, buf, amt, offset);
-                }
-                // Fill from the real file first (zero-filled when short),
-                // then lay the captured writes over it.
-                let rc = read(real, buf, amt, offset);
-                if state.overlay_read(offset_u, out) {
+                // Each slice over `buf` lives only between calls that write
+                // through the raw pointer.
+                let whole = std::slice::from_raw_parts_mut(buf.cast::<u8>(), amt as usize);
+                if state.read_whole(offset_u, whole) {
                     return ffi::SQLITE_OK;
                 }
-                return rc;
+                // Fill from the real file first (zero-filled when short),
+                // then lay any captured writes over it.
+                let rc = read(real, buf, amt, offset);
+                let out = std::slice::from_raw_parts_mut(buf.cast::<u8>(), amt as usize);
+                return if state.overlay(offset_u, out) {
+                    ffi::SQLITE_OK
+                } else {
+                    rc
+                };
             }
         }
         read(real, buf, amt, offset)
