@@ -58,6 +58,9 @@ struct Inner {
     versions: sled::Tree,
     snapshot_dir: PathBuf,
     version_tx: watch::Sender<u64>,
+    /// The cluster lineage (drawn by the first batch, replaced by a snapshot
+    /// install). `None` until the first batch is applied.
+    lineage: Mutex<Option<Arc<str>>>,
     incoming: AtomicU64,
 }
 
@@ -111,6 +114,7 @@ impl StateMachine {
         let versions = sled.open_tree("versions")?;
         let state = recover(applier.version()?, &meta, &versions)?;
         let (version_tx, _) = watch::channel(state.version);
+        let lineage = Mutex::new(reads.lineage()?.map(Arc::from));
         Ok(Self {
             inner: Arc::new(Inner {
                 applier: Mutex::new(applier),
@@ -121,6 +125,7 @@ impl StateMachine {
                 versions,
                 snapshot_dir,
                 version_tx,
+                lineage,
                 incoming: AtomicU64::new(0),
             }),
         })
@@ -129,6 +134,11 @@ impl StateMachine {
     /// A watch on the applied data version.
     pub fn applied_version(&self) -> AppliedVersion {
         self.inner.version_tx.subscribe()
+    }
+
+    /// The cluster lineage, `None` before the first batch was applied.
+    pub fn lineage(&self) -> Option<Arc<str>> {
+        lock(&self.inner.lineage).clone()
     }
 
     /// Read connections on the state machine's database.
@@ -194,8 +204,19 @@ impl Inner {
         self.meta
             .insert(APPLIED, codec::encode_applied(&state))
             .map_err(sm_write)?;
+        if state.version > 0 && lock(&self.lineage).is_none() {
+            self.refresh_lineage()?;
+        }
         self.version_tx.send_replace(state.version);
         Ok(out)
+    }
+
+    /// Re-read the lineage from the database (after its first batch, or a
+    /// snapshot that may come from another history).
+    fn refresh_lineage(&self) -> Result<(), StorageError<NodeId>> {
+        let lineage = self.reads.lineage().map_err(sm_read)?;
+        *lock(&self.lineage) = lineage.map(Arc::from);
+        Ok(())
     }
 
     /// Stream a consistent image to `snapshots/<id>.snap`.
@@ -308,6 +329,7 @@ impl Inner {
             .map_err(sm_write)?;
         self.set_current_snapshot(meta)?;
         *lock(&self.state) = state;
+        self.refresh_lineage()?;
         self.version_tx.send_replace(installed.version);
         Ok(())
     }

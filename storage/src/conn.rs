@@ -100,3 +100,14 @@ pub(crate) fn data_version(conn: &Connection) -> rusqlite::Result<u64> {
     let v: Option<i64> = stmt.query_row([], |r| r.get(0)).optional()?;
     Ok(v.unwrap_or(0) as u64)
 }
+
+/// The cluster lineage drawn by the first batch; `None` before it.
+pub(crate) fn lineage(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    match conn.prepare_cached("SELECT lineage FROM _quorumlite_meta WHERE id = 1") {
+        Ok(mut stmt) => stmt.query_row([], |r| r.get(0)).optional(),
+        Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.starts_with("no such table") => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}

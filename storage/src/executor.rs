@@ -115,6 +115,21 @@ impl Executor {
             .map_err(Error::sqlite("setting cache_size"))
     }
 
+    /// The batch that starts a cluster's history: it creates the metadata
+    /// table and draws the lineage, and holds no user request. `None` when
+    /// the database already has a version (the cluster was initialized).
+    pub fn initialize(&mut self) -> Result<Option<FrameBatch>> {
+        if self.version()? > 0 {
+            return Ok(None);
+        }
+        match self.attempt(&[], &[], true)? {
+            Attempt::Done(outcome) => Ok(outcome.batch),
+            _ => Err(Error::Capture(
+                "the initial batch did not fit in one batch".into(),
+            )),
+        }
+    }
+
     /// Execute requests as one batch (see the module docs). Returns results
     /// for a prefix of `requests`; resubmit the rest.
     pub fn execute(&mut self, requests: &[WriteRequest]) -> Result<BatchOutcome> {
@@ -134,7 +149,7 @@ impl Executor {
             .unwrap_or(requests.len());
         let mut failed: Vec<Option<RequestError>> = vec![None; take];
         loop {
-            match self.attempt(&requests[..take], &failed[..take])? {
+            match self.attempt(&requests[..take], &failed[..take], false)? {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::TxnLost { index, error } => failed[index] = Some(error),
                 Attempt::OverCap { during: Some(i) } => {
@@ -182,6 +197,7 @@ impl Executor {
         &mut self,
         requests: &[WriteRequest],
         failed: &[Option<RequestError>],
+        always_commit: bool,
     ) -> Result<Attempt> {
         self.gate
             .exec(&self.conn, "BEGIN IMMEDIATE")
@@ -193,7 +209,7 @@ impl Executor {
                 return Err(Error::sqlite("reading the data version")(e));
             }
         };
-        let outcome = self.run_captured(requests, failed, base);
+        let outcome = self.run_captured(requests, failed, base, always_commit);
         self.rollback();
         outcome
     }
@@ -203,6 +219,7 @@ impl Executor {
         requests: &[WriteRequest],
         failed: &[Option<RequestError>],
         base: u64,
+        always_commit: bool,
     ) -> Result<Attempt> {
         let (conn, gate) = (&self.conn, &*self.gate);
         let internal = |sql: &str| gate.exec(conn, sql);
@@ -211,7 +228,7 @@ impl Executor {
             .arm(conn, self.page_size, self.max_batch_bytes)
             .map_err(|m| Error::Capture(m.into()))?;
         let mut results = Vec::with_capacity(requests.len());
-        let mut any_ok = false;
+        let mut any_ok = always_commit;
         for (i, request) in requests.iter().enumerate() {
             if let Some(e) = &failed[i] {
                 results.push(Err(e.clone()));
@@ -353,11 +370,15 @@ fn run_request(conn: &Connection, gate: &Gate, request: &WriteRequest) -> Reques
 }
 
 /// Set the data version to `base + 1`, creating the table on the first batch.
+///
+/// The first batch also draws the cluster's **lineage**: 16 random bytes,
+/// hex. It is drawn inside the captured transaction, so every node applies
+/// the same value with the pages: the lineage is part of the data.
 pub(crate) fn bump_version(conn: &Connection, base: u64) -> rusqlite::Result<()> {
     if base == 0 {
         conn.execute_batch(
-            "CREATE TABLE _quorumlite_meta(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
-             INSERT INTO _quorumlite_meta(id, version) VALUES (1, 1);",
+            "CREATE TABLE _quorumlite_meta(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, lineage TEXT NOT NULL);
+             INSERT INTO _quorumlite_meta(id, version, lineage) VALUES (1, 1, lower(hex(randomblob(16))));",
         )
     } else {
         conn.prepare_cached("UPDATE _quorumlite_meta SET version = ?1 WHERE id = 1")?

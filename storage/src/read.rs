@@ -165,6 +165,15 @@ impl ReadPool {
         result
     }
 
+    /// The cluster lineage (drawn by the first batch), `None` before it.
+    pub fn lineage(&self) -> Result<Option<String>, Error> {
+        let reader = self.checkout()?;
+        reader
+            .gate
+            .internal(|| conn::lineage(&reader.conn))
+            .map_err(Error::sqlite("reading the lineage"))
+    }
+
     /// The data version as of now.
     pub fn version(&self) -> Result<u64, Error> {
         let reader = self.checkout()?;

@@ -480,3 +480,30 @@ fn a_batch_for_another_page_size_is_refused() {
     assert!(err.to_string().contains("page size"), "{err}");
     assert_eq!(other.version().expect("version"), 0);
 }
+
+#[test]
+fn the_initial_batch_draws_one_lineage_that_every_replica_shares() {
+    let mut p = Pair::new();
+    assert_eq!(p.leader.reads.lineage().expect("lineage"), None);
+    let batch = p
+        .leader
+        .executor
+        .initialize()
+        .expect("initialize")
+        .expect("a fresh database gets an initial batch");
+    assert_eq!((batch.base(), batch.version()), (0, 1));
+    p.apply_both(&batch);
+    let lineage = p.leader.reads.lineage().expect("lineage").expect("drawn");
+    assert_eq!(lineage.len(), 32, "{lineage}");
+    assert!(lineage.bytes().all(|b| b.is_ascii_hexdigit()), "{lineage}");
+    assert_eq!(
+        p.replica.reads.lineage().expect("lineage"),
+        Some(lineage.clone())
+    );
+    assert_eq!(p.leader.digest(), p.replica.digest());
+    // Once a cluster has a history, there is nothing to initialize, and
+    // later batches keep the lineage.
+    assert!(p.leader.executor.initialize().expect("again").is_none());
+    p.exec("CREATE TABLE t(x)");
+    assert_eq!(p.replica.reads.lineage().expect("lineage"), Some(lineage));
+}
