@@ -36,8 +36,8 @@ pub mod network;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use network::{Network, TransportService};
-pub use state_machine::{AppliedVersion, StateMachine};
+pub use network::{LeaderContact, Network, TransportService};
+pub use state_machine::{AppliedVersion, OpenError, StateMachine};
 
 use serde::{Deserialize, Serialize};
 

@@ -195,15 +195,65 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
+/// When this node last accepted entries or a heartbeat from a leader.
+///
+/// A follower uses it to bound how stale its local reads may be; openraft
+/// 0.9 reports no such figure for followers. Cheap to clone and to update.
+#[derive(Clone, Debug)]
+pub struct LeaderContact {
+    epoch: std::time::Instant,
+    /// Milliseconds since `epoch` of the last accepted AppendEntries, plus
+    /// one (0: never).
+    last_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        Self {
+            epoch: std::time::Instant::now(),
+            last_ms: Default::default(),
+        }
+    }
+}
+
+impl LeaderContact {
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.last_ms
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since a leader was last heard from; `None` if never.
+    pub fn age(&self) -> Option<std::time::Duration> {
+        match self.last_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(ms - 1)),
+            ),
+        }
+    }
+}
+
 /// The server side: decodes requests and hands them to the local Raft.
 pub struct TransportService {
     raft: Raft<TypeConfig>,
+    contact: LeaderContact,
 }
 
 impl TransportService {
     /// The tonic service to mount on the node's gRPC server.
     pub fn server(raft: Raft<TypeConfig>) -> RaftTransportServer<TransportService> {
-        RaftTransportServer::new(TransportService { raft })
+        Self::with_contact(raft, LeaderContact::default())
+    }
+
+    /// As [`TransportService::server`], recording leader contact in `contact`.
+    pub fn with_contact(
+        raft: Raft<TypeConfig>,
+        contact: LeaderContact,
+    ) -> RaftTransportServer<TransportService> {
+        RaftTransportServer::new(TransportService { raft, contact })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -239,9 +289,13 @@ impl RaftTransport for TransportService {
         };
         use pb::append_entries_response::Result as R;
         let result = match self.raft.append_entries(rpc).await.map_err(raft_failed)? {
-            AppendEntriesResponse::Success => R::Success(true),
+            AppendEntriesResponse::Success => {
+                self.contact.touch();
+                R::Success(true)
+            }
             AppendEntriesResponse::Conflict => R::Conflict(true),
             AppendEntriesResponse::PartialSuccess(id) => {
+                self.contact.touch();
                 R::PartialSuccess(codec::encode_log_id(&id))
             }
             AppendEntriesResponse::HigherVote(v) => R::HigherVote(codec::encode_vote(&v)),

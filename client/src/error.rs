@@ -1,0 +1,332 @@
+//! Errors as the wire carries them, classified by what the caller must do.
+//!
+//! A node answers an error with a gRPC status whose metadata `ql-error`
+//! holds an [`ErrorCode`]; `ql-leader` names the leader's address when the
+//! node knows it, and `ql-sqlite-code` the SQLite code of a SQL error. The
+//! codes are stable: scripts may match on them (the CLI prints them with
+//! `--json`). [`encode`] and [`Error::from_status`] are the two ends.
+
+use std::fmt;
+use std::time::Duration;
+
+pub const ERROR_KEY: &str = "ql-error";
+pub const LEADER_KEY: &str = "ql-leader";
+pub const SQLITE_CODE_KEY: &str = "ql-sqlite-code";
+
+/// What went wrong, and so what the caller may do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// SQLite refused a statement (syntax, constraint, types...). Nothing of
+    /// the request was written. Fix the request.
+    SqlError,
+    /// The statement is valid SQLite but not allowed here (transaction
+    /// control, ATTACH, a write sent as a read...). Fix the request.
+    NotAllowed,
+    /// Parameters do not match the statement. Fix the request.
+    BadParams,
+    /// The request or its changes exceed a size cap. Split it.
+    TooLarge,
+    /// The request is malformed (no statement, bad value...). Fix it.
+    BadRequest,
+    /// The token is not a Quorumlite token. Pass one a reply returned.
+    BadToken,
+    /// The token belongs to another cluster (or to this cluster before a
+    /// restore). Drop it and read without one.
+    LineageMismatch,
+    /// This node is not the leader and did not write anything: retry on the
+    /// leader (`ql-leader`), which the client library does.
+    NotLeader,
+    /// No leader is known (an election is under way): nothing was written;
+    /// retry shortly.
+    NoLeader,
+    /// The write's batch was computed on a state a new leader had already
+    /// replaced: nothing was written; retry.
+    Conflict,
+    /// The write may or may not have been applied (leadership was lost or the
+    /// commit timed out after it was proposed). Do not retry blindly: read
+    /// to find out.
+    Indeterminate,
+    /// A `session` read waited past its bound for this node to apply the
+    /// token's version: retry on another node.
+    ReplicaBehind,
+    /// A `stale` read's lag bound was exceeded on this node: retry elsewhere
+    /// or with a looser bound.
+    TooStale,
+    /// The node cannot serve right now (starting, unreachable, overloaded).
+    /// Nothing was done; retry, possibly elsewhere.
+    Unavailable,
+    /// The node is shutting down: nothing was done; retry elsewhere.
+    ShuttingDown,
+    /// The request hit its deadline before it was sent anywhere it could
+    /// have taken effect (reads), or see `Indeterminate` for writes.
+    Timeout,
+    /// A bug or a broken node. Report it.
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::SqlError,
+        ErrorCode::NotAllowed,
+        ErrorCode::BadParams,
+        ErrorCode::TooLarge,
+        ErrorCode::BadRequest,
+        ErrorCode::BadToken,
+        ErrorCode::LineageMismatch,
+        ErrorCode::NotLeader,
+        ErrorCode::NoLeader,
+        ErrorCode::Conflict,
+        ErrorCode::Indeterminate,
+        ErrorCode::ReplicaBehind,
+        ErrorCode::TooStale,
+        ErrorCode::Unavailable,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Timeout,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SqlError => "SQL_ERROR",
+            ErrorCode::NotAllowed => "NOT_ALLOWED",
+            ErrorCode::BadParams => "BAD_PARAMS",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::BadToken => "BAD_TOKEN",
+            ErrorCode::LineageMismatch => "LINEAGE_MISMATCH",
+            ErrorCode::NotLeader => "NOT_LEADER",
+            ErrorCode::NoLeader => "NO_LEADER",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Indeterminate => "INDETERMINATE",
+            ErrorCode::ReplicaBehind => "REPLICA_BEHIND",
+            ErrorCode::TooStale => "TOO_STALE",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The gRPC status code that goes with it (for generic gRPC tooling).
+    pub fn grpc(self) -> tonic::Code {
+        use tonic::Code as C;
+        match self {
+            ErrorCode::SqlError
+            | ErrorCode::NotAllowed
+            | ErrorCode::BadParams
+            | ErrorCode::BadRequest
+            | ErrorCode::BadToken => C::InvalidArgument,
+            ErrorCode::TooLarge => C::ResourceExhausted,
+            ErrorCode::LineageMismatch => C::FailedPrecondition,
+            ErrorCode::NotLeader | ErrorCode::NoLeader | ErrorCode::Conflict => C::Aborted,
+            ErrorCode::Indeterminate => C::Unknown,
+            ErrorCode::ReplicaBehind | ErrorCode::TooStale => C::Unavailable,
+            ErrorCode::Unavailable | ErrorCode::ShuttingDown => C::Unavailable,
+            ErrorCode::Timeout => C::DeadlineExceeded,
+            ErrorCode::Internal => C::Internal,
+        }
+    }
+
+    /// Whether the request certainly had no effect (a write with this code
+    /// was not applied and may be sent again).
+    pub fn nothing_written(self) -> bool {
+        !matches!(self, ErrorCode::Indeterminate | ErrorCode::Internal)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error from a Quorumlite node or from reaching one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The leader's address, when the node knew it.
+    pub leader: Option<String>,
+    /// SQLite's code name (`SQLITE_CONSTRAINT`...) for SQL errors.
+    pub sqlite_code: Option<String>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error {
+            code,
+            message: message.into(),
+            leader: None,
+            sqlite_code: None,
+        }
+    }
+
+    /// Read an error status. A status without our metadata comes from the
+    /// transport (the node could not be reached, the message was too big,
+    /// the deadline passed) and is classified here; `sent` tells whether
+    /// the request may have reached the node.
+    pub fn from_status(status: &tonic::Status, addr: &str) -> Error {
+        let meta = status.metadata();
+        let get = |k: &str| meta.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if let Some(code) = get(ERROR_KEY).as_deref().and_then(ErrorCode::parse) {
+            return Error {
+                code,
+                message: status.message().to_owned(),
+                leader: get(LEADER_KEY).filter(|l| !l.is_empty()),
+                sqlite_code: get(SQLITE_CODE_KEY),
+            };
+        }
+        transport_error(status, addr)
+    }
+}
+
+/// Encode an error as a gRPC status: the single way nodes put errors on the wire.
+pub fn encode(
+    code: ErrorCode,
+    message: impl Into<String>,
+    leader: Option<&str>,
+    sqlite_code: Option<&str>,
+) -> tonic::Status {
+    let mut status = tonic::Status::new(code.grpc(), message);
+    let meta = status.metadata_mut();
+    meta.insert(
+        ERROR_KEY,
+        tonic::metadata::MetadataValue::from_static(code.as_str()),
+    );
+    let mut put = |key: &'static str, value: Option<&str>| {
+        if let Some(v) = value.and_then(|v| v.parse().ok()) {
+            meta.insert(key, v);
+        }
+    };
+    put(LEADER_KEY, leader);
+    put(SQLITE_CODE_KEY, sqlite_code);
+    status
+}
+
+/// Classify a status that did not come from a Quorumlite node.
+fn transport_error(status: &tonic::Status, addr: &str) -> Error {
+    use tonic::Code as C;
+    let detail = status.message();
+    match status.code() {
+        C::OutOfRange | C::ResourceExhausted if detail.contains("message length too large") => {
+            Error::new(
+                ErrorCode::TooLarge,
+                format!("{addr}: the request or its reply is over the size cap: {detail}"),
+            )
+        }
+        C::DeadlineExceeded | C::Cancelled => Error::new(
+            ErrorCode::Timeout,
+            format!("{addr}: no reply in time ({detail})"),
+        ),
+        C::Unavailable | C::Unknown if refused_before_sending(status) => Error::new(
+            ErrorCode::Unavailable,
+            format!("cannot reach {addr}: {}", describe_source(status)),
+        ),
+        C::Unimplemented => Error::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{addr} does not speak the Quorumlite API (is it a Quorumlite node?): {detail}"
+            ),
+        ),
+        _ => Error::new(
+            ErrorCode::Timeout,
+            format!(
+                "{addr}: the connection failed mid-request: {}",
+                describe_source(status)
+            ),
+        ),
+    }
+}
+
+/// Whether the transport failed before the request could reach the node:
+/// the connection was refused or could not be made at all.
+pub(crate) fn refused_before_sending(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused | K::AddrNotAvailable | K::NotFound | K::HostUnreachable
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("tcp connect error")
+            || text.contains("error trying to connect")
+            || text.contains("dns error")
+            || text.contains("invalid URL")
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn describe_source(status: &tonic::Status) -> String {
+    let mut parts = vec![status.message().to_owned()];
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join(": ")
+}
+
+/// How long a client keeps retrying what is safe to retry.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_survives_the_wire() {
+        for code in ErrorCode::ALL {
+            let status = encode(
+                code,
+                "why",
+                Some("10.0.0.1:4001"),
+                Some("SQLITE_CONSTRAINT"),
+            );
+            let back = Error::from_status(&status, "n1");
+            assert_eq!(back.code, code);
+            assert_eq!(back.message, "why");
+            assert_eq!(back.leader.as_deref(), Some("10.0.0.1:4001"));
+            assert_eq!(back.sqlite_code.as_deref(), Some("SQLITE_CONSTRAINT"));
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+    }
+
+    #[test]
+    fn a_status_without_our_metadata_is_classified_as_a_transport_failure() {
+        let big = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes",
+        );
+        assert_eq!(Error::from_status(&big, "n1").code, ErrorCode::TooLarge);
+        let late = tonic::Status::deadline_exceeded("timeout");
+        assert_eq!(Error::from_status(&late, "n1").code, ErrorCode::Timeout);
+        // An unavailable status with no connect error below it may have been
+        // sent: it is not claimed as "nothing done".
+        let broken = tonic::Status::unavailable("connection reset");
+        assert_eq!(Error::from_status(&broken, "n1").code, ErrorCode::Timeout);
+    }
+}

@@ -1,0 +1,385 @@
+//! # Quorumlite client
+//!
+//! The public gRPC API (`proto/quorumlite.proto`, generated into [`pb`]) and
+//! the Rust client library over it.
+//!
+//! ```text
+//!  Client::execute ──> leader hint (or any node: followers forward) ──> reply + token
+//!  Client::query   ──> next node in turn, at the chosen Consistency ──> rows + token
+//!                      (session reads carry the newest token this client saw)
+//! ```
+//!
+//! A [`Client`] is a session: it keeps the newest [`Token`] of every reply,
+//! so a `Consistency::Session(None)` read on any node sees the session's own
+//! writes and never goes back in time. It retries only what is safe
+//! ([`retry`]): a write whose fate is unknown comes back as
+//! [`ErrorCode::Indeterminate`], never re-sent.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), client::Error> {
+//! use client::{Client, Consistency, Statement, Value};
+//! let db = Client::connect(["127.0.0.1:4001", "127.0.0.1:4002"])?;
+//! db.execute(vec!["CREATE TABLE IF NOT EXISTS kv(k TEXT PRIMARY KEY, v)".into()]).await?;
+//! db.execute(vec![Statement::with_params(
+//!     "INSERT INTO kv VALUES (?, ?)",
+//!     vec![Value::from("a"), Value::from(1)],
+//! )]).await?;
+//! let rows = db.query("SELECT v FROM kv WHERE k = 'a'", Consistency::Session(None)).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod retry;
+pub mod token;
+mod types;
+
+pub use error::{Error, ErrorCode};
+pub use token::{Token, TokenError};
+pub use types::{
+    Column, Consistency, ExecuteResult, QueryResult, Statement, StatementResult, Value,
+};
+
+/// Generated protobuf and gRPC code of the public API.
+pub mod pb {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("quorumlite.v1");
+}
+
+use pb::quorumlite_client::QuorumliteClient;
+use retry::{Next, Op};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message the client sends or accepts.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Timeouts and retry budget of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Deadline of one call to one node.
+    pub request_timeout: Duration,
+    /// How long a call keeps retrying what is safe to retry (leader
+    /// changes, unreachable nodes) before it gives up.
+    pub retry_budget: Duration,
+    /// Deadline for opening a connection to a node.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            retry_budget: error::DEFAULT_RETRY_BUDGET,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A session with a cluster; cheap to clone (clones share the session).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    /// The nodes given at connect, in order. Invariant: not empty.
+    nodes: Vec<Node>,
+    /// Leaders learnt from `ql-leader` hints that were not in `nodes`.
+    extra: Mutex<Vec<Node>>,
+    /// Address of the node believed to lead, if any.
+    leader: Mutex<Option<String>>,
+    /// Round-robin position for reads.
+    next_read: AtomicUsize,
+    /// The newest token this session has seen.
+    session: Mutex<Token>,
+}
+
+#[derive(Clone)]
+struct Node {
+    addr: String,
+    rpc: QuorumliteClient<Channel>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
+    let bad = |why: String| {
+        Error::new(
+            ErrorCode::BadRequest,
+            format!("invalid node address {addr:?}: {why}; expected HOST:PORT"),
+        )
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port".into()))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad("bad host or port".into()));
+    }
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    Ok(Node {
+        addr: addr.to_owned(),
+        rpc: QuorumliteClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    })
+}
+
+impl Client {
+    /// A client for the nodes at `addrs` (`HOST:PORT` each; any members of
+    /// one cluster). Connections open on first use, so this fails only on a
+    /// malformed address, or when called outside a Tokio runtime.
+    pub fn connect<I, S>(addrs: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Client::with_config(addrs, ClientConfig::default())
+    }
+
+    pub fn with_config<I, S>(addrs: I, config: ClientConfig) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                "Client::connect must be called inside a Tokio runtime",
+            ));
+        }
+        let nodes = addrs
+            .into_iter()
+            .map(|a| endpoint(a.as_ref().trim(), &config))
+            .collect::<Result<Vec<_>, _>>()?;
+        if nodes.is_empty() {
+            return Err(Error::new(
+                ErrorCode::BadRequest,
+                "no node address given: pass at least one HOST:PORT",
+            ));
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                nodes,
+                extra: Mutex::new(Vec::new()),
+                leader: Mutex::new(None),
+                next_read: AtomicUsize::new(0),
+                session: Mutex::new(Token::empty()),
+            }),
+        })
+    }
+
+    /// The newest token this session has seen.
+    pub fn token(&self) -> Token {
+        lock(&self.inner.session).clone()
+    }
+
+    /// Carry on a session from a token (e.g. one another process returned).
+    pub fn observe(&self, token: Token) {
+        let mut session = lock(&self.inner.session);
+        *session = std::mem::replace(&mut *session, Token::empty()).newest(token);
+    }
+
+    /// Run statements as one write transaction. Returns their results and
+    /// the token of the state holding them.
+    pub async fn execute(&self, statements: Vec<Statement>) -> Result<ExecuteResult, Error> {
+        let request = pb::ExecuteRequest {
+            statements: statements.into_iter().map(Into::into).collect(),
+            forwarded: false,
+        };
+        let started = Instant::now();
+        let mut node = self.write_target(None);
+        let mut tried = 0usize;
+        loop {
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(self.inner.config.request_timeout);
+            let outcome = node.rpc.clone().execute(req).await;
+            let err = match outcome {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    let token = self.accept_token(&resp.token, &node.addr)?;
+                    *lock(&self.inner.leader) = Some(node.addr.clone());
+                    return Ok(types::execute_result(resp, token));
+                }
+                Err(status) => Error::from_status(&status, &node.addr),
+            };
+            tried += 1;
+            let next = retry::after(Op::Write, err.code);
+            if next == Next::Fail || started.elapsed() >= self.inner.config.retry_budget {
+                let mut err = err;
+                err.code = retry::write_outcome(err.code);
+                return Err(err);
+            }
+            tracing::debug!(node = %node.addr, error = %err, "write not done; retrying");
+            node = match next {
+                Next::Leader => self.write_target(err.leader.as_deref().or(Some(""))),
+                _ => {
+                    *lock(&self.inner.leader) = None;
+                    if next == Next::PauseThenOther {
+                        tokio::time::sleep(backoff(tried)).await;
+                    }
+                    self.nth(tried)
+                }
+            };
+        }
+    }
+
+    /// Run one read-only statement at `consistency`.
+    pub async fn query(
+        &self,
+        statement: impl Into<Statement>,
+        consistency: Consistency,
+    ) -> Result<QueryResult, Error> {
+        let (level, token, max_lag) = match consistency {
+            Consistency::Linearizable => (pb::Consistency::Linearizable, self.token(), None),
+            Consistency::Session(token) => (
+                pb::Consistency::Session,
+                token.unwrap_or_else(|| self.token()),
+                None,
+            ),
+            Consistency::Stale { max_lag } => (pb::Consistency::Stale, self.token(), max_lag),
+        };
+        let request = pb::QueryRequest {
+            statement: Some(statement.into().into()),
+            consistency: level as i32,
+            token: token.to_string(),
+            max_lag_ms: max_lag.map_or(0, |d| d.as_millis().max(1) as u64),
+        };
+        let started = Instant::now();
+        let first = self.inner.next_read.fetch_add(1, Ordering::Relaxed);
+        let mut tried = 0usize;
+        loop {
+            let node = self.nth(first + tried);
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(self.inner.config.request_timeout);
+            let err = match node.rpc.clone().query(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    let token = self.accept_token(&resp.token, &node.addr)?;
+                    return Ok(types::query_result(resp, token));
+                }
+                Err(status) => Error::from_status(&status, &node.addr),
+            };
+            tried += 1;
+            let next = retry::after(Op::Read, err.code);
+            if next == Next::Fail || started.elapsed() >= self.inner.config.retry_budget {
+                return Err(err);
+            }
+            tracing::debug!(node = %node.addr, error = %err, "read not served; trying another node");
+            if next == Next::PauseThenOther || tried.is_multiple_of(self.inner.nodes.len()) {
+                tokio::time::sleep(backoff(tried)).await;
+            }
+        }
+    }
+
+    /// The status of the first node that answers, in the order given.
+    pub async fn status(&self, digest: bool) -> Result<pb::StatusResponse, Error> {
+        let mut last = None;
+        for node in &self.inner.nodes {
+            let mut req = tonic::Request::new(pb::StatusRequest { digest });
+            req.set_timeout(self.inner.config.request_timeout);
+            match node.rpc.clone().status(req).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => last = Some(Error::from_status(&status, &node.addr)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(ErrorCode::Unavailable, "no node to ask")))
+    }
+
+    /// Parse a reply's token and fold it into the session.
+    fn accept_token(&self, text: &str, addr: &str) -> Result<Token, Error> {
+        let token: Token = text.parse().map_err(|e: TokenError| {
+            Error::new(
+                ErrorCode::Internal,
+                format!("{addr} replied with a malformed token: {e}"),
+            )
+        })?;
+        self.observe(token.clone());
+        Ok(token)
+    }
+
+    /// The node to send a write to: the named leader, else the known one,
+    /// else the first node.
+    fn write_target(&self, hint: Option<&str>) -> Node {
+        let known = lock(&self.inner.leader).clone();
+        let addr = match hint {
+            Some(h) if !h.is_empty() => Some(h.to_owned()),
+            Some(_) => None,
+            None => known,
+        };
+        let Some(addr) = addr else {
+            return self.inner.nodes[0].clone();
+        };
+        *lock(&self.inner.leader) = Some(addr.clone());
+        if let Some(n) = self.inner.nodes.iter().find(|n| n.addr == addr) {
+            return n.clone();
+        }
+        let mut extra = lock(&self.inner.extra);
+        if let Some(n) = extra.iter().find(|n| n.addr == addr) {
+            return n.clone();
+        }
+        match endpoint(&addr, &self.inner.config) {
+            Ok(n) => {
+                extra.push(n.clone());
+                n
+            }
+            Err(_) => self.inner.nodes[0].clone(),
+        }
+    }
+
+    fn nth(&self, i: usize) -> Node {
+        self.inner.nodes[i % self.inner.nodes.len()].clone()
+    }
+}
+
+/// Pause before the `tried`th retry: 20 ms doubling to 200 ms.
+fn backoff(tried: usize) -> Duration {
+    Duration::from_millis(20u64 << tried.min(4)).min(Duration::from_millis(200))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn malformed_addresses_are_refused_at_connect() {
+        for addr in ["", "localhost", ":4001", "host:port", "host:99999"] {
+            let err = Client::connect([addr]).err().expect(addr);
+            assert_eq!(err.code, ErrorCode::BadRequest, "{addr}");
+            assert!(err.message.contains("HOST:PORT"), "{err}");
+        }
+        assert!(Client::connect(Vec::<String>::new()).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_address_nobody_listens_on_is_reported_as_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        let config = ClientConfig {
+            retry_budget: Duration::from_millis(300),
+            ..ClientConfig::default()
+        };
+        let client = Client::with_config([addr.as_str()], config).expect("client");
+        let err = client
+            .query("SELECT 1", Consistency::Linearizable)
+            .await
+            .expect_err("nobody listens");
+        assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+        assert!(err.message.contains(&addr), "{err}");
+        let err = client
+            .execute(vec!["CREATE TABLE t(x)".into()])
+            .await
+            .expect_err("nobody listens");
+        assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+    }
+}

@@ -1,0 +1,121 @@
+//! The command line: every subcommand and flag, with its `--help` text.
+
+use crate::config::NodeArgs;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// A replicated SQLite: a Raft cluster of SQLite files kept byte-identical.
+#[derive(Parser, Debug)]
+#[command(name = "quorumlite", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node of a cluster.
+    Node(NodeArgs),
+    /// Start a local three-node cluster (child processes) with defaults; Ctrl-C stops it.
+    Dev(DevArgs),
+    /// Run a write: several SQL arguments run as one transaction.
+    Exec(ExecArgs),
+    /// Run a read-only query.
+    Query(QueryArgs),
+    /// Show a node's view of the cluster.
+    Status(StatusArgs),
+    /// Drive a real cluster with a workload and print throughput and latency percentiles.
+    Bench(crate::commands::bench::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Where the three nodes keep their data (reused on the next run).
+    #[arg(long, default_value = "quorumlite-data")]
+    pub data_dir: PathBuf,
+    /// Node N listens on 127.0.0.1:(base_port + N - 1).
+    #[arg(long, default_value_t = 4001)]
+    pub base_port: u16,
+}
+
+/// Options shared by the commands that talk to a cluster.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Node address(es), HOST:PORT, comma-separated or repeated.
+    #[arg(
+        long,
+        env = "QUORUMLITE_ADDR",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:4001"
+    )]
+    pub addr: Vec<String>,
+    /// Print one JSON object (errors too, as {"error":{...}}).
+    #[arg(long)]
+    pub json: bool,
+    /// Per-call deadline in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Continue the session of this token (reads after it see this write).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// SQL statements, run in order as one transaction.
+    #[arg(required = true, value_name = "SQL")]
+    pub sql: Vec<String>,
+    /// A parameter of the SQL argument before it, as JSON: 1, 2.5, "text",
+    /// null, {"blob":"<base64>"}; NAME=JSON for a named parameter.
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true)]
+    pub param: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    Linearizable,
+    Session,
+    Stale,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// How fresh the result must be.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    pub consistency: ConsistencyArg,
+    /// For `session`: read at least this token's state.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// For `stale`: refuse if the node last heard from a leader longer ago (ms).
+    #[arg(long, value_name = "MS")]
+    pub max_lag_ms: Option<u64>,
+    /// A read-only SQL statement.
+    #[arg(value_name = "SQL")]
+    pub sql: String,
+    /// A parameter, as for `exec`.
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true)]
+    pub param: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Also compute the replica digest (reads the whole database).
+    #[arg(long)]
+    pub digest: bool,
+}
+
+/// Parse the command line, keeping the raw matches (exec pairs each
+/// `--param` with the SQL argument before it by position).
+pub fn parse() -> (Cli, clap::ArgMatches) {
+    let matches = Cli::command().get_matches();
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => (cli, matches),
+        Err(e) => e.exit(),
+    }
+}

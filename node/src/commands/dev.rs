@@ -1,0 +1,163 @@
+//! `quorumlite dev`: a local three-node cluster as child processes.
+//!
+//! Each node is this same binary running `quorumlite node` on
+//! 127.0.0.1:(base_port + id - 1), with its data under `<data-dir>/node<id>`
+//! (kept, so the next run continues the same cluster). Ctrl-C reaches the
+//! children too (same process group); a SIGTERM to `dev` is passed on. The
+//! command returns once all three have stopped.
+
+use crate::cli::DevArgs;
+use std::process::{Child, Command, ExitCode};
+use std::time::{Duration, Instant};
+
+pub fn run(args: &DevArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find the quorumlite binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addrs: Vec<String> = (0..3u16)
+        .map(|i| format!("127.0.0.1:{}", args.base_port.saturating_add(i)))
+        .collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children: Vec<(usize, Child)> = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i + 1;
+        let dir = args.data_dir.join(format!("node{id}"));
+        let spawned = Command::new(&exe)
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                addr,
+                "--peers",
+                &peers,
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .spawn();
+        match spawned {
+            Ok(child) => children.push((id, child)),
+            Err(e) => {
+                eprintln!("error: starting node {id}: {e}");
+                stop_all(&mut children);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let leader = wait_for_leader(&addrs, Duration::from_secs(15));
+    println!();
+    println!(
+        "Quorumlite dev cluster: 3 nodes, data in {}",
+        args.data_dir.display()
+    );
+    for (i, addr) in addrs.iter().enumerate() {
+        println!("  node {}  {addr}", i + 1);
+    }
+    match leader {
+        Some(id) => println!("  leader: node {id}"),
+        None => println!("  no leader yet: see the nodes' logs above"),
+    }
+    println!();
+    println!("Try:");
+    println!("  quorumlite exec  --addr {} \"CREATE TABLE IF NOT EXISTS t(x)\" \"INSERT INTO t VALUES (1)\"", addrs[0]);
+    println!("  quorumlite query --addr {} \"SELECT * FROM t\"", addrs[1]);
+    println!("  quorumlite status --addr {}", addrs[2]);
+    println!("(with cargo: cargo run -p quorumlite -- exec ...)");
+    println!("Ctrl-C stops all three.");
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            stop_all(&mut children);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Wait for a signal or for every child to exit on its own.
+    runtime.block_on(async {
+        let signal = super::shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    children.retain_mut(|(id, child)| match child.try_wait() {
+                        Ok(Some(status)) => {
+                            eprintln!("node {id} exited ({status})");
+                            false
+                        }
+                        _ => true,
+                    });
+                    if children.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    stop_all(&mut children);
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM every child, wait for each (SIGKILL after 10 s).
+fn stop_all(children: &mut Vec<(usize, Child)>) {
+    for (_, child) in children.iter() {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (id, child) in children.iter_mut() {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    eprintln!("node {id} did not stop in 10 s: killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    children.clear();
+}
+
+/// Poll the nodes until one reports a leader; its id.
+fn wait_for_leader(addrs: &[String], limit: Duration) -> Option<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let started = Instant::now();
+    runtime.block_on(async {
+        let config = client::ClientConfig {
+            request_timeout: Duration::from_millis(500),
+            ..client::ClientConfig::default()
+        };
+        let client = client::Client::with_config(addrs, config).ok()?;
+        while started.elapsed() < limit {
+            if let Ok(s) = client.status(false).await {
+                if s.leader_id != 0 {
+                    return Some(s.leader_id);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    })
+}

@@ -1,0 +1,329 @@
+//! The subcommands. Each returns the process exit code: 0 on success, 1 on
+//! an error (printed by `output::error`), 2 on a usage error (clap).
+
+pub mod bench;
+mod dev;
+pub mod output;
+
+use crate::cli::{Cli, Command, ConnectArgs, ConsistencyArg, ExecArgs, QueryArgs, StatusArgs};
+use crate::config::{LogFormat, NodeConfig};
+use client::{Client, ClientConfig, Consistency, Statement, Token};
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> ExitCode {
+    match cli.command {
+        Command::Node(args) => node(&args),
+        Command::Dev(args) => dev::run(&args),
+        Command::Exec(args) => {
+            let json = args.connect.json;
+            let statements = match exec_statements(&args, matches) {
+                Ok(s) => s,
+                Err(message) => {
+                    output::error(json, "BAD_REQUEST", &message);
+                    return ExitCode::FAILURE;
+                }
+            };
+            let connect = args.connect.clone();
+            with_client(&connect, |c| exec(c, args, statements))
+        }
+        Command::Query(args) => {
+            let connect = args.connect.clone();
+            with_client(&connect, |c| query(c, args))
+        }
+        Command::Status(args) => {
+            let connect = args.connect.clone();
+            with_client(&connect, |c| status(c, args))
+        }
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn node(args: &crate::config::NodeArgs) -> ExitCode {
+    let config = match NodeConfig::resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("quorumlite")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let span = tracing::info_span!("node", id = config.id);
+    let result = runtime.block_on(tracing::Instrument::instrument(
+        crate::server::run(config, shutdown_signal()),
+        span,
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &NodeConfig) {
+    let filter = if config.log_level == "info" {
+        "info,openraft=error,sled=warn,h2=warn,hyper=warn,tower=warn".to_owned()
+    } else {
+        config.log_level.clone()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Build a client from the connect flags and run `f` on a small runtime;
+/// print any error the way every command does.
+fn with_client<F, Fut>(connect: &ConnectArgs, f: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), client::Error>>,
+{
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(connect.timeout_ms),
+        retry_budget: Duration::from_millis(connect.timeout_ms),
+        ..ClientConfig::default()
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| client::Error::new(client::ErrorCode::Internal, e.to_string()))
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let client = Client::with_config(&connect.addr, config)?;
+                f(client).await
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::error(connect.json, e.code.as_str(), &e.message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> client::Error {
+    client::Error::new(client::ErrorCode::BadRequest, message)
+}
+
+fn parse_token(text: Option<&str>) -> Result<Option<Token>, client::Error> {
+    text.map(|t| {
+        t.parse::<Token>()
+            .map_err(|e| client::Error::new(client::ErrorCode::BadToken, e.to_string()))
+    })
+    .transpose()
+}
+
+/// Bind a list of `--param` values to one statement.
+fn bind(sql: String, params: &[String]) -> Result<Statement, String> {
+    let mut statement = Statement::new(sql);
+    for p in params {
+        match output::parse_param(p)? {
+            (Some(name), v) => statement.named.push((name, v)),
+            (None, v) => statement.positional.push(v),
+        }
+    }
+    if !statement.named.is_empty() && !statement.positional.is_empty() {
+        return Err("a statement takes either positional or named --param values, not both".into());
+    }
+    Ok(statement)
+}
+
+/// Pair each `--param` with the SQL argument before it on the command line.
+fn exec_statements(args: &ExecArgs, matches: &clap::ArgMatches) -> Result<Vec<Statement>, String> {
+    let sub = matches
+        .subcommand_matches("exec")
+        .ok_or("exec: no arguments")?;
+    let sql_at: Vec<usize> = sub
+        .indices_of("sql")
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let param_at: Vec<usize> = sub
+        .indices_of("param")
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let mut per_sql: Vec<Vec<String>> = vec![Vec::new(); args.sql.len()];
+    for (param, at) in args.param.iter().zip(param_at) {
+        let owner = sql_at.iter().rposition(|&s| s < at).unwrap_or(0);
+        per_sql[owner].push(param.clone());
+    }
+    args.sql
+        .iter()
+        .zip(per_sql)
+        .map(|(sql, params)| bind(sql.clone(), &params))
+        .collect()
+}
+
+async fn exec(
+    client: Client,
+    args: ExecArgs,
+    statements: Vec<Statement>,
+) -> Result<(), client::Error> {
+    if let Some(token) = parse_token(args.token.as_deref())? {
+        client.observe(token);
+    }
+    let result = client.execute(statements).await?;
+    if args.connect.json {
+        let results: Vec<_> = result
+            .results
+            .iter()
+            .map(|r| {
+                json!({
+                    "rows_affected": r.rows_affected,
+                    "last_insert_rowid": r.last_insert_rowid,
+                    "columns": output::columns_json(&r.columns),
+                    "rows": output::rows_json(&r.rows),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({ "results": results, "token": result.token.to_string() })
+        );
+        return Ok(());
+    }
+    for r in &result.results {
+        if !r.columns.is_empty() {
+            print!("{}", output::rows_table(&r.columns, &r.rows));
+        }
+        println!(
+            "{} row(s) affected, last insert rowid {}",
+            r.rows_affected, r.last_insert_rowid
+        );
+    }
+    println!("token: {}", result.token);
+    Ok(())
+}
+
+async fn query(client: Client, args: QueryArgs) -> Result<(), client::Error> {
+    let token = parse_token(args.token.as_deref())?;
+    let consistency = match args.consistency {
+        ConsistencyArg::Linearizable => Consistency::Linearizable,
+        ConsistencyArg::Session => Consistency::Session(Some(token.clone().ok_or_else(|| {
+            bad_request("--consistency session needs --token (from an earlier reply)")
+        })?)),
+        ConsistencyArg::Stale => Consistency::Stale {
+            max_lag: args.max_lag_ms.map(Duration::from_millis),
+        },
+    };
+    if let Some(token) = token {
+        client.observe(token);
+    }
+    let statement = bind(args.sql, &args.param).map_err(bad_request)?;
+    let result = client.query(statement, consistency).await?;
+    if args.connect.json {
+        println!(
+            "{}",
+            json!({
+                "columns": output::columns_json(&result.columns),
+                "rows": output::rows_json(&result.rows),
+                "token": result.token.to_string(),
+            })
+        );
+    } else {
+        print!("{}", output::rows_table(&result.columns, &result.rows));
+        eprintln!("token: {}", result.token);
+    }
+    Ok(())
+}
+
+async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
+    let s = client.status(args.digest).await?;
+    if args.connect.json {
+        let members: Vec<_> = s
+            .members
+            .iter()
+            .map(|m| json!({ "id": m.id, "addr": m.addr, "kind": m.kind }))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "id": s.id,
+                "role": s.role,
+                "leader_id": s.leader_id,
+                "leader_addr": s.leader_addr,
+                "term": s.term,
+                "version": s.version,
+                "lineage": s.lineage,
+                "digest": s.digest,
+                "digest_version": s.digest_version,
+                "members": members,
+                "last_log_index": s.last_log_index,
+                "applied_index": s.applied_index,
+                "snapshot_index": s.snapshot_index,
+                "purged_index": s.purged_index,
+                "leader_contact_ms": s.leader_contact_ms,
+                "token": s.token,
+            })
+        );
+        return Ok(());
+    }
+    let leader = if s.leader_id == 0 {
+        "none known".to_owned()
+    } else {
+        format!("{} ({})", s.leader_id, s.leader_addr)
+    };
+    println!("node      {} ({})", s.id, s.role);
+    println!("leader    {leader}");
+    println!("term      {}", s.term);
+    println!("version   {}", s.version);
+    println!("lineage   {}", s.lineage);
+    println!(
+        "log       last {}, applied {}, snapshot {}, purged {}",
+        s.last_log_index, s.applied_index, s.snapshot_index, s.purged_index
+    );
+    if !s.digest.is_empty() {
+        println!("digest    {} (version {})", s.digest, s.digest_version);
+    }
+    let rows: Vec<Vec<String>> = s
+        .members
+        .iter()
+        .map(|m| vec![m.id.to_string(), m.addr.clone(), m.kind.clone()])
+        .collect();
+    print!(
+        "{}",
+        output::table(&["id".into(), "address".into(), "kind".into()], &rows)
+    );
+    Ok(())
+}

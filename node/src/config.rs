@@ -1,0 +1,529 @@
+//! Node configuration: one struct, defaults in code, overridden by a TOML
+//! file, then by environment variables, then by flags.
+//!
+//! [`NodeArgs`] is both the flag and the environment layer (clap reads
+//! `QUORUMLITE_*` for every flag left unset); [`FileConfig`] is the file
+//! layer; [`NodeConfig::resolve`] merges them over [`NodeConfig::default`]
+//! and [`NodeConfig::validate`] refuses a bad value with a message naming
+//! it. `docs/configuration.md` and `quorumlite.sample.toml` list every
+//! option; a test checks they stay in step with this file.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags of `quorumlite node`. Every flag also reads `QUORUMLITE_<NAME>`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct NodeArgs {
+    /// A TOML file with any of the options below (flags and environment
+    /// variables override it).
+    #[arg(long, env = "QUORUMLITE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id: a positive integer, unique in the cluster, listed in --peers.
+    #[arg(long, env = "QUORUMLITE_ID")]
+    pub id: Option<u64>,
+    /// Directory for the database, the Raft log and snapshots (created if missing).
+    #[arg(long, env = "QUORUMLITE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on for clients and peers, HOST:PORT.
+    #[arg(long, env = "QUORUMLITE_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Every voter of the cluster, this node included: ID=HOST:PORT,...
+    /// Nodes started with the same list form the cluster on their own.
+    #[arg(long, env = "QUORUMLITE_PEERS", value_name = "ID=HOST:PORT,...")]
+    pub peers: Option<String>,
+    /// Leader heartbeat interval in milliseconds [default: 100].
+    #[arg(long, env = "QUORUMLITE_HEARTBEAT_MS", value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Shortest election timeout in milliseconds [default: 400].
+    #[arg(long, env = "QUORUMLITE_ELECTION_TIMEOUT_MIN_MS", value_name = "MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Longest election timeout in milliseconds [default: 800].
+    #[arg(long, env = "QUORUMLITE_ELECTION_TIMEOUT_MAX_MS", value_name = "MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Build a snapshot (and compact the log) every this many log entries [default: 10000].
+    #[arg(long, env = "QUORUMLITE_SNAPSHOT_THRESHOLD", value_name = "ENTRIES")]
+    pub snapshot_threshold: Option<u64>,
+    /// Log entries kept behind a snapshot for followers slightly behind [default: 1000].
+    #[arg(long, env = "QUORUMLITE_LOG_KEEP", value_name = "ENTRIES")]
+    pub log_keep: Option<u64>,
+    /// How long a write may take from proposal to apply before its outcome is
+    /// reported as indeterminate, in milliseconds [default: 10000].
+    #[arg(long, env = "QUORUMLITE_WRITE_TIMEOUT_MS", value_name = "MS")]
+    pub write_timeout_ms: Option<u64>,
+    /// How long a session read waits for this node to reach its token's
+    /// version before answering REPLICA_BEHIND, in milliseconds [default: 2000].
+    #[arg(long, env = "QUORUMLITE_SESSION_WAIT_MS", value_name = "MS")]
+    pub session_wait_ms: Option<u64>,
+    /// Largest request accepted from a client, in bytes [default: 16777216].
+    #[arg(long, env = "QUORUMLITE_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Largest set of changed pages one write batch may carry, in bytes [default: 67108864].
+    #[arg(long, env = "QUORUMLITE_MAX_BATCH_BYTES", value_name = "BYTES")]
+    pub max_batch_bytes: Option<u64>,
+    /// Most write requests grouped into one batch [default: 1000].
+    #[arg(long, env = "QUORUMLITE_MAX_BATCH_REQUESTS", value_name = "N")]
+    pub max_batch_requests: Option<usize>,
+    /// Read connections to the database [default: 8].
+    #[arg(long, env = "QUORUMLITE_READ_CONNECTIONS", value_name = "N")]
+    pub read_connections: Option<usize>,
+    /// Log output: "text" or "json" [default: text].
+    #[arg(long, env = "QUORUMLITE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter, as RUST_LOG (e.g. "info", "quorumlite=debug") [default: info].
+    #[arg(long, env = "QUORUMLITE_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// The file layer: the same options, by the same names.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub id: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub peers: Option<String>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_timeout_min_ms: Option<u64>,
+    pub election_timeout_max_ms: Option<u64>,
+    pub snapshot_threshold: Option<u64>,
+    pub log_keep: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    pub session_wait_ms: Option<u64>,
+    pub max_request_bytes: Option<usize>,
+    pub max_batch_bytes: Option<u64>,
+    pub max_batch_requests: Option<usize>,
+    pub read_connections: Option<usize>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything a node runs with.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Voters by id. Invariant (after `validate`): contains `id`.
+    pub peers: BTreeMap<u64, String>,
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub snapshot_threshold: u64,
+    pub log_keep: u64,
+    pub write_timeout: Duration,
+    pub session_wait: Duration,
+    pub max_request_bytes: usize,
+    pub max_batch_bytes: u64,
+    pub max_batch_requests: usize,
+    pub read_connections: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// A configuration value that cannot be used; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl NodeConfig {
+    fn defaults(id: u64, data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            id,
+            data_dir,
+            listen,
+            peers: BTreeMap::new(),
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+            snapshot_threshold: 10_000,
+            log_keep: 1000,
+            write_timeout: Duration::from_secs(10),
+            session_wait: Duration::from_secs(2),
+            max_request_bytes: 16 * 1024 * 1024,
+            max_batch_bytes: 64 * 1024 * 1024,
+            max_batch_requests: 1000,
+            read_connections: 8,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+
+    /// Merge flags/environment over the file over the defaults, then validate.
+    pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($name:ident) => {
+                args.$name.clone().or(file.$name.clone())
+            };
+        }
+        let id = pick!(id).ok_or_else(|| err("--id (id) is required: this node's id"))?;
+        let data_dir = pick!(data_dir).ok_or_else(|| {
+            err("--data-dir (data_dir) is required: where this node keeps its data")
+        })?;
+        let listen_text =
+            pick!(listen).ok_or_else(|| err("--listen (listen) is required: HOST:PORT"))?;
+        let listen = parse_listen(&listen_text)?;
+        let mut c = NodeConfig::defaults(id, data_dir, listen);
+        let peers = pick!(peers).ok_or_else(|| {
+            err("--peers (peers) is required: every voter as ID=HOST:PORT,... including this node")
+        })?;
+        c.peers = parse_peers(&peers)?;
+        let ms = Duration::from_millis;
+        if let Some(v) = pick!(heartbeat_ms) {
+            c.heartbeat = ms(v);
+        }
+        if let Some(v) = pick!(election_timeout_min_ms) {
+            c.election_timeout_min = ms(v);
+        }
+        if let Some(v) = pick!(election_timeout_max_ms) {
+            c.election_timeout_max = ms(v);
+        }
+        if let Some(v) = pick!(snapshot_threshold) {
+            c.snapshot_threshold = v;
+        }
+        if let Some(v) = pick!(log_keep) {
+            c.log_keep = v;
+        }
+        if let Some(v) = pick!(write_timeout_ms) {
+            c.write_timeout = ms(v);
+        }
+        if let Some(v) = pick!(session_wait_ms) {
+            c.session_wait = ms(v);
+        }
+        if let Some(v) = pick!(max_request_bytes) {
+            c.max_request_bytes = v;
+        }
+        if let Some(v) = pick!(max_batch_bytes) {
+            c.max_batch_bytes = v;
+        }
+        if let Some(v) = pick!(max_batch_requests) {
+            c.max_batch_requests = v;
+        }
+        if let Some(v) = pick!(read_connections) {
+            c.read_connections = v;
+        }
+        if let Some(v) = pick!(log_format) {
+            c.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(err(format!(
+                        "--log-format (log_format) = {other:?}: must be \"text\" or \"json\""
+                    )))
+                }
+            };
+        }
+        if let Some(v) = pick!(log_level) {
+            c.log_level = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check every value; the message names the offending option.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(err("--id (id) = 0: ids start at 1"));
+        }
+        if !self.peers.contains_key(&self.id) {
+            return Err(err(format!(
+                "--peers (peers) does not list this node's id {}: list every voter, this node included",
+                self.id
+            )));
+        }
+        let hb = self.heartbeat.as_millis();
+        let (lo, hi) = (
+            self.election_timeout_min.as_millis(),
+            self.election_timeout_max.as_millis(),
+        );
+        if hb == 0 {
+            return Err(err("--heartbeat-ms (heartbeat_ms) = 0: must be positive"));
+        }
+        if lo <= hb * 2 {
+            return Err(err(format!(
+                "--election-timeout-min-ms (election_timeout_min_ms) = {lo}: must be more than twice the heartbeat ({hb} ms)"
+            )));
+        }
+        if hi <= lo {
+            return Err(err(format!(
+                "--election-timeout-max-ms (election_timeout_max_ms) = {hi}: must be above the minimum ({lo} ms)"
+            )));
+        }
+        if self.snapshot_threshold == 0 {
+            return Err(err(
+                "--snapshot-threshold (snapshot_threshold) = 0: must be positive",
+            ));
+        }
+        if self.write_timeout < Duration::from_millis(100) {
+            return Err(err(format!(
+                "--write-timeout-ms (write_timeout_ms) = {}: must be at least 100",
+                self.write_timeout.as_millis()
+            )));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(err(format!(
+                "--max-request-bytes (max_request_bytes) = {}: must be at least 1024",
+                self.max_request_bytes
+            )));
+        }
+        if self.max_batch_requests == 0 {
+            return Err(err(
+                "--max-batch-requests (max_batch_requests) = 0: must be positive",
+            ));
+        }
+        self.storage()
+            .validate()
+            .map_err(|m| err(format!("storage: {m}")))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
+            err(format!(
+                "--log-level (log_level) = {:?}: {e}",
+                self.log_level
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// This node's address as its peers know it.
+    pub fn advertised(&self) -> &str {
+        self.peers.get(&self.id).map_or("", String::as_str)
+    }
+
+    pub fn storage(&self) -> storage::StorageConfig {
+        storage::StorageConfig {
+            max_batch_bytes: self.max_batch_bytes,
+            read_pool_size: self.read_connections,
+            ..storage::StorageConfig::default()
+        }
+    }
+
+    pub fn raft(&self) -> Result<openraft::Config, ConfigError> {
+        openraft::Config {
+            cluster_name: "quorumlite".into(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election_timeout_min.as_millis() as u64,
+            election_timeout_max: self.election_timeout_max.as_millis() as u64,
+            install_snapshot_timeout: 5_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
+            max_in_snapshot_log_to_keep: self.log_keep,
+            snapshot_max_chunk_size: 1024 * 1024,
+            max_payload_entries: 64,
+            replication_lag_threshold: self.snapshot_threshold.max(self.log_keep) + 1,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|e| err(format!("raft settings: {e}")))
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(format!(
+            "--config (config): cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            err(format!(
+                "--listen (listen) = {text:?}: expected HOST:PORT with a resolvable host"
+            ))
+        })
+}
+
+/// Parse `ID=HOST:PORT,...`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |why: &str| {
+            err(format!(
+                "--peers (peers): {item:?} {why}; expected ID=HOST:PORT"
+            ))
+        };
+        let (id, addr) = item.split_once('=').ok_or_else(|| bad("has no '='"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("does not start with a numeric id"))?;
+        if id == 0 {
+            return Err(bad("uses id 0 (ids start at 1)"));
+        }
+        let addr = addr.trim();
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(bad("has no valid HOST:PORT")),
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(bad("repeats an id"));
+        }
+    }
+    if peers.is_empty() {
+        return Err(err(
+            "--peers (peers) is empty: list every voter as ID=HOST:PORT,...",
+        ));
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> NodeArgs {
+        NodeArgs {
+            id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            listen: Some("127.0.0.1:4001".into()),
+            peers: Some("1=127.0.0.1:4001,2=127.0.0.1:4002".into()),
+            ..NodeArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_required_options_are_given() {
+        let c = NodeConfig::resolve(&args()).expect("valid");
+        assert_eq!(c.heartbeat, Duration::from_millis(100));
+        assert_eq!(c.session_wait, Duration::from_secs(2));
+        assert_eq!(c.advertised(), "127.0.0.1:4001");
+        c.raft().expect("raft config");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("q.toml");
+        std::fs::write(&file, "session_wait_ms = 500\nheartbeat_ms = 50\n").expect("write");
+        let a = NodeArgs {
+            config: Some(file),
+            heartbeat_ms: Some(120),
+            ..args()
+        };
+        let c = NodeConfig::resolve(&a).expect("valid");
+        assert_eq!(c.session_wait, Duration::from_millis(500));
+        assert_eq!(c.heartbeat, Duration::from_millis(120));
+    }
+
+    #[test]
+    fn each_bad_value_is_refused_with_its_name() {
+        let cases: Vec<(NodeArgs, &str)> = vec![
+            (NodeArgs { id: None, ..args() }, "--id"),
+            (
+                NodeArgs {
+                    id: Some(3),
+                    ..args()
+                },
+                "does not list this node's id 3",
+            ),
+            (
+                NodeArgs {
+                    listen: Some("nowhere".into()),
+                    ..args()
+                },
+                "--listen",
+            ),
+            (
+                NodeArgs {
+                    peers: Some("1=a".into()),
+                    ..args()
+                },
+                "--peers",
+            ),
+            (
+                NodeArgs {
+                    peers: Some("x=a:1".into()),
+                    ..args()
+                },
+                "numeric id",
+            ),
+            (
+                NodeArgs {
+                    peers: Some("1=a:1,1=b:2".into()),
+                    ..args()
+                },
+                "repeats",
+            ),
+            (
+                NodeArgs {
+                    heartbeat_ms: Some(300),
+                    ..args()
+                },
+                "--election-timeout-min-ms",
+            ),
+            (
+                NodeArgs {
+                    election_timeout_max_ms: Some(100),
+                    ..args()
+                },
+                "--election-timeout-max-ms",
+            ),
+            (
+                NodeArgs {
+                    log_format: Some("xml".into()),
+                    ..args()
+                },
+                "--log-format",
+            ),
+            (
+                NodeArgs {
+                    max_batch_bytes: Some(10),
+                    ..args()
+                },
+                "max_batch_bytes",
+            ),
+            (
+                NodeArgs {
+                    read_connections: Some(0),
+                    ..args()
+                },
+                "read_pool_size",
+            ),
+            (
+                NodeArgs {
+                    config: Some("/nonexistent.toml".into()),
+                    ..args()
+                },
+                "--config",
+            ),
+        ];
+        for (a, needle) in cases {
+            let e = NodeConfig::resolve(&a).expect_err(needle).to_string();
+            assert!(e.contains(needle), "{e:?} should name {needle:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("q.toml");
+        std::fs::write(&file, "sesion_wait_ms = 500\n").expect("write");
+        let e = NodeConfig::resolve(&NodeArgs {
+            config: Some(file),
+            ..args()
+        })
+        .expect_err("typo");
+        assert!(e.to_string().contains("sesion_wait_ms"), "{e}");
+    }
+}

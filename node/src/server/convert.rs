@@ -1,0 +1,94 @@
+//! Protobuf messages to storage types and back.
+
+use super::error::NodeError;
+use client::pb;
+use storage::{Column, Params, Statement, StatementResult, Value, WriteRequest};
+
+pub fn value_in(v: pb::Value) -> Value {
+    use pb::value::Kind;
+    match v.kind {
+        None | Some(Kind::Null(_)) => Value::Null,
+        Some(Kind::Integer(i)) => Value::Integer(i),
+        Some(Kind::Real(f)) => Value::Real(f),
+        Some(Kind::Text(t)) => Value::Text(t),
+        Some(Kind::Blob(b)) => Value::Blob(b),
+    }
+}
+
+pub fn value_out(v: Value) -> pb::Value {
+    use pb::value::Kind;
+    pb::Value {
+        kind: match v {
+            Value::Null => None,
+            Value::Integer(i) => Some(Kind::Integer(i)),
+            Value::Real(f) => Some(Kind::Real(f)),
+            Value::Text(t) => Some(Kind::Text(t)),
+            Value::Blob(b) => Some(Kind::Blob(b)),
+        },
+    }
+}
+
+pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeError> {
+    if s.sql.trim().is_empty() {
+        return Err(NodeError::BadRequest(format!(
+            "statement {index} has no SQL text"
+        )));
+    }
+    let params = match (s.positional.is_empty(), s.named.is_empty()) {
+        (true, true) => Params::None,
+        (false, true) => Params::Positional(s.positional.into_iter().map(value_in).collect()),
+        (true, false) => Params::Named(
+            s.named
+                .into_iter()
+                .map(|n| (n.name, n.value.map_or(Value::Null, value_in)))
+                .collect(),
+        ),
+        (false, false) => {
+            return Err(NodeError::BadRequest(format!(
+                "statement {index} has both positional and named parameters: use one kind"
+            )))
+        }
+    };
+    Ok(Statement { sql: s.sql, params })
+}
+
+pub fn write_request_in(statements: Vec<pb::Statement>) -> Result<WriteRequest, NodeError> {
+    if statements.is_empty() {
+        return Err(NodeError::BadRequest(
+            "the request holds no statement".into(),
+        ));
+    }
+    let statements = statements
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| statement_in(s, i))
+        .collect::<Result<_, _>>()?;
+    Ok(WriteRequest::new(statements))
+}
+
+pub fn columns_out(columns: Vec<Column>) -> Vec<pb::Column> {
+    columns
+        .into_iter()
+        .map(|c| pb::Column {
+            name: c.name,
+            decltype: c.decltype,
+        })
+        .collect()
+}
+
+pub fn rows_out(rows: Vec<Vec<Value>>) -> Vec<pb::Row> {
+    rows.into_iter()
+        .map(|r| pb::Row {
+            values: r.into_iter().map(value_out).collect(),
+        })
+        .collect()
+}
+
+pub fn result_out(r: StatementResult) -> pb::StatementResult {
+    pb::StatementResult {
+        columns: columns_out(r.columns),
+        rows: rows_out(r.rows),
+        rows_affected: r.rows_affected,
+        last_insert_rowid: r.last_insert_rowid,
+    }
+}

@@ -1,0 +1,154 @@
+//! The node's errors, and the one place they become wire statuses.
+//!
+//! Each variant says what happened in terms of what the caller must do
+//! (see `client::ErrorCode`). [`NodeError::into_status`] is the only code
+//! that picks a wire code; the leader hint rides along where it helps.
+
+use client::ErrorCode;
+use std::time::Duration;
+use storage::RequestError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// A statement failed or was refused; nothing of its request was written.
+    #[error("{0}")]
+    Request(RequestError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    BadToken(String),
+    #[error("the token belongs to cluster lineage {token}, but this cluster's lineage is {node}: drop the token (it comes from another cluster, or from before a restore)")]
+    LineageMismatch { token: String, node: String },
+    #[error("this node is not the leader; nothing was written{}", .leader.as_deref().map(|l| format!(": send it to {l}")).unwrap_or_default())]
+    NotLeader { leader: Option<String> },
+    #[error("no leader is known (an election is under way); nothing was written, retry shortly")]
+    NoLeader,
+    #[error(
+        "the write was computed on a state a leader change replaced; nothing was written, retry"
+    )]
+    Conflict,
+    #[error("the write may or may not have been applied: {0}; read the data to find out before retrying")]
+    Indeterminate(String),
+    #[error("this node has applied version {have} but the token needs {want}; waited {} ms: retry on another node", .waited.as_millis())]
+    ReplicaBehind {
+        have: u64,
+        want: u64,
+        waited: Duration,
+    },
+    #[error("this node last heard from a leader {} ms ago, more than the {} ms allowed", .lag.map_or("never".into(), |l| l.as_millis().to_string()), .max.as_millis())]
+    TooStale {
+        lag: Option<Duration>,
+        max: Duration,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("this node is shutting down; nothing was done, retry on another node")]
+    ShuttingDown,
+    #[error("{0}")]
+    Internal(String),
+    /// An error another node returned to a forwarded request, passed on as is.
+    #[error("{}", .0.message)]
+    Remote(client::Error),
+}
+
+impl NodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            NodeError::Request(e) => match e {
+                RequestError::Sql { .. } => ErrorCode::SqlError,
+                RequestError::Refused { .. } => ErrorCode::NotAllowed,
+                RequestError::Params { .. } => ErrorCode::BadParams,
+                RequestError::TooLarge { .. } => ErrorCode::TooLarge,
+                RequestError::Empty => ErrorCode::BadRequest,
+            },
+            NodeError::BadRequest(_) => ErrorCode::BadRequest,
+            NodeError::BadToken(_) => ErrorCode::BadToken,
+            NodeError::LineageMismatch { .. } => ErrorCode::LineageMismatch,
+            NodeError::NotLeader { .. } => ErrorCode::NotLeader,
+            NodeError::NoLeader => ErrorCode::NoLeader,
+            NodeError::Conflict => ErrorCode::Conflict,
+            NodeError::Indeterminate(_) => ErrorCode::Indeterminate,
+            NodeError::ReplicaBehind { .. } => ErrorCode::ReplicaBehind,
+            NodeError::TooStale { .. } => ErrorCode::TooStale,
+            NodeError::Unavailable(_) => ErrorCode::Unavailable,
+            NodeError::ShuttingDown => ErrorCode::ShuttingDown,
+            NodeError::Internal(_) => ErrorCode::Internal,
+            NodeError::Remote(e) => e.code,
+        }
+    }
+
+    /// The wire form: the single mapping from node errors to gRPC statuses.
+    pub fn into_status(self, leader: Option<&str>) -> tonic::Status {
+        let code = self.code();
+        let sqlite_code = match &self {
+            NodeError::Request(e) => Some(e.code().to_owned()),
+            NodeError::Remote(e) => e.sqlite_code.clone(),
+            _ => None,
+        };
+        let leader = match &self {
+            NodeError::NotLeader { leader: Some(l) } => Some(l.clone()),
+            NodeError::Remote(e) => e.leader.clone(),
+            _ => leader.map(str::to_owned),
+        };
+        client::error::encode(
+            code,
+            self.to_string(),
+            leader.as_deref(),
+            sqlite_code.as_deref(),
+        )
+    }
+}
+
+impl From<RequestError> for NodeError {
+    fn from(e: RequestError) -> Self {
+        NodeError::Request(e)
+    }
+}
+
+impl From<storage::ReadError> for NodeError {
+    fn from(e: storage::ReadError) -> Self {
+        match e {
+            storage::ReadError::Request(r) => NodeError::Request(r),
+            storage::ReadError::Storage(s) => NodeError::Unavailable(format!(
+                "this node cannot read its database: {s}; retry on another node"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sql_error_keeps_its_sqlite_code_on_the_wire() {
+        let e = NodeError::Request(RequestError::Sql {
+            index: 0,
+            code: 2067,
+            message: "UNIQUE constraint failed: t.id".into(),
+        });
+        let back = client::Error::from_status(&e.into_status(None), "n1");
+        assert_eq!(back.code, ErrorCode::SqlError);
+        assert_eq!(back.sqlite_code.as_deref(), Some("SQLITE_CONSTRAINT"));
+        assert!(back.message.contains("UNIQUE"), "{}", back.message);
+    }
+
+    #[test]
+    fn not_leader_names_the_leader() {
+        let e = NodeError::NotLeader {
+            leader: Some("10.0.0.2:4001".into()),
+        };
+        let back = client::Error::from_status(&e.into_status(None), "n1");
+        assert_eq!(back.code, ErrorCode::NotLeader);
+        assert_eq!(back.leader.as_deref(), Some("10.0.0.2:4001"));
+    }
+
+    #[test]
+    fn a_remote_error_passes_through_unchanged() {
+        let mut remote = client::Error::new(ErrorCode::Indeterminate, "lost leadership");
+        remote.leader = Some("n3:1".into());
+        let back =
+            client::Error::from_status(&NodeError::Remote(remote.clone()).into_status(None), "x");
+        assert_eq!(back, remote);
+    }
+}

@@ -1,0 +1,93 @@
+//! Calls from this node to the leader: forwarded writes and read barriers.
+//!
+//! One lazily connected channel per peer address. A forwarded call that
+//! fails in transit is classified by what may have happened: refused before
+//! sending means nothing was done (the client may retry), anything later is
+//! indeterminate for a write.
+
+use super::error::NodeError;
+use client::pb::quorumlite_client::QuorumliteClient;
+use client::pb::{ExecuteRequest, ExecuteResponse, ReadIndexRequest, ReadIndexResponse};
+use client::ErrorCode;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+pub struct Forwarder {
+    clients: Mutex<HashMap<String, QuorumliteClient<Channel>>>,
+    /// Deadline of a forwarded write: the leader's own write timeout plus slack.
+    write_deadline: Duration,
+}
+
+impl Forwarder {
+    pub fn new(write_timeout: Duration) -> Forwarder {
+        Forwarder {
+            clients: Mutex::new(HashMap::new()),
+            write_deadline: write_timeout + Duration::from_secs(2),
+        }
+    }
+
+    fn client(&self, addr: &str) -> Result<QuorumliteClient<Channel>, NodeError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| NodeError::Unavailable(format!("bad leader address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let c = QuorumliteClient::new(channel)
+            .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(client::MAX_MESSAGE_BYTES);
+        clients.insert(addr.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Send a write to the leader at `addr`.
+    pub async fn execute(
+        &self,
+        addr: &str,
+        mut request: ExecuteRequest,
+    ) -> Result<ExecuteResponse, NodeError> {
+        request.forwarded = true;
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(self.write_deadline);
+        match self.client(addr)?.execute(req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(remote(&status, addr, true)),
+        }
+    }
+
+    /// Ask the leader at `addr` for a read barrier.
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<ReadIndexResponse, NodeError> {
+        let mut req = tonic::Request::new(ReadIndexRequest {});
+        req.set_timeout(timeout);
+        match self.client(addr)?.read_index(req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(remote(&status, addr, false)),
+        }
+    }
+}
+
+/// A failed call to the leader, as this node reports it to its caller.
+fn remote(status: &tonic::Status, addr: &str, write: bool) -> NodeError {
+    let err = client::Error::from_status(status, addr);
+    match err.code {
+        // The leader could not be reached at all: nothing was done there.
+        ErrorCode::Unavailable if status.metadata().get(client::error::ERROR_KEY).is_none() => {
+            NodeError::NoLeader
+        }
+        // Lost in transit after it may have arrived.
+        ErrorCode::Timeout if write => NodeError::Indeterminate(format!(
+            "forwarding to the leader at {addr} failed: {}",
+            err.message
+        )),
+        _ => NodeError::Remote(err),
+    }
+}

@@ -1,0 +1,458 @@
+//! One Quorumlite node: Raft, the SQLite state machine, the write and read
+//! paths, and the gRPC server that exposes them.
+//!
+//! ```text
+//!   gRPC :listen ─┬─ RaftTransport (peers)  ──> openraft ──> sled log + StateMachine (SQLite)
+//!                 └─ Quorumlite (clients)
+//!                      Execute ─ leader? ── yes ─> Writer thread (group commit) ─> client_write
+//!                                 └─ no ──> Forwarder ─> leader's Execute
+//!                      Query ─── ReadIndex barrier / token wait / none ─> ReadPool (local)
+//! ```
+//! [`run`] starts everything, serves until the shutdown future fires, then
+//! stops in order: refuse new requests, let the writer finish what it
+//! holds, stop serving, stop Raft.
+
+mod convert;
+pub mod error;
+mod forward;
+mod read;
+mod service;
+mod write;
+
+use crate::config::NodeConfig;
+use client::pb;
+use client::Token;
+use error::NodeError;
+use forward::Forwarder;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
+use raft::{LeaderContact, LogStore, Network, NodeId, StateMachine, TransportService, TypeConfig};
+use read::ReadIndex;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use write::{Writer, WriterSettings};
+
+/// Why a node could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another quorumlite process; stop it or choose another --data-dir")]
+    InUse(PathBuf),
+    #[error("opening the Raft log in {path}: {source}")]
+    Log { path: PathBuf, source: sled::Error },
+    #[error("opening the state machine: {0}")]
+    StateMachine(#[from] raft::OpenError),
+    #[error("opening the writer: {0}")]
+    Storage(#[from] storage::Error),
+    #[error("starting Raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The running node, shared by the gRPC handlers.
+pub struct Node {
+    id: NodeId,
+    config: NodeConfig,
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    writer: Writer,
+    read_index: Arc<ReadIndex>,
+    forward: Arc<Forwarder>,
+    contact: LeaderContact,
+    /// False once shutdown began: new requests are refused.
+    accepting: AtomicBool,
+}
+
+/// The leader's address as these metrics know it.
+pub(crate) fn leader_addr(m: &RaftMetrics<NodeId, BasicNode>) -> Option<String> {
+    let id = m.current_leader?;
+    m.membership_config
+        .membership()
+        .get_node(&id)
+        .map(|n| n.addr.clone())
+}
+
+impl Node {
+    fn check_accepting(&self) -> Result<(), NodeError> {
+        if self.accepting.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(NodeError::ShuttingDown)
+        }
+    }
+
+    /// Whether this node leads, and the leader's address if known.
+    fn role(&self) -> (bool, Option<String>) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        (m.state == ServerState::Leader, leader_addr(&m))
+    }
+
+    /// Wait (bounded) for some node to be leader; its address, or `None` if
+    /// this node is the leader.
+    async fn find_leader(&self) -> Result<Option<String>, NodeError> {
+        let limit = self.config.election_timeout_max * 3;
+        let found = self
+            .raft
+            .wait(Some(limit))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await;
+        match found {
+            Ok(m) if m.state == ServerState::Leader => Ok(None),
+            Ok(m) => leader_addr(&m).map(Some).ok_or(NodeError::NoLeader),
+            Err(_) => Err(NodeError::NoLeader),
+        }
+    }
+
+    fn token(&self, version: u64) -> Result<Token, NodeError> {
+        if version == 0 {
+            return Ok(Token::empty());
+        }
+        let lineage = self.sm.lineage().unwrap_or_default();
+        Token::new(lineage.as_ref(), version).ok_or_else(|| {
+            NodeError::Internal(format!(
+                "no valid lineage ({lineage:?}) at version {version}"
+            ))
+        })
+    }
+
+    /// Parse a request's token and check it belongs to this cluster.
+    fn check_token(&self, text: &str) -> Result<Option<Token>, NodeError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let token: Token = text
+            .parse()
+            .map_err(|e: client::TokenError| NodeError::BadToken(e.to_string()))?;
+        if let Some(lineage) = self.sm.lineage() {
+            if !token.belongs_to(&lineage) {
+                return Err(NodeError::LineageMismatch {
+                    token: token.lineage().to_owned(),
+                    node: lineage.to_string(),
+                });
+            }
+        }
+        Ok(Some(token))
+    }
+
+    /// A write: run it here if this node leads, else forward it.
+    pub async fn execute(&self, req: pb::ExecuteRequest) -> Result<pb::ExecuteResponse, NodeError> {
+        self.check_accepting()?;
+        let (leads, leader) = self.role();
+        let leader = match (leads, leader) {
+            (true, _) => None,
+            (false, _) if req.forwarded => {
+                return Err(NodeError::NotLeader {
+                    leader: self.role().1,
+                })
+            }
+            (false, Some(addr)) => Some(addr),
+            (false, None) => self.find_leader().await?,
+        };
+        if let Some(addr) = leader {
+            return self.forward.execute(&addr, req).await;
+        }
+        let request = convert::write_request_in(req.statements)?;
+        let committed = self.writer.submit(request).await?;
+        Ok(pb::ExecuteResponse {
+            results: committed
+                .results
+                .into_iter()
+                .map(convert::result_out)
+                .collect(),
+            token: self.token(committed.version)?.to_string(),
+        })
+    }
+
+    /// A read at the requested consistency.
+    pub async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
+        self.check_accepting()?;
+        let token = self.check_token(&req.token)?;
+        let statement = req
+            .statement
+            .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
+        let statement = convert::statement_in(statement, 0)?;
+        match pb::Consistency::try_from(req.consistency) {
+            Ok(pb::Consistency::Linearizable) => {
+                let want = self.read_index.barrier().await?;
+                read::wait_applied(&self.sm, want, self.config.write_timeout).await?;
+            }
+            Ok(pb::Consistency::Session) => {
+                let want = token.as_ref().map_or(0, Token::version);
+                read::wait_applied(&self.sm, want, self.config.session_wait).await?;
+            }
+            Ok(pb::Consistency::Stale) => read::stale_read_allowed(
+                self.role().0,
+                read::leader_lag(&self.contact),
+                read::max_lag(req.max_lag_ms),
+            )?,
+            Err(_) => {
+                return Err(NodeError::BadRequest(format!(
+                    "unknown consistency level {}",
+                    req.consistency
+                )))
+            }
+        }
+        let reads = self.sm.reads();
+        let result = tokio::task::block_in_place(|| reads.query(&statement))?;
+        Ok(pb::QueryResponse {
+            columns: convert::columns_out(result.columns),
+            rows: convert::rows_out(result.rows),
+            token: self.token(result.version)?.to_string(),
+        })
+    }
+
+    /// The leader side of a follower's read barrier.
+    pub async fn read_index(&self) -> Result<pb::ReadIndexResponse, NodeError> {
+        self.check_accepting()?;
+        let version = self.read_index.local_round().await?;
+        Ok(pb::ReadIndexResponse {
+            version,
+            lineage: self.sm.lineage().map(|l| l.to_string()).unwrap_or_default(),
+        })
+    }
+
+    /// This node's view of the cluster.
+    pub async fn status(&self, req: pb::StatusRequest) -> Result<pb::StatusResponse, NodeError> {
+        let m = self.raft.metrics().borrow().clone();
+        let version = *self.sm.applied_version().borrow();
+        let (digest, digest_version) = if req.digest {
+            let reads = self.sm.reads().clone();
+            let d = tokio::task::spawn_blocking(move || reads.digest())
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+                .map_err(|e| NodeError::Unavailable(format!("computing the digest: {e}")))?;
+            (d.to_string(), d.version)
+        } else {
+            (String::new(), 0)
+        };
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| pb::Member {
+                id: *id,
+                addr: node.addr.clone(),
+                kind: if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .into(),
+            })
+            .collect();
+        let leads = m.state == ServerState::Leader;
+        Ok(pb::StatusResponse {
+            id: self.id,
+            role: role_name(m.state).into(),
+            leader_id: m.current_leader.unwrap_or(0),
+            leader_addr: leader_addr(&m).unwrap_or_default(),
+            term: m.current_term,
+            version,
+            lineage: self.sm.lineage().map(|l| l.to_string()).unwrap_or_default(),
+            digest,
+            digest_version,
+            members,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            leader_contact_ms: if leads {
+                0
+            } else {
+                self.contact
+                    .age()
+                    .map_or(u64::MAX, |d| d.as_millis() as u64)
+            },
+            token: self.token(version)?.to_string(),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+        })
+    }
+
+    /// The address to hint at in errors.
+    fn leader_hint(&self) -> Option<String> {
+        self.role().1
+    }
+}
+
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// Exclusive use of a data directory for the life of the process.
+struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock, StartError> {
+        use std::os::fd::AsRawFd;
+        let data_dir = |source| StartError::DataDir {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(data_dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(data_dir)?;
+        // SAFETY: flock on a file descriptor we own and keep open.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StartError::InUse(dir.to_owned()));
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Run a node until `shutdown` completes (or the node hits a fatal error).
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let dir = config.data_dir.clone();
+    let _lock = DirLock::acquire(&dir)?;
+    let storage_config = config.storage();
+    let log_path = dir.join("log");
+    let log = LogStore::open(&log_path).map_err(|source| StartError::Log {
+        path: log_path.clone(),
+        source,
+    })?;
+    let sm = StateMachine::open(&dir, &storage_config)?;
+    let executor = storage::Executor::open(dir.join("data.db"), &storage_config)?;
+    let raft_config = Arc::new(config.raft()?);
+    let raft = Raft::new(config.id, raft_config, Network, log, sm.clone())
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let fatal = Arc::new(Notify::new());
+    let (writer, writer_thread) = Writer::start(
+        executor,
+        raft.clone(),
+        WriterSettings {
+            max_batch_requests: config.max_batch_requests,
+            write_timeout: config.write_timeout,
+        },
+        Arc::clone(&fatal),
+    )
+    .map_err(|e| StartError::Raft(format!("starting the writer thread: {e}")))?;
+    let forward = Arc::new(Forwarder::new(config.write_timeout));
+    let read_index = ReadIndex::new(
+        raft.clone(),
+        sm.clone(),
+        Arc::clone(&forward),
+        config.write_timeout,
+    );
+    let contact = LeaderContact::default();
+    let node = Arc::new(Node {
+        id: config.id,
+        config: config.clone(),
+        raft: raft.clone(),
+        sm,
+        writer: writer.clone(),
+        read_index,
+        forward,
+        contact: contact.clone(),
+        accepting: AtomicBool::new(true),
+    });
+
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .add_service(TransportService::with_contact(raft.clone(), contact))
+        .add_service(service::server(Arc::clone(&node)))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = serving_stopped.await;
+        });
+    let server = tokio::spawn(server);
+
+    if !raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?
+    {
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(peers = ?config.peers, "new cluster member: initialized Raft"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(StartError::Raft(format!("initializing: {e}"))),
+        }
+    }
+    let roles = tokio::spawn(watch_roles(raft.clone(), node.sm.clone(), writer.clone()));
+    tracing::info!(id = config.id, listen = %config.listen, advertised = config.advertised(), data_dir = %dir.display(), "node serving");
+
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutdown requested"),
+        _ = fatal.notified() => tracing::error!("fatal error: stopping the node"),
+    }
+    // 1. Refuse new requests; 2. let the writer finish what it holds.
+    node.accepting.store(false, Ordering::Release);
+    writer.stop();
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    // 3. Stop serving: in-flight calls finish, connections close.
+    let _ = stop_serving.send(());
+    if tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in 5 s; stopping anyway");
+    }
+    roles.abort();
+    // 4. Stop Raft (the log is flushed at every append already).
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Log role changes; a new leader of an empty cluster draws its lineage.
+async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
+    let mut metrics = raft.metrics();
+    let mut last: Option<(ServerState, Option<NodeId>, u64)> = None;
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            (m.state, m.current_leader, m.current_term)
+        };
+        if last != Some(now) {
+            let (state, leader, term) = now;
+            tracing::info!(role = role_name(state), leader = ?leader, term, "raft role");
+            if state == ServerState::Leader && *sm.applied_version().borrow() == 0 {
+                writer.initialize();
+            }
+            last = Some(now);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The write path on the leader: one writer thread, group commit.
+//!
+//! ```text
+//!  handlers ──submit──> queue ──> writer thread (owns storage::Executor)
+//!                                   1. take every queued request (up to max_batch_requests)
+//!                                   2. leader? first batch of this term? -> read barrier
+//!                                   3. Executor::execute: one captured transaction
+//!                                   4. raft.client_write(batch) -> committed + applied here
+//!                                   5. reply to each request: results + version, or its error
+//! ```
+//! While one batch is being replicated the next requests queue up, so the
+//! batch size grows with the load: throughput comes from batching, not from
+//! concurrency inside SQLite. The writer executes batch N+1 only after batch
+//! N was applied locally (`client_write` returns after apply), so every batch
+//! is computed on the latest state.
+//!
+//! # Outcomes
+//! - committed: the batch was applied at `version`;
+//! - failed, nothing written: the request's own SQL error; `NotLeader`
+//!   (never proposed, or its entry was truncated); `Conflict` (a new leader
+//!   had moved the state on: every node skipped the batch);
+//! - indeterminate: the proposal timed out or Raft failed after it was
+//!   handed over. The client must not retry blindly.
+//!
+//! # Invariants
+//! - Only this thread uses the executor, so there is one writer per node.
+//! - In a new term the writer waits for a read barrier (`ensure_linearizable`:
+//!   every batch committed before the term is applied) before it executes,
+//!   so it does not compute on a state about to be replaced.
+
+use super::error::NodeError;
+use super::leader_addr;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, ServerState};
+use raft::{Command, Response, TypeConfig};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use storage::{Executor, FrameBatch, StatementResult, WriteRequest};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// A write that committed.
+#[derive(Debug)]
+pub struct Committed {
+    pub results: Vec<StatementResult>,
+    /// The data version of the batch that holds it.
+    pub version: u64,
+}
+
+pub type WriteReply = Result<Committed, NodeError>;
+
+enum Job {
+    Write {
+        request: WriteRequest,
+        reply: oneshot::Sender<WriteReply>,
+    },
+    /// Make the cluster's first batch (draw the lineage) if there is none.
+    Initialize,
+    /// Finish what is queued, then exit.
+    Stop,
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+/// Settings of the writer thread.
+pub struct WriterSettings {
+    pub max_batch_requests: usize,
+    pub write_timeout: Duration,
+}
+
+impl Writer {
+    /// Start the writer thread. `fatal` is notified if the executor breaks
+    /// its contract (the node must stop).
+    pub fn start(
+        executor: Executor,
+        raft: Raft<TypeConfig>,
+        settings: WriterSettings,
+        fatal: Arc<Notify>,
+    ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let runtime = Handle::current();
+        let thread = std::thread::Builder::new()
+            .name("quorumlite-writer".into())
+            .spawn(move || {
+                WriterLoop {
+                    executor,
+                    raft,
+                    runtime,
+                    rx,
+                    settings,
+                    ready_term: None,
+                    fatal,
+                }
+                .run()
+            })?;
+        Ok((Writer { tx }, thread))
+    }
+
+    /// Queue a write and wait for its outcome.
+    pub async fn submit(&self, request: WriteRequest) -> WriteReply {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Write { request, reply })
+            .map_err(|_| NodeError::ShuttingDown)?;
+        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+    }
+
+    /// Ask for the cluster's first batch (a no-op when there is one).
+    pub fn initialize(&self) {
+        let _ = self.tx.send(Job::Initialize);
+    }
+
+    /// Let the thread finish what is queued and exit.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Job::Stop);
+    }
+}
+
+struct WriterLoop {
+    executor: Executor,
+    raft: Raft<TypeConfig>,
+    runtime: Handle,
+    rx: mpsc::UnboundedReceiver<Job>,
+    settings: WriterSettings,
+    /// The term in which the read barrier last passed; `None` forces one.
+    ready_term: Option<u64>,
+    fatal: Arc<Notify>,
+}
+
+/// Requests taken off the queue, in order; the two deques stay the same length.
+#[derive(Default)]
+struct Queue {
+    requests: VecDeque<WriteRequest>,
+    replies: VecDeque<oneshot::Sender<WriteReply>>,
+    initialize: bool,
+    stopping: bool,
+}
+
+impl Queue {
+    fn take(&mut self, job: Job) {
+        match job {
+            Job::Write { request, reply } => {
+                self.requests.push_back(request);
+                self.replies.push_back(reply);
+            }
+            Job::Initialize => self.initialize = true,
+            Job::Stop => self.stopping = true,
+        }
+    }
+
+    fn fail_all(&mut self, err: &NodeError) {
+        self.requests.clear();
+        for reply in self.replies.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+
+    /// Forget requests whose caller stopped waiting: nothing of them ran.
+    fn drop_abandoned(&mut self) {
+        let mut i = 0;
+        while i < self.replies.len() {
+            if self.replies[i].is_closed() {
+                self.replies.remove(i);
+                self.requests.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+impl WriterLoop {
+    fn run(mut self) {
+        let mut queue = Queue::default();
+        loop {
+            if queue.requests.is_empty() && !queue.initialize {
+                if queue.stopping {
+                    break;
+                }
+                match self.rx.blocking_recv() {
+                    Some(job) => queue.take(job),
+                    None => break,
+                }
+            }
+            while queue.requests.len() < self.settings.max_batch_requests {
+                match self.rx.try_recv() {
+                    Ok(job) => queue.take(job),
+                    Err(_) => break,
+                }
+            }
+            queue.drop_abandoned();
+            if let Err(e) = self.leadership() {
+                queue.initialize = false;
+                queue.fail_all(&e);
+                continue;
+            }
+            if std::mem::take(&mut queue.initialize) {
+                self.initialize();
+            }
+            if !queue.requests.is_empty() {
+                self.write_batch(&mut queue);
+            }
+        }
+        tracing::debug!("writer thread stopped");
+    }
+
+    /// Check that this node leads, and in a new term wait for the barrier.
+    fn leadership(&mut self) -> Result<(), NodeError> {
+        let (state, term, leader) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.state, m.current_term, leader_addr(&m))
+        };
+        if state != ServerState::Leader {
+            return Err(match leader {
+                Some(addr) => NodeError::NotLeader { leader: Some(addr) },
+                None => NodeError::NoLeader,
+            });
+        }
+        if self.ready_term == Some(term) {
+            return Ok(());
+        }
+        let (raft, limit) = (&self.raft, self.settings.write_timeout);
+        let barrier = self
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, raft.ensure_linearizable()).await });
+        match barrier {
+            Ok(Ok(_)) => {
+                self.ready_term = Some(term);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "lost leadership before writing");
+                Err(NodeError::NotLeader { leader: None })
+            }
+            Err(_) => Err(NodeError::NoLeader),
+        }
+    }
+
+    fn initialize(&mut self) {
+        match self.executor.initialize() {
+            Ok(Some(batch)) => match self.propose(batch) {
+                Ok(version) => tracing::info!(version, "cluster initialized: lineage drawn"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "initial batch not committed; the next write retries it")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => self.broken(&e),
+        }
+    }
+
+    fn write_batch(&mut self, queue: &mut Queue) {
+        let n = queue.requests.len().min(self.settings.max_batch_requests);
+        let requests = &queue.requests.make_contiguous()[..n];
+        let outcome = match self.executor.execute(requests) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.broken(&e);
+                let err = NodeError::Internal(format!(
+                    "the leader could not execute the batch: {e}; nothing was written"
+                ));
+                for reply in queue.replies.drain(..n) {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                queue.requests.drain(..n);
+                return;
+            }
+        };
+        let done = outcome.results.len();
+        let committed = match outcome.batch {
+            Some(batch) => self.propose(batch),
+            // Every request failed (a batch exists whenever one succeeded):
+            // nothing to replicate, and no `Ok` result to answer.
+            None => Err(NodeError::Internal(
+                "successful requests without a batch".into(),
+            )),
+        };
+        queue.requests.drain(..done);
+        for (result, reply) in outcome.results.into_iter().zip(queue.replies.drain(..done)) {
+            let answer = match (result, &committed) {
+                (Err(e), _) => Err(NodeError::Request(e)),
+                (Ok(results), Ok(version)) => Ok(Committed {
+                    results,
+                    version: *version,
+                }),
+                (Ok(_), Err(e)) => Err(e.clone()),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Replicate a batch; `Ok(version)` once it is applied here.
+    fn propose(&mut self, batch: FrameBatch) -> Result<u64, NodeError> {
+        let bytes = batch.encode();
+        let timeout = self.settings.write_timeout;
+        let raft = &self.raft;
+        let proposal = self.runtime.block_on(async {
+            tokio::time::timeout(timeout, raft.client_write(Command::Batch(bytes))).await
+        });
+        let outcome = match proposal {
+            Err(_) => Err(NodeError::Indeterminate(format!(
+                "the batch was not committed within {} ms",
+                timeout.as_millis()
+            ))),
+            Ok(Ok(resp)) => match resp.data {
+                Response::Applied { version } => Ok(version),
+                Response::Conflict { .. } | Response::AlreadyApplied { .. } => {
+                    Err(NodeError::Conflict)
+                }
+                Response::None => Err(NodeError::Internal(
+                    "a batch entry was applied as a blank entry".into(),
+                )),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(NodeError::NotLeader {
+                    leader: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Ok(Err(e)) => Err(NodeError::Indeterminate(format!("raft failed: {e}"))),
+        };
+        if outcome.is_err() {
+            // Whatever happened, check leadership and catch up before the next batch.
+            self.ready_term = None;
+        }
+        outcome
+    }
+
+    /// The executor broke its contract: this node must stop.
+    fn broken(&self, e: &storage::Error) {
+        if matches!(e, storage::Error::Capture(_)) {
+            tracing::error!(error = %e, "the writer is broken; stopping the node");
+            self.fatal.notify_one();
+        } else {
+            tracing::error!(error = %e, "executing a batch failed");
+        }
+    }
+}
