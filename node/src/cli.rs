@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one node of a cluster.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start a local three-node cluster (child processes) with defaults; Ctrl-C stops it.
     Dev(DevArgs),
     /// Run a write: several SQL arguments run as one transaction.

@@ -37,10 +37,10 @@ pub struct NodeArgs {
     /// Leader heartbeat interval in milliseconds [default: 100].
     #[arg(long, env = "QUORUMLITE_HEARTBEAT_MS", value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Shortest election timeout in milliseconds [default: 400].
+    /// Shortest election timeout in milliseconds [default: 300].
     #[arg(long, env = "QUORUMLITE_ELECTION_TIMEOUT_MIN_MS", value_name = "MS")]
     pub election_timeout_min_ms: Option<u64>,
-    /// Longest election timeout in milliseconds [default: 800].
+    /// Longest election timeout in milliseconds [default: 500].
     #[arg(long, env = "QUORUMLITE_ELECTION_TIMEOUT_MAX_MS", value_name = "MS")]
     pub election_timeout_max_ms: Option<u64>,
     /// Build a snapshot (and compact the log) every this many log entries [default: 10000].
@@ -66,6 +66,10 @@ pub struct NodeArgs {
     /// Most write requests grouped into one batch [default: 1000].
     #[arg(long, env = "QUORUMLITE_MAX_BATCH_REQUESTS", value_name = "N")]
     pub max_batch_requests: Option<usize>,
+    /// How long the leader waits for more requests before it starts a
+    /// batch smaller than the previous one, in microseconds [default: 500].
+    #[arg(long, env = "QUORUMLITE_BATCH_LINGER_US", value_name = "US")]
+    pub batch_linger_us: Option<u64>,
     /// Read connections to the database [default: 8].
     #[arg(long, env = "QUORUMLITE_READ_CONNECTIONS", value_name = "N")]
     pub read_connections: Option<usize>,
@@ -95,6 +99,7 @@ pub struct FileConfig {
     pub max_request_bytes: Option<usize>,
     pub max_batch_bytes: Option<u64>,
     pub max_batch_requests: Option<usize>,
+    pub batch_linger_us: Option<u64>,
     pub read_connections: Option<usize>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
@@ -125,6 +130,7 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     pub max_batch_bytes: u64,
     pub max_batch_requests: usize,
+    pub batch_linger: Duration,
     pub read_connections: usize,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -147,8 +153,8 @@ impl NodeConfig {
             listen,
             peers: BTreeMap::new(),
             heartbeat: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(400),
-            election_timeout_max: Duration::from_millis(800),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(500),
             snapshot_threshold: 10_000,
             log_keep: 1000,
             write_timeout: Duration::from_secs(10),
@@ -156,6 +162,7 @@ impl NodeConfig {
             max_request_bytes: 16 * 1024 * 1024,
             max_batch_bytes: 64 * 1024 * 1024,
             max_batch_requests: 1000,
+            batch_linger: Duration::from_micros(500),
             read_connections: 8,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -215,6 +222,9 @@ impl NodeConfig {
         }
         if let Some(v) = pick!(max_batch_requests) {
             c.max_batch_requests = v;
+        }
+        if let Some(v) = pick!(batch_linger_us) {
+            c.batch_linger = Duration::from_micros(v);
         }
         if let Some(v) = pick!(read_connections) {
             c.read_connections = v;
@@ -512,6 +522,39 @@ mod tests {
             let e = NodeConfig::resolve(&a).expect_err(needle).to_string();
             assert!(e.contains(needle), "{e:?} should name {needle:?}");
         }
+    }
+
+    /// Every flag of `quorumlite node` is documented, and the sample file
+    /// holds every key (and nothing the code does not know).
+    #[test]
+    fn every_option_is_in_the_reference_and_the_sample() {
+        use clap::{Args, Command};
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let docs = std::fs::read_to_string(format!("{root}/docs/configuration.md"))
+            .expect("docs/configuration.md");
+        let sample = std::fs::read_to_string(format!("{root}/quorumlite.sample.toml"))
+            .expect("quorumlite.sample.toml");
+        let command = NodeArgs::augment_args(Command::new("node"));
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(
+                docs.contains(&format!("`--{long}`")),
+                "--{long} missing from docs/configuration.md"
+            );
+            if long != "config" {
+                let key = long.replace('-', "_");
+                assert!(
+                    docs.contains(&format!("`{key}`")),
+                    "{key} missing from docs/configuration.md"
+                );
+                assert!(
+                    sample.contains(&format!("\n{key} = ")),
+                    "{key} missing from the sample config"
+                );
+            }
+        }
+        let parsed: FileConfig = toml::from_str(&sample).expect("the sample parses");
+        assert_eq!(parsed.id, Some(1));
     }
 
     #[test]

@@ -172,6 +172,8 @@ fn recover(
 
 impl Inner {
     fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StorageError<NodeId>> {
+        let started = std::time::Instant::now();
+        let n = entries.len();
         let mut applier = lock(&self.applier);
         let mut state = lock(&self.state);
         let mut out = Vec::with_capacity(entries.len());
@@ -208,6 +210,12 @@ impl Inner {
             self.refresh_lineage()?;
         }
         self.version_tx.send_replace(state.version);
+        tracing::debug!(
+            entries = n,
+            version = state.version,
+            apply_us = started.elapsed().as_micros() as u64,
+            "applied"
+        );
         Ok(out)
     }
 

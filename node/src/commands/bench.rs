@@ -1,6 +1,266 @@
-//! `quorumlite bench` (placeholder until the bench lands).
+//! `quorumlite bench`: drive a real cluster and report throughput and latency.
+//!
+//! N closed-loop clients, each with its own connection(s), run one
+//! workload for a fixed time after a warm-up. Latencies go into an HDR
+//! histogram per client (microseconds, 3 significant digits), merged at the
+//! end. Workloads:
+//! - `write`: a one-row INSERT per request;
+//! - `read-linearizable`, `read-session`, `read-stale`: a point SELECT by
+//!   primary key over `--rows` rows (loaded first if missing); session reads
+//!   carry the token of the load, so they are served without waiting.
+//!
+//! Errors are counted by code and do not stop the run. This is a
+//! measurement command, not a test: it asserts nothing.
+
+use client::{Client, Consistency, Statement, Value};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    Write,
+    ReadLinearizable,
+    ReadSession,
+    ReadStale,
+}
+
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
-pub fn run(_args: BenchArgs) -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
+pub struct BenchArgs {
+    /// Node address(es) the clients use, comma-separated. Reads go to these
+    /// nodes in turn; writes reach the leader (followers forward).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:4001")]
+    pub addr: Vec<String>,
+    /// Concurrent clients, each waiting for its reply before the next request.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds to run before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    #[arg(long, value_enum, default_value = "write")]
+    pub workload: Workload,
+    /// Rows in the table point reads select from.
+    #[arg(long, default_value_t = 10_000)]
+    pub rows: i64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(&args)) {
+        Ok(report) => {
+            report.print(&args);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            super::output::error(args.json, e.code.as_str(), &e.message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Report {
+    ops: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    fn print(&self, args: &BenchArgs) {
+        let secs = self.elapsed.as_secs_f64();
+        let rate = self.ops as f64 / secs;
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "workload": format!("{:?}", args.workload),
+                    "clients": args.clients,
+                    "seconds": secs,
+                    "ops": self.ops,
+                    "ops_per_sec": rate,
+                    "p50_ms": ms(0.5),
+                    "p99_ms": ms(0.99),
+                    "p999_ms": ms(0.999),
+                    "max_ms": self.latency_us.max() as f64 / 1000.0,
+                    "errors": self.errors,
+                })
+            );
+            return;
+        }
+        println!(
+            "workload {:?}, {} clients, {:.1} s: {} ops, {:.0} ops/s",
+            args.workload, args.clients, secs, self.ops, rate
+        );
+        println!(
+            "latency ms: p50 {:.3}  p99 {:.3}  p999 {:.3}  max {:.3}",
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.latency_us.max() as f64 / 1000.0
+        );
+        for (code, n) in &self.errors {
+            println!("errors {code}: {n}");
+        }
+    }
+}
+
+async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
+    if args.clients == 0 || args.duration == 0 {
+        return Err(client::Error::new(
+            client::ErrorCode::BadRequest,
+            "--clients and --duration must be positive",
+        ));
+    }
+    let setup = Client::connect(&args.addr)?;
+    prepare(&setup, args).await?;
+    let token = setup.token();
+    let warmup_end = Instant::now() + Duration::from_secs(args.warmup);
+    let end = warmup_end + Duration::from_secs(args.duration);
+    let mut tasks = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let client = Client::connect(&args.addr)?;
+        client.observe(token.clone());
+        let workload = args.workload;
+        let rows = args.rows;
+        tasks.push(tokio::spawn(async move {
+            worker(client, workload, rows, i as u64, warmup_end, end).await
+        }));
+    }
+    let mut report = Report {
+        ops: 0,
+        elapsed: Duration::from_secs(args.duration),
+        latency_us: new_histogram(),
+        errors: BTreeMap::new(),
+    };
+    for task in tasks {
+        let Ok(part) = task.await else { continue };
+        report.ops += part.ops;
+        let _ = report.latency_us.add(&part.latency_us);
+        for (code, n) in part.errors {
+            *report.errors.entry(code).or_default() += n;
+        }
+    }
+    Ok(report)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at 3 significant digits; the bounds are constants.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid")
+}
+
+async fn prepare(client: &Client, args: &BenchArgs) -> Result<(), client::Error> {
+    match args.workload {
+        Workload::Write => {
+            client
+                .execute(vec![
+                    "CREATE TABLE IF NOT EXISTS bench_write(id INTEGER PRIMARY KEY, v TEXT NOT NULL)"
+                        .into(),
+                ])
+                .await?;
+        }
+        _ => {
+            client
+                .execute(vec![
+                    "CREATE TABLE IF NOT EXISTS bench_read(id INTEGER PRIMARY KEY, v TEXT NOT NULL)"
+                        .into(),
+                    Statement::with_params(
+                        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1) \
+                         INSERT OR IGNORE INTO bench_read(id, v) SELECT i, hex(randomblob(16)) FROM s",
+                        vec![Value::Integer(args.rows)],
+                    ),
+                ])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+struct Part {
+    ops: u64,
+    latency_us: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+async fn worker(
+    client: Client,
+    workload: Workload,
+    rows: i64,
+    seed: u64,
+    warmup_end: Instant,
+    end: Instant,
+) -> Part {
+    let mut part = Part {
+        ops: 0,
+        latency_us: new_histogram(),
+        errors: BTreeMap::new(),
+    };
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            return part;
+        }
+        let outcome = match workload {
+            Workload::Write => client
+                .execute(vec![Statement::with_params(
+                    "INSERT INTO bench_write(v) VALUES (?1)",
+                    vec![Value::Text(format!("{:016x}", next()))],
+                )])
+                .await
+                .map(drop),
+            read => {
+                let id = (next() % rows.max(1) as u64) as i64 + 1;
+                let consistency = match read {
+                    Workload::ReadSession => Consistency::Session(None),
+                    Workload::ReadStale => Consistency::Stale { max_lag: None },
+                    _ => Consistency::Linearizable,
+                };
+                client
+                    .query(
+                        Statement::with_params(
+                            "SELECT v FROM bench_read WHERE id = ?1",
+                            vec![Value::Integer(id)],
+                        ),
+                        consistency,
+                    )
+                    .await
+                    .map(drop)
+            }
+        };
+        if started < warmup_end {
+            continue;
+        }
+        match outcome {
+            Ok(()) => {
+                part.ops += 1;
+                let us = started.elapsed().as_micros().max(1) as u64;
+                let _ = part.latency_us.record(us.min(60_000_000));
+            }
+            Err(e) => *part.errors.entry(e.code.to_string()).or_default() += 1,
+        }
+    }
 }

@@ -11,6 +11,22 @@ use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 pub fn run(args: &DevArgs) -> ExitCode {
+    // Signals are caught from the start: a Ctrl-C while the nodes boot
+    // must still stop them.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal = {
+        let _guard = runtime.enter();
+        super::shutdown_signal()
+    };
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -53,7 +69,7 @@ pub fn run(args: &DevArgs) -> ExitCode {
             }
         }
     }
-    let leader = wait_for_leader(&addrs, Duration::from_secs(15));
+    let leader = runtime.block_on(wait_for_leader(&addrs, Duration::from_secs(15)));
     println!();
     println!(
         "Quorumlite dev cluster: 3 nodes, data in {}",
@@ -74,20 +90,8 @@ pub fn run(args: &DevArgs) -> ExitCode {
     println!("(with cargo: cargo run -p quorumlite -- exec ...)");
     println!("Ctrl-C stops all three.");
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            stop_all(&mut children);
-            return ExitCode::FAILURE;
-        }
-    };
     // Wait for a signal or for every child to exit on its own.
     runtime.block_on(async {
-        let signal = super::shutdown_signal();
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -138,13 +142,9 @@ fn stop_all(children: &mut Vec<(usize, Child)>) {
 }
 
 /// Poll the nodes until one reports a leader; its id.
-fn wait_for_leader(addrs: &[String], limit: Duration) -> Option<u64> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
+async fn wait_for_leader(addrs: &[String], limit: Duration) -> Option<u64> {
     let started = Instant::now();
-    runtime.block_on(async {
+    async {
         let config = client::ClientConfig {
             request_timeout: Duration::from_millis(500),
             ..client::ClientConfig::default()
@@ -159,5 +159,6 @@ fn wait_for_leader(addrs: &[String], limit: Duration) -> Option<u64> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         None
-    })
+    }
+    .await
 }

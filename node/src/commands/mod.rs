@@ -61,8 +61,12 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
         }
     };
     let span = tracing::info_span!("node", id = config.id);
+    let signal = {
+        let _guard = runtime.enter();
+        shutdown_signal()
+    };
     let result = runtime.block_on(tracing::Instrument::instrument(
-        crate::server::run(config, shutdown_signal()),
+        crate::server::run(config, signal),
         span,
     ));
     match result {
@@ -93,21 +97,26 @@ fn init_logging(config: &NodeConfig) {
     };
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed
+/// when this is called (inside a runtime), not when the future is polled,
+/// so a signal that arrives in between is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

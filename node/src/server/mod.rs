@@ -356,6 +356,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         WriterSettings {
             max_batch_requests: config.max_batch_requests,
             write_timeout: config.write_timeout,
+            linger: config.batch_linger,
         },
         Arc::clone(&fatal),
     )

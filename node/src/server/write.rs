@@ -71,6 +71,9 @@ pub struct Writer {
 pub struct WriterSettings {
     pub max_batch_requests: usize,
     pub write_timeout: Duration,
+    /// How long the writer may wait for callers it just answered to send
+    /// their next request before it starts a smaller batch.
+    pub linger: Duration,
 }
 
 impl Writer {
@@ -94,6 +97,7 @@ impl Writer {
                     rx,
                     settings,
                     ready_term: None,
+                    last_batch: 0,
                     fatal,
                 }
                 .run()
@@ -129,6 +133,9 @@ struct WriterLoop {
     settings: WriterSettings,
     /// The term in which the read barrier last passed; `None` forces one.
     ready_term: Option<u64>,
+    /// Requests in the previous batch: the callers answered then are likely
+    /// to send again, so the next batch waits (up to `linger`) for as many.
+    last_batch: usize,
     fatal: Arc<Notify>,
 }
 
@@ -187,12 +194,7 @@ impl WriterLoop {
                     None => break,
                 }
             }
-            while queue.requests.len() < self.settings.max_batch_requests {
-                match self.rx.try_recv() {
-                    Ok(job) => queue.take(job),
-                    Err(_) => break,
-                }
-            }
+            self.gather(&mut queue);
             queue.drop_abandoned();
             if let Err(e) = self.leadership() {
                 queue.initialize = false;
@@ -207,6 +209,37 @@ impl WriterLoop {
             }
         }
         tracing::debug!("writer thread stopped");
+    }
+
+    /// Take what is queued; while fewer requests than in the last batch are
+    /// here, wait up to `linger` for more. Closed-loop callers answered by the
+    /// last batch send their next request a network round trip later: without
+    /// the wait they would miss this batch and every caller would land in
+    /// every other batch, halving throughput.
+    fn gather(&mut self, queue: &mut Queue) {
+        let max = self.settings.max_batch_requests;
+        let want = self.last_batch.min(max);
+        let deadline = std::time::Instant::now() + self.settings.linger;
+        loop {
+            while queue.requests.len() < max {
+                match self.rx.try_recv() {
+                    Ok(job) => queue.take(job),
+                    Err(_) => break,
+                }
+            }
+            let now = std::time::Instant::now();
+            if queue.requests.len() >= want || queue.stopping || now >= deadline {
+                return;
+            }
+            let rx = &mut self.rx;
+            let more = self
+                .runtime
+                .block_on(async { tokio::time::timeout(deadline - now, rx.recv()).await });
+            match more {
+                Ok(Some(job)) => queue.take(job),
+                Ok(None) | Err(_) => return,
+            }
+        }
     }
 
     /// Check that this node leads, and in a new term wait for the barrier.
@@ -258,6 +291,7 @@ impl WriterLoop {
     fn write_batch(&mut self, queue: &mut Queue) {
         let n = queue.requests.len().min(self.settings.max_batch_requests);
         let requests = &queue.requests.make_contiguous()[..n];
+        let started = std::time::Instant::now();
         let outcome = match self.executor.execute(requests) {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -273,8 +307,21 @@ impl WriterLoop {
             }
         };
         let done = outcome.results.len();
+        self.last_batch = done;
+        let executed = started.elapsed();
         let committed = match outcome.batch {
-            Some(batch) => self.propose(batch),
+            Some(batch) => {
+                let pages = batch.pages().len();
+                let result = self.propose(batch);
+                tracing::debug!(
+                    requests = done,
+                    pages,
+                    execute_us = executed.as_micros() as u64,
+                    commit_us = (started.elapsed() - executed).as_micros() as u64,
+                    "batch"
+                );
+                result
+            }
             // Every request failed (a batch exists whenever one succeeded):
             // nothing to replicate, and no `Ok` result to answer.
             None => Err(NodeError::Internal(

@@ -1,0 +1,353 @@
+//! The `quorumlite` command line against a real cluster: the documented JSON
+//! of exec, query and status; errors as a non-zero exit, one stderr line and
+//! `{"error":{...}}`; bad configuration refused at start naming the option;
+//! `quorumlite dev` and a graceful SIGTERM.
+
+mod common;
+use common::{free_port, signal, Cluster, BIN};
+use serde_json::Value as Json;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run quorumlite")
+}
+
+fn json_of(out: &Output) -> Json {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_query_and_status_print_the_documented_json() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|&i| i != leader).expect("follower");
+    let (a_leader, a_follower) = (cluster.addr(leader), cluster.addr(follower));
+
+    let out = run(&[
+        "exec",
+        "--addr",
+        &a_follower,
+        "--json",
+        "CREATE TABLE p(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)",
+        "INSERT INTO p(name, score, data) VALUES (?, ?, ?)",
+        "--param",
+        "\"ada\"",
+        "--param",
+        "1.5",
+        "--param",
+        "{\"blob\":\"AAEC\"}",
+        "INSERT INTO p(name) VALUES (:n) RETURNING id",
+        "--param",
+        ":n=\"bob\"",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exec = json_of(&out);
+    let results = exec["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[1]["rows_affected"], 1);
+    assert_eq!(results[1]["last_insert_rowid"], 1);
+    assert_eq!(results[2]["rows"], serde_json::json!([[2]]));
+    let token = exec["token"].as_str().expect("token").to_owned();
+
+    let out = run(&[
+        "query",
+        "--addr",
+        &a_follower,
+        "--json",
+        "--consistency",
+        "session",
+        "--token",
+        &token,
+        "SELECT name, score, data FROM p ORDER BY id",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = json_of(&out);
+    assert_eq!(q["columns"], serde_json::json!(["name", "score", "data"]));
+    assert_eq!(
+        q["rows"],
+        serde_json::json!([["ada", 1.5, {"blob": "AAEC"}], ["bob", null, null]])
+    );
+    assert!(q["token"].as_str().is_some());
+
+    let out = run(&["query", "--addr", &a_leader, "SELECT count(*) AS n FROM p"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("n\n-\n2\n"), "{text}");
+
+    let out = run(&["status", "--addr", &a_follower, "--json", "--digest"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = json_of(&out);
+    for key in [
+        "id",
+        "role",
+        "leader_id",
+        "term",
+        "version",
+        "lineage",
+        "digest",
+        "members",
+    ] {
+        assert!(!s[key].is_null(), "status has no {key}: {s}");
+    }
+    assert_eq!(s["id"], follower);
+    assert_eq!(s["role"], "follower");
+    assert_eq!(s["leader_id"], leader);
+    assert_eq!(s["members"].as_array().map(Vec::len), Some(3));
+    assert_eq!(s["digest"].as_str().map(str::len), Some(64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_exit_non_zero_with_one_line_and_a_json_error() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let addr = cluster.addr(1);
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["exec", "--addr", &addr, "--json", "CREATE TABL x(a)"],
+            "SQL_ERROR",
+        ),
+        (
+            &["query", "--addr", &addr, "--json", "CREATE TABLE y(a)"],
+            "NOT_ALLOWED",
+        ),
+        (
+            &[
+                "query", "--addr", &addr, "--json", "--token", "nonsense", "SELECT 1",
+            ],
+            "BAD_TOKEN",
+        ),
+        (
+            &[
+                "exec", "--addr", &addr, "--json", "SELECT ?", "--param", "[1]",
+            ],
+            "BAD_REQUEST",
+        ),
+        (
+            &[
+                "exec",
+                "--addr",
+                "127.0.0.1:1",
+                "--timeout-ms",
+                "300",
+                "--json",
+                "SELECT 1",
+            ],
+            "UNAVAILABLE",
+        ),
+    ];
+    for (args, code) in cases {
+        let out = run(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = json_of(&out);
+        assert_eq!(err["error"]["code"], code, "{args:?}: {err}");
+        assert!(err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+    }
+}
+
+#[test]
+fn a_bad_configuration_value_is_refused_at_start_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    let data = data.to_str().expect("utf-8");
+    let file = dir.path().join("q.toml");
+    std::fs::write(&file, "heartbeat_ms = 50\nsesion_wait_ms = 3\n").expect("write");
+    let file = file.to_str().expect("utf-8");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--data-dir",
+                data,
+                "--listen",
+                "127.0.0.1:1",
+                "--peers",
+                "2=127.0.0.1:2",
+            ],
+            "--peers",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--data-dir",
+                data,
+                "--listen",
+                "127.0.0.1:1",
+                "--peers",
+                "1=127.0.0.1:1",
+                "--election-timeout-min-ms",
+                "100",
+            ],
+            "--election-timeout-min-ms",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--data-dir",
+                data,
+                "--listen",
+                "nowhere",
+                "--peers",
+                "1=127.0.0.1:1",
+            ],
+            "--listen",
+        ),
+        (
+            &[
+                "node",
+                "--config",
+                file,
+                "--id",
+                "1",
+                "--data-dir",
+                data,
+                "--listen",
+                "127.0.0.1:1",
+                "--peers",
+                "1=127.0.0.1:1",
+            ],
+            "sesion_wait_ms",
+        ),
+    ];
+    for (args, name) in cases {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(name), "{args:?}: {stderr}");
+    }
+    // The environment is a layer too.
+    let out = Command::new(BIN)
+        .args([
+            "node",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:1",
+            "--peers",
+            "1=127.0.0.1:1",
+        ])
+        .env("QUORUMLITE_ID", "0")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_cannot_share_a_data_directory() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let dir = cluster.data_dir(1).to_str().expect("utf-8").to_owned();
+    let port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let out = run(&[
+        "node",
+        "--id",
+        "1",
+        "--data-dir",
+        &dir,
+        "--listen",
+        &addr,
+        "--peers",
+        &format!("1={addr}"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by another quorumlite process"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dev_starts_three_nodes_that_serve_and_stops_them_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Three consecutive free ports, found by trying.
+    let base = loop {
+        let p = free_port();
+        if p < 60000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dev");
+    let addr = format!("127.0.0.1:{}", base + 1);
+    let started = Instant::now();
+    let out = loop {
+        let out = run(&[
+            "exec",
+            "--addr",
+            &addr,
+            "--json",
+            "CREATE TABLE IF NOT EXISTS d(x)",
+        ]);
+        if out.status.success() || started.elapsed() > Duration::from_secs(20) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(dev.id(), libc::SIGINT);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = dev.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "dev did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(dev.stdout.as_mut().expect("stdout"), &mut stdout).expect("read");
+    assert!(stdout.contains("Ctrl-C stops all three"), "{stdout}");
+    for i in 0..3 {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err(),
+            "node {} still listening",
+            i + 1
+        );
+    }
+    for id in 1..=3 {
+        assert!(dir.path().join(format!("data/node{id}/data.db")).exists());
+    }
+}

@@ -1,0 +1,285 @@
+//! A real cluster for integration tests: `quorumlite node` processes on
+//! loopback ports, each with its own data directory and log file.
+//!
+//! Nodes are killed when the cluster is dropped; when a test panics, the
+//! tail of every node's log is printed to help read the failure.
+#![allow(dead_code)]
+
+use client::pb::StatusResponse;
+use client::{Client, ClientConfig, Consistency, Statement, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_quorumlite");
+
+pub struct NodeProc {
+    pub id: u64,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+pub struct Cluster {
+    pub root: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+    pub peers: String,
+    extra: Vec<String>,
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Cluster {
+    /// Start `n` nodes with the same `--peers`, plus `extra` flags each.
+    pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        let root = tempfile::tempdir().expect("tempdir");
+        let nodes: Vec<NodeProc> = (1..=n)
+            .map(|id| NodeProc {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                dir: root.path().join(format!("node{id}")),
+                log: root.path().join(format!("node{id}.log")),
+                child: None,
+                starts: 0,
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            root,
+            nodes,
+            peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            cluster.launch(id);
+        }
+        cluster
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn launch(&mut self, id: u64) {
+        let peers = self.peers.clone();
+        let extra = self.extra.clone();
+        let node = &mut self.nodes[(id - 1) as usize];
+        node.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg("node")
+            .args([
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &node.addr,
+                "--peers",
+                &peers,
+            ])
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .args(&extra)
+            .env("QUORUMLITE_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn quorumlite node");
+        node.child = Some(child);
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.node(id).addr.clone()
+    }
+
+    /// A client over every node.
+    pub fn client(&self) -> Client {
+        Client::connect(self.addrs()).expect("client")
+    }
+
+    /// A client that talks to one node only (writes are forwarded by it).
+    pub fn client_of(&self, id: u64) -> Client {
+        Client::with_config(
+            [self.addr(id)],
+            ClientConfig {
+                retry_budget: Duration::from_secs(5),
+                ..ClientConfig::default()
+            },
+        )
+        .expect("client")
+    }
+
+    pub async fn status(&self, id: u64) -> Option<StatusResponse> {
+        let c = Client::with_config(
+            [self.addr(id)],
+            ClientConfig {
+                request_timeout: Duration::from_millis(500),
+                retry_budget: Duration::from_millis(500),
+                ..ClientConfig::default()
+            },
+        )
+        .ok()?;
+        c.status(false).await.ok()
+    }
+
+    pub async fn digest(&self, id: u64) -> (u64, String) {
+        let s = self
+            .client_of(id)
+            .status(true)
+            .await
+            .unwrap_or_else(|e| panic!("status of node {id}: {e}"));
+        (s.digest_version, s.digest)
+    }
+
+    /// Wait until some live node reports a leader that also reports itself
+    /// as leader; its id.
+    pub async fn leader(&self, within: Duration) -> u64 {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            for n in &self.nodes {
+                if n.child.is_none() {
+                    continue;
+                }
+                if let Some(s) = self.status(n.id).await {
+                    if s.role == "leader" {
+                        return s.id;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader within {within:?}");
+    }
+
+    /// Wait until node `id` has applied `version`.
+    pub async fn wait_version(&self, id: u64, version: u64, within: Duration) -> StatusResponse {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.status(id).await {
+                if s.version >= version {
+                    return s;
+                }
+                if started.elapsed() > within {
+                    panic!(
+                        "node {id} at version {} after {within:?}, wanted {version}",
+                        s.version
+                    );
+                }
+            } else if started.elapsed() > within {
+                panic!("node {id} did not answer within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self, id: u64) -> u32 {
+        self.node(id).child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL node `id` and reap it.
+    pub fn kill(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM node `id` and wait for it to exit (at most 15 s).
+    pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
+        let node = &mut self.nodes[(id - 1) as usize];
+        let mut child = node.child.take().expect("node running");
+        signal(child.id(), libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!("node {id} did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        assert!(self.node(id).child.is_none(), "node {id} still running");
+        self.launch(id);
+    }
+
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.node(id).dir
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child process we spawned.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut child) = n.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- node {} log (last 40 lines) ----", n.id);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+pub fn int(v: i64) -> Value {
+    Value::Integer(v)
+}
+
+pub fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+/// One statement with positional parameters.
+pub fn stmt(sql: &str, params: Vec<Value>) -> Statement {
+    Statement::with_params(sql, params)
+}
+
+/// Rows of a linearizable read through `client`.
+pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<Value>> {
+    client
+        .query(sql, Consistency::Linearizable)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .rows
+}
