@@ -44,6 +44,11 @@ pub struct BenchArgs {
     pub warmup: u64,
     #[arg(long, value_enum, default_value = "write")]
     pub workload: Workload,
+    /// Connections per node the clients share (each client uses one, in
+    /// turn). More connections spread the load; fewer let HTTP/2 batch
+    /// frames of many requests into one system call.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
     /// Rows in the table point reads select from.
     #[arg(long, default_value_t = 10_000)]
     pub rows: i64,
@@ -135,8 +140,11 @@ async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
     let warmup_end = Instant::now() + Duration::from_secs(args.warmup);
     let end = warmup_end + Duration::from_secs(args.duration);
     let mut tasks = Vec::with_capacity(args.clients);
+    let connections: Vec<Client> = (0..args.connections.clamp(1, args.clients))
+        .map(|_| Client::connect(&args.addr))
+        .collect::<Result<_, _>>()?;
     for i in 0..args.clients {
-        let client = Client::connect(&args.addr)?;
+        let client = connections[i % connections.len()].clone();
         client.observe(token.clone());
         let workload = args.workload;
         let rows = args.rows;

@@ -209,7 +209,7 @@ impl Node {
             }
         }
         let reads = self.sm.reads();
-        let result = tokio::task::block_in_place(|| reads.query(&statement))?;
+        let result = reads.query(&statement)?;
         Ok(pb::QueryResponse {
             columns: convert::columns_out(result.columns),
             rows: convert::rows_out(result.rows),
