@@ -97,7 +97,7 @@ impl Writer {
                     rx,
                     settings,
                     ready_term: None,
-                    last_batch: 0,
+                    expect: 0,
                     fatal,
                 }
                 .run()
@@ -133,9 +133,10 @@ struct WriterLoop {
     settings: WriterSettings,
     /// The term in which the read barrier last passed; `None` forces one.
     ready_term: Option<u64>,
-    /// Requests in the previous batch: the callers answered then are likely
-    /// to send again, so the next batch waits (up to `linger`) for as many.
-    last_batch: usize,
+    /// Callers likely to be waiting by the next batch: those the last batch
+    /// answered (they tend to send again) plus those already queued when it
+    /// committed. The next batch waits (up to `linger`) for as many.
+    expect: usize,
     fatal: Arc<Notify>,
 }
 
@@ -211,14 +212,14 @@ impl WriterLoop {
         tracing::debug!("writer thread stopped");
     }
 
-    /// Take what is queued; while fewer requests than in the last batch are
-    /// here, wait up to `linger` for more. Closed-loop callers answered by the
-    /// last batch send their next request a network round trip later: without
-    /// the wait they would miss this batch and every caller would land in
-    /// every other batch, halving throughput.
+    /// Take what is queued; while fewer requests than expected are here,
+    /// wait up to `linger` for more. Closed-loop callers answered by the last
+    /// batch send their next request a network round trip later: without the
+    /// wait they would miss this batch, and the callers would settle into two
+    /// groups served by alternate batches, halving throughput.
     fn gather(&mut self, queue: &mut Queue) {
         let max = self.settings.max_batch_requests;
-        let want = self.last_batch.min(max);
+        let want = self.expect.min(max);
         let deadline = std::time::Instant::now() + self.settings.linger;
         loop {
             while queue.requests.len() < max {
@@ -307,7 +308,6 @@ impl WriterLoop {
             }
         };
         let done = outcome.results.len();
-        self.last_batch = done;
         let executed = started.elapsed();
         let committed = match outcome.batch {
             Some(batch) => {
@@ -328,6 +328,9 @@ impl WriterLoop {
                 "successful requests without a batch".into(),
             )),
         };
+        // Counted before answering: none of these callers has been answered.
+        let queued = queue.requests.len() - done + self.rx.len();
+        self.expect = done + queued;
         queue.requests.drain(..done);
         for (result, reply) in outcome.results.into_iter().zip(queue.replies.drain(..done)) {
             let answer = match (result, &committed) {
