@@ -7,7 +7,6 @@
 //! `--json`). [`encode`] and [`Error::from_status`] are the two ends.
 
 use std::fmt;
-use std::time::Duration;
 
 pub const ERROR_KEY: &str = "ql-error";
 pub const LEADER_KEY: &str = "ql-leader";
@@ -132,9 +131,13 @@ impl ErrorCode {
     }
 
     /// Whether the request certainly had no effect (a write with this code
-    /// was not applied and may be sent again).
+    /// was not applied and may be sent again). A `Timeout` may have reached
+    /// the node, so it does not qualify.
     pub fn nothing_written(self) -> bool {
-        !matches!(self, ErrorCode::Indeterminate | ErrorCode::Internal)
+        !matches!(
+            self,
+            ErrorCode::Indeterminate | ErrorCode::Internal | ErrorCode::Timeout
+        )
     }
 }
 
@@ -175,8 +178,9 @@ impl Error {
 
     /// Read an error status. A status without our metadata comes from the
     /// transport (the node could not be reached, the message was too big,
-    /// the deadline passed) and is classified here; `sent` tells whether
-    /// the request may have reached the node.
+    /// the deadline passed) and is classified here: `Unavailable` only when
+    /// the connection was refused before the request left, `Timeout` when
+    /// it may have reached the node.
     pub fn from_status(status: &tonic::Status, addr: &str) -> Error {
         let meta = status.metadata();
         let get = |k: &str| meta.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -290,9 +294,6 @@ fn describe_source(status: &tonic::Status) -> String {
     parts.retain(|p| !p.is_empty());
     parts.join(": ")
 }
-
-/// How long a client keeps retrying what is safe to retry.
-pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -71,7 +71,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(10),
-            retry_budget: error::DEFAULT_RETRY_BUDGET,
+            retry_budget: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
         }
     }

@@ -13,15 +13,9 @@ use std::time::{Duration, Instant};
 pub fn run(args: &DevArgs) -> ExitCode {
     // Signals are caught from the start: a Ctrl-C while the nodes boot
     // must still stop them.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(false) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let signal = {
         let _guard = runtime.enter();

@@ -40,6 +40,24 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> ExitCode {
     }
 }
 
+/// The Tokio runtime of a subcommand: multi-threaded for the node and the
+/// bench, one thread for a client call. Reports its own failure.
+pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .thread_name("quorumlite")
+        .build()
+        .map_err(|e| {
+            eprintln!("error: starting the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn node(args: &crate::config::NodeArgs) -> ExitCode {
     let config = match NodeConfig::resolve(args) {
         Ok(c) => c,
@@ -49,16 +67,9 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("quorumlite")
-        .build()
-    {
+    let runtime = match runtime(true) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let span = tracing::info_span!("node", id = config.id);
     let signal = {
@@ -133,16 +144,14 @@ where
         retry_budget: Duration::from_millis(connect.timeout_ms),
         ..ClientConfig::default()
     };
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| client::Error::new(client::ErrorCode::Internal, e.to_string()))
-        .and_then(|runtime| {
-            runtime.block_on(async {
-                let client = Client::with_config(&connect.addr, config)?;
-                f(client).await
-            })
-        });
+    let runtime = match runtime(false) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let client = Client::with_config(&connect.addr, config)?;
+        f(client).await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

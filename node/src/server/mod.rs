@@ -156,11 +156,7 @@ impl Node {
         let (leads, leader) = self.role();
         let leader = match (leads, leader) {
             (true, _) => None,
-            (false, _) if req.forwarded => {
-                return Err(NodeError::NotLeader {
-                    leader: self.role().1,
-                })
-            }
+            (false, leader) if req.forwarded => return Err(NodeError::NotLeader { leader }),
             (false, Some(addr)) => Some(addr),
             (false, None) => self.find_leader().await?,
         };
@@ -198,7 +194,7 @@ impl Node {
             }
             Ok(pb::Consistency::Stale) => read::stale_read_allowed(
                 self.role().0,
-                read::leader_lag(&self.contact),
+                self.contact.age(),
                 read::max_lag(req.max_lag_ms),
             )?,
             Err(_) => {
@@ -221,10 +217,7 @@ impl Node {
     pub async fn read_index(&self) -> Result<pb::ReadIndexResponse, NodeError> {
         self.check_accepting()?;
         let version = self.read_index.local_round().await?;
-        Ok(pb::ReadIndexResponse {
-            version,
-            lineage: self.sm.lineage().map(|l| l.to_string()).unwrap_or_default(),
-        })
+        Ok(pb::ReadIndexResponse { version })
     }
 
     /// This node's view of the cluster.

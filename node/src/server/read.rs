@@ -21,7 +21,7 @@ use super::error::NodeError;
 use super::forward::Forwarder;
 use super::leader_addr;
 use openraft::{Raft, ServerState};
-use raft::{LeaderContact, StateMachine, TypeConfig};
+use raft::{StateMachine, TypeConfig};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -180,11 +180,6 @@ pub fn stale_read_allowed(
 /// The lag bound of a stale read, from its wire form (0: none).
 pub fn max_lag(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
-}
-
-/// How long ago this node heard from a leader.
-pub fn leader_lag(contact: &LeaderContact) -> Option<Duration> {
-    contact.age()
 }
 
 #[cfg(test)]
