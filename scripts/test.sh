@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== test dependencies (jepsen: ip, nft)"
+jepsen/setup.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

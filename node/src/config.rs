@@ -73,6 +73,11 @@ pub struct NodeArgs {
     /// Read connections to the database [default: 8].
     #[arg(long, env = "QUORUMLITE_READ_CONNECTIONS", value_name = "N")]
     pub read_connections: Option<usize>,
+    /// TESTING ONLY, BREAKS LINEARIZABILITY: serve `linearizable` reads
+    /// from local state without a read index. The Jepsen harness uses it to
+    /// prove its checker sees stale reads.
+    #[arg(long, env = "QUORUMLITE_UNSAFE_LOCAL_READS")]
+    pub unsafe_local_reads: bool,
     /// Log output: "text" or "json" [default: text].
     #[arg(long, env = "QUORUMLITE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -101,6 +106,7 @@ pub struct FileConfig {
     pub max_batch_requests: Option<usize>,
     pub batch_linger_us: Option<u64>,
     pub read_connections: Option<usize>,
+    pub unsafe_local_reads: Option<bool>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
 }
@@ -132,6 +138,8 @@ pub struct NodeConfig {
     pub max_batch_requests: usize,
     pub batch_linger: Duration,
     pub read_connections: usize,
+    /// Testing only: linearizable reads skip the read index (see NodeArgs).
+    pub unsafe_local_reads: bool,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -164,6 +172,7 @@ impl NodeConfig {
             max_batch_requests: 1000,
             batch_linger: Duration::from_micros(500),
             read_connections: 8,
+            unsafe_local_reads: false,
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -229,6 +238,7 @@ impl NodeConfig {
         if let Some(v) = pick!(read_connections) {
             c.read_connections = v;
         }
+        c.unsafe_local_reads = args.unsafe_local_reads || file.unsafe_local_reads == Some(true);
         if let Some(v) = pick!(log_format) {
             c.log_format = match v.as_str() {
                 "text" => LogFormat::Text,

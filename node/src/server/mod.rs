@@ -184,6 +184,8 @@ impl Node {
             .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
         let statement = convert::statement_in(statement, 0)?;
         match pb::Consistency::try_from(req.consistency) {
+            // Deliberately broken mode for the Jepsen harness (see config).
+            Ok(pb::Consistency::Linearizable) if self.config.unsafe_local_reads => {}
             Ok(pb::Consistency::Linearizable) => {
                 let want = self.read_index.barrier().await?;
                 read::wait_applied(&self.sm, want, self.config.write_timeout).await?;
@@ -402,6 +404,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     let roles = tokio::spawn(watch_roles(raft.clone(), node.sm.clone(), writer.clone()));
     tracing::info!(id = config.id, listen = %config.listen, advertised = config.advertised(), data_dir = %dir.display(), "node serving");
+    if config.unsafe_local_reads {
+        tracing::warn!("unsafe_local_reads is on: linearizable reads skip the read index and may be stale (testing only)");
+    }
 
     tokio::select! {
         _ = shutdown => tracing::info!("shutdown requested"),

@@ -1,0 +1,101 @@
+//! Checkers: each reads a whole history and gives a [`Verdict`].
+//!
+//! - [`linear`]: the register workload is linearizable, key by key
+//!   (a Wing–Gong search with memoisation, as Knossos and Porcupine do);
+//! - [`bank`]: every balance read sees the total conserved;
+//! - [`set`]: the final reads hold every acknowledged insert, nothing never
+//!   attempted, nothing twice;
+//! - [`session`]: read-your-writes and monotonic reads per session.
+//!
+//! A checker that cannot decide (the search exceeded its budget) says
+//! `unknown`, never `valid`.
+
+pub mod bank;
+pub mod linear;
+pub mod session;
+pub mod set;
+
+use crate::history::Op;
+use serde::Serialize;
+
+/// Whether a history satisfies a checker's property.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validity {
+    Valid,
+    Invalid,
+    /// The checker gave up (search budget); not a pass.
+    Unknown,
+}
+
+/// One violation, with the operations that show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Anomaly {
+    /// A stable name: `not-linearizable`, `wrong-total`, `lost`,
+    /// `unexpected`, `duplicated`, `read-your-writes`, `non-monotonic`...
+    pub kind: &'static str,
+    pub message: String,
+    pub ops: Vec<Op>,
+}
+
+/// A checker's answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    pub checker: &'static str,
+    pub valid: Validity,
+    /// One line: what was checked, how much, and the outcome.
+    pub summary: String,
+    /// At most a few of each kind (the first found).
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// Most anomalies of one kind a verdict lists; the summary gives the count.
+pub const MAX_ANOMALIES_PER_KIND: usize = 5;
+
+/// Anomalies found so far: all counted, the first few of each kind kept.
+#[derive(Default)]
+pub(crate) struct Found {
+    pub anomalies: Vec<Anomaly>,
+    pub counts: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl Found {
+    pub fn push(&mut self, kind: &'static str, message: String, ops: Vec<Op>) {
+        let count = self.counts.entry(kind).or_insert(0);
+        *count += 1;
+        if *count <= MAX_ANOMALIES_PER_KIND {
+            self.anomalies.push(Anomaly { kind, message, ops });
+        }
+    }
+
+    /// `2 lost, 1 duplicated`: every kind with its count.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+impl Verdict {
+    /// Valid when no anomaly was found, invalid otherwise.
+    pub fn from_anomalies(
+        checker: &'static str,
+        summary: String,
+        anomalies: Vec<Anomaly>,
+    ) -> Verdict {
+        let valid = if anomalies.is_empty() {
+            Validity::Valid
+        } else {
+            Validity::Invalid
+        };
+        Verdict {
+            checker,
+            valid,
+            summary,
+            anomalies,
+        }
+    }
+}

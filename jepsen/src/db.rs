@@ -1,0 +1,271 @@
+//! The database under test: real `quorumlite node` processes.
+//!
+//! Control is by signals, as an operator's mistakes and a kernel's would
+//! be: SIGKILL (crash, restart later from the same data directory), SIGSTOP
+//! / SIGCONT (a process that stops being scheduled: a GC pause, a VM
+//! migration), SIGTERM (graceful stop). Each node logs to its own file in
+//! the run directory. Dropping the cluster kills every node.
+
+use crate::net::Net;
+use client::pb::StatusResponse;
+use client::{Client, ClientConfig};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// One node process.
+pub struct NodeProc {
+    pub id: u64,
+    pub addr: String,
+    dir: PathBuf,
+    log: PathBuf,
+    /// Invariant: `None` exactly while the node is killed or stopped.
+    child: Option<Child>,
+    /// Whether the node is SIGSTOPped (and so must be SIGCONTed before a
+    /// kill can be reaped).
+    paused: bool,
+}
+
+/// A cluster of node processes on a [`Net`].
+pub struct Cluster {
+    pub net: Net,
+    bin: PathBuf,
+    peers: String,
+    extra: Vec<String>,
+    /// Indexed by id - 1.
+    nodes: Vec<NodeProc>,
+}
+
+fn loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+impl Cluster {
+    /// Start `n` nodes from `bin` with data under `dir`, each with `extra`
+    /// flags.
+    pub fn start(
+        net: Net,
+        bin: &Path,
+        dir: &Path,
+        n: u64,
+        extra: &[String],
+    ) -> Result<Cluster, String> {
+        let nodes: Vec<NodeProc> = (1..=n)
+            .map(|id| NodeProc {
+                id,
+                addr: net.addr(id, loopback_port()),
+                dir: dir.join(format!("n{id}")),
+                log: dir.join(format!("n{id}.log")),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut cluster = Cluster {
+            net,
+            bin: bin.to_owned(),
+            peers,
+            extra: extra.to_vec(),
+            nodes,
+        };
+        for id in 1..=n {
+            cluster.launch(id)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.node(id).addr.clone()
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    fn launch(&mut self, id: u64) -> Result<(), String> {
+        let mut cmd = self.net.command(id, &self.bin);
+        let node = &self.nodes[(id - 1) as usize];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+        cmd.arg("node")
+            .args(["--id", &id.to_string(), "--listen", &node.addr])
+            .args(["--peers", &self.peers])
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("start node {id} ({}): {e}", self.bin.display()))?;
+        let node = self.node_mut(id);
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Whether node `id` has a process (running or paused).
+    pub fn is_up(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    pub fn is_paused(&self, id: u64) -> bool {
+        self.node(id).paused
+    }
+
+    fn signal(&self, id: u64, sig: libc::c_int) {
+        if let Some(child) = &self.node(id).child {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped, so
+            // it cannot name another process.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    /// SIGKILL node `id` and reap it.
+    pub fn kill(&mut self, id: u64) {
+        self.signal(id, libc::SIGKILL);
+        self.signal(id, libc::SIGCONT);
+        let node = self.node_mut(id);
+        if let Some(mut child) = node.child.take() {
+            let _ = child.wait();
+        }
+        node.paused = false;
+    }
+
+    /// SIGTERM node `id` and wait up to `within` for it to exit, then kill.
+    pub fn stop(&mut self, id: u64, within: Duration) {
+        self.signal(id, libc::SIGCONT);
+        self.signal(id, libc::SIGTERM);
+        let started = Instant::now();
+        let node = self.node_mut(id);
+        node.paused = false;
+        if let Some(child) = node.child.as_mut() {
+            while started.elapsed() < within {
+                if let Ok(Some(_)) = child.try_wait() {
+                    node.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill(id);
+    }
+
+    /// Start node `id` again on its data directory (no-op when it runs).
+    pub fn restart(&mut self, id: u64) -> Result<(), String> {
+        if self.is_up(id) {
+            return Ok(());
+        }
+        self.launch(id)
+    }
+
+    /// SIGSTOP node `id`.
+    pub fn pause(&mut self, id: u64) {
+        if self.is_up(id) {
+            self.signal(id, libc::SIGSTOP);
+            self.node_mut(id).paused = true;
+        }
+    }
+
+    /// SIGCONT node `id`.
+    pub fn resume(&mut self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+        self.node_mut(id).paused = false;
+    }
+
+    /// The last lines of node `id`'s log, for failure reports.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
+    }
+}
+
+/// A client bound to one node, with deadlines short enough that a fault
+/// turns into a failed or indeterminate operation within seconds.
+pub fn client_of(addr: &str, timeout: Duration) -> Result<Client, client::Error> {
+    Client::with_config(
+        [addr.to_owned()],
+        ClientConfig {
+            request_timeout: timeout,
+            retry_budget: timeout,
+            connect_timeout: Duration::from_millis(500),
+        },
+    )
+}
+
+/// Node `addr`'s status, or `None` when it does not answer quickly.
+pub async fn status(addr: &str) -> Option<StatusResponse> {
+    let c = client_of(addr, Duration::from_millis(500)).ok()?;
+    c.status(false).await.ok()
+}
+
+/// Wait until every address answers and one of them leads; the leader's id.
+pub async fn wait_ready(addrs: &[String], within: Duration) -> Result<u64, String> {
+    let started = Instant::now();
+    let mut last = String::from("no node answered");
+    while started.elapsed() < within {
+        let mut leader = None;
+        let mut answered = 0;
+        for a in addrs {
+            if let Some(s) = status(a).await {
+                answered += 1;
+                if s.role == "leader" {
+                    leader = Some(s.id);
+                }
+            }
+        }
+        match leader {
+            Some(id) if answered == addrs.len() => return Ok(id),
+            _ => {
+                last = format!(
+                    "{answered}/{} nodes answered, leader {leader:?}",
+                    addrs.len()
+                )
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("cluster not ready after {within:?}: {last}"))
+}
+
+/// The node that says it leads, if one answers now.
+pub async fn leader(addrs: &[(u64, String)]) -> Option<u64> {
+    for (id, a) in addrs {
+        if let Some(s) = status(a).await {
+            if s.role == "leader" {
+                return Some(*id);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,188 @@
+//! One test run, start to verdict.
+
+use crate::checker::{Validity, Verdict};
+use crate::db::{self, Cluster};
+use crate::history::Recorder;
+use crate::nemesis::{self, Fault, Window};
+use crate::net::{Net, NetMode};
+use crate::report::{self, Counts, Results};
+use crate::workload::{Ctx, Workload};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub workload: Workload,
+    pub faults: Vec<Fault>,
+    /// The `--nemesis` text, for the report.
+    pub nemesis: String,
+    pub time: Duration,
+    pub seed: u64,
+    /// Where the run's files go (created).
+    pub dir: PathBuf,
+    /// The `quorumlite` binary.
+    pub bin: PathBuf,
+    pub net: NetMode,
+    pub nodes: u64,
+    pub concurrency: usize,
+    /// Start nodes with `--unsafe-local-reads` (linearizable reads served
+    /// without a read index): the bug the register checker must catch.
+    pub broken_reads: bool,
+    /// Deadline of one client operation.
+    pub op_timeout: Duration,
+}
+
+/// What a run found.
+pub struct RunResult {
+    pub valid: Validity,
+    pub verdicts: Vec<Verdict>,
+    pub counts: Counts,
+    pub windows: Vec<Window>,
+    pub network: String,
+    pub dir: PathBuf,
+}
+
+/// Build the network and cluster, run workload and nemesis, heal, check,
+/// report. Errors are about the harness (could not start nodes...), never
+/// about the database's correctness, which the verdicts carry.
+pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
+    std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
+    let ids: Vec<u64> = (1..=cfg.nodes).collect();
+    let net = Net::new(cfg.net, &ids)?;
+    let network = net.describe();
+    eprintln!("[jepsen] network: {network}");
+    let mut extra = vec![
+        "--log-level".to_string(),
+        "info".to_string(),
+        // Compact often, so snapshots and log truncation are exercised.
+        "--snapshot-threshold".to_string(),
+        "500".to_string(),
+        "--log-keep".to_string(),
+        "100".to_string(),
+    ];
+    if cfg.broken_reads {
+        extra.push("--unsafe-local-reads".into());
+    }
+    let cluster = Cluster::start(net, &cfg.bin, &cfg.dir.join("data"), cfg.nodes, &extra)?;
+    let nodes: Vec<(u64, String)> = ids.iter().map(|id| (*id, cluster.addr(*id))).collect();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let addrs: Vec<String> = nodes.iter().map(|(_, a)| a.clone()).collect();
+    if let Err(e) = db::wait_ready(&addrs, Duration::from_secs(60)).await {
+        return Err(with_logs(&cluster, e));
+    }
+
+    let rec = Recorder::new(Some(&cfg.dir.join("history.jsonl")))
+        .map_err(|e| format!("history file: {e}"))?;
+    let start = rec.start();
+    let ctx = Arc::new(Ctx {
+        nodes,
+        rec: rec.clone(),
+        until: Instant::now() + cfg.time,
+        seed: cfg.seed,
+        concurrency: cfg.concurrency,
+        timeout: cfg.op_timeout,
+        counter: Default::default(),
+    });
+    cfg.workload.setup(&ctx).await?;
+    eprintln!(
+        "[jepsen] {} for {:?} with nemesis {:?}, seed {}",
+        cfg.workload.name(),
+        cfg.time,
+        cfg.nemesis,
+        cfg.seed
+    );
+    let nemesis = tokio::spawn(nemesis::run(
+        Arc::clone(&cluster),
+        cfg.faults.clone(),
+        cfg.seed,
+        start,
+        ctx.until,
+    ));
+    cfg.workload.run(Arc::clone(&ctx)).await;
+    let windows = nemesis.await.unwrap_or_default();
+    nemesis::heal_all(&cluster);
+    if let Err(e) = db::wait_ready(&addrs, Duration::from_secs(60)).await {
+        eprintln!("[jepsen] after healing: {e}");
+    }
+    cfg.workload.finish(&ctx).await;
+    rec.finish().map_err(|e| format!("history file: {e}"))?;
+
+    let history = rec.snapshot();
+    let verdicts = cfg.workload.check(&history);
+    let valid = report::overall(&verdicts);
+    let counts = Counts::of(&history);
+    let results = Results {
+        workload: cfg.workload.name(),
+        nemesis: &cfg.nemesis,
+        seed: cfg.seed,
+        seconds: cfg.time.as_secs_f64(),
+        network: network.clone(),
+        broken_reads: cfg.broken_reads,
+        valid,
+        counts: counts.clone(),
+        events: history.len(),
+        windows: &windows,
+        verdicts: &verdicts,
+    };
+    report::write_json(&cfg.dir.join("results.json"), &results)?;
+    let title = format!(
+        "{} / nemesis {} / seed {}{}",
+        cfg.workload.name(),
+        cfg.nemesis,
+        cfg.seed,
+        if cfg.broken_reads {
+            " / BROKEN READS"
+        } else {
+            ""
+        }
+    );
+    if let Err(e) = report::plot(&cfg.dir.join("latency.png"), &history, &windows, &title) {
+        eprintln!("[jepsen] {e}");
+    }
+    Ok(RunResult {
+        valid,
+        verdicts,
+        counts,
+        windows,
+        network,
+        dir: cfg.dir.clone(),
+    })
+}
+
+fn with_logs(cluster: &Mutex<Cluster>, e: String) -> String {
+    let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = e;
+    for id in c.ids() {
+        out.push_str(&format!("\n--- node {id} log ---\n{}", c.log_tail(id, 15)));
+    }
+    out
+}
+
+/// Print a run's outcome for a terminal.
+pub fn print_summary(r: &RunResult) {
+    println!("network:  {}", r.network);
+    println!(
+        "history:  {} operations: {} ok, {} fail, {} info; {} fault windows",
+        r.counts.invoked,
+        r.counts.ok,
+        r.counts.fail,
+        r.counts.info,
+        r.windows.len()
+    );
+    for v in &r.verdicts {
+        println!("{:<9} {:?}: {}", v.checker, v.valid, v.summary);
+        for a in &v.anomalies {
+            println!("  {}: {}", a.kind, a.message);
+            for op in &a.ops {
+                println!(
+                    "    {}",
+                    serde_json::to_string(op).unwrap_or_else(|_| format!("{op:?}"))
+                );
+            }
+        }
+    }
+    println!("verdict:  {:?}", r.valid);
+    println!("files:    {}", r.dir.display());
+}
