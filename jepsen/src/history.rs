@@ -57,6 +57,7 @@ pub enum Call {
     Transfer { from: u64, to: u64, amount: i64 },
     /// bank: every account's balance, read at once.
     Balances {
+        #[serde(default, with = "int_keys")]
         balances: Option<BTreeMap<u64, i64>>,
     },
     /// set: insert one element.
@@ -68,9 +69,41 @@ pub enum Call {
     /// session: read every session's key with the session's token;
     /// `version` is the applied version the reply's token carried.
     SessionRead {
+        #[serde(default, with = "int_keys")]
         rows: Option<BTreeMap<u64, i64>>,
         version: Option<u64>,
     },
+}
+
+/// Maps with integer keys, written as JSON objects (whose keys are
+/// strings). Needed by hand: inside the flattened, tagged [`Call`] serde
+/// buffers the map and no longer turns `"0"` back into `0` by itself.
+mod int_keys {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &Option<BTreeMap<u64, i64>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<BTreeMap<u64, i64>>, D::Error> {
+        let raw: Option<BTreeMap<String, i64>> = Option::deserialize(d)?;
+        raw.map(|m| {
+            m.into_iter()
+                .map(|(k, v)| {
+                    k.parse::<u64>().map(|k| (k, v)).map_err(|_| {
+                        serde::de::Error::custom(format!("map key {k:?} is not an integer"))
+                    })
+                })
+                .collect()
+        })
+        .transpose()
+    }
 }
 
 /// One event of a history.
@@ -247,6 +280,23 @@ mod tests {
                 key: 0,
                 value: Some(3),
             },
+            None,
+        );
+        rec.record(
+            2,
+            OpType::Ok,
+            None,
+            Call::SessionRead {
+                rows: Some(BTreeMap::from([(0, 5), (7, 9)])),
+                version: Some(3),
+            },
+            None,
+        );
+        rec.record(
+            3,
+            OpType::Invoke,
+            None,
+            Call::Balances { balances: None },
             None,
         );
         rec.finish().expect("flush");
