@@ -59,12 +59,18 @@ pub enum ErrorCode {
     /// The request hit its deadline before it was sent anywhere it could
     /// have taken effect (reads), or see `Indeterminate` for writes.
     Timeout,
+    /// No valid bearer token was presented (missing, wrong, or revoked).
+    /// Nothing was done. Pass a token the cluster knows.
+    Unauthenticated,
+    /// The token is valid but lacks the permission this call needs
+    /// (`read`, `write` or `admin`). Nothing was done.
+    PermissionDenied,
     /// A bug or a broken node. Report it.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::SqlError,
         ErrorCode::NotAllowed,
         ErrorCode::BadParams,
@@ -81,6 +87,8 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::ShuttingDown,
         ErrorCode::Timeout,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
         ErrorCode::Internal,
     ];
 
@@ -102,6 +110,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -126,6 +136,8 @@ impl ErrorCode {
             ErrorCode::ReplicaBehind | ErrorCode::TooStale => C::Unavailable,
             ErrorCode::Unavailable | ErrorCode::ShuttingDown => C::Unavailable,
             ErrorCode::Timeout => C::DeadlineExceeded,
+            ErrorCode::Unauthenticated => C::Unauthenticated,
+            ErrorCode::PermissionDenied => C::PermissionDenied,
             ErrorCode::Internal => C::Internal,
         }
     }
@@ -244,13 +256,23 @@ fn transport_error(status: &tonic::Status, addr: &str) -> Error {
                 "{addr} does not speak the Quorumlite API (is it a Quorumlite node?): {detail}"
             ),
         ),
-        _ => Error::new(
-            ErrorCode::Timeout,
-            format!(
-                "{addr}: the connection failed mid-request: {}",
-                describe_source(status)
-            ),
-        ),
+        _ => {
+            let source = describe_source(status);
+            // A TLS node drops a plain-text connection right after the
+            // HTTP/2 preface: say so, it is the usual cause.
+            let hint = if ["broken pipe", "reset", "stream closed"]
+                .iter()
+                .any(|s| source.contains(s))
+            {
+                " (if the node uses TLS, connect with its CA: --ca / ClientConfig::tls)"
+            } else {
+                ""
+            };
+            Error::new(
+                ErrorCode::Timeout,
+                format!("{addr}: the connection failed mid-request: {source}{hint}"),
+            )
+        }
     }
 }
 

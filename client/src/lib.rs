@@ -65,6 +65,48 @@ pub struct ClientConfig {
     pub retry_budget: Duration,
     /// Deadline for opening a connection to a node.
     pub connect_timeout: Duration,
+    /// TLS to the nodes; `None` speaks plain text (loopback development).
+    pub tls: Option<TlsConfig>,
+    /// A bearer token sent with every call, for nodes that check them.
+    pub auth_token: Option<String>,
+}
+
+/// How the client talks TLS to the nodes.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// PEM: the CA that signed the nodes' certificates.
+    pub ca_pem: Vec<u8>,
+    /// PEM certificate chain and key, when the nodes ask for a client
+    /// certificate.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to expect in the nodes' certificates, when it is not the
+    /// host of the address dialled.
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("TlsConfig")
+            .field("identity", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// tonic's form of this configuration.
+    pub fn tonic(&self) -> tonic::transport::ClientTlsConfig {
+        let mut c = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            c = c.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        if let Some(d) = &self.domain {
+            c = c.domain_name(d.clone());
+        }
+        c
+    }
 }
 
 impl Default for ClientConfig {
@@ -73,6 +115,8 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(10),
             retry_budget: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
+            auth_token: None,
         }
     }
 }
@@ -118,8 +162,22 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(bad("bad host or port".into()));
     }
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| bad(e.to_string()))?
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| bad(e.to_string()))?;
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint.tls_config(tls.tonic()).map_err(|e| {
+            Error::new(
+                ErrorCode::BadRequest,
+                format!("TLS configuration for {addr}: {e}"),
+            )
+        })?;
+    }
+    let channel = endpoint
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -200,8 +258,7 @@ impl Client {
         let mut node = self.write_target(None);
         let mut tried = 0usize;
         loop {
-            let mut req = tonic::Request::new(request.clone());
-            req.set_timeout(self.inner.config.request_timeout);
+            let req = self.request(request.clone())?;
             let outcome = node.rpc.clone().execute(req).await;
             let err = match outcome {
                 Ok(resp) => {
@@ -259,8 +316,7 @@ impl Client {
         let mut tried = 0usize;
         loop {
             let node = self.nth(first + tried);
-            let mut req = tonic::Request::new(request.clone());
-            req.set_timeout(self.inner.config.request_timeout);
+            let req = self.request(request.clone())?;
             let err = match node.rpc.clone().query(req).await {
                 Ok(resp) => {
                     let resp = resp.into_inner();
@@ -285,14 +341,29 @@ impl Client {
     pub async fn status(&self, digest: bool) -> Result<pb::StatusResponse, Error> {
         let mut last = None;
         for node in &self.inner.nodes {
-            let mut req = tonic::Request::new(pb::StatusRequest { digest });
-            req.set_timeout(self.inner.config.request_timeout);
+            let req = self.request(pb::StatusRequest { digest })?;
             match node.rpc.clone().status(req).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) => last = Some(Error::from_status(&status, &node.addr)),
             }
         }
         Err(last.unwrap_or_else(|| Error::new(ErrorCode::Unavailable, "no node to ask")))
+    }
+
+    /// A request with this client's deadline and bearer token.
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>, Error> {
+        let mut req = tonic::Request::new(message);
+        req.set_timeout(self.inner.config.request_timeout);
+        if let Some(token) = &self.inner.config.auth_token {
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                Error::new(
+                    ErrorCode::BadRequest,
+                    "the auth token holds characters a header cannot carry",
+                )
+            })?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
     }
 
     /// Parse a reply's token and fold it into the session.

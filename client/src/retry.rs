@@ -50,6 +50,8 @@ pub fn after(op: Op, code: ErrorCode) -> Next {
             | E::Indeterminate
             | E::ReplicaBehind
             | E::TooStale
+            | E::Unauthenticated
+            | E::PermissionDenied
             | E::Internal,
         ) => Next::Fail,
     }
@@ -82,6 +84,8 @@ mod tests {
             (E::SqlError, Next::Fail),
             (E::TooLarge, Next::Fail),
             (E::Internal, Next::Fail),
+            (E::Unauthenticated, Next::Fail),
+            (E::PermissionDenied, Next::Fail),
         ];
         for (code, next) in table {
             assert_eq!(after(Op::Write, code), next, "{code}");

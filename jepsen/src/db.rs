@@ -219,6 +219,7 @@ pub fn client_of(addr: &str, timeout: Duration) -> Result<Client, client::Error>
             request_timeout: timeout,
             retry_budget: timeout,
             connect_timeout: Duration::from_millis(500),
+            ..ClientConfig::default()
         },
     )
 }

@@ -26,6 +26,43 @@ pub enum Command {
     Status(StatusArgs),
     /// Drive a real cluster with a workload and print throughput and latency percentiles.
     Bench(crate::commands::bench::BenchArgs),
+    /// Make a CA and certificates for a test or development cluster.
+    Cert(CertArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CertArgs {
+    #[command(subcommand)]
+    pub command: CertCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Make a CA: DIR/ca.pem and DIR/ca.key.
+    Ca {
+        /// Where the files go (created).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Quorumlite CA")]
+        name: String,
+    },
+    /// Issue a certificate signed by DIR's CA: DIR/NAME.pem and DIR/NAME.key,
+    /// good for serving and for client authentication.
+    Issue {
+        /// The directory holding ca.pem and ca.key; the files go there too.
+        #[arg(long)]
+        dir: PathBuf,
+        /// File name and common name, e.g. node1.
+        #[arg(long)]
+        name: String,
+        /// An IP address or DNS name the certificate is for (repeat).
+        #[arg(long)]
+        host: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -36,6 +73,9 @@ pub struct DevArgs {
     /// Node N listens on 127.0.0.1:(base_port + N - 1).
     #[arg(long, default_value_t = 4001)]
     pub base_port: u16,
+    /// Node N serves metrics on 127.0.0.1:(metrics_base_port + N - 1); 0: no metrics.
+    #[arg(long, default_value_t = 9101)]
+    pub metrics_base_port: u16,
 }
 
 /// Options shared by the commands that talk to a cluster.
@@ -55,6 +95,18 @@ pub struct ConnectArgs {
     /// Per-call deadline in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// Bearer token for clusters that require one.
+    #[arg(long, env = "QUORUMLITE_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Talk TLS, trusting this CA (PEM) for the nodes' certificates.
+    #[arg(long, env = "QUORUMLITE_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for nodes that ask for one; with --key.
+    #[arg(long, env = "QUORUMLITE_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Key of --cert (PEM).
+    #[arg(long, env = "QUORUMLITE_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

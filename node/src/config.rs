@@ -8,6 +8,8 @@
 //! it. `docs/configuration.md` and `quorumlite.sample.toml` list every
 //! option; a test checks they stay in step with this file.
 
+use crate::server::auth::AuthToken;
+use crate::server::tls::TlsFiles;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +32,10 @@ pub struct NodeArgs {
     /// Address to listen on for clients and peers, HOST:PORT.
     #[arg(long, env = "QUORUMLITE_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// Address to serve Prometheus metrics on (`GET /metrics`, plain HTTP),
+    /// HOST:PORT [default: none, no metrics endpoint].
+    #[arg(long, env = "QUORUMLITE_METRICS_LISTEN", value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     /// Every voter of the cluster, this node included: ID=HOST:PORT,...
     /// Nodes started with the same list form the cluster on their own.
     #[arg(long, env = "QUORUMLITE_PEERS", value_name = "ID=HOST:PORT,...")]
@@ -73,6 +79,20 @@ pub struct NodeArgs {
     /// Read connections to the database [default: 8].
     #[arg(long, env = "QUORUMLITE_READ_CONNECTIONS", value_name = "N")]
     pub read_connections: Option<usize>,
+    /// TLS: this node's certificate chain (PEM), used to serve clients and
+    /// peers and to connect to peers. With --tls-key and --tls-ca.
+    #[arg(long, env = "QUORUMLITE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "QUORUMLITE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the cluster CA (PEM). Peers must present a certificate it signed.
+    #[arg(long, env = "QUORUMLITE_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: another CA whose client certificates are accepted (clients
+    /// only, never as peers) [default: none].
+    #[arg(long, env = "QUORUMLITE_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// TESTING ONLY, BREAKS LINEARIZABILITY: serve `linearizable` reads
     /// from local state without a read index. The Jepsen harness uses it to
     /// prove its checker sees stale reads.
@@ -93,6 +113,7 @@ pub struct FileConfig {
     pub id: Option<u64>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub peers: Option<String>,
     pub heartbeat_ms: Option<u64>,
     pub election_timeout_min_ms: Option<u64>,
@@ -106,9 +127,24 @@ pub struct FileConfig {
     pub max_batch_requests: Option<usize>,
     pub batch_linger_us: Option<u64>,
     pub read_connections: Option<usize>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    /// Bearer tokens (file only: secrets do not belong in flags or `ps`).
+    pub auth_tokens: Option<Vec<AuthTokenEntry>>,
     pub unsafe_local_reads: Option<bool>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+}
+
+/// One `[[auth_tokens]]` entry of the config file.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AuthTokenEntry {
+    pub name: String,
+    pub secret: String,
+    pub permissions: Vec<String>,
 }
 
 /// Log output format.
@@ -124,6 +160,8 @@ pub struct NodeConfig {
     pub id: u64,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Where to serve metrics; `None`: no exporter (nothing is recorded).
+    pub metrics_listen: Option<SocketAddr>,
     /// Voters by id. Invariant (after `validate`): contains `id`.
     pub peers: BTreeMap<u64, String>,
     pub heartbeat: Duration,
@@ -138,10 +176,47 @@ pub struct NodeConfig {
     pub max_batch_requests: usize,
     pub batch_linger: Duration,
     pub read_connections: usize,
+    /// TLS on the listener and toward peers; `None`: plain text.
+    pub tls: Option<TlsFiles>,
+    /// Bearer tokens; empty: the client API admits everyone.
+    pub auth_tokens: Vec<AuthToken>,
     /// Testing only: linearizable reads skip the read index (see NodeArgs).
     pub unsafe_local_reads: bool,
     pub log_format: LogFormat,
     pub log_level: String,
+}
+
+/// TLS is all or nothing: certificate, key and CA together.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key, ca) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            ca,
+            client_ca,
+        })),
+        (None, None, None) if client_ca.is_none() => Ok(None),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--tls-cert (tls_cert)"),
+                (key.is_none(), "--tls-key (tls_key)"),
+                (ca.is_none(), "--tls-ca (tls_ca)"),
+            ]
+            .into_iter()
+            .filter(|(m, _)| *m)
+            .map(|(_, name)| name)
+            .collect();
+            Err(err(format!(
+                "TLS needs a certificate, its key and the cluster CA: {} missing",
+                missing.join(", ")
+            )))
+        }
+    }
 }
 
 /// A configuration value that cannot be used; the message names it.
@@ -159,6 +234,7 @@ impl NodeConfig {
             id,
             data_dir,
             listen,
+            metrics_listen: None,
             peers: BTreeMap::new(),
             heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(300),
@@ -172,6 +248,8 @@ impl NodeConfig {
             max_batch_requests: 1000,
             batch_linger: Duration::from_micros(500),
             read_connections: 8,
+            tls: None,
+            auth_tokens: Vec::new(),
             unsafe_local_reads: false,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -201,6 +279,9 @@ impl NodeConfig {
             err("--peers (peers) is required: every voter as ID=HOST:PORT,... including this node")
         })?;
         c.peers = parse_peers(&peers)?;
+        if let Some(v) = pick!(metrics_listen) {
+            c.metrics_listen = Some(parse_addr("--metrics-listen (metrics_listen)", &v)?);
+        }
         let ms = Duration::from_millis;
         if let Some(v) = pick!(heartbeat_ms) {
             c.heartbeat = ms(v);
@@ -237,6 +318,23 @@ impl NodeConfig {
         }
         if let Some(v) = pick!(read_connections) {
             c.read_connections = v;
+        }
+        c.tls = tls_files(
+            pick!(tls_cert),
+            pick!(tls_key),
+            pick!(tls_ca),
+            pick!(tls_client_ca),
+        )?;
+        for entry in file.auth_tokens.iter().flatten() {
+            let token = AuthToken::new(&entry.name, &entry.secret, &entry.permissions)
+                .map_err(|m| err(format!("auth_tokens: {m}")))?;
+            if c.auth_tokens.iter().any(|t| t.name == token.name) {
+                return Err(err(format!(
+                    "auth_tokens: two tokens are named {:?}",
+                    token.name
+                )));
+            }
+            c.auth_tokens.push(token);
         }
         c.unsafe_local_reads = args.unsafe_local_reads || file.unsafe_local_reads == Some(true);
         if let Some(v) = pick!(log_format) {
@@ -308,6 +406,12 @@ impl NodeConfig {
                 "--max-batch-requests (max_batch_requests) = 0: must be positive",
             ));
         }
+        if self.metrics_listen == Some(self.listen) {
+            return Err(err(format!(
+                "--metrics-listen (metrics_listen) = {}: the same address as --listen; choose another port",
+                self.listen
+            )));
+        }
         self.storage()
             .validate()
             .map_err(|m| err(format!("storage: {m}")))?;
@@ -363,13 +467,18 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    parse_addr("--listen (listen)", text)
+}
+
+/// Parse the HOST:PORT value of `option` (named as in messages).
+fn parse_addr(option: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     use std::net::ToSocketAddrs;
     text.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| {
             err(format!(
-                "--listen (listen) = {text:?}: expected HOST:PORT with a resolvable host"
+                "{option} = {text:?}: expected HOST:PORT with a resolvable host"
             ))
         })
 }
@@ -428,6 +537,7 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_millis(100));
         assert_eq!(c.session_wait, Duration::from_secs(2));
         assert_eq!(c.advertised(), "127.0.0.1:4001");
+        assert_eq!(c.metrics_listen, None, "no metrics endpoint unless asked");
         c.raft().expect("raft config");
     }
 
@@ -522,16 +632,81 @@ mod tests {
             ),
             (
                 NodeArgs {
+                    metrics_listen: Some("nowhere".into()),
+                    ..args()
+                },
+                "--metrics-listen",
+            ),
+            (
+                NodeArgs {
+                    metrics_listen: Some("127.0.0.1:4001".into()),
+                    ..args()
+                },
+                "the same address as --listen",
+            ),
+            (
+                NodeArgs {
                     config: Some("/nonexistent.toml".into()),
                     ..args()
                 },
                 "--config",
+            ),
+            (
+                NodeArgs {
+                    tls_cert: Some("/etc/node.pem".into()),
+                    ..args()
+                },
+                "--tls-key (tls_key), --tls-ca (tls_ca) missing",
+            ),
+            (
+                NodeArgs {
+                    tls_client_ca: Some("/etc/clients.pem".into()),
+                    ..args()
+                },
+                "--tls-cert (tls_cert), --tls-key (tls_key), --tls-ca (tls_ca) missing",
             ),
         ];
         for (a, needle) in cases {
             let e = NodeConfig::resolve(&a).expect_err(needle).to_string();
             assert!(e.contains(needle), "{e:?} should name {needle:?}");
         }
+    }
+
+    #[test]
+    fn auth_tokens_come_from_the_file_and_bad_ones_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        let with = |body: &str| {
+            std::fs::write(&file, body).expect("write");
+            NodeConfig::resolve(&NodeArgs {
+                config: Some(file.clone()),
+                ..args()
+            })
+        };
+        let ok = with(
+            "[[auth_tokens]]\nname = \"app\"\nsecret = \"0123456789abcdef\"\npermissions = [\"read\", \"write\"]\n",
+        )
+        .expect("valid token");
+        assert_eq!(ok.auth_tokens.len(), 1);
+        assert!(
+            !format!("{ok:?}").contains("0123456789abcdef"),
+            "secrets never print"
+        );
+        let short =
+            with("[[auth_tokens]]\nname = \"app\"\nsecret = \"short\"\npermissions = [\"read\"]\n")
+                .expect_err("short secret")
+                .to_string();
+        assert!(
+            short.contains("\"app\"") && short.contains("16 characters"),
+            "{short}"
+        );
+        assert!(!short.contains("short\""), "{short}");
+        let twice = with(
+            "[[auth_tokens]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\npermissions = [\"read\"]\n[[auth_tokens]]\nname = \"a\"\nsecret = \"fedcba9876543210\"\npermissions = [\"read\"]\n",
+        )
+        .expect_err("duplicate name")
+        .to_string();
+        assert!(twice.contains("two tokens"), "{twice}");
     }
 
     /// Every flag of `quorumlite node` is documented, and the sample file

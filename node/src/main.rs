@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod config;
+mod metrics;
 mod server;
 
 use std::process::ExitCode;

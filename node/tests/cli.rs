@@ -290,15 +290,26 @@ async fn two_processes_cannot_share_a_data_directory() {
 #[test]
 fn dev_starts_three_nodes_that_serve_and_stops_them_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Three consecutive free ports, found by trying.
-    let base = loop {
+    // Three consecutive free ports, found by trying (for the nodes, then
+    // for their metrics).
+    let three_free = |not: u16| loop {
         let p = free_port();
-        if p < 60000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+        if p < 60000
+            && (p + 3 <= not || p >= not + 3)
+            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        {
             break p;
         }
     };
+    let base = three_free(0);
+    let metrics_base = three_free(base);
     let mut dev = Command::new(BIN)
-        .args(["dev", "--base-port", &base.to_string(), "--data-dir"])
+        .args(["dev", "--base-port", &base.to_string()])
+        .args([
+            "--metrics-base-port",
+            &metrics_base.to_string(),
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -324,6 +335,13 @@ fn dev_starts_three_nodes_that_serve_and_stops_them_on_ctrl_c() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    for i in 0..3 {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", metrics_base + i)).is_ok(),
+            "node {} serves no metrics",
+            i + 1
+        );
+    }
     signal(dev.id(), libc::SIGINT);
     let started = Instant::now();
     let status = loop {
@@ -340,6 +358,10 @@ fn dev_starts_three_nodes_that_serve_and_stops_them_on_ctrl_c() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(dev.stdout.as_mut().expect("stdout"), &mut stdout).expect("read");
     assert!(stdout.contains("Ctrl-C stops all three"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("metrics: http://127.0.0.1:{metrics_base}/metrics")),
+        "{stdout}"
+    );
     for i in 0..3 {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err(),

@@ -138,3 +138,74 @@ async fn killing_the_leader_elects_another_writes_resume_within_1500ms_and_nothi
     assert_eq!(d[0].1, d[2].1);
     check(rows(&cluster.client_of(leader), "SELECT id FROM w ORDER BY id").await);
 }
+
+/// A leader that goes silent (SIGSTOP: the kernel keeps its sockets open,
+/// nobody answers) must not hold a follower's linearizable reads hostage:
+/// once another leader is elected, reads on the remaining follower succeed
+/// within a few seconds, not after the 10 s deadline of the call stuck on
+/// the old leader. Found by the Jepsen register runs (docs/jepsen.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_on_a_follower_resume_soon_after_the_leader_goes_silent() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(SECONDS_10).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let setup = cluster.client();
+    setup
+        .execute(vec![
+            "CREATE TABLE r(v INTEGER)".into(),
+            "INSERT INTO r VALUES (1)".into(),
+        ])
+        .await
+        .expect("create");
+    let reader = Client::with_config(
+        [cluster.addr(follower)],
+        ClientConfig {
+            request_timeout: Duration::from_secs(15),
+            retry_budget: Duration::from_secs(15),
+            ..ClientConfig::default()
+        },
+    )
+    .expect("client");
+    // Keep read rounds flowing from the follower to the leader, so one is
+    // in flight when the leader stops.
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = {
+        let (reader, stop) = (reader.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = reader
+                    .query("SELECT v FROM r", client::Consistency::Linearizable)
+                    .await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(cluster.pid(leader) as libc::pid_t, libc::SIGSTOP);
+    }
+    let stopped = Instant::now();
+    let started = Instant::now();
+    let result = reader
+        .query("SELECT v FROM r", client::Consistency::Linearizable)
+        .await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(cluster.pid(leader) as libc::pid_t, libc::SIGCONT);
+    }
+    let _ = background.await;
+    let rows = result.expect("a linearizable read on the follower after the leader went silent");
+    assert_eq!(rows.rows.len(), 1);
+    eprintln!(
+        "read served {took:?} after the leader stopped ({:?} since SIGSTOP)",
+        stopped.elapsed()
+    );
+    // An election takes about 1 s with the defaults; the stuck call used to
+    // hold reads for its whole 10 s deadline.
+    assert!(
+        took < Duration::from_secs(4),
+        "the follower took {took:?} to serve a linearizable read after the leader went silent"
+    );
+}

@@ -22,6 +22,8 @@
 //!   (client and server of `proto/raft.proto`).
 //! - `codec`: our own versioned encoding of everything written to disk or
 //!   sent between nodes.
+//! - [`metrics`]: names of the metrics recorded here (apply time, commit
+//!   index, snapshots); the node binary exports them.
 //!
 //! `raft/DESIGN.md` explains how the applied log id is kept consistent with
 //! the SQLite file across crashes.
@@ -32,11 +34,12 @@
 
 pub mod codec;
 mod log_store;
+pub mod metrics;
 pub mod network;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use network::{LeaderContact, Network, TransportService};
+pub use network::{LeaderContact, Network, PeerGuard, PeerTls, TransportService};
 pub use state_machine::{AppliedVersion, OpenError, StateMachine};
 
 use serde::{Deserialize, Serialize};

@@ -133,6 +133,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
+        if let Some(c) = committed {
+            ::metrics::gauge!(crate::metrics::COMMIT_INDEX).set(c.index as f64);
+        }
         // Not flushed: losing it only means re-deriving it from the quorum.
         self.meta
             .insert(COMMITTED, codec::encode_log_id(&committed))

@@ -6,6 +6,11 @@
 //! server side: it decodes each request and hands it to the local `Raft`.
 //! Votes, log ids, entries and snapshot metadata travel in our own encoding
 //! (`codec`), inside protobuf `bytes` fields.
+//!
+//! Security is the node's business, plugged in here: [`PeerTls`] gives the
+//! TLS configuration (CA and this node's certificate) for each new peer
+//! client, and a [`PeerGuard`] on the service refuses callers that did not
+//! authenticate as peers.
 
 use crate::codec::{self, DecodeError};
 use crate::{Node, NodeId, TypeConfig};
@@ -34,21 +39,48 @@ use pb::raft_transport_server::{RaftTransport, RaftTransportServer};
 /// `max_batch_bytes`, 64 MiB by default) plus framing, with room to spare.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// Creates one [`Peer`] per target node.
+/// The TLS configuration for connections to peers. Asked for each new
+/// peer client, so certificates reloaded on disk reach new clients.
+pub trait PeerTls: Send + Sync + 'static {
+    fn client_config(&self) -> tonic::transport::ClientTlsConfig;
+}
+
+/// Decides whether a transport call comes from a peer (e.g. it presented a
+/// certificate the cluster's CA signed); `Err` is returned to the caller.
+pub type PeerGuard =
+    std::sync::Arc<dyn Fn(&tonic::Extensions) -> Result<(), tonic::Status> + Send + Sync>;
+
+/// Creates one [`Peer`] per target node; plain text unless given TLS.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    tls: Option<std::sync::Arc<dyn PeerTls>>,
+}
+
+impl Network {
+    /// Connect to peers over TLS.
+    pub fn with_tls(tls: std::sync::Arc<dyn PeerTls>) -> Network {
+        Network { tls: Some(tls) }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
-        let client = Endpoint::from_shared(format!("http://{}", node.addr))
-            .map(|e| {
-                RaftTransportClient::new(e.connect_lazy())
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
-            })
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{}", node.addr))
             .map_err(|e| format!("bad address {:?} for node {target}: {e}", node.addr));
+        let endpoint = match (&self.tls, endpoint) {
+            (Some(tls), Ok(e)) => e
+                .tls_config(tls.client_config())
+                .map_err(|e| format!("TLS configuration for node {target}: {e}")),
+            (_, e) => e,
+        };
+        let client = endpoint.map(|e| {
+            RaftTransportClient::new(e.connect_lazy())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        });
         Peer { target, client }
     }
 }
@@ -240,6 +272,8 @@ impl LeaderContact {
 pub struct TransportService {
     raft: Raft<TypeConfig>,
     contact: LeaderContact,
+    /// Checked before every call; `None` admits everyone (plain text).
+    guard: Option<PeerGuard>,
 }
 
 impl TransportService {
@@ -253,9 +287,23 @@ impl TransportService {
         raft: Raft<TypeConfig>,
         contact: LeaderContact,
     ) -> RaftTransportServer<TransportService> {
-        RaftTransportServer::new(TransportService { raft, contact })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        Self::guarded(raft, contact, None)
+    }
+
+    /// As [`TransportService::with_contact`], admitting only the calls
+    /// `guard` accepts.
+    pub fn guarded(
+        raft: Raft<TypeConfig>,
+        contact: LeaderContact,
+        guard: Option<PeerGuard>,
+    ) -> RaftTransportServer<TransportService> {
+        RaftTransportServer::new(TransportService {
+            raft,
+            contact,
+            guard,
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 }
 
@@ -268,12 +316,22 @@ fn raft_failed(e: impl std::fmt::Display) -> tonic::Status {
     tonic::Status::unavailable(format!("raft: {e}"))
 }
 
+impl TransportService {
+    fn admit<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        match &self.guard {
+            Some(guard) => guard(request.extensions()),
+            None => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
     async fn append_entries(
         &self,
         request: tonic::Request<pb::AppendEntriesRequest>,
     ) -> Result<tonic::Response<pb::AppendEntriesResponse>, tonic::Status> {
+        self.admit(&request)?;
         let req = request.into_inner();
         let entries = req
             .entries
@@ -309,6 +367,7 @@ impl RaftTransport for TransportService {
         &self,
         request: tonic::Request<pb::VoteRequest>,
     ) -> Result<tonic::Response<pb::VoteResponse>, tonic::Status> {
+        self.admit(&request)?;
         let req = request.into_inner();
         let rpc = VoteRequest {
             vote: codec::decode_vote(&req.vote).map_err(bad_request)?,
@@ -326,6 +385,7 @@ impl RaftTransport for TransportService {
         &self,
         request: tonic::Request<pb::InstallSnapshotRequest>,
     ) -> Result<tonic::Response<pb::InstallSnapshotResponse>, tonic::Status> {
+        self.admit(&request)?;
         let req = request.into_inner();
         let rpc = InstallSnapshotRequest {
             vote: codec::decode_vote(&req.vote).map_err(bad_request)?,

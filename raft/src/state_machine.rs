@@ -210,6 +210,7 @@ impl Inner {
             self.refresh_lineage()?;
         }
         self.version_tx.send_replace(state.version);
+        ::metrics::histogram!(crate::metrics::APPLY_DURATION).record(started.elapsed());
         tracing::debug!(
             entries = n,
             version = state.version,
@@ -265,6 +266,13 @@ impl Inner {
         self.set_current_snapshot(&meta)?;
         // Version records below the snapshot are no longer needed for recovery.
         self.prune_versions(state.version.saturating_sub(1))?;
+        ::metrics::counter!(crate::metrics::SNAPSHOT_BUILDS).increment(1);
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            version = state.version,
+            last_log_id = ?state.last_log_id,
+            "snapshot built"
+        );
         Ok(meta)
     }
 
@@ -339,6 +347,12 @@ impl Inner {
         *lock(&self.state) = state;
         self.refresh_lineage()?;
         self.version_tx.send_replace(installed.version);
+        ::metrics::counter!(crate::metrics::SNAPSHOT_INSTALLS).increment(1);
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            version = installed.version,
+            "snapshot installed from the leader"
+        );
         Ok(())
     }
 }

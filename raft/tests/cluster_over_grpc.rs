@@ -28,7 +28,7 @@ async fn start(
     let dir = root.join(format!("node{id}"));
     let log = LogStore::open(dir.join("log")).expect("log");
     let sm = StateMachine::open(&dir, &StorageConfig::default()).expect("state machine");
-    let raft = Raft::new(id, config, Network, log, sm.clone())
+    let raft = Raft::new(id, config, Network::default(), log, sm.clone())
         .await
         .expect("raft");
     let service = TransportService::server(raft.clone());

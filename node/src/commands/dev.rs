@@ -2,7 +2,8 @@
 //!
 //! Each node is this same binary running `quorumlite node` on
 //! 127.0.0.1:(base_port + id - 1), with its data under `<data-dir>/node<id>`
-//! (kept, so the next run continues the same cluster). Ctrl-C reaches the
+//! (kept, so the next run continues the same cluster), and metrics at
+//! http://127.0.0.1:(metrics_base_port + id - 1)/metrics. Ctrl-C reaches the
 //! children too (same process group); a SIGTERM to `dev` is passed on. The
 //! command returns once all three have stopped.
 
@@ -31,6 +32,12 @@ pub fn run(args: &DevArgs) -> ExitCode {
     let addrs: Vec<String> = (0..3u16)
         .map(|i| format!("127.0.0.1:{}", args.base_port.saturating_add(i)))
         .collect();
+    let metrics: Vec<Option<String>> = (0..3u16)
+        .map(|i| {
+            (args.metrics_base_port != 0)
+                .then(|| format!("127.0.0.1:{}", args.metrics_base_port.saturating_add(i)))
+        })
+        .collect();
     let peers = addrs
         .iter()
         .enumerate()
@@ -41,7 +48,8 @@ pub fn run(args: &DevArgs) -> ExitCode {
     for (i, addr) in addrs.iter().enumerate() {
         let id = i + 1;
         let dir = args.data_dir.join(format!("node{id}"));
-        let spawned = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args([
                 "node",
                 "--id",
@@ -52,8 +60,11 @@ pub fn run(args: &DevArgs) -> ExitCode {
                 &peers,
             ])
             .arg("--data-dir")
-            .arg(&dir)
-            .spawn();
+            .arg(&dir);
+        if let Some(m) = &metrics[i] {
+            command.args(["--metrics-listen", m]);
+        }
+        let spawned = command.spawn();
         match spawned {
             Ok(child) => children.push((id, child)),
             Err(e) => {
@@ -70,7 +81,10 @@ pub fn run(args: &DevArgs) -> ExitCode {
         args.data_dir.display()
     );
     for (i, addr) in addrs.iter().enumerate() {
-        println!("  node {}  {addr}", i + 1);
+        match &metrics[i] {
+            Some(m) => println!("  node {}  {addr}  metrics: http://{m}/metrics", i + 1),
+            None => println!("  node {}  {addr}", i + 1),
+        }
     }
     match leader {
         Some(id) => println!("  leader: node {id}"),

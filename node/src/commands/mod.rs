@@ -2,6 +2,7 @@
 //! an error (printed by `output::error`), 2 on a usage error (clap).
 
 pub mod bench;
+mod cert;
 mod dev;
 pub mod output;
 
@@ -37,6 +38,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> ExitCode {
             with_client(&connect, |c| status(c, args))
         }
         Command::Bench(args) => bench::run(args),
+        Command::Cert(args) => cert::run(args),
     }
 }
 
@@ -74,6 +76,14 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
     let span = tracing::info_span!("node", id = config.id);
     let signal = {
         let _guard = runtime.enter();
+        if let Some(addr) = config.metrics_listen {
+            if let Err(e) = crate::metrics::install(addr) {
+                tracing::error!(error = %e, "node failed");
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            tracing::info!(listen = %addr, "serving metrics at /metrics");
+        }
         shutdown_signal()
     };
     let result = runtime.block_on(tracing::Instrument::instrument(
@@ -134,15 +144,43 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 /// Build a client from the connect flags and run `f` on a small runtime;
 /// print any error the way every command does.
+/// The client configuration the connection flags ask for.
+pub fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let tls = match &connect.ca {
+        Some(ca) => Some(client::TlsConfig {
+            ca_pem: read(ca)?,
+            identity: match (&connect.cert, &connect.key) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            },
+            domain: None,
+        }),
+        None if connect.cert.is_some() => {
+            return Err("--cert needs --ca (the CA of the nodes' certificates)".into())
+        }
+        None => None,
+    };
+    Ok(ClientConfig {
+        request_timeout: Duration::from_millis(connect.timeout_ms),
+        retry_budget: Duration::from_millis(connect.timeout_ms),
+        tls,
+        auth_token: connect.auth_token.clone(),
+        ..ClientConfig::default()
+    })
+}
+
 fn with_client<F, Fut>(connect: &ConnectArgs, f: F) -> ExitCode
 where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<(), client::Error>>,
 {
-    let config = ClientConfig {
-        request_timeout: Duration::from_millis(connect.timeout_ms),
-        retry_budget: Duration::from_millis(connect.timeout_ms),
-        ..ClientConfig::default()
+    let config = match client_config(connect) {
+        Ok(c) => c,
+        Err(message) => {
+            output::error(connect.json, "BAD_REQUEST", &message);
+            return ExitCode::FAILURE;
+        }
     };
     let runtime = match runtime(false) {
         Ok(r) => r,

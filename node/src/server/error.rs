@@ -44,6 +44,11 @@ pub enum NodeError {
     Unavailable(String),
     #[error("this node is shutting down; nothing was done, retry on another node")]
     ShuttingDown,
+    /// No valid bearer token: the message says what to pass.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Internal(String),
     /// An error another node returned to a forwarded request, passed on as is.
@@ -70,6 +75,8 @@ impl NodeError {
             NodeError::Indeterminate(_) => ErrorCode::Indeterminate,
             NodeError::ReplicaBehind { .. } => ErrorCode::ReplicaBehind,
             NodeError::TooStale { .. } => ErrorCode::TooStale,
+            NodeError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            NodeError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             NodeError::Unavailable(_) => ErrorCode::Unavailable,
             NodeError::ShuttingDown => ErrorCode::ShuttingDown,
             NodeError::Internal(_) => ErrorCode::Internal,

@@ -6,24 +6,29 @@
 //! indeterminate for a write.
 
 use super::error::NodeError;
+use super::tls::Tls;
 use client::pb::quorumlite_client::QuorumliteClient;
 use client::pb::{ExecuteRequest, ExecuteResponse, ReadIndexRequest, ReadIndexResponse};
 use client::ErrorCode;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 pub struct Forwarder {
     clients: Mutex<HashMap<String, QuorumliteClient<Channel>>>,
+    /// TLS toward the leader (presenting this node's certificate, so the
+    /// leader sees a peer); `None`: plain text.
+    tls: Option<Arc<Tls>>,
     /// Deadline of a forwarded write: the leader's own write timeout plus slack.
     write_deadline: Duration,
 }
 
 impl Forwarder {
-    pub fn new(write_timeout: Duration) -> Forwarder {
+    pub fn new(write_timeout: Duration, tls: Option<Arc<Tls>>) -> Forwarder {
         Forwarder {
             clients: Mutex::new(HashMap::new()),
+            tls,
             write_deadline: write_timeout + Duration::from_secs(2),
         }
     }
@@ -33,9 +38,22 @@ impl Forwarder {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| NodeError::Unavailable(format!("bad leader address {addr:?}: {e}")))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| NodeError::Unavailable(format!("bad leader address {addr:?}: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.client_tls().tonic())
+                .map_err(|e| NodeError::Internal(format!("TLS toward {addr}: {e}")))?;
+        }
+        // Keepalive pings find a leader that went silent (cut off, paused)
+        // in about 2 s, failing the calls stuck on it instead of letting
+        // them wait out their deadlines.
+        let channel = endpoint
             .connect_timeout(Duration::from_millis(500))
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true)
             .connect_lazy();
         let c = QuorumliteClient::new(channel)
@@ -50,10 +68,16 @@ impl Forwarder {
         &self,
         addr: &str,
         mut request: ExecuteRequest,
+        bearer: Option<&str>,
     ) -> Result<ExecuteResponse, NodeError> {
         request.forwarded = true;
+        ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "write").increment(1);
         let mut req = tonic::Request::new(request);
         req.set_timeout(self.write_deadline);
+        // The leader checks the caller's token again.
+        if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
+            req.metadata_mut().insert("authorization", value);
+        }
         match self.client(addr)?.execute(req).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(remote(&status, addr, true)),
@@ -66,6 +90,7 @@ impl Forwarder {
         addr: &str,
         timeout: Duration,
     ) -> Result<ReadIndexResponse, NodeError> {
+        ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "read_index").increment(1);
         let mut req = tonic::Request::new(ReadIndexRequest {});
         req.set_timeout(timeout);
         match self.client(addr)?.read_index(req).await {

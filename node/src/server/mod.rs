@@ -12,11 +12,13 @@
 //! stops in order: refuse new requests, let the writer finish what it
 //! holds, stop serving, stop Raft.
 
+pub mod auth;
 mod convert;
 pub mod error;
 mod forward;
 mod read;
 mod service;
+pub mod tls;
 mod write;
 
 use crate::config::NodeConfig;
@@ -57,6 +59,8 @@ pub enum StartError {
     Storage(#[from] storage::Error),
     #[error("starting Raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
     Bind {
         addr: std::net::SocketAddr,
@@ -76,6 +80,29 @@ pub struct Node {
     contact: LeaderContact,
     /// False once shutdown began: new requests are refused.
     accepting: AtomicBool,
+    /// TLS material when TLS is on: decides who is a peer.
+    tls: Option<Arc<tls::Tls>>,
+}
+
+/// Re-read the TLS files on every SIGHUP; a failed reload keeps the old
+/// certificates and says why.
+async fn reload_on_sighup(tls: Arc<tls::Tls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: certificates reload only on restart");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded; new connections use them"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the previous certificates")
+            }
+        }
+    }
 }
 
 /// The leader's address as these metrics know it.
@@ -151,7 +178,11 @@ impl Node {
     }
 
     /// A write: run it here if this node leads, else forward it.
-    pub async fn execute(&self, req: pb::ExecuteRequest) -> Result<pb::ExecuteResponse, NodeError> {
+    pub async fn execute(
+        &self,
+        req: pb::ExecuteRequest,
+        bearer: Option<&str>,
+    ) -> Result<pb::ExecuteResponse, NodeError> {
         self.check_accepting()?;
         let (leads, leader) = self.role();
         let leader = match (leads, leader) {
@@ -161,10 +192,13 @@ impl Node {
             (false, None) => self.find_leader().await?,
         };
         if let Some(addr) = leader {
-            return self.forward.execute(&addr, req).await;
+            return self.forward.execute(&addr, req, bearer).await;
         }
         let request = convert::write_request_in(req.statements)?;
-        let committed = self.writer.submit(request).await?;
+        let started = std::time::Instant::now();
+        let committed = self.writer.submit(request).await;
+        ::metrics::histogram!(crate::metrics::WRITE_DURATION).record(started.elapsed());
+        let committed = committed?;
         Ok(pb::ExecuteResponse {
             results: committed
                 .results
@@ -183,31 +217,39 @@ impl Node {
             .statement
             .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
         let statement = convert::statement_in(statement, 0)?;
-        match pb::Consistency::try_from(req.consistency) {
+        let started = std::time::Instant::now();
+        let consistency = match pb::Consistency::try_from(req.consistency) {
             // Deliberately broken mode for the Jepsen harness (see config).
-            Ok(pb::Consistency::Linearizable) if self.config.unsafe_local_reads => {}
+            Ok(pb::Consistency::Linearizable) if self.config.unsafe_local_reads => "linearizable",
             Ok(pb::Consistency::Linearizable) => {
                 let want = self.read_index.barrier().await?;
                 read::wait_applied(&self.sm, want, self.config.write_timeout).await?;
+                "linearizable"
             }
             Ok(pb::Consistency::Session) => {
                 let want = token.as_ref().map_or(0, Token::version);
-                read::wait_applied(&self.sm, want, self.config.session_wait).await?;
+                read::wait_token(&self.sm, want, self.config.session_wait).await?;
+                "session"
             }
-            Ok(pb::Consistency::Stale) => read::stale_read_allowed(
-                self.role().0,
-                self.contact.age(),
-                read::max_lag(req.max_lag_ms),
-            )?,
+            Ok(pb::Consistency::Stale) => {
+                read::stale_read_allowed(
+                    self.role().0,
+                    self.contact.age(),
+                    read::max_lag(req.max_lag_ms),
+                )?;
+                "stale"
+            }
             Err(_) => {
                 return Err(NodeError::BadRequest(format!(
                     "unknown consistency level {}",
                     req.consistency
                 )))
             }
-        }
+        };
         let reads = self.sm.reads();
         let result = reads.query(&statement)?;
+        ::metrics::histogram!(crate::metrics::READ_DURATION, "consistency" => consistency)
+            .record(started.elapsed());
         Ok(pb::QueryResponse {
             columns: convert::columns_out(result.columns),
             rows: convert::rows_out(result.rows),
@@ -335,7 +377,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let sm = StateMachine::open(&dir, &storage_config)?;
     let executor = storage::Executor::open(dir.join("data.db"), &storage_config)?;
     let raft_config = Arc::new(config.raft()?);
-    let raft = Raft::new(config.id, raft_config, Network, log, sm.clone())
+    let tls = match &config.tls {
+        Some(files) => Some(tls::Tls::load(files.clone())?),
+        None => None,
+    };
+    let network = match &tls {
+        Some(t) => Network::with_tls(Arc::clone(t) as Arc<dyn raft::PeerTls>),
+        None => Network::default(),
+    };
+    let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -356,12 +406,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         Arc::clone(&fatal),
     )
     .map_err(|e| StartError::Raft(format!("starting the writer thread: {e}")))?;
-    let forward = Arc::new(Forwarder::new(config.write_timeout));
+    let forward = Arc::new(Forwarder::new(config.write_timeout, tls.clone()));
     let read_index = ReadIndex::new(
         raft.clone(),
         sm.clone(),
         Arc::clone(&forward),
         config.write_timeout,
+        config.election_timeout_max * 3,
     );
     let contact = LeaderContact::default();
     let node = Arc::new(Node {
@@ -374,17 +425,43 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         forward,
         contact: contact.clone(),
         accepting: AtomicBool::new(true),
+        tls: tls.clone(),
     });
 
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
-        .add_service(TransportService::with_contact(raft.clone(), contact))
-        .add_service(service::server(Arc::clone(&node)))
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = serving_stopped.await;
-        });
-    let server = tokio::spawn(server);
+    let stopped = async {
+        let _ = serving_stopped.await;
+    };
+    let guard: Option<raft::PeerGuard> = tls.as_ref().map(|_| Arc::new(tls::require_peer) as _);
+    let router = tonic::transport::Server::builder()
+        .add_service(TransportService::guarded(raft.clone(), contact, guard))
+        .add_service(service::server(Arc::clone(&node)));
+    let server = match &tls {
+        Some(t) => {
+            tokio::spawn(reload_on_sighup(Arc::clone(t)));
+            let incoming = tls::incoming(listener, Arc::clone(t));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            tracing::warn!(
+                "TLS is off: clients and peers talk plain text (fine on loopback for development; set tls_cert, tls_key and tls_ca otherwise)"
+            );
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
+    if config.auth_tokens.is_empty() {
+        tracing::warn!("no auth tokens configured: the client API admits every caller");
+    } else {
+        let names: Vec<&str> = config.auth_tokens.iter().map(|t| t.name.as_str()).collect();
+        tracing::info!(tokens = ?names, "bearer-token authentication on");
+        if tls.is_none() {
+            tracing::warn!(
+                "auth tokens without TLS travel in clear text, and peers are not authenticated"
+            );
+        }
+    }
 
     if !raft
         .is_initialized()
@@ -403,6 +480,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         }
     }
     let roles = tokio::spawn(watch_roles(raft.clone(), node.sm.clone(), writer.clone()));
+    let disk = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
     tracing::info!(id = config.id, listen = %config.listen, advertised = config.advertised(), data_dir = %dir.display(), "node serving");
     if config.unsafe_local_reads {
         tracing::warn!("unsafe_local_reads is on: linearizable reads skip the read index and may be stale (testing only)");
@@ -425,6 +503,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::warn!("some connections did not close in 5 s; stopping anyway");
     }
     roles.abort();
+    disk.abort();
     // 4. Stop Raft (the log is flushed at every append already).
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
@@ -434,17 +513,35 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 }
 
 /// Log role changes; a new leader of an empty cluster draws its lineage.
+/// Every report also updates the Raft gauges (`crate::metrics`).
 async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
     let mut metrics = raft.metrics();
     let mut last: Option<(ServerState, Option<NodeId>, u64)> = None;
+    let mut members = String::new();
+    let mut gauges = crate::metrics::RaftGauges::default();
     loop {
-        let now = {
+        let (now, membership) = {
             let m = metrics.borrow_and_update();
-            (m.state, m.current_leader, m.current_term)
+            gauges.observe(&m);
+            let membership = format!("{:?}", m.membership_config.membership());
+            ((m.state, m.current_leader, m.current_term), membership)
         };
+        if membership != members {
+            tracing::info!(membership = %membership, "cluster membership");
+            members = membership;
+        }
         if last != Some(now) {
             let (state, leader, term) = now;
-            tracing::info!(role = role_name(state), leader = ?leader, term, "raft role");
+            let was_leader = last.is_some_and(|(s, _, _)| s == ServerState::Leader);
+            match state {
+                ServerState::Leader if !was_leader => {
+                    tracing::info!(term, "elected leader")
+                }
+                _ if was_leader && state != ServerState::Leader => {
+                    tracing::info!(term, role = role_name(state), leader = ?leader, "stepped down as leader")
+                }
+                _ => tracing::info!(role = role_name(state), leader = ?leader, term, "raft role"),
+            }
             if state == ServerState::Leader && *sm.applied_version().borrow() == 0 {
                 writer.initialize();
             }

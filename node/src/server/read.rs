@@ -38,6 +38,8 @@ pub struct ReadIndex {
     /// Invariant: when `running` is false, `waiting` is empty.
     state: Mutex<RoundState>,
     round_timeout: Duration,
+    /// How long a round waits for a leader to be elected.
+    leader_wait: Duration,
 }
 
 #[derive(Default)]
@@ -52,6 +54,7 @@ impl ReadIndex {
         sm: StateMachine,
         forward: Arc<Forwarder>,
         round_timeout: Duration,
+        leader_wait: Duration,
     ) -> Arc<ReadIndex> {
         Arc::new(ReadIndex {
             raft,
@@ -59,6 +62,7 @@ impl ReadIndex {
             forward,
             state: Mutex::new(RoundState::default()),
             round_timeout,
+            leader_wait,
         })
     }
 
@@ -101,20 +105,51 @@ impl ReadIndex {
     }
 
     /// One quorum round: local on the leader, a `ReadIndex` call elsewhere.
+    ///
+    /// A follower's call follows the leader: when the leader changes while
+    /// the call is out (the old one was cut off and a new one elected), the
+    /// call is dropped and the new leader asked, so a read does not wait out
+    /// a dead connection. With no leader known, the round waits for one
+    /// (at most `leader_wait`, then `NoLeader`, which clients retry elsewhere).
+    /// Either way, at most `round_timeout` in all. (Found by the Jepsen
+    /// register runs: with one stuck call per round, linearizable reads on
+    /// the majority side stalled for a whole partition of the old leader.)
     async fn round(&self) -> Barrier {
-        let (state, leader) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            (m.state, leader_addr(&m))
-        };
-        if state == ServerState::Leader {
-            return self.local_round().await;
+        let deadline = tokio::time::Instant::now() + self.round_timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let (state, leader, leader_id) = {
+                let m = metrics.borrow_and_update();
+                (m.state, leader_addr(&m), m.current_leader)
+            };
+            if state == ServerState::Leader {
+                return self.local_round().await;
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(NodeError::NoLeader);
+            }
+            let call = async {
+                match &leader {
+                    Some(addr) => Some(self.forward.read_index(addr, remaining).await),
+                    None => {
+                        // An election is under way: give it a moment.
+                        tokio::time::sleep(self.leader_wait.min(remaining)).await;
+                        Some(Err(NodeError::NoLeader))
+                    }
+                }
+            };
+            tokio::select! {
+                Some(resp) = call => return resp.map(|r| r.version),
+                changed = leader_changed(&mut metrics, leader_id) => {
+                    if !changed {
+                        return Err(NodeError::Unavailable("raft stopped".into()));
+                    }
+                    tracing::debug!(old = ?leader_id, "leader changed during a read barrier; asking the new one");
+                }
+                _ = tokio::time::sleep_until(deadline) => return Err(NodeError::NoLeader),
+            }
         }
-        let Some(addr) = leader else {
-            return Err(NodeError::NoLeader);
-        };
-        let resp = self.forward.read_index(&addr, self.round_timeout).await?;
-        Ok(resp.version)
     }
 
     /// On the leader: confirm leadership with a quorum and catch up.
@@ -131,6 +166,24 @@ impl ReadIndex {
                 Err(NodeError::NotLeader { leader })
             }
             Err(_) => Err(NodeError::NoLeader),
+        }
+    }
+}
+
+/// Wait until the leader this node knows differs from `was`; false when
+/// Raft stopped.
+async fn leader_changed(
+    metrics: &mut tokio::sync::watch::Receiver<
+        openraft::RaftMetrics<raft::NodeId, openraft::BasicNode>,
+    >,
+    was: Option<raft::NodeId>,
+) -> bool {
+    loop {
+        if metrics.changed().await.is_err() {
+            return false;
+        }
+        if metrics.borrow().current_leader != was {
+            return true;
         }
     }
 }
@@ -155,6 +208,21 @@ pub async fn wait_applied(sm: &StateMachine, want: u64, limit: Duration) -> Resu
             waited: limit,
         }),
     }
+}
+
+/// A session read's wait for its token's version: [`wait_applied`], counted
+/// in the token-wait metrics when this node is behind the token.
+pub async fn wait_token(sm: &StateMachine, want: u64, limit: Duration) -> Result<u64, NodeError> {
+    let have = *sm.applied_version().borrow();
+    if have >= want {
+        return Ok(have);
+    }
+    ::metrics::counter!(crate::metrics::TOKEN_WAITS).increment(1);
+    let waited = wait_applied(sm, want, limit).await;
+    if let Err(NodeError::ReplicaBehind { .. }) = waited {
+        ::metrics::counter!(crate::metrics::TOKEN_WAIT_TIMEOUTS).increment(1);
+    }
+    waited
 }
 
 /// Whether a stale read may be served here (a pure policy, table-tested).

@@ -1,8 +1,9 @@
 //! The client gRPC service: each call goes to [`Node`] and each error leaves
 //! through [`NodeError::into_status`], the one mapping to the wire.
 
+use super::auth::{self, Permission};
 use super::error::NodeError;
-use super::Node;
+use super::{tls, Node};
 use client::pb;
 use client::pb::quorumlite_server::{Quorumlite, QuorumliteServer};
 use std::sync::Arc;
@@ -22,10 +23,42 @@ pub fn server(node: Arc<Node>) -> QuorumliteServer<Service> {
 
 impl Service {
     fn reply<T>(&self, result: Result<T, NodeError>) -> Result<Response<T>, Status> {
-        result
-            .map(Response::new)
-            .map_err(|e| e.into_status(self.node.leader_hint().as_deref()))
+        result.map(Response::new).map_err(|e| {
+            tracing::debug!(code = %e.code(), error = %e, "request failed");
+            e.into_status(self.node.leader_hint().as_deref())
+        })
     }
+
+    /// Admit a call needing `need` (see `auth`); refusals are counted.
+    fn admit<T>(&self, request: &Request<T>, need: Permission) -> Result<(), NodeError> {
+        let header = bearer(request);
+        auth::check(&self.node.config.auth_tokens, header, need)
+            .map(|_| ())
+            .inspect_err(|e| {
+                let reason = auth::failure_reason(e);
+                crate::metrics::auth_failure(reason);
+                tracing::debug!(reason, "call refused by authentication");
+            })
+    }
+
+    /// Admit a peer-only call: with TLS, the caller must have presented a
+    /// cluster certificate; without, anyone (peers are not authenticated).
+    fn admit_peer<T>(&self, request: &Request<T>) -> Result<(), NodeError> {
+        match &self.node.tls {
+            Some(_) => tls::require_peer(request.extensions()).map_err(|s| {
+                crate::metrics::auth_failure("not-a-peer");
+                NodeError::Unauthenticated(s.message().to_owned())
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn bearer<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
 }
 
 #[tonic::async_trait]
@@ -34,13 +67,30 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        self.reply(self.node.execute(request.into_inner()).await)
+        tracing::debug!(
+            statements = request.get_ref().statements.len(),
+            forwarded = request.get_ref().forwarded,
+            "execute"
+        );
+        if let Err(e) = self.admit(&request, Permission::Write) {
+            return self.reply(Err(e));
+        }
+        let bearer = bearer(&request).map(str::to_owned);
+        self.reply(
+            self.node
+                .execute(request.into_inner(), bearer.as_deref())
+                .await,
+        )
     }
 
     async fn query(
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
+        tracing::debug!(consistency = request.get_ref().consistency, "query");
+        if let Err(e) = self.admit(&request, Permission::Read) {
+            return self.reply(Err(e));
+        }
         self.reply(self.node.query(request.into_inner()).await)
     }
 
@@ -48,13 +98,19 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        if let Err(e) = self.admit(&request, Permission::Read) {
+            return self.reply(Err(e));
+        }
         self.reply(self.node.status(request.into_inner()).await)
     }
 
     async fn read_index(
         &self,
-        _request: Request<pb::ReadIndexRequest>,
+        request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        if let Err(e) = self.admit_peer(&request) {
+            return self.reply(Err(e));
+        }
         self.reply(self.node.read_index().await)
     }
 }

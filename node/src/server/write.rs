@@ -309,10 +309,13 @@ impl WriterLoop {
         };
         let done = outcome.results.len();
         let executed = started.elapsed();
+        ::metrics::histogram!(crate::metrics::WRITE_BATCH_REQUESTS).record(done as f64);
         let committed = match outcome.batch {
             Some(batch) => {
                 let pages = batch.pages().len();
                 let result = self.propose(batch);
+                ::metrics::histogram!(crate::metrics::WRITE_BATCH_DURATION)
+                    .record(started.elapsed());
                 tracing::debug!(
                     requests = done,
                     pages,

@@ -27,6 +27,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     pub peers: String,
     extra: Vec<String>,
+    /// Flags of one node only, by id - 1.
+    per_node: Vec<Vec<String>>,
 }
 
 /// A loopback port nobody listens on right now.
@@ -38,6 +40,12 @@ pub fn free_port() -> u16 {
 impl Cluster {
     /// Start `n` nodes with the same `--peers`, plus `extra` flags each.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra, |_| Vec::new())
+    }
+
+    /// As [`Cluster::start`], plus the flags `per_node(id)` for node `id`
+    /// (kept across restarts).
+    pub fn start_with(n: u64, extra: &[&str], per_node: impl Fn(u64) -> Vec<String>) -> Cluster {
         let root = tempfile::tempdir().expect("tempdir");
         let nodes: Vec<NodeProc> = (1..=n)
             .map(|id| NodeProc {
@@ -59,6 +67,7 @@ impl Cluster {
             nodes,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            per_node: (1..=n).map(per_node).collect(),
         };
         for id in 1..=n {
             cluster.launch(id);
@@ -72,7 +81,8 @@ impl Cluster {
 
     fn launch(&mut self, id: u64) {
         let peers = self.peers.clone();
-        let extra = self.extra.clone();
+        let mut extra = self.extra.clone();
+        extra.extend(self.per_node[(id - 1) as usize].iter().cloned());
         let node = &mut self.nodes[(id - 1) as usize];
         node.starts += 1;
         let log = std::fs::OpenOptions::new()

@@ -1,0 +1,243 @@
+//! Bearer-token authentication and permissions for the client API.
+//!
+//! Tokens come from the config file (`[[auth_tokens]]`: a name, a secret,
+//! permissions). When none are configured, every caller is admitted (a
+//! loopback development cluster). Otherwise each call must carry
+//! `authorization: Bearer <secret>` with the permission it needs:
+//! - `read`: `Query`, `Status`;
+//! - `write`: `Execute`;
+//! - `admin`: everything (membership, backup and restore when they exist).
+//!
+//! Secrets are kept only as BLAKE3 hashes, compared in constant time
+//! (`blake3::Hash`'s `PartialEq`), and never printed: `Debug` shows names.
+//! A forwarded write carries the caller's header to the leader, which checks
+//! it again. Peer-only calls (`ReadIndex`, the Raft transport) are
+//! authenticated by certificate instead, see `tls`.
+
+use super::error::NodeError;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Permission {
+    pub fn parse(s: &str) -> Option<Permission> {
+        match s {
+            "read" => Some(Permission::Read),
+            "write" => Some(Permission::Write),
+            "admin" => Some(Permission::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Admin => "admin",
+        }
+    }
+}
+
+/// One configured token. Invariant: `permissions` is not empty.
+#[derive(Clone)]
+pub struct AuthToken {
+    pub name: String,
+    secret: blake3::Hash,
+    pub permissions: BTreeSet<Permission>,
+}
+
+impl fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthToken")
+            .field("name", &self.name)
+            .field("permissions", &self.permissions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shortest secret accepted: guessing must not be an option.
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl AuthToken {
+    /// A token; the error names the problem (never the secret).
+    pub fn new(name: &str, secret: &str, permissions: &[String]) -> Result<AuthToken, String> {
+        if name.trim().is_empty() {
+            return Err("an auth token has an empty name".into());
+        }
+        if secret.chars().count() < MIN_SECRET_LEN || secret.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "auth token {name:?}: the secret must be at least {MIN_SECRET_LEN} characters without spaces"
+            ));
+        }
+        let mut set = BTreeSet::new();
+        for p in permissions {
+            let perm = Permission::parse(p).ok_or_else(|| {
+                format!(
+                    "auth token {name:?}: unknown permission {p:?}; expected read, write or admin"
+                )
+            })?;
+            set.insert(perm);
+        }
+        if set.is_empty() {
+            return Err(format!(
+                "auth token {name:?} has no permissions; give it read, write and/or admin"
+            ));
+        }
+        Ok(AuthToken {
+            name: name.to_owned(),
+            secret: blake3::hash(secret.as_bytes()),
+            permissions: set,
+        })
+    }
+
+    fn allows(&self, need: Permission) -> bool {
+        self.permissions.contains(&Permission::Admin) || self.permissions.contains(&need)
+    }
+}
+
+/// Why a call was refused, for the metrics' `reason` label.
+pub fn failure_reason(e: &NodeError) -> &'static str {
+    match e {
+        NodeError::PermissionDenied(_) => "forbidden",
+        NodeError::Unauthenticated(m) if m.starts_with("missing") => "missing",
+        _ => "invalid",
+    }
+}
+
+/// Check the `authorization` value of a call needing `need`, against
+/// `tokens` (empty: authentication is off). The token's name when admitted.
+pub fn check(
+    tokens: &[AuthToken],
+    header: Option<&str>,
+    need: Permission,
+) -> Result<Option<String>, NodeError> {
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    let Some(header) = header else {
+        return Err(NodeError::Unauthenticated(
+            "missing bearer token: this cluster requires one (quorumlite --auth-token, or QUORUMLITE_AUTH_TOKEN)".into(),
+        ));
+    };
+    let secret = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            NodeError::Unauthenticated(
+                "malformed authorization header: expected \"Bearer <token>\"".into(),
+            )
+        })?
+        .trim();
+    let hash = blake3::hash(secret.as_bytes());
+    let Some(token) = tokens.iter().find(|t| t.secret == hash) else {
+        return Err(NodeError::Unauthenticated(
+            "the bearer token is not valid for this cluster".into(),
+        ));
+    };
+    if !token.allows(need) {
+        return Err(NodeError::PermissionDenied(format!(
+            "token {:?} lacks the {} permission; nothing was done",
+            token.name,
+            need.as_str()
+        )));
+    }
+    Ok(Some(token.name.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Vec<AuthToken> {
+        vec![
+            AuthToken::new("reader", "reader-secret-0123456789", &["read".into()]).expect("reader"),
+            AuthToken::new(
+                "app",
+                "app-secret-0123456789",
+                &["read".into(), "write".into()],
+            )
+            .expect("app"),
+            AuthToken::new("ops", "ops-secret-0123456789", &["admin".into()]).expect("ops"),
+        ]
+    }
+
+    #[test]
+    fn calls_are_admitted_by_permission_and_refused_with_the_right_error() {
+        let t = tokens();
+        let b = |s: &str| format!("Bearer {s}");
+        let table: [(Option<String>, Permission, Result<&str, ErrorKind>); 8] = [
+            (None, Permission::Read, Err(ErrorKind::Unauthenticated)),
+            (
+                Some("Basic abc".into()),
+                Permission::Read,
+                Err(ErrorKind::Unauthenticated),
+            ),
+            (
+                Some(b("wrong-secret-0123456789")),
+                Permission::Read,
+                Err(ErrorKind::Unauthenticated),
+            ),
+            (
+                Some(b("reader-secret-0123456789")),
+                Permission::Read,
+                Ok("reader"),
+            ),
+            (
+                Some(b("reader-secret-0123456789")),
+                Permission::Write,
+                Err(ErrorKind::Forbidden),
+            ),
+            (
+                Some(b("app-secret-0123456789")),
+                Permission::Write,
+                Ok("app"),
+            ),
+            (
+                Some(b("app-secret-0123456789")),
+                Permission::Admin,
+                Err(ErrorKind::Forbidden),
+            ),
+            (
+                Some(b("ops-secret-0123456789")),
+                Permission::Write,
+                Ok("ops"),
+            ),
+        ];
+        for (header, need, want) in table {
+            let got = check(&t, header.as_deref(), need);
+            match (got, want) {
+                (Ok(Some(name)), Ok(w)) => assert_eq!(name, w),
+                (Err(NodeError::Unauthenticated(_)), Err(ErrorKind::Unauthenticated)) => {}
+                (Err(NodeError::PermissionDenied(m)), Err(ErrorKind::Forbidden)) => {
+                    assert!(m.contains(need.as_str()), "{m}")
+                }
+                (got, want) => panic!("{header:?} {need:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(check(&[], None, Permission::Admin).expect("auth off"), None);
+    }
+
+    #[derive(Debug)]
+    enum ErrorKind {
+        Unauthenticated,
+        Forbidden,
+    }
+
+    #[test]
+    fn weak_or_empty_tokens_are_refused_and_secrets_never_print() {
+        assert!(AuthToken::new("a", "short", &["read".into()]).is_err());
+        assert!(AuthToken::new("a", "has spaces in the secret", &["read".into()]).is_err());
+        assert!(AuthToken::new("a", "long-enough-secret-1", &[]).is_err());
+        assert!(AuthToken::new("a", "long-enough-secret-1", &["root".into()]).is_err());
+        assert!(AuthToken::new("", "long-enough-secret-1", &["read".into()]).is_err());
+        let t = AuthToken::new("a", "long-enough-secret-1", &["read".into()]).expect("token");
+        assert!(!format!("{t:?}").contains("long-enough"));
+    }
+}

@@ -1,0 +1,179 @@
+//! Issue 7: a three-node cluster under a write load serves `GET /metrics`
+//! on each node's `--metrics-listen` port, and the series an operator
+//! alerts on (role, replication lag, write latency, indexes) are there with
+//! sane values.
+
+mod common;
+use common::{free_port, int, stmt, Cluster};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `GET /metrics` over a plain HTTP/1.1 connection; the body.
+fn scrape(addr: &str) -> Result<String, String> {
+    let timeout = Duration::from_secs(5);
+    let sock = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers from {addr}: {response:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{addr} answered {head:?}"));
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!(
+            "{addr} sent a chunked body, which this test does not decode"
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+/// Series (name with its labels, as exposed) -> value.
+fn samples(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(s: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *s.get(series)
+        .unwrap_or_else(|| panic!("no series {series} in:\n{}", dump(s)))
+}
+
+fn dump(s: &BTreeMap<String, f64>) -> String {
+    s.iter()
+        .filter(|(k, _)| k.starts_with("quorumlite_"))
+        .map(|(k, v)| format!("{k} {v}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_leader_follower_lag_and_write_latency_under_a_write_load() {
+    let metrics: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let cluster = Cluster::start_with(3, &[], |id| {
+        vec![
+            "--metrics-listen".into(),
+            metrics[(id - 1) as usize].clone(),
+        ]
+    });
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|&i| i != leader).expect("a follower");
+    let client = cluster.client();
+    client
+        .execute(vec![
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)".into(),
+        ])
+        .await
+        .expect("create");
+
+    // Eight writers for about two seconds; scrape while they run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, stop, written) = (client.clone(), stop.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut i = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    let insert = stmt("INSERT INTO t(v) VALUES (?)", vec![int(w * 1_000_000 + i)]);
+                    client.execute(vec![insert]).await.expect("write");
+                    written.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (on_leader, on_follower) = (
+        metrics[(leader - 1) as usize].clone(),
+        metrics[(follower - 1) as usize].clone(),
+    );
+    let scraped = tokio::task::spawn_blocking(move || (scrape(&on_leader), scrape(&on_follower)))
+        .await
+        .expect("scrape task");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert!(written.load(Ordering::Relaxed) > 0, "no write committed");
+    let l = samples(&scraped.0.expect("scrape the leader"));
+    let f = samples(&scraped.1.expect("scrape a follower"));
+
+    // Roles, as each node sees itself.
+    assert_eq!(value(&l, r#"quorumlite_raft_role{role="leader"}"#), 1.0);
+    assert_eq!(value(&l, r#"quorumlite_raft_role{role="follower"}"#), 0.0);
+    assert_eq!(value(&f, r#"quorumlite_raft_role{role="follower"}"#), 1.0);
+    assert_eq!(value(&f, r#"quorumlite_raft_role{role="leader"}"#), 0.0);
+    assert_eq!(value(&f, "quorumlite_raft_leader_id"), leader as f64);
+    assert!(value(&l, "quorumlite_raft_term") >= 1.0);
+    assert!(value(&l, "quorumlite_raft_elections_total") >= 1.0);
+
+    // Replication lag on the leader: one series per follower, small.
+    for id in (1..=3).filter(|&i| i != leader) {
+        let lag = value(
+            &l,
+            &format!(r#"quorumlite_raft_replication_lag_entries{{follower="{id}"}}"#),
+        );
+        assert!((0.0..1000.0).contains(&lag), "follower {id} lag {lag}");
+    }
+    assert!(
+        !l.keys()
+            .any(|k| k.contains(&format!(r#"follower="{leader}""#))),
+        "the leader reports a lag for itself:\n{}",
+        dump(&l)
+    );
+
+    // Write latency: the leader's writer answered writes, in sane times.
+    assert!(value(&l, "quorumlite_write_duration_seconds_count") > 0.0);
+    for q in ["0.5", "0.99"] {
+        let secs = value(
+            &l,
+            &format!(r#"quorumlite_write_duration_seconds{{quantile="{q}"}}"#),
+        );
+        assert!(secs > 0.0 && secs < 5.0, "write p{q} = {secs} s");
+    }
+    assert!(value(&l, "quorumlite_write_batch_requests_count") > 0.0);
+
+    // Both nodes applied and know the commit index.
+    for (who, s) in [("leader", &l), ("follower", &f)] {
+        let applied = value(s, "quorumlite_raft_applied_index");
+        let committed = value(s, "quorumlite_raft_commit_index");
+        assert!(applied > 0.0, "{who} applied index {applied}");
+        assert!(
+            committed >= applied,
+            "{who}: commit {committed} < applied {applied}"
+        );
+        assert!(
+            value(s, "quorumlite_raft_apply_duration_seconds_count") > 0.0,
+            "{who}"
+        );
+    }
+}

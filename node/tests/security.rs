@@ -1,0 +1,371 @@
+//! TLS between nodes and to clients, certificate reload, bearer tokens:
+//! real processes, real certificates made by `quorumlite cert`.
+
+mod common;
+
+use client::{Client, ClientConfig, Consistency, ErrorCode, Statement, TlsConfig, Value};
+use common::{Cluster, BIN};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn cert(args: &[&str]) {
+    let out = Command::new(BIN)
+        .arg("cert")
+        .args(args)
+        .output()
+        .expect("run cert");
+    assert!(
+        out.status.success(),
+        "quorumlite cert {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA in `dir` and certificates node1..node3 for 127.0.0.1.
+fn pki(dir: &Path) {
+    let d = dir.to_str().expect("utf-8 path");
+    cert(&["ca", "--dir", d]);
+    for i in 1..=3 {
+        cert(&[
+            "issue",
+            "--dir",
+            d,
+            "--name",
+            &format!("node{i}"),
+            "--host",
+            "127.0.0.1",
+        ]);
+    }
+}
+
+fn tls_flags(dir: &Path, id: u64) -> Vec<String> {
+    let f = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    vec![
+        "--tls-cert".into(),
+        f(&format!("node{id}.pem")),
+        "--tls-key".into(),
+        f(&format!("node{id}.key")),
+        "--tls-ca".into(),
+        f("ca.pem"),
+    ]
+}
+
+fn tls_client(addrs: Vec<String>, ca: &Path, token: Option<&str>) -> Client {
+    Client::with_config(
+        addrs,
+        ClientConfig {
+            tls: Some(TlsConfig {
+                ca_pem: std::fs::read(ca).expect("ca"),
+                identity: None,
+                domain: None,
+            }),
+            auth_token: token.map(str::to_owned),
+            retry_budget: Duration::from_secs(5),
+            ..ClientConfig::default()
+        },
+    )
+    .expect("client")
+}
+
+/// Wait until some node of `addrs` answers as leader through `make`.
+async fn wait_leader(addrs: &[String], make: impl Fn(String) -> Client) -> usize {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        for (i, a) in addrs.iter().enumerate() {
+            if let Ok(s) = make(a.clone()).status(false).await {
+                if s.role == "leader" {
+                    return i;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no leader within 15 s");
+}
+
+fn insert(v: i64) -> Statement {
+    Statement::with_params("INSERT INTO t (v) VALUES (?)", vec![Value::Integer(v)])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mutual_tls_cluster_serves_tls_clients_and_refuses_plain_text() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    pki(certs.path());
+    let dir = certs.path().to_owned();
+    let cluster = Cluster::start_with(3, &[], |id| tls_flags(&dir, id));
+    let ca = certs.path().join("ca.pem");
+    let addrs = cluster.addrs();
+    let leader = wait_leader(&addrs, |a| tls_client(vec![a], &ca, None)).await;
+    let follower = (leader + 1) % 3;
+
+    // A write sent to a follower is forwarded over TLS, and a linearizable
+    // read on the other follower runs its read barrier over TLS.
+    let f = tls_client(vec![addrs[follower].clone()], &ca, None);
+    f.execute(vec!["CREATE TABLE t (v INTEGER)".into(), insert(7)])
+        .await
+        .expect("write through a follower over TLS");
+    let other = tls_client(vec![addrs[(leader + 2) % 3].clone()], &ca, None);
+    let rows = other
+        .query("SELECT v FROM t", Consistency::Linearizable)
+        .await
+        .expect("linearizable read over TLS");
+    assert_eq!(rows.rows, vec![vec![Value::Integer(7)]]);
+
+    // A client that speaks plain text gets an error, not data.
+    let plain = Client::with_config(
+        [addrs[leader].clone()],
+        ClientConfig {
+            retry_budget: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(2),
+            ..ClientConfig::default()
+        },
+    )
+    .expect("client");
+    plain
+        .query("SELECT v FROM t", Consistency::Linearizable)
+        .await
+        .expect_err("plain text to a TLS node must fail");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_a_certificate_from_another_ca_cannot_join_or_receive_entries() {
+    let good = tempfile::tempdir().expect("tempdir");
+    pki(good.path());
+    let rogue = tempfile::tempdir().expect("tempdir");
+    pki(rogue.path());
+    let (g, r) = (good.path().to_owned(), rogue.path().to_owned());
+    // Node 3's certificate and CA come from another PKI.
+    let cluster = Cluster::start_with(3, &[], |id| {
+        if id == 3 {
+            tls_flags(&r, id)
+        } else {
+            tls_flags(&g, id)
+        }
+    });
+    let ca = good.path().join("ca.pem");
+    let addrs = cluster.addrs();
+    let members: Vec<String> = addrs[..2].to_vec();
+    wait_leader(&members, |a| tls_client(vec![a], &ca, None)).await;
+    let db = tls_client(members.clone(), &ca, None);
+    db.execute(vec!["CREATE TABLE t (v INTEGER)".into()])
+        .await
+        .expect("the two good nodes form a quorum");
+    for v in 0..20 {
+        db.execute(vec![insert(v)]).await.expect("write");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Ask the rogue node (trusting its own CA) what it has: nothing.
+    let rogue_view = tls_client(vec![addrs[2].clone()], &rogue.path().join("ca.pem"), None)
+        .status(false)
+        .await
+        .expect("the rogue node answers its own CA's clients");
+    assert_eq!(rogue_view.version, 0, "{rogue_view:?}");
+    assert_eq!(rogue_view.last_log_index, 0, "{rogue_view:?}");
+    assert_ne!(rogue_view.role, "leader");
+    // And the good nodes do not take it for a member they can reach.
+    let leader_view = db.status(false).await.expect("status");
+    assert!(leader_view.version >= 21, "{leader_view:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_rotated_on_disk_is_served_after_sighup() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    pki(certs.path());
+    let dir = certs.path().to_owned();
+    let cluster = Cluster::start_with(3, &[], |id| tls_flags(&dir, id));
+    let ca = certs.path().join("ca.pem");
+    let addrs = cluster.addrs();
+    wait_leader(&addrs, |a| tls_client(vec![a], &ca, None)).await;
+
+    let before = served_cert(&addrs[0], &ca).await;
+    assert_eq!(before, pem_cert(&certs.path().join("node1.pem")));
+    // Rotate node 1's certificate on disk (a new key and serial).
+    let d = certs.path().to_str().expect("utf-8");
+    cert(&[
+        "issue",
+        "--dir",
+        d,
+        "--name",
+        "node1",
+        "--host",
+        "127.0.0.1",
+    ]);
+    let rotated = pem_cert(&certs.path().join("node1.pem"));
+    assert_ne!(before, rotated);
+    assert_eq!(
+        served_cert(&addrs[0], &ca).await,
+        before,
+        "without SIGHUP the old certificate stays"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(cluster.pid(1) as libc::pid_t, libc::SIGHUP);
+    }
+    let started = Instant::now();
+    loop {
+        if served_cert(&addrs[0], &ca).await == rotated {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "node 1 still serves the old certificate 5 s after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The node keeps working with its new certificate.
+    let db = tls_client(vec![addrs[0].clone()], &ca, None);
+    db.execute(vec!["CREATE TABLE t (v INTEGER)".into(), insert(1)])
+        .await
+        .expect("write through the rotated node");
+}
+
+fn pem_cert(path: &PathBuf) -> Vec<u8> {
+    let pem = std::fs::read(path).expect("pem");
+    CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .expect("a certificate")
+        .expect("parse")
+        .to_vec()
+}
+
+/// The leaf certificate `addr` presents to a new TLS connection.
+async fn served_cert(addr: &str, ca: &Path) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&std::fs::read(ca).expect("ca")) {
+        roots.add(c.expect("ca pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec()
+}
+
+fn tokens_config(dir: &Path) -> PathBuf {
+    let path = dir.join("auth.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[auth_tokens]]
+name = "reader"
+secret = "reader-secret-0123456789"
+permissions = ["read"]
+
+[[auth_tokens]]
+name = "app"
+secret = "app-secret-0123456789"
+permissions = ["read", "write"]
+"#,
+    )
+    .expect("write config");
+    path
+}
+
+fn plain_client(addrs: Vec<String>, token: Option<&str>) -> Client {
+    Client::with_config(
+        addrs,
+        ClientConfig {
+            auth_token: token.map(str::to_owned),
+            retry_budget: Duration::from_secs(5),
+            ..ClientConfig::default()
+        },
+    )
+    .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_without_a_valid_token_or_permission_are_refused_and_nothing_is_written() {
+    let conf = tempfile::tempdir().expect("tempdir");
+    let file = tokens_config(conf.path());
+    let file = file.to_str().expect("utf-8");
+    let cluster = Cluster::start(3, &["--config", file]);
+    let addrs = cluster.addrs();
+    wait_leader(&addrs, |a| {
+        plain_client(vec![a], Some("reader-secret-0123456789"))
+    })
+    .await;
+
+    // A follower forwards the app's write with its token; the leader checks it again.
+    let app = plain_client(addrs.clone(), Some("app-secret-0123456789"));
+    app.execute(vec!["CREATE TABLE t (v INTEGER)".into(), insert(1)])
+        .await
+        .expect("the app token writes");
+    for addr in &addrs {
+        let via = plain_client(vec![addr.clone()], Some("app-secret-0123456789"));
+        via.execute(vec![insert(2)])
+            .await
+            .expect("write via any node");
+    }
+
+    let none = plain_client(addrs.clone(), None);
+    let e = none.execute(vec![insert(99)]).await.expect_err("no token");
+    assert_eq!(e.code, ErrorCode::Unauthenticated, "{e}");
+    assert!(e.message.contains("missing bearer token"), "{e}");
+    let e = none
+        .query("SELECT count(*) FROM t", Consistency::Linearizable)
+        .await
+        .expect_err("no token");
+    assert_eq!(e.code, ErrorCode::Unauthenticated, "{e}");
+
+    let wrong = plain_client(addrs.clone(), Some("not-the-secret-0123456789"));
+    let e = wrong
+        .execute(vec![insert(99)])
+        .await
+        .expect_err("wrong token");
+    assert_eq!(e.code, ErrorCode::Unauthenticated, "{e}");
+    assert!(
+        !e.message.contains("not-the-secret"),
+        "secrets are never echoed: {e}"
+    );
+
+    let reader = plain_client(addrs.clone(), Some("reader-secret-0123456789"));
+    let e = reader
+        .execute(vec![insert(99)])
+        .await
+        .expect_err("read-only token");
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e}");
+    assert!(e.message.contains("write"), "{e}");
+
+    // The CLI says the same, with a non-zero exit and the code in JSON.
+    let out = Command::new(BIN)
+        .args([
+            "exec",
+            "--json",
+            "--addr",
+            &addrs[0],
+            "INSERT INTO t (v) VALUES (99)",
+        ])
+        .env_remove("QUORUMLITE_AUTH_TOKEN")
+        .output()
+        .expect("cli");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("UNAUTHENTICATED"));
+
+    // Nothing refused was written: 1 + 3 rows, no 99.
+    let rows = reader
+        .query(
+            "SELECT count(*), sum(v = 99) FROM t",
+            Consistency::Linearizable,
+        )
+        .await
+        .expect("the reader reads");
+    assert_eq!(rows.rows, vec![vec![Value::Integer(4), Value::Integer(0)]]);
+    for node in &cluster.nodes {
+        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        assert!(
+            !log.contains("secret-0123456789"),
+            "a secret leaked into node {}'s log",
+            node.id
+        );
+    }
+}
