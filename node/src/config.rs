@@ -32,7 +32,7 @@ pub struct NodeArgs {
     /// Address to listen on for clients and peers, HOST:PORT.
     #[arg(long, env = "QUORUMLITE_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// Address to serve Prometheus metrics on (`GET /metrics`, plain HTTP),
+    /// Address to serve Prometheus metrics on (`GET /metrics`; HTTPS when TLS is on),
     /// HOST:PORT [default: none, no metrics endpoint].
     #[arg(long, env = "QUORUMLITE_METRICS_LISTEN", value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,

@@ -23,13 +23,15 @@
 //! `docs/operations.md` lists every metric; a test below checks the list
 //! against [`SPECS`] in both directions.
 
+use crate::server::tls::Tls;
 use ::metrics::{counter, gauge, Unit};
-use metrics_exporter_prometheus::{BuildError, PrometheusBuilder};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use raft::NodeId;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use raft::metrics::{APPLY_DURATION, COMMIT_INDEX, SNAPSHOT_BUILDS, SNAPSHOT_INSTALLS};
@@ -179,26 +181,47 @@ pub const DISK_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// The exporter could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot serve metrics on {addr}: {source} (is another process using the port?)")]
+#[error("cannot serve metrics on {addr}: {reason} (is another process using the port?)")]
 pub struct InstallError {
     addr: SocketAddr,
-    source: BuildError,
+    reason: String,
 }
 
-/// Install the process-global Prometheus recorder and serve it over HTTP
-/// at `listen` (`GET /metrics`; the listener answers any path). Call once,
-/// inside the Tokio runtime that should run the listener.
-pub fn install(listen: SocketAddr) -> Result<(), InstallError> {
-    let fail = |source| InstallError {
+/// Install the process-global Prometheus recorder and serve it at
+/// `listen` (`GET /metrics`): plain HTTP from the exporter's own listener,
+/// or, when the node has TLS, HTTPS with the node's certificate (reloaded
+/// with it on SIGHUP). Call once, inside the node's Tokio runtime.
+pub fn install(listen: SocketAddr, tls: Option<Arc<Tls>>) -> Result<(), InstallError> {
+    let fail = |reason: String| InstallError {
         addr: listen,
-        source,
+        reason,
     };
-    PrometheusBuilder::new()
-        .with_http_listener(listen)
+    let builder = PrometheusBuilder::new()
         .set_quantiles(QUANTILES)
-        .map_err(fail)?
-        .install()
-        .map_err(fail)?;
+        .map_err(|e| fail(e.to_string()))?;
+    match tls {
+        None => builder
+            .with_http_listener(listen)
+            .install()
+            .map_err(|e| fail(e.to_string()))?,
+        Some(tls) => {
+            let listener = std::net::TcpListener::bind(listen)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| fail(e.to_string()))?;
+            let handle = builder
+                .install_recorder()
+                .map_err(|e| fail(e.to_string()))?;
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    upkeep.run_upkeep();
+                }
+            });
+            tokio::spawn(crate::server::tls::serve_metrics(listener, tls, handle));
+        }
+    }
     describe();
     Ok(())
 }

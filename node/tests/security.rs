@@ -95,10 +95,31 @@ async fn a_mutual_tls_cluster_serves_tls_clients_and_refuses_plain_text() {
     let certs = tempfile::tempdir().expect("tempdir");
     pki(certs.path());
     let dir = certs.path().to_owned();
-    let cluster = Cluster::start_with(3, &[], |id| tls_flags(&dir, id));
+    let metrics_port = common::free_port();
+    let cluster = Cluster::start_with(3, &[], |id| {
+        let mut flags = tls_flags(&dir, id);
+        if id == 1 {
+            flags.extend([
+                "--metrics-listen".into(),
+                format!("127.0.0.1:{metrics_port}"),
+            ]);
+        }
+        flags
+    });
     let ca = certs.path().join("ca.pem");
     let addrs = cluster.addrs();
     let leader = wait_leader(&addrs, |a| tls_client(vec![a], &ca, None)).await;
+
+    // The metrics endpoint speaks TLS too, with the node's certificate.
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let page = https_get(&metrics_addr, "/metrics", &ca).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("quorumlite_raft_role"), "{page}");
+    let plain = plain_get(&metrics_addr).await;
+    assert!(
+        !plain.contains("quorumlite_raft_role"),
+        "metrics leaked over plain HTTP"
+    );
     let follower = (leader + 1) % 3;
 
     // A write sent to a follower is forwarded over TLS, and a linearizable
@@ -222,17 +243,8 @@ async fn a_certificate_rotated_on_disk_is_served_after_sighup() {
         .expect("write through the rotated node");
 }
 
-fn pem_cert(path: &PathBuf) -> Vec<u8> {
-    let pem = std::fs::read(path).expect("pem");
-    CertificateDer::pem_slice_iter(&pem)
-        .next()
-        .expect("a certificate")
-        .expect("parse")
-        .to_vec()
-}
-
-/// The leaf certificate `addr` presents to a new TLS connection.
-async fn served_cert(addr: &str, ca: &Path) -> Vec<u8> {
+/// A TLS client trusting `ca`, for raw connections.
+fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&std::fs::read(ca).expect("ca")) {
         roots.add(c.expect("ca pem")).expect("root");
@@ -244,10 +256,54 @@ async fn served_cert(addr: &str, ca: &Path) -> Vec<u8> {
     .expect("versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// `GET path` over HTTPS/1.1; the whole response as text.
+async fn https_get(addr: &str, path: &str, ca: &Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("handshake");
+    let mut tls = tls_connector(ca)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.expect("send");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /metrics` in plain text; whatever comes back within 2 s.
+async fn plain_get(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = tcp
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn pem_cert(path: &PathBuf) -> Vec<u8> {
+    let pem = std::fs::read(path).expect("pem");
+    CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .expect("a certificate")
+        .expect("parse")
+        .to_vec()
+}
+
+/// The leaf certificate `addr` presents to a new TLS connection.
+async fn served_cert(addr: &str, ca: &Path) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tls_connector(ca)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
     tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec()
 }
 

@@ -76,14 +76,6 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
     let span = tracing::info_span!("node", id = config.id);
     let signal = {
         let _guard = runtime.enter();
-        if let Some(addr) = config.metrics_listen {
-            if let Err(e) = crate::metrics::install(addr) {
-                tracing::error!(error = %e, "node failed");
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-            tracing::info!(listen = %addr, "serving metrics at /metrics");
-        }
         shutdown_signal()
     };
     let result = runtime.block_on(tracing::Instrument::instrument(

@@ -61,6 +61,8 @@ pub enum StartError {
     Raft(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::InstallError),
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
     Bind {
         addr: std::net::SocketAddr,
@@ -381,6 +383,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         Some(files) => Some(tls::Tls::load(files.clone())?),
         None => None,
     };
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr, tls.clone())?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(listen = %addr, "serving metrics at {scheme}://{addr}/metrics");
+    }
     let network = match &tls {
         Some(t) => Network::with_tls(Arc::clone(t) as Arc<dyn raft::PeerTls>),
         None => Network::default(),

@@ -51,6 +51,8 @@ pub struct TlsError(String);
 /// What one load of the files produced.
 struct Material {
     server: Arc<ServerConfig>,
+    /// The same, speaking HTTP/1.1 (the metrics endpoint).
+    http: Arc<ServerConfig>,
     /// Verifies that a client certificate comes from the cluster CA.
     peers: Arc<dyn ClientCertVerifier>,
     client: client::TlsConfig,
@@ -131,9 +133,12 @@ fn load(files: &TlsFiles) -> Result<Material, TlsError> {
                 files.key.display()
             ))
         })?;
+    let mut http = server.clone();
     server.alpn_protocols = vec![b"h2".to_vec()];
+    http.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Material {
         server: Arc::new(server),
+        http: Arc::new(http),
         peers,
         client: client::TlsConfig {
             ca_pem,
@@ -285,5 +290,59 @@ pub fn require_peer(ext: &tonic::Extensions) -> Result<(), tonic::Status> {
         _ => Err(tonic::Status::unauthenticated(
             "only cluster members may call this: present a node certificate signed by the cluster CA",
         )),
+    }
+}
+
+/// Serve `GET /metrics` over HTTPS (HTTP/1.1) with the node's certificate.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = TlsAcceptor::from(Arc::clone(&tls.material().http));
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    tracing::debug!(%remote, "metrics TLS handshake failed");
+                    return;
+                }
+            };
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (status, body) = if req.uri().path() == "/metrics" {
+                        (hyper::StatusCode::OK, handle.render())
+                    } else {
+                        (
+                            hyper::StatusCode::NOT_FOUND,
+                            "only /metrics is served here\n".to_owned(),
+                        )
+                    };
+                    let response = hyper::Response::builder()
+                        .status(status)
+                        .header("content-type", "text/plain; version=0.0.4")
+                        .body(Full::new(Bytes::from(body)));
+                    async move { response }
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%remote, error = %e, "metrics connection");
+            }
+        });
     }
 }
