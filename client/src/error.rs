@@ -59,6 +59,11 @@ pub enum ErrorCode {
     /// The request hit its deadline before it was sent anywhere it could
     /// have taken effect (reads), or see `Indeterminate` for writes.
     Timeout,
+    /// The write arrived after its session had moved past it (the client
+    /// had already returned its outcome, e.g. `Indeterminate`, and sent
+    /// later writes): it was not applied. Only a delayed copy of a write
+    /// can get this; its caller is gone.
+    Superseded,
     /// No valid bearer token was presented (missing, wrong, or revoked).
     /// Nothing was done. Pass a token the cluster knows.
     Unauthenticated,
@@ -70,7 +75,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::SqlError,
         ErrorCode::NotAllowed,
         ErrorCode::BadParams,
@@ -87,6 +92,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::ShuttingDown,
         ErrorCode::Timeout,
+        ErrorCode::Superseded,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
         ErrorCode::Internal,
@@ -110,6 +116,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Superseded => "SUPERSEDED",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::Internal => "INTERNAL",
@@ -136,6 +143,7 @@ impl ErrorCode {
             ErrorCode::ReplicaBehind | ErrorCode::TooStale => C::Unavailable,
             ErrorCode::Unavailable | ErrorCode::ShuttingDown => C::Unavailable,
             ErrorCode::Timeout => C::DeadlineExceeded,
+            ErrorCode::Superseded => C::FailedPrecondition,
             ErrorCode::Unauthenticated => C::Unauthenticated,
             ErrorCode::PermissionDenied => C::PermissionDenied,
             ErrorCode::Internal => C::Internal,

@@ -139,6 +139,66 @@ struct Inner {
     next_read: AtomicUsize,
     /// The newest token this session has seen.
     session: Mutex<Token>,
+    /// This session's id for write fencing (`ExecuteRequest.session`).
+    session_id: String,
+    /// The session's write numbers: issued, and still in flight.
+    writes: Mutex<WriteSeq>,
+}
+
+/// Numbers a session's writes and knows which are still in flight, to
+/// compute each write's fence `floor`: the highest number at or below
+/// which every write has returned. Invariant: every number in
+/// `in_flight` is at most `last`.
+#[derive(Default)]
+struct WriteSeq {
+    last: u64,
+    in_flight: std::collections::BTreeSet<u64>,
+}
+
+impl WriteSeq {
+    /// Number a new write: `(seq, floor)`.
+    fn begin(&mut self) -> (u64, u64) {
+        let floor = self
+            .in_flight
+            .first()
+            .map_or(self.last, |oldest| oldest - 1);
+        self.last += 1;
+        self.in_flight.insert(self.last);
+        (self.last, floor)
+    }
+}
+
+/// Marks a write returned (with any outcome, or abandoned by its caller)
+/// when dropped.
+struct InFlight<'a> {
+    writes: &'a Mutex<WriteSeq>,
+    seq: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(self.writes).in_flight.remove(&self.seq);
+    }
+}
+
+/// 128 random bits, hex: std's `RandomState` is keyed from the OS's
+/// random source.
+fn new_session_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let word = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_usize(n);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    format!("{:016x}{:016x}", word(1), word(2))
 }
 
 #[derive(Clone)]
@@ -232,6 +292,8 @@ impl Client {
                 leader: Mutex::new(None),
                 next_read: AtomicUsize::new(0),
                 session: Mutex::new(Token::empty()),
+                session_id: new_session_id(),
+                writes: Mutex::new(WriteSeq::default()),
             }),
         })
     }
@@ -250,9 +312,21 @@ impl Client {
     /// Run statements as one write transaction. Returns their results and
     /// the token of the state holding them.
     pub async fn execute(&self, statements: Vec<Statement>) -> Result<ExecuteResult, Error> {
+        // Fenced: if this call gives up (an indeterminate outcome) and the
+        // session writes again, a delayed copy of this write is refused
+        // instead of landing after the later one. Retries (only of writes
+        // that certainly did nothing) keep the number.
+        let (seq, floor) = lock(&self.inner.writes).begin();
+        let _in_flight = InFlight {
+            writes: &self.inner.writes,
+            seq,
+        };
         let request = pb::ExecuteRequest {
             statements: statements.into_iter().map(Into::into).collect(),
             forwarded: false,
+            session: self.inner.session_id.clone(),
+            seq,
+            floor,
         };
         let started = Instant::now();
         let mut node = self.write_target(None);
@@ -420,6 +494,22 @@ fn backoff(tried: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_writes_floor_counts_only_writes_that_returned() {
+        let mut w = WriteSeq::default();
+        assert_eq!(w.begin(), (1, 0));
+        assert_eq!(w.begin(), (2, 0), "1 is still in flight");
+        w.in_flight.remove(&2);
+        assert_eq!(w.begin(), (3, 0), "1 is still in flight, 2 returned");
+        w.in_flight.remove(&1);
+        assert_eq!(w.begin(), (4, 2), "3 is in flight");
+        w.in_flight.remove(&3);
+        w.in_flight.remove(&4);
+        assert_eq!(w.begin(), (5, 4));
+        assert_ne!(new_session_id(), new_session_id());
+        assert_eq!(new_session_id().len(), 32);
+    }
 
     #[tokio::test]
     async fn malformed_addresses_are_refused_at_connect() {

@@ -50,6 +50,7 @@ pub fn after(op: Op, code: ErrorCode) -> Next {
             | E::Indeterminate
             | E::ReplicaBehind
             | E::TooStale
+            | E::Superseded
             | E::Unauthenticated
             | E::PermissionDenied
             | E::Internal,

@@ -33,6 +33,10 @@ pub enum RequestError {
     /// A request must hold at least one statement.
     #[error("the request holds no statement")]
     Empty,
+    /// The write arrived after its session had moved past it (see
+    /// `value::Fence`): it was not applied, and its caller is gone.
+    #[error("write {seq} of this session arrived after the client had been told the outcome of every write up to {floor}; it was not applied")]
+    Superseded { seq: u64, floor: u64 },
 }
 
 impl RequestError {
@@ -44,6 +48,7 @@ impl RequestError {
             RequestError::Params { .. } => "SQLITE_RANGE",
             RequestError::TooLarge { .. } => "SQLITE_TOOBIG",
             RequestError::Empty => "SQLITE_MISUSE",
+            RequestError::Superseded { .. } => "SQLITE_ABORT",
         }
     }
 

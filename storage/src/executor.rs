@@ -32,9 +32,10 @@ use crate::conn::{self, data_version};
 use crate::error::{Error, RequestError, Result};
 use crate::policy::{self, Gate, Leading, Role};
 use crate::stmt;
-use crate::value::{StatementResult, WriteRequest};
+use crate::value::{Fence, StatementResult, WriteRequest};
 use crate::vfs::{self, Capture};
 use rusqlite::Connection;
+use rusqlite::OptionalExtension;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -235,7 +236,7 @@ impl Executor {
                 continue;
             }
             internal("SAVEPOINT ql_request").map_err(Error::sqlite("opening a savepoint"))?;
-            let result = run_request(conn, gate, request);
+            let result = run_request(conn, gate, request, base + 1);
             if armed.state().over_cap() {
                 return Ok(Attempt::OverCap { during: Some(i) });
             }
@@ -339,9 +340,17 @@ fn is_vacuum(request: &WriteRequest) -> bool {
     matches!(request.statements.as_slice(), [s] if policy::leading(&s.sql) == Leading::Vacuum)
 }
 
-fn run_request(conn: &Connection, gate: &Gate, request: &WriteRequest) -> RequestResult {
+fn run_request(
+    conn: &Connection,
+    gate: &Gate,
+    request: &WriteRequest,
+    version: u64,
+) -> RequestResult {
     if request.statements.is_empty() {
         return Err(RequestError::Empty);
+    }
+    if let Some(fence) = &request.fence {
+        check_fence(conn, gate, fence, version)?;
     }
     vfs::set_last_insert_rowid(conn, 0);
     let mut results = Vec::with_capacity(request.statements.len());
@@ -369,6 +378,52 @@ fn run_request(conn: &Connection, gate: &Gate, request: &WriteRequest) -> Reques
     Ok(results)
 }
 
+/// Refuse a write its session has moved past, else raise the session's
+/// floor (see `value::Fence`). Runs inside the request's savepoint, so the
+/// floor moves only with a write that is applied.
+fn check_fence(
+    conn: &Connection,
+    gate: &Gate,
+    fence: &Fence,
+    version: u64,
+) -> Result<(), RequestError> {
+    let internal = |e: rusqlite::Error| RequestError::Refused {
+        index: 0,
+        reason: format!("checking the session fence: {e}"),
+    };
+    let floor: Option<i64> = gate
+        .internal(|| {
+            conn.prepare_cached(SESSIONS_TABLE)?.execute([])?;
+            conn.prepare_cached("SELECT floor FROM _quorumlite_sessions WHERE id = ?1")?
+                .query_row([&fence.session], |r| r.get(0))
+                .optional()
+        })
+        .map_err(internal)?;
+    if let Some(floor) = floor.filter(|f| *f >= 0 && fence.seq <= *f as u64) {
+        return Err(RequestError::Superseded {
+            seq: fence.seq,
+            floor: floor as u64,
+        });
+    }
+    gate.internal(|| {
+        conn.prepare_cached(
+            "INSERT INTO _quorumlite_sessions (id, floor, version) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET floor = max(floor, excluded.floor), version = excluded.version",
+        )?
+        .execute(rusqlite::params![fence.session, fence.floor as i64, version as i64])
+        .map(drop)
+    })
+    .map_err(internal)
+}
+
+/// Sessions' fences. `version` is the data version of the session's last
+/// fenced write, for pruning idle sessions.
+const SESSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _quorumlite_sessions (id TEXT PRIMARY KEY, floor INTEGER NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID";
+
+/// A session whose last fenced write is this many versions old loses its
+/// fence (a write of it delayed that long would be applied).
+pub const SESSION_IDLE_VERSIONS: u64 = 1_000_000;
+
 /// Set the data version to `base + 1`, creating the table on the first batch.
 ///
 /// The first batch also draws the cluster's **lineage**: 16 random bytes,
@@ -382,8 +437,21 @@ pub(crate) fn bump_version(conn: &Connection, base: u64) -> rusqlite::Result<()>
         )
     } else {
         conn.prepare_cached("UPDATE _quorumlite_meta SET version = ?1 WHERE id = 1")?
-            .execute([(base + 1) as i64])
-            .map(drop)
+            .execute([(base + 1) as i64])?;
+        // Now and then, forget sessions idle for a long time.
+        if (base + 1).is_multiple_of(10_000) && base + 1 > SESSION_IDLE_VERSIONS {
+            let exists: bool = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM sqlite_schema WHERE name = '_quorumlite_sessions'",
+                )?
+                .query_row([], |r| r.get::<_, i64>(0))?
+                > 0;
+            if exists {
+                conn.prepare_cached("DELETE FROM _quorumlite_sessions WHERE version < ?1")?
+                    .execute([(base + 1 - SESSION_IDLE_VERSIONS) as i64])?;
+            }
+        }
+        Ok(())
     }
 }
 

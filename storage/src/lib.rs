@@ -53,7 +53,7 @@ pub use executor::{BatchOutcome, Executor, RequestResult};
 pub use policy::META_TABLE;
 pub use read::{QueryResult, ReadError, ReadPool};
 pub use snapshot::{SnapshotMeta, SnapshotReader};
-pub use value::{Column, Params, Statement, StatementResult, Value, WriteRequest};
+pub use value::{Column, Fence, Params, Statement, StatementResult, Value, WriteRequest};
 pub use vfs::{register as register_vfs, VFS_NAME};
 
 /// The page that holds SQLite's lock bytes (offset 1 GiB): never used for

@@ -109,11 +109,43 @@ impl Statement {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WriteRequest {
     pub statements: Vec<Statement>,
+    /// Orders this write within its client session (see [`Fence`]).
+    pub fence: Option<Fence>,
+}
+
+/// Keeps a client session's late writes out.
+///
+/// A client numbers its writes (`seq`, from 1) and tells, with each, the
+/// `floor`: every write of the session numbered `floor` or less had
+/// already returned to the client (with any outcome) when this one was
+/// sent. The executor keeps the highest floor it has seen per session (in
+/// the replicated table `_quorumlite_sessions`) and refuses a write whose
+/// `seq` is at or below it: that write's caller had already been told an
+/// outcome (typically `INDETERMINATE`) and moved on, so applying it now
+/// would let it land after writes the session made later.
+///
+/// Invariant: `floor < seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// Opaque session id chosen by the client (at most 64 bytes).
+    pub session: String,
+    pub seq: u64,
+    pub floor: u64,
 }
 
 impl WriteRequest {
     pub fn new(statements: Vec<Statement>) -> Self {
-        Self { statements }
+        Self {
+            statements,
+            fence: None,
+        }
+    }
+
+    /// The same request, fenced within its session.
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        debug_assert!(fence.floor < fence.seq, "a fence's floor is below its seq");
+        self.fence = Some(fence);
+        self
     }
 
     /// A request of one statement without parameters.

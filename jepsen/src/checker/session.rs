@@ -14,15 +14,14 @@
 //! - `unexpected`: the own key must never hold a value greater than any the
 //!   session attempted to write — values come only from the session.
 //!
-//! Writes that ended `info` (or never completed) may or may not be visible,
-//! and may take effect **late**: after writes the session made later were
-//! acknowledged (a write forwarded by a follower cut off from the leader
-//! is delivered when the partition heals; `docs/consistency.md`). So a
-//! key showing a lower value than before, or than the session's last
-//! acknowledged write, is excused when that lower value is one an `info`
-//! write of that key attempted; the version must still never go back.
-//! Found by the Jepsen runs (session / partition, seed 11), where this
-//! checker first reported such a late write as a violation.
+//! Writes that ended `info` (or never completed) may or may not be visible:
+//! they raise the highest *attempted* value, not the acknowledged one. They
+//! may not land **late**, after a later write of the session: the client
+//! fences its writes (`storage::Fence`), so a key never shows a value
+//! below one the session saw or acknowledged. Before fencing existed the
+//! Jepsen runs (session / partition and all, seed 11) found exactly that: a
+//! write forwarded by a follower cut off from the leader, delivered when
+//! the partition healed, after the session's next writes had succeeded.
 //! `fail` and `info` reads returned nothing and are skipped; an `ok` read
 //! without rows is skipped as malformed. A history with no `ok` read checks
 //! nothing and is `unknown`.
@@ -37,25 +36,7 @@
 
 use super::{Found, Validity, Verdict};
 use crate::history::{pairs, Call, Op, OpType};
-use std::collections::{BTreeMap, BTreeSet};
-
-/// Per key, the values `info` writes attempted: they may appear late.
-type Late = BTreeMap<u64, BTreeSet<i64>>;
-
-fn late_writes(history: &[Op]) -> Late {
-    let mut late = Late::new();
-    for (invoke, completion) in pairs(history) {
-        let indeterminate = completion.is_none_or(|c| c.kind == OpType::Info);
-        if let (Call::SessionWrite { key, value }, true) = (&invoke.call, indeterminate) {
-            late.entry(*key).or_default().insert(*value);
-        }
-    }
-    late
-}
-
-fn excused(late: &Late, key: u64, value: Option<i64>) -> bool {
-    value.is_some_and(|v| late.get(&key).is_some_and(|s| s.contains(&v)))
-}
+use std::collections::BTreeMap;
 
 /// Most keys a `non-monotonic` message names.
 const MAX_NAMED_KEYS: usize = 10;
@@ -116,11 +97,11 @@ impl<'h> Session<'h> {
     }
 
     /// Read-your-writes and unexpected values on the session's own key.
-    fn check_own_key(&self, read: &Read<'h>, late: &Late, found: &mut Found) {
+    fn check_own_key(&self, read: &Read<'h>, found: &mut Found) {
         let Some(key) = self.own_key else { return };
         let value = read.rows.get(&key).copied();
         if let Some((written, write)) = self.acknowledged {
-            if value.is_none_or(|v| v < written) && !excused(late, key, value) {
+            if value.is_none_or(|v| v < written) {
                 let shown = value.map_or("nothing".to_string(), |v| v.to_string());
                 let message = format!(
                     "{} shows {shown} for its own key {key} after its write of {written} succeeded",
@@ -142,12 +123,12 @@ impl<'h> Session<'h> {
     }
 
     /// Monotonic reads: no key's value, nor the version, goes back.
-    fn check_monotonic(&self, read: &Read<'h>, late: &Late, found: &mut Found) {
+    fn check_monotonic(&self, read: &Read<'h>, found: &mut Found) {
         let mut regressions = Vec::new();
         let mut earlier = Vec::new();
         for (key, (before, seen_by)) in &self.seen {
             let now = read.rows.get(key).copied();
-            if now.is_none_or(|v| v < *before) && !excused(late, *key, now) {
+            if now.is_none_or(|v| v < *before) {
                 let now = now.map_or("nothing".to_string(), |v| v.to_string());
                 regressions.push(format!("key {key} {before} -> {now}"));
                 earlier.push(*seen_by);
@@ -206,7 +187,6 @@ struct Tally {
 
 /// Check a session history (see the module doc for the session rule).
 pub fn check(history: &[Op]) -> Verdict {
-    let late = late_writes(history);
     let mut sessions: BTreeMap<u64, Session<'_>> = BTreeMap::new();
     let mut found = Found::default();
     let mut tally = Tally::default();
@@ -222,8 +202,8 @@ pub fn check(history: &[Op]) -> Verdict {
                     continue;
                 };
                 tally.reads += 1;
-                session.check_own_key(&read, &late, &mut found);
-                session.check_monotonic(&read, &late, &mut found);
+                session.check_own_key(&read, &mut found);
+                session.check_monotonic(&read, &mut found);
                 session.remember(&read);
             }
             _ => {}
@@ -409,29 +389,19 @@ mod tests {
         assert_eq!(v.valid, Validity::Valid, "{v:#?}");
     }
 
-    /// The shape the session / partition run found: write 369 is
-    /// indeterminate, 370 and 371 succeed, then 369 lands late. Allowed
-    /// (the version still moves forward); a lower value that no `info`
-    /// write attempted is still a violation.
+    /// The shape the session / partition run found before writes were
+    /// fenced: write 369 is indeterminate, 370 and 371 succeed, then 369
+    /// lands late. Fencing rules it out, so it is a violation.
     #[test]
-    fn indeterminate_write_that_lands_after_later_writes_is_excused() {
+    fn indeterminate_write_that_lands_after_later_writes_is_a_violation() {
         let v = History::default()
             .write(2, 369, OpType::Info)
             .write(2, 370, OpType::Ok)
             .read(2, &[(2, 370)], 997)
             .write(2, 371, OpType::Ok)
             .read(2, &[(2, 369)], 1000)
-            .read(3, &[(2, 370)], 998)
-            .read(3, &[(2, 369)], 1001)
             .check();
-        assert_eq!(v.valid, Validity::Valid, "{v:#?}");
-        let v = History::default()
-            .write(2, 369, OpType::Info)
-            .write(2, 370, OpType::Ok)
-            .write(2, 371, OpType::Ok)
-            .read(2, &[(2, 368)], 1000)
-            .check();
-        assert_eq!(kinds(&v), vec!["read-your-writes"]);
+        assert_eq!(kinds(&v), vec!["read-your-writes", "non-monotonic"]);
     }
 
     #[test]

@@ -1,7 +1,13 @@
-//! `session`: each worker is a session that writes its own key through a
-//! random node, then reads everything from a random *other* node with its
-//! token (`session` consistency). It must see its own writes and never go
-//! back in time, whichever node answers.
+//! `session`: each worker is a session that writes its own key through its
+//! node (one `Client`, as an application holds one: its writes are fenced
+//! as one session, and followers forward them), then reads everything from
+//! a random *other* node with its token (`session` consistency). It must
+//! see its own writes and never go back in time, whichever node answers.
+//!
+//! (The first version wrote through a random node's client each time:
+//! three clients, three fencing sessions, so a delayed write of one could
+//! still land after a later write of another. One writer client is both
+//! what the guarantee covers and what applications do.)
 //!
 //! Unlike the other workloads a session keeps its process id after an
 //! indeterminate write (the session checker groups by process: a session
@@ -36,9 +42,9 @@ pub async fn worker(ctx: Arc<Ctx>, w: usize) {
     let process = w as u64;
     let mut newest = Token::empty();
     let mut value = 0i64;
+    let at = w % clients.len();
     while ctx.running() {
         value += 1;
-        let at = rng.gen_range(0..clients.len());
         let (node, db) = &clients[at];
         let call = Call::SessionWrite {
             key: process,

@@ -52,7 +52,9 @@ pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeErr
     Ok(Statement { sql: s.sql, params })
 }
 
-pub fn write_request_in(statements: Vec<pb::Statement>) -> Result<WriteRequest, NodeError> {
+pub fn write_request_in(req: pb::ExecuteRequest) -> Result<WriteRequest, NodeError> {
+    let fence = fence_in(&req)?;
+    let statements = req.statements;
     if statements.is_empty() {
         return Err(NodeError::BadRequest(
             "the request holds no statement".into(),
@@ -63,7 +65,34 @@ pub fn write_request_in(statements: Vec<pb::Statement>) -> Result<WriteRequest, 
         .enumerate()
         .map(|(i, s)| statement_in(s, i))
         .collect::<Result<_, _>>()?;
-    Ok(WriteRequest::new(statements))
+    let request = WriteRequest::new(statements);
+    Ok(match fence {
+        Some(f) => request.fenced(f),
+        None => request,
+    })
+}
+
+/// The request's session fence, if it carries one (see `storage::Fence`).
+fn fence_in(req: &pb::ExecuteRequest) -> Result<Option<storage::Fence>, NodeError> {
+    if req.session.is_empty() {
+        return Ok(None);
+    }
+    if req.session.len() > 64 {
+        return Err(NodeError::BadRequest(
+            "the write's session id is longer than 64 bytes".into(),
+        ));
+    }
+    if req.seq == 0 || req.floor >= req.seq {
+        return Err(NodeError::BadRequest(format!(
+            "bad session fence: seq {} floor {} (seq counts from 1 and floor is below it)",
+            req.seq, req.floor
+        )));
+    }
+    Ok(Some(storage::Fence {
+        session: req.session.clone(),
+        seq: req.seq,
+        floor: req.floor,
+    }))
 }
 
 pub fn columns_out(columns: Vec<Column>) -> Vec<pb::Column> {

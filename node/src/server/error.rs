@@ -65,6 +65,7 @@ impl NodeError {
                 RequestError::Params { .. } => ErrorCode::BadParams,
                 RequestError::TooLarge { .. } => ErrorCode::TooLarge,
                 RequestError::Empty => ErrorCode::BadRequest,
+                RequestError::Superseded { .. } => ErrorCode::Superseded,
             },
             NodeError::BadRequest(_) => ErrorCode::BadRequest,
             NodeError::BadToken(_) => ErrorCode::BadToken,

@@ -196,7 +196,7 @@ impl Node {
         if let Some(addr) = leader {
             return self.forward.execute(&addr, req, bearer).await;
         }
-        let request = convert::write_request_in(req.statements)?;
+        let request = convert::write_request_in(req)?;
         let started = std::time::Instant::now();
         let committed = self.writer.submit(request).await;
         ::metrics::histogram!(crate::metrics::WRITE_DURATION).record(started.elapsed());
