@@ -18,7 +18,7 @@
 //! conserves the total). A history with no `ok` read checks nothing and
 //! is `unknown`.
 
-use super::{Found, Validity, Verdict};
+use super::{Found, Verdict};
 use crate::history::{pairs, Call, Op, OpType};
 use std::collections::BTreeMap;
 
@@ -116,25 +116,20 @@ fn verdict(tally: &Tally, found: Found) -> Verdict {
         "{} balance reads checked; transfers: {} ok, {} failed, {} indeterminate",
         tally.reads, tally.transfers_ok, tally.transfers_failed, tally.transfers_info
     );
-    if tally.reads == 0 {
-        return Verdict {
-            checker: "bank",
-            valid: Validity::Unknown,
-            summary: format!("{head}: no balance read succeeded"),
-            anomalies: Vec::new(),
-        };
-    }
-    let outcome = if found.counts.is_empty() {
-        "total conserved".to_string()
-    } else {
-        found.describe()
-    };
-    Verdict::from_anomalies("bank", format!("{head}: {outcome}"), found.anomalies)
+    super::verdict(
+        "bank",
+        head,
+        tally.reads,
+        "no balance read succeeded",
+        "total conserved",
+        found,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::Validity;
 
     const ACCOUNTS: u64 = 3;
     const TOTAL: i64 = 30;
@@ -148,7 +143,6 @@ mod tests {
             self.0.push(Op::new(index, process, kind, call));
             self
         }
-
         fn transfer(&mut self, process: u64, kind: OpType) -> &mut Self {
             let t = Call::Transfer {
                 from: 0,

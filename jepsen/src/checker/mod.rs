@@ -79,6 +79,34 @@ impl Found {
     }
 }
 
+/// The verdict of a checker that counted `checked` observations: unknown
+/// when there were none (`nothing` says which), valid when `found` is
+/// empty (`fine` says what held), invalid otherwise. `head` opens the
+/// summary with what was checked.
+pub(crate) fn verdict(
+    checker: &'static str,
+    head: String,
+    checked: usize,
+    nothing: &str,
+    fine: &str,
+    found: Found,
+) -> Verdict {
+    if checked == 0 {
+        return Verdict {
+            checker,
+            valid: Validity::Unknown,
+            summary: format!("{head}: {nothing}"),
+            anomalies: Vec::new(),
+        };
+    }
+    let outcome = if found.counts.is_empty() {
+        fine.to_string()
+    } else {
+        found.describe()
+    };
+    Verdict::from_anomalies(checker, format!("{head}: {outcome}"), found.anomalies)
+}
+
 impl Verdict {
     /// Valid when no anomaly was found, invalid otherwise.
     pub fn from_anomalies(

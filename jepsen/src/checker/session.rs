@@ -34,7 +34,7 @@
 //! its own key, and each of its writes has a value greater than all its
 //! earlier writes.
 
-use super::{Found, Validity, Verdict};
+use super::{Found, Verdict};
 use crate::history::{pairs, Call, Op, OpType};
 use std::collections::BTreeMap;
 
@@ -233,30 +233,20 @@ fn verdict(sessions: usize, tally: &Tally, found: Found) -> Verdict {
         "{sessions} sessions, {} reads, {} writes",
         tally.reads, tally.writes
     );
-    if tally.reads == 0 {
-        return Verdict {
-            checker: "session",
-            valid: Validity::Unknown,
-            summary: format!("{head}: no read succeeded"),
-            anomalies: Vec::new(),
-        };
-    }
-    let outcome = if found.counts.is_empty() {
-        "read-your-writes and monotonic reads hold".to_string()
-    } else {
-        let kinds: Vec<String> = found
-            .counts
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect();
-        kinds.join(", ")
-    };
-    Verdict::from_anomalies("session", format!("{head}: {outcome}"), found.anomalies)
+    super::verdict(
+        "session",
+        head,
+        tally.reads,
+        "no read succeeded",
+        "read-your-writes and monotonic reads hold",
+        found,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::Validity;
 
     #[derive(Default)]
     struct History(Vec<Op>);
@@ -267,7 +257,6 @@ mod tests {
             self.0.push(Op::new(index, process, kind, call));
             self
         }
-
         /// Session `s` writes `value` to its own key `s`, ending `kind`.
         fn write(&mut self, s: u64, value: i64, kind: OpType) -> &mut Self {
             let call = Call::SessionWrite { key: s, value };

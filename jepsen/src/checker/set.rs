@@ -286,7 +286,6 @@ mod tests {
             self.0.push(Op::new(index, process, kind, call));
             self
         }
-
         /// Add `element`, ending `kind` (`Invoke`: never completed).
         fn add(&mut self, process: u64, element: i64, kind: OpType) -> &mut Self {
             self.event(process, OpType::Invoke, Call::Add { element });
