@@ -291,18 +291,24 @@ async fn two_processes_cannot_share_a_data_directory() {
 fn dev_starts_three_nodes_that_serve_and_stops_them_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Three consecutive free ports, found by trying (for the nodes, then
-    // for their metrics).
-    let three_free = |not: u16| loop {
-        let p = free_port();
-        if p < 60000
-            && (p + 3 <= not || p >= not + 3)
-            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+    // for their metrics). Below the kernel's ephemeral range (32768 and
+    // up): a port from there can be taken by any outgoing connection in
+    // the time `dev` takes to start its nodes, and once was (CI saw the
+    // CLI talk to something that was not a node).
+    let mut seed = std::process::id() as u64 ^ free_port() as u64;
+    let three_free = |not: u16, seed: &mut u64| loop {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let p = 20_000 + ((*seed >> 33) % 12_000) as u16;
+        if (p + 3 <= not || p >= not + 3)
+            && (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
         {
             break p;
         }
     };
-    let base = three_free(0);
-    let metrics_base = three_free(base);
+    let base = three_free(0, &mut seed);
+    let metrics_base = three_free(base, &mut seed);
     let mut dev = Command::new(BIN)
         .args(["dev", "--base-port", &base.to_string()])
         .args([
