@@ -393,10 +393,15 @@ fn check_fence(
     };
     let floor: Option<i64> = gate
         .internal(|| {
-            conn.prepare_cached(SESSIONS_TABLE)?.execute([])?;
-            conn.prepare_cached("SELECT floor FROM _quorumlite_sessions WHERE id = ?1")?
-                .query_row([&fence.session], |r| r.get(0))
-                .optional()
+            let select = "SELECT floor FROM _quorumlite_sessions WHERE id = ?1";
+            match conn.prepare_cached(select) {
+                Ok(mut st) => st.query_row([&fence.session], |r| r.get(0)).optional(),
+                // The first fenced write of the database: no table, no floor.
+                Err(e) if e.to_string().contains("no such table") => {
+                    conn.execute_batch(SESSIONS_TABLE).map(|()| None)
+                }
+                Err(e) => Err(e),
+            }
         })
         .map_err(internal)?;
     if let Some(floor) = floor.filter(|f| *f >= 0 && fence.seq <= *f as u64) {
@@ -418,7 +423,7 @@ fn check_fence(
 
 /// Sessions' fences. `version` is the data version of the session's last
 /// fenced write, for pruning idle sessions.
-const SESSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _quorumlite_sessions (id TEXT PRIMARY KEY, floor INTEGER NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID";
+const SESSIONS_TABLE: &str = "CREATE TABLE _quorumlite_sessions (id TEXT PRIMARY KEY, floor INTEGER NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID";
 
 /// A session whose last fenced write is this many versions old loses its
 /// fence (a write of it delayed that long would be applied).

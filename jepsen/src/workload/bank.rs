@@ -7,12 +7,10 @@
 //! between `linearizable` and `stale`: conservation must hold in every
 //! state a node can show, not only the newest.
 
-use super::{breathe, int, read_failure, write_failure, Ctx, Process};
-use crate::db;
+use super::{bound_worker, breathe, int, read_failure, write_failure, Ctx};
 use crate::history::{Call, OpType};
 use client::{Client, Consistency, Statement, Value};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -35,12 +33,9 @@ pub fn schema() -> Vec<Statement> {
 }
 
 pub async fn worker(ctx: Arc<Ctx>, w: usize) {
-    let (node, addr) = ctx.node_of(w);
-    let Ok(db) = db::client_of(&addr, ctx.timeout) else {
+    let Some((node, db, mut rng, mut process)) = bound_worker(&ctx, w) else {
         return;
     };
-    let mut rng = StdRng::seed_from_u64(ctx.seed.wrapping_add(w as u64 * 1_000_003));
-    let mut process = Process::new(w, ctx.concurrency);
     while ctx.running() {
         let call = if rng.gen_bool(0.5) {
             Call::Balances { balances: None }

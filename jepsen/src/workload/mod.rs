@@ -21,6 +21,8 @@ pub mod set;
 use crate::checker::Verdict;
 use crate::history::{Call, Op, OpType, Recorder};
 use client::Client;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -152,6 +154,25 @@ impl Ctx {
     pub fn running(&self) -> bool {
         Instant::now() < self.until
     }
+}
+
+/// What a worker bound to one node starts with: the node, a client for it,
+/// its seeded random source and its process; `None` when the client
+/// cannot be made (a malformed address).
+pub fn bound_worker(ctx: &Ctx, w: usize) -> Option<(u64, Client, StdRng, Process)> {
+    let (node, addr) = ctx.node_of(w);
+    let db = crate::db::client_of(&addr, ctx.timeout).ok()?;
+    Some((
+        node,
+        db,
+        worker_rng(ctx, w),
+        Process::new(w, ctx.concurrency),
+    ))
+}
+
+/// Worker `w`'s random source: its choices repeat with the seed.
+pub fn worker_rng(ctx: &Ctx, w: usize) -> StdRng {
+    StdRng::seed_from_u64(ctx.seed.wrapping_add(w as u64 * 1_000_003))
 }
 
 /// A worker's process id: a fresh one after each indeterminate operation.

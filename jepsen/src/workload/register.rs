@@ -7,12 +7,10 @@
 //! Reads are `linearizable` on the worker's own node, followers included:
 //! that is the claim under test.
 
-use super::{breathe, int, read_failure, write_failure, Ctx, Process};
-use crate::db;
+use super::{bound_worker, breathe, int, read_failure, write_failure, Ctx};
 use crate::history::{Call, OpType};
 use client::{Client, Consistency, Statement, Value};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::sync::Arc;
 
 /// Invocations on one key before the workers move to the next.
@@ -28,12 +26,9 @@ pub fn schema() -> Vec<Statement> {
 }
 
 pub async fn worker(ctx: Arc<Ctx>, w: usize) {
-    let (node, addr) = ctx.node_of(w);
-    let Ok(db) = db::client_of(&addr, ctx.timeout) else {
+    let Some((node, db, mut rng, mut process)) = bound_worker(&ctx, w) else {
         return;
     };
-    let mut rng = StdRng::seed_from_u64(ctx.seed.wrapping_add(w as u64 * 1_000_003));
-    let mut process = Process::new(w, ctx.concurrency);
     while ctx.running() {
         let key = ctx.next() / OPS_PER_KEY;
         let call = match rng.gen_range(0..4) {

@@ -17,8 +17,7 @@ use super::{breathe, int, read_failure, write_failure, Ctx};
 use crate::db;
 use crate::history::{Call, OpType};
 use client::{Client, Consistency, Statement, Token, Value};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -38,7 +37,7 @@ pub async fn worker(ctx: Arc<Ctx>, w: usize) {
     if clients.len() < 2 {
         return;
     }
-    let mut rng = StdRng::seed_from_u64(ctx.seed.wrapping_add(w as u64 * 1_000_003));
+    let mut rng = super::worker_rng(&ctx, w);
     let process = w as u64;
     let mut newest = Token::empty();
     let mut value = 0i64;

@@ -6,12 +6,10 @@
 //! node is read at `linearizable`: every acknowledged insert must be
 //! there, nothing never attempted, nothing twice, and every node must agree.
 
-use super::{breathe, int, read_failure, write_failure, Ctx, Process};
+use super::{bound_worker, breathe, int, read_failure, write_failure, Ctx};
 use crate::db;
 use crate::history::{Call, OpType};
 use client::{Client, Consistency, Statement, Value};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,12 +20,9 @@ pub fn schema() -> Vec<Statement> {
 }
 
 pub async fn worker(ctx: Arc<Ctx>, w: usize) {
-    let (node, addr) = ctx.node_of(w);
-    let Ok(db) = db::client_of(&addr, ctx.timeout) else {
+    let Some((node, db, mut rng, mut process)) = bound_worker(&ctx, w) else {
         return;
     };
-    let mut rng = StdRng::seed_from_u64(ctx.seed.wrapping_add(w as u64 * 1_000_003));
-    let mut process = Process::new(w, ctx.concurrency);
     while ctx.running() {
         let element = ctx.next() as i64;
         process

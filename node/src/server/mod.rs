@@ -524,19 +524,21 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
     let mut metrics = raft.metrics();
     let mut last: Option<(ServerState, Option<NodeId>, u64)> = None;
-    let mut members = String::new();
+    let mut members = None;
     let mut gauges = crate::metrics::RaftGauges::default();
     loop {
-        let (now, membership) = {
+        let now = {
             let m = metrics.borrow_and_update();
             gauges.observe(&m);
-            let membership = format!("{:?}", m.membership_config.membership());
-            ((m.state, m.current_leader, m.current_term), membership)
+            // The watch fires on every apply: compare the config's log id
+            // and format the membership only when it changed.
+            let config = *m.membership_config.log_id();
+            if members != Some(config) {
+                tracing::info!(membership = ?m.membership_config.membership(), "cluster membership");
+                members = Some(config);
+            }
+            (m.state, m.current_leader, m.current_term)
         };
-        if membership != members {
-            tracing::info!(membership = %membership, "cluster membership");
-            members = membership;
-        }
         if last != Some(now) {
             let (state, leader, term) = now;
             let was_leader = last.is_some_and(|(s, _, _)| s == ServerState::Leader);
