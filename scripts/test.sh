@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== test dependencies (jepsen: ip, nft)"
+echo "== test dependencies (jepsen: ip, nft; HTTP API: Node.js and @libsql/client)"
 jepsen/setup.sh
+node/tests/http/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

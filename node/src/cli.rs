@@ -76,6 +76,10 @@ pub struct DevArgs {
     /// Node N serves metrics on 127.0.0.1:(metrics_base_port + N - 1); 0: no metrics.
     #[arg(long, default_value_t = 9101)]
     pub metrics_base_port: u16,
+    /// Node N serves the HTTP API (Hrana, for @libsql/client) on
+    /// 127.0.0.1:(http_base_port + N - 1); 0: no HTTP API.
+    #[arg(long, default_value_t = 8081)]
+    pub http_base_port: u16,
 }
 
 /// Options shared by the commands that talk to a cluster.

@@ -36,6 +36,19 @@ pub struct NodeArgs {
     /// HOST:PORT [default: none, no metrics endpoint].
     #[arg(long, env = "QUORUMLITE_METRICS_LISTEN", value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,
+    /// Address to serve the HTTP API on (Hrana over HTTP, for `@libsql/client`;
+    /// HTTPS when TLS is on), HOST:PORT [default: none, no HTTP API].
+    #[arg(long, env = "QUORUMLITE_HTTP", value_name = "HOST:PORT")]
+    pub http: Option<String>,
+    /// The longest an interactive transaction (an HTTP stream's BEGIN) may
+    /// stay open before it is rolled back; other writes wait behind it, in
+    /// milliseconds [default: 5000].
+    #[arg(long, env = "QUORUMLITE_TXN_TIMEOUT_MS", value_name = "MS")]
+    pub txn_timeout_ms: Option<u64>,
+    /// An HTTP stream unused this long is closed (rolling back its
+    /// transaction), in milliseconds [default: 10000].
+    #[arg(long, env = "QUORUMLITE_STREAM_IDLE_MS", value_name = "MS")]
+    pub stream_idle_ms: Option<u64>,
     /// Every voter of the cluster, this node included: ID=HOST:PORT,...
     /// Nodes started with the same list form the cluster on their own.
     #[arg(long, env = "QUORUMLITE_PEERS", value_name = "ID=HOST:PORT,...")]
@@ -114,6 +127,9 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub metrics_listen: Option<String>,
+    pub http: Option<String>,
+    pub txn_timeout_ms: Option<u64>,
+    pub stream_idle_ms: Option<u64>,
     pub peers: Option<String>,
     pub heartbeat_ms: Option<u64>,
     pub election_timeout_min_ms: Option<u64>,
@@ -162,6 +178,10 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Where to serve metrics; `None`: no exporter (nothing is recorded).
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the Hrana HTTP API; `None`: not served.
+    pub http_listen: Option<SocketAddr>,
+    pub txn_timeout: Duration,
+    pub stream_idle: Duration,
     /// Voters by id. Invariant (after `validate`): contains `id`.
     pub peers: BTreeMap<u64, String>,
     pub heartbeat: Duration,
@@ -235,6 +255,9 @@ impl NodeConfig {
             data_dir,
             listen,
             metrics_listen: None,
+            http_listen: None,
+            txn_timeout: Duration::from_secs(5),
+            stream_idle: Duration::from_secs(10),
             peers: BTreeMap::new(),
             heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(300),
@@ -282,7 +305,16 @@ impl NodeConfig {
         if let Some(v) = pick!(metrics_listen) {
             c.metrics_listen = Some(parse_addr("--metrics-listen (metrics_listen)", &v)?);
         }
+        if let Some(v) = pick!(http) {
+            c.http_listen = Some(parse_addr("--http (http)", &v)?);
+        }
         let ms = Duration::from_millis;
+        if let Some(v) = pick!(txn_timeout_ms) {
+            c.txn_timeout = ms(v);
+        }
+        if let Some(v) = pick!(stream_idle_ms) {
+            c.stream_idle = ms(v);
+        }
         if let Some(v) = pick!(heartbeat_ms) {
             c.heartbeat = ms(v);
         }
@@ -405,6 +437,25 @@ impl NodeConfig {
             return Err(err(
                 "--max-batch-requests (max_batch_requests) = 0: must be positive",
             ));
+        }
+        if self.txn_timeout < Duration::from_millis(100) {
+            return Err(err(format!(
+                "--txn-timeout-ms (txn_timeout_ms) = {}: must be at least 100",
+                self.txn_timeout.as_millis()
+            )));
+        }
+        if self.stream_idle < Duration::from_millis(100) {
+            return Err(err(format!(
+                "--stream-idle-ms (stream_idle_ms) = {}: must be at least 100",
+                self.stream_idle.as_millis()
+            )));
+        }
+        if let Some(http) = self.http_listen {
+            if http == self.listen || Some(http) == self.metrics_listen {
+                return Err(err(format!(
+                    "--http (http) = {http}: the same address as --listen or --metrics-listen; choose another port"
+                )));
+            }
         }
         if self.metrics_listen == Some(self.listen) {
             return Err(err(format!(

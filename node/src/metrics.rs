@@ -78,6 +78,14 @@ pub const SQLITE_DB_BYTES: &str = "quorumlite_sqlite_db_bytes";
 pub const SQLITE_WAL_BYTES: &str = "quorumlite_sqlite_wal_bytes";
 /// Counter, label `reason`: requests refused by authentication.
 pub const AUTH_FAILURES: &str = "quorumlite_auth_failures_total";
+/// Counter: interactive transactions begun on this node's writer.
+pub const TXNS_STARTED: &str = "quorumlite_txns_started_total";
+/// Histogram: how long an interactive transaction held the writer.
+pub const TXN_DURATION: &str = "quorumlite_txn_duration_seconds";
+/// Counter, label `outcome`: Hrana HTTP pipeline requests served here.
+pub const HTTP_PIPELINES: &str = "quorumlite_http_pipelines_total";
+/// Gauge: open Hrana streams owned by this node.
+pub const HTTP_STREAMS: &str = "quorumlite_http_streams";
 
 /// What kind of series a metric is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +165,10 @@ pub const SPECS: &[Spec] = &[
     spec(SQLITE_DB_BYTES, Gauge, BYTES, &[], "bytes of the SQLite database file"),
     spec(SQLITE_WAL_BYTES, Gauge, BYTES, &[], "bytes of the SQLite write-ahead log file"),
     spec(AUTH_FAILURES, Counter, None, &["reason"], "requests refused by authentication, by reason"),
+    spec(TXNS_STARTED, Counter, None, &[], "interactive transactions begun on this node's writer (Hrana streams)"),
+    spec(TXN_DURATION, Histogram, SECONDS, &[], "how long an interactive transaction held the writer, BEGIN to its end"),
+    spec(HTTP_PIPELINES, Counter, None, &["outcome"], "Hrana pipeline requests: served here (local), sent on (forwarded), or refused (error)"),
+    spec(HTTP_STREAMS, Gauge, COUNT, &[], "open Hrana streams owned by this node"),
 ];
 
 const fn names<const N: usize>() -> [&'static str; N] {

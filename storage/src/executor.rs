@@ -69,6 +69,15 @@ pub struct Executor {
     max_batch_bytes: u64,
 }
 
+/// The executor's fields, borrowed apart (see `txn`).
+pub(crate) struct Parts<'a> {
+    pub(crate) conn: &'a Connection,
+    pub(crate) gate: &'a Gate,
+    pub(crate) capture: &'a mut Capture,
+    pub(crate) page_size: u32,
+    pub(crate) cap_bytes: u64,
+}
+
 /// How one attempt at a transaction ended.
 enum Attempt {
     Done(BatchOutcome),
@@ -100,6 +109,16 @@ impl Executor {
             page_size,
             max_batch_bytes: config.max_batch_bytes,
         })
+    }
+
+    pub(crate) fn parts(&mut self) -> Parts<'_> {
+        Parts {
+            conn: &self.conn,
+            gate: &self.gate,
+            capture: &mut self.capture,
+            page_size: self.page_size,
+            cap_bytes: self.max_batch_bytes,
+        }
     }
 
     /// The data version of the latest applied batch.
@@ -461,7 +480,11 @@ pub(crate) fn bump_version(conn: &Connection, base: u64) -> rusqlite::Result<()>
 }
 
 /// The batch of a captured commit: the last image of each page, up to db_size.
-fn build_batch(state: &vfs::CaptureState, page_size: u32, base: u64) -> Result<FrameBatch> {
+pub(crate) fn build_batch(
+    state: &vfs::CaptureState,
+    page_size: u32,
+    base: u64,
+) -> Result<FrameBatch> {
     let commit = state.committed_frames().ok_or_else(|| {
         Error::Capture("commit frame captured but its frames are incomplete".into())
     })?;

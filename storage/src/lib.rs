@@ -24,6 +24,8 @@
 //!   the data versions it goes from and to, with a checksummed encoding.
 //! - [`Applier`] writes a batch (or a whole snapshot) with the apply recipe;
 //!   the data version lives inside the database, so replay is idempotent.
+//! - [`Txn`] (through [`Executor::transaction`]) runs an interactive
+//!   transaction whose statements arrive one by one, ending in one batch.
 //! - [`ReadPool`] serves reads, [`SnapshotReader`] streams consistent images,
 //!   [`Digest`] proves two replicas are byte-identical.
 //!
@@ -41,6 +43,7 @@ mod policy;
 mod read;
 mod snapshot;
 mod stmt;
+mod txn;
 mod value;
 mod vfs;
 
@@ -51,8 +54,10 @@ pub use digest::Digest;
 pub use error::{code_name, Error, RequestError, Result};
 pub use executor::{BatchOutcome, Executor, RequestResult};
 pub use policy::META_TABLE;
-pub use read::{QueryResult, ReadError, ReadPool};
+pub use read::{Description, QueryResult, ReadError, ReadPool};
 pub use snapshot::{SnapshotMeta, SnapshotReader};
+pub use stmt::split_statements;
+pub use txn::{Txn, TxnEnd, TxnOptions, TxnOutcome};
 pub use value::{Column, Fence, Params, Statement, StatementResult, Value, WriteRequest};
 pub use vfs::{register as register_vfs, VFS_NAME};
 

@@ -135,6 +135,9 @@ pub(crate) fn check(action: &AuthAction<'_>, role: Role) -> Result<(), String> {
 pub(crate) struct Gate {
     /// Set while our own statements are prepared and run: everything passes.
     internal: AtomicBool,
+    /// Set while an interactive transaction's statements are prepared and
+    /// run: user savepoints (SAVEPOINT, RELEASE, ROLLBACK TO) pass too.
+    savepoints: AtomicBool,
     /// Why the last user statement was refused (the authorizer can only say "deny").
     refusal: Mutex<Option<String>>,
 }
@@ -157,6 +160,11 @@ impl Gate {
         if self.internal.load(Ordering::Relaxed) {
             return Authorization::Allow;
         }
+        if matches!(ctx.action, AuthAction::Savepoint { .. })
+            && self.savepoints.load(Ordering::Relaxed)
+        {
+            return Authorization::Allow;
+        }
         match check(&ctx.action, role) {
             Ok(()) => Authorization::Allow,
             Err(reason) => {
@@ -175,6 +183,15 @@ impl Gate {
         self.internal.store(true, Ordering::Relaxed);
         let out = f();
         self.internal.store(false, Ordering::Relaxed);
+        out
+    }
+
+    /// Run `f` (user statements of an interactive transaction) with user
+    /// savepoints admitted.
+    pub(crate) fn with_savepoints<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.savepoints.store(true, Ordering::Relaxed);
+        let out = f();
+        self.savepoints.store(false, Ordering::Relaxed);
         out
     }
 

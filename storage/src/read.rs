@@ -23,6 +23,17 @@ pub struct QueryResult {
     pub version: u64,
 }
 
+/// What SQLite says about a statement without running it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description {
+    /// One entry per parameter, with its name (`:a`, `?2`...) if it has one.
+    pub params: Vec<Option<String>>,
+    pub columns: Vec<Column>,
+    pub is_explain: bool,
+    /// SQLite's `sqlite3_stmt_readonly`: the statement does not write.
+    pub is_readonly: bool,
+}
+
 /// Why a read failed: the statement (fix it) or the storage (retry elsewhere).
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -163,6 +174,35 @@ impl ReadPool {
         gate.exec(conn, "COMMIT")
             .map_err(Error::sqlite("ending a read transaction"))?;
         result
+    }
+
+    /// Prepare `sql` against the current schema and describe it. Statements
+    /// that write are described too (preparing runs nothing); the error is
+    /// the one SQLite gives for a statement that does not prepare.
+    pub fn describe(&self, sql: &str) -> Result<Description, ReadError> {
+        let reader = self.checkout()?;
+        let (conn, gate) = (&reader.conn, &*reader.gate);
+        // Not cached: prepared with the authorizer open, it must never run.
+        gate.internal(|| {
+            let st = conn.prepare(sql)?;
+            let params = (1..=st.parameter_count())
+                .map(|i| st.parameter_name(i).map(str::to_owned))
+                .collect();
+            let columns = st
+                .columns()
+                .map(|c| Column {
+                    name: c.name().to_owned(),
+                    decltype: c.decl_type().map(str::to_owned),
+                })
+                .collect();
+            Ok(Description {
+                params,
+                columns,
+                is_explain: st.is_explain() > 0,
+                is_readonly: st.readonly(),
+            })
+        })
+        .map_err(|e| ReadError::Request(RequestError::from_sqlite(0, e)))
     }
 
     /// The cluster lineage (drawn by the first batch), `None` before it.

@@ -8,6 +8,42 @@ use rusqlite::{CachedStatement, Connection};
 
 /// Prefix of every user statement's text (see [`run`]).
 const USER_SQL_PREFIX: &str = "/*u*/";
+/// Prefix of user statements inside an interactive transaction: a separate
+/// cache key, because there the authorizer also admits savepoints, and a
+/// statement authorized there must never be handed to a batch.
+const TXN_SQL_PREFIX: &str = "/*t*/";
+
+/// Which set of cached statements a user statement belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keyed {
+    /// A batch request or a read.
+    Plain,
+    /// A statement of an interactive transaction.
+    Interactive,
+}
+
+impl Keyed {
+    fn key(self, sql: &str) -> String {
+        let prefix = match self {
+            Keyed::Plain => USER_SQL_PREFIX,
+            Keyed::Interactive => TXN_SQL_PREFIX,
+        };
+        format!("{prefix}{sql}")
+    }
+}
+
+/// Whether SQLite deems `sql` read-only, preparing it as [`run`] would
+/// (the prepared statement stays cached for the run). `None` when it does
+/// not prepare; running it then reports why.
+pub(crate) fn is_readonly(conn: &Connection, gate: &Gate, sql: &str, keyed: Keyed) -> Option<bool> {
+    gate.clear();
+    let readonly = conn
+        .prepare_cached(&keyed.key(sql))
+        .ok()
+        .map(|s| s.readonly());
+    gate.clear();
+    readonly
+}
 
 /// Run `st` (the `index`th statement of its request) and collect its rows.
 pub(crate) fn run(
@@ -16,13 +52,24 @@ pub(crate) fn run(
     index: usize,
     st: &Statement,
 ) -> Result<StatementResult, RequestError> {
+    run_keyed(conn, gate, index, st, Keyed::Plain)
+}
+
+/// [`run`], with the statement cached under `keyed`'s key.
+pub(crate) fn run_keyed(
+    conn: &Connection,
+    gate: &Gate,
+    index: usize,
+    st: &Statement,
+    keyed: Keyed,
+) -> Result<StatementResult, RequestError> {
     gate.clear();
     // rusqlite caches statements by their trimmed text, ours and users'
     // alike. Every user text gets this leading comment, which none of our
     // internal statements starts with, so the two sets of keys can never
     // meet: without it a user sending "COMMIT" would be handed our cached,
     // already-authorized COMMIT.
-    let key = format!("{USER_SQL_PREFIX}{}", st.sql);
+    let key = keyed.key(&st.sql);
     let fail = |e| match gate.take_refusal() {
         Some(reason) => RequestError::Refused { index, reason },
         None => RequestError::from_sqlite(index, e),
@@ -127,4 +174,68 @@ fn resolve_name(stmt: &CachedStatement<'_>, name: &str) -> rusqlite::Result<Opti
         }
     }
     Ok(None)
+}
+
+/// Split a text of several statements (a script) into its statements, each
+/// with its `;`. Uses SQLite's own notion of a complete statement, so a `;`
+/// in a string, a comment or a trigger body does not split. Text after the
+/// last complete statement that holds only whitespace or comments is
+/// dropped; anything else is returned as a last, incomplete statement, for
+/// SQLite to report.
+pub fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in sql.match_indices(';') {
+        let candidate = &sql[start..=i];
+        if crate::vfs::is_complete(candidate) {
+            out.push(candidate.trim().to_owned());
+            start = i + 1;
+        }
+    }
+    let rest = &sql[start..];
+    if !is_blank(rest) {
+        out.push(rest.trim().to_owned());
+    }
+    out
+}
+
+/// Only whitespace and comments.
+fn is_blank(sql: &str) -> bool {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(after) = s.strip_prefix("--") {
+            s = after.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(after) = s.strip_prefix("/*") {
+            s = after.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            return s.is_empty();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn a_script_splits_at_semicolons_outside_strings_comments_and_triggers() {
+        let script = "CREATE TABLE t(a); INSERT INTO t VALUES ('x;y'); -- c;\n\
+            CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = 1; DELETE FROM t; END;\n\
+            /* ; */ SELECT 1";
+        let parts = split_statements(script);
+        assert_eq!(parts.len(), 4, "{parts:?}");
+        assert_eq!(parts[1], "INSERT INTO t VALUES ('x;y');");
+        assert!(
+            parts[2].starts_with("-- c;") && parts[2].ends_with("END;"),
+            "{}",
+            parts[2]
+        );
+        assert_eq!(parts[3], "/* ; */ SELECT 1");
+    }
+
+    #[test]
+    fn trailing_comments_and_blanks_are_no_statement() {
+        assert_eq!(split_statements("SELECT 1; -- done\n  "), vec!["SELECT 1;"]);
+        assert!(split_statements("  /* nothing */ ").is_empty());
+    }
 }

@@ -3,7 +3,8 @@
 //! Each node is this same binary running `quorumlite node` on
 //! 127.0.0.1:(base_port + id - 1), with its data under `<data-dir>/node<id>`
 //! (kept, so the next run continues the same cluster), and metrics at
-//! http://127.0.0.1:(metrics_base_port + id - 1)/metrics. Ctrl-C reaches the
+//! http://127.0.0.1:(metrics_base_port + id - 1)/metrics, and the HTTP API
+//! (Hrana) at http://127.0.0.1:(http_base_port + id - 1). Ctrl-C reaches the
 //! children too (same process group); a SIGTERM to `dev` is passed on. The
 //! command returns once all three have stopped.
 
@@ -38,6 +39,12 @@ pub fn run(args: &DevArgs) -> ExitCode {
                 .then(|| format!("127.0.0.1:{}", args.metrics_base_port.saturating_add(i)))
         })
         .collect();
+    let http: Vec<Option<String>> = (0..3u16)
+        .map(|i| {
+            (args.http_base_port != 0)
+                .then(|| format!("127.0.0.1:{}", args.http_base_port.saturating_add(i)))
+        })
+        .collect();
     let peers = addrs
         .iter()
         .enumerate()
@@ -64,6 +71,9 @@ pub fn run(args: &DevArgs) -> ExitCode {
         if let Some(m) = &metrics[i] {
             command.args(["--metrics-listen", m]);
         }
+        if let Some(h) = &http[i] {
+            command.args(["--http", h]);
+        }
         let spawned = command.spawn();
         match spawned {
             Ok(child) => children.push((id, child)),
@@ -81,10 +91,14 @@ pub fn run(args: &DevArgs) -> ExitCode {
         args.data_dir.display()
     );
     for (i, addr) in addrs.iter().enumerate() {
-        match &metrics[i] {
-            Some(m) => println!("  node {}  {addr}  metrics: http://{m}/metrics", i + 1),
-            None => println!("  node {}  {addr}", i + 1),
+        let mut line = format!("  node {}  {addr}", i + 1);
+        if let Some(h) = &http[i] {
+            line.push_str(&format!("  http: http://{h}"));
         }
+        if let Some(m) = &metrics[i] {
+            line.push_str(&format!("  metrics: http://{m}/metrics"));
+        }
+        println!("{line}");
     }
     match leader {
         Some(id) => println!("  leader: node {id}"),
@@ -96,6 +110,10 @@ pub fn run(args: &DevArgs) -> ExitCode {
     println!("  quorumlite query --addr {} \"SELECT * FROM t\"", addrs[1]);
     println!("  quorumlite status --addr {}", addrs[2]);
     println!("(with cargo: cargo run -p quorumlite -- exec ...)");
+    if let Some(h) = &http[0] {
+        println!("  curl -s http://{h}/v2/pipeline -d '{{\"requests\":[{{\"type\":\"execute\",\"stmt\":{{\"sql\":\"SELECT 1\"}}}},{{\"type\":\"close\"}}]}}'");
+        println!("  @libsql/client: createClient({{ url: \"http://{h}\" }})");
+    }
     println!("Ctrl-C stops all three.");
 
     // Wait for a signal or for every child to exit on its own.

@@ -51,6 +51,9 @@ pub enum NodeError {
     PermissionDenied(String),
     #[error("{0}")]
     Internal(String),
+    /// An interactive transaction is not open (any more): the message says why.
+    #[error("{0}")]
+    TxnClosed(String),
     /// An error another node returned to a forwarded request, passed on as is.
     #[error("{}", .0.message)]
     Remote(client::Error),
@@ -81,6 +84,7 @@ impl NodeError {
             NodeError::Unavailable(_) => ErrorCode::Unavailable,
             NodeError::ShuttingDown => ErrorCode::ShuttingDown,
             NodeError::Internal(_) => ErrorCode::Internal,
+            NodeError::TxnClosed(_) => ErrorCode::BadRequest,
             NodeError::Remote(e) => e.code,
         }
     }

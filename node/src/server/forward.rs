@@ -8,7 +8,10 @@
 use super::error::NodeError;
 use super::tls::Tls;
 use client::pb::quorumlite_client::QuorumliteClient;
-use client::pb::{ExecuteRequest, ExecuteResponse, ReadIndexRequest, ReadIndexResponse};
+use client::pb::{
+    ExecuteRequest, ExecuteResponse, HranaPipelineRequest, HranaPipelineResponse, ReadIndexRequest,
+    ReadIndexResponse,
+};
 use client::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -79,6 +82,27 @@ impl Forwarder {
             req.metadata_mut().insert("authorization", value);
         }
         match self.client(addr)?.execute(req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(remote(&status, addr, true)),
+        }
+    }
+
+    /// Pass a Hrana pipeline on to the node at `addr` (the leader, or the
+    /// stream's owner). It may hold writes: a failure in transit after
+    /// sending is indeterminate.
+    pub async fn hrana(
+        &self,
+        addr: &str,
+        request: HranaPipelineRequest,
+        bearer: Option<&str>,
+    ) -> Result<HranaPipelineResponse, NodeError> {
+        ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "http").increment(1);
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(self.write_deadline);
+        if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
+            req.metadata_mut().insert("authorization", value);
+        }
+        match self.client(addr)?.hrana_pipeline(req).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(remote(&status, addr, true)),
         }

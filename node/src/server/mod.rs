@@ -16,6 +16,7 @@ pub mod auth;
 mod convert;
 pub mod error;
 mod forward;
+pub mod hrana;
 mod read;
 mod service;
 pub mod tls;
@@ -84,6 +85,8 @@ pub struct Node {
     accepting: AtomicBool,
     /// TLS material when TLS is on: decides who is a peer.
     tls: Option<Arc<tls::Tls>>,
+    /// Hrana streams this node owns (the HTTP API).
+    streams: hrana::Streams,
 }
 
 /// Re-read the TLS files on every SIGHUP; a failed reload keeps the old
@@ -409,6 +412,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             max_batch_requests: config.max_batch_requests,
             write_timeout: config.write_timeout,
             linger: config.batch_linger,
+            txn_timeout: config.txn_timeout,
         },
         Arc::clone(&fatal),
     )
@@ -433,7 +437,30 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         contact: contact.clone(),
         accepting: AtomicBool::new(true),
         tls: tls.clone(),
+        streams: hrana::Streams::new(config.id)
+            .map_err(|e| StartError::Raft(format!("drawing the HTTP baton key: {e}")))?,
     });
+    let http = match config.http_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(listen = %addr, "serving the HTTP API (Hrana) at {scheme}://{addr}");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(hrana::serve_http(
+                listener,
+                Arc::clone(&node),
+                tls.clone(),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            Some((stop, serving))
+        }
+        None => None,
+    };
+    let expiry = tokio::spawn(hrana::expire_streams(Arc::clone(&node)));
 
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async {
@@ -503,6 +530,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     // 3. Stop serving: in-flight calls finish, connections close.
     let _ = stop_serving.send(());
+    expiry.abort();
+    if let Some((stop, serving)) = http {
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some HTTP connections did not close in 5 s; stopping anyway");
+        }
+    }
     if tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .is_err()

@@ -104,6 +104,32 @@ impl Quorumlite for Service {
         self.reply(self.node.status(request.into_inner()).await)
     }
 
+    async fn hrana_pipeline(
+        &self,
+        request: Request<pb::HranaPipelineRequest>,
+    ) -> Result<Response<pb::HranaPipelineResponse>, Status> {
+        // The pipeline checks the caller's bearer token itself, per request
+        // (reads need `read`, writes `write`).
+        let bearer = bearer(&request).map(str::to_owned);
+        let req = request.into_inner();
+        let reply = super::hrana::pipeline(
+            &self.node,
+            super::hrana::Input {
+                body: req.body,
+                token: req.token,
+                consistency: req.consistency,
+                bearer,
+                forwarded: true,
+            },
+        )
+        .await;
+        Ok(Response::new(pb::HranaPipelineResponse {
+            status: u32::from(reply.status),
+            body: reply.body,
+            token: reply.token.unwrap_or_default(),
+        }))
+    }
+
     async fn read_index(
         &self,
         request: Request<pb::ReadIndexRequest>,

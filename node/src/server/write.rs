@@ -22,6 +22,14 @@
 //! - indeterminate: the proposal timed out or Raft failed after it was
 //!   handed over. The client must not retry blindly.
 //!
+//! # Interactive transactions
+//! A client's `BEGIN` (Hrana streams) makes the writer thread run an
+//! interactive transaction (`storage::Txn`): it serves only that
+//! transaction's statements, queueing every other write and `BEGIN`, until
+//! COMMIT/ROLLBACK, or until `txn_timeout` after BEGIN, when it rolls back.
+//! It also rolls back within 100 ms of losing leadership. COMMIT proposes
+//! the transaction's batch like any other; its outcomes are the same.
+//!
 //! # Invariants
 //! - Only this thread uses the executor, so there is one writer per node.
 //! - In a new term the writer waits for a read barrier (`ensure_linearizable`:
@@ -33,10 +41,15 @@ use super::leader_addr;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
 use raft::{Command, Response, TypeConfig};
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::{Executor, FrameBatch, StatementResult, WriteRequest};
+use std::time::Instant;
+use storage::{
+    Executor, FrameBatch, RequestError, Statement, StatementResult, TxnEnd, TxnOptions, TxnOutcome,
+    WriteRequest,
+};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -50,6 +63,37 @@ pub struct Committed {
 
 pub type WriteReply = Result<Committed, NodeError>;
 
+/// Names an interactive transaction on this node's writer.
+pub type TxnId = u64;
+
+/// What one statement of an interactive transaction did.
+#[derive(Debug)]
+pub struct TxnStep {
+    pub result: Result<StatementResult, RequestError>,
+    /// False once SQLite rolled the whole transaction back.
+    pub open: bool,
+}
+
+enum TxnOp {
+    Execute(Statement, oneshot::Sender<Result<TxnStep, NodeError>>),
+    /// `Ok(Some(version))`: committed and applied; `Ok(None)`: rolled back,
+    /// or committed with nothing written.
+    End(TxnEnd, oneshot::Sender<Result<Option<u64>, NodeError>>),
+}
+
+impl TxnOp {
+    fn refuse(self, err: NodeError) {
+        match self {
+            TxnOp::Execute(_, reply) => {
+                let _ = reply.send(Err(err));
+            }
+            TxnOp::End(_, reply) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
 enum Job {
     Write {
         request: WriteRequest,
@@ -57,6 +101,13 @@ enum Job {
     },
     /// Make the cluster's first batch (draw the lineage) if there is none.
     Initialize,
+    /// Start an interactive transaction.
+    Begin {
+        options: TxnOptions,
+        reply: oneshot::Sender<Result<TxnId, NodeError>>,
+    },
+    /// A statement or the end of an interactive transaction.
+    Txn { id: TxnId, op: TxnOp },
     /// Finish what is queued, then exit.
     Stop,
 }
@@ -74,6 +125,9 @@ pub struct WriterSettings {
     /// How long the writer may wait for callers it just answered to send
     /// their next request before it starts a smaller batch.
     pub linger: Duration,
+    /// The longest an interactive transaction may stay open (other writes
+    /// wait behind it meanwhile).
+    pub txn_timeout: Duration,
 }
 
 impl Writer {
@@ -99,6 +153,8 @@ impl Writer {
                     ready_term: None,
                     expect: 0,
                     fatal,
+                    next_txn: 1,
+                    ended: EndedTxns::default(),
                 }
                 .run()
             })?;
@@ -110,6 +166,41 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Write { request, reply })
+            .map_err(|_| NodeError::ShuttingDown)?;
+        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+    }
+
+    /// Start an interactive transaction (this node must lead). It waits its
+    /// turn behind queued writes and any open transaction.
+    pub async fn begin(&self, options: TxnOptions) -> Result<TxnId, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Begin { options, reply })
+            .map_err(|_| NodeError::ShuttingDown)?;
+        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+    }
+
+    /// Run one statement inside transaction `id`.
+    pub async fn txn_execute(&self, id: TxnId, statement: Statement) -> Result<TxnStep, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Txn {
+                id,
+                op: TxnOp::Execute(statement, reply),
+            })
+            .map_err(|_| NodeError::ShuttingDown)?;
+        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+    }
+
+    /// Commit or roll back transaction `id`. A commit returns the version
+    /// that holds it (`None` when it wrote nothing).
+    pub async fn txn_end(&self, id: TxnId, end: TxnEnd) -> Result<Option<u64>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Txn {
+                id,
+                op: TxnOp::End(end, reply),
+            })
             .map_err(|_| NodeError::ShuttingDown)?;
         rx.await.unwrap_or(Err(NodeError::ShuttingDown))
     }
@@ -138,6 +229,39 @@ struct WriterLoop {
     /// committed. The next batch waits (up to `linger`) for as many.
     expect: usize,
     fatal: Arc<Notify>,
+    next_txn: TxnId,
+    ended: EndedTxns,
+}
+
+/// Why recent transactions ended without their client asking, so a late
+/// statement of one gets the real reason.
+#[derive(Default)]
+struct EndedTxns {
+    why: HashMap<TxnId, String>,
+}
+
+impl EndedTxns {
+    const KEEP: usize = 1024;
+
+    fn record(&mut self, id: TxnId, why: String) {
+        if self.why.len() >= Self::KEEP {
+            // Old entries are of ids long gone; their callers have given up.
+            let oldest = self.why.keys().min().copied();
+            if let Some(old) = oldest {
+                self.why.remove(&old);
+            }
+        }
+        self.why.insert(id, why);
+    }
+
+    fn error(&self, id: TxnId) -> NodeError {
+        NodeError::TxnClosed(
+            self.why
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| "the transaction is not open on this node".into()),
+        )
+    }
 }
 
 /// Requests taken off the queue, in order; the two deques stay the same length.
@@ -145,6 +269,10 @@ struct WriterLoop {
 struct Queue {
     requests: VecDeque<WriteRequest>,
     replies: VecDeque<oneshot::Sender<WriteReply>>,
+    /// Transactions waiting to begin, in arrival order.
+    begins: VecDeque<(TxnOptions, oneshot::Sender<Result<TxnId, NodeError>>)>,
+    /// Operations on transactions that are not running: answered with why.
+    stray: Vec<(TxnId, TxnOp)>,
     initialize: bool,
     stopping: bool,
 }
@@ -158,12 +286,21 @@ impl Queue {
             }
             Job::Initialize => self.initialize = true,
             Job::Stop => self.stopping = true,
+            Job::Begin { options, reply } => self.begins.push_back((options, reply)),
+            Job::Txn { id, op } => self.stray.push((id, op)),
         }
+    }
+
+    fn idle(&self) -> bool {
+        self.requests.is_empty() && self.begins.is_empty() && !self.initialize
     }
 
     fn fail_all(&mut self, err: &NodeError) {
         self.requests.clear();
         for reply in self.replies.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+        for (_, reply) in self.begins.drain(..) {
             let _ = reply.send(Err(err.clone()));
         }
     }
@@ -186,13 +323,18 @@ impl WriterLoop {
     fn run(mut self) {
         let mut queue = Queue::default();
         loop {
-            if queue.requests.is_empty() && !queue.initialize {
+            self.answer_stray(&mut queue);
+            if queue.idle() {
                 if queue.stopping {
                     break;
                 }
                 match self.rx.blocking_recv() {
                     Some(job) => queue.take(job),
                     None => break,
+                }
+                self.answer_stray(&mut queue);
+                if queue.idle() {
+                    continue;
                 }
             }
             self.gather(&mut queue);
@@ -208,8 +350,115 @@ impl WriterLoop {
             if !queue.requests.is_empty() {
                 self.write_batch(&mut queue);
             }
+            // One transaction per round, so queued writes are not starved.
+            if let Some((options, reply)) = queue.begins.pop_front() {
+                if queue.stopping {
+                    let _ = reply.send(Err(NodeError::ShuttingDown));
+                } else if !reply.is_closed() {
+                    self.transaction(&mut queue, options, reply);
+                }
+            }
         }
+        for (_, reply) in queue.begins.drain(..) {
+            let _ = reply.send(Err(NodeError::ShuttingDown));
+        }
+        self.answer_stray(&mut queue);
         tracing::debug!("writer thread stopped");
+    }
+
+    fn answer_stray(&mut self, queue: &mut Queue) {
+        for (id, op) in queue.stray.drain(..) {
+            op.refuse(self.ended.error(id));
+        }
+    }
+
+    /// Run one interactive transaction to its end (see the module docs).
+    fn transaction(
+        &mut self,
+        queue: &mut Queue,
+        options: TxnOptions,
+        reply: oneshot::Sender<Result<TxnId, NodeError>>,
+    ) {
+        let id = self.next_txn;
+        self.next_txn += 1;
+        if reply.send(Ok(id)).is_err() {
+            return;
+        }
+        ::metrics::counter!(crate::metrics::TXNS_STARTED).increment(1);
+        let started = Instant::now();
+        let deadline = started + self.settings.txn_timeout;
+        let timeout_ms = self.settings.txn_timeout.as_millis();
+        let mut why_ended: Option<String> = None;
+        let mut end_reply = None;
+        let (rx, raft, runtime) = (&mut self.rx, &self.raft, &self.runtime);
+        let outcome = self.executor.transaction(options, |txn| loop {
+            let now = Instant::now();
+            if now >= deadline {
+                why_ended = Some(format!(
+                    "the transaction expired: it was not finished within {timeout_ms} ms of BEGIN and was rolled back"
+                ));
+                return TxnEnd::Rollback;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            match runtime.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                Err(_) => {
+                    if raft.metrics().borrow().state != ServerState::Leader {
+                        why_ended = Some(
+                            "this node lost leadership; the transaction was rolled back".into(),
+                        );
+                        return TxnEnd::Rollback;
+                    }
+                }
+                Ok(None) | Ok(Some(Job::Stop)) => {
+                    queue.stopping = true;
+                    why_ended =
+                        Some("the node is shutting down; the transaction was rolled back".into());
+                    return TxnEnd::Rollback;
+                }
+                Ok(Some(Job::Txn { id: of, op })) if of == id => match op {
+                    TxnOp::Execute(statement, reply) => {
+                        let result = txn.execute(&statement);
+                        let open = txn.is_open();
+                        let _ = reply.send(Ok(TxnStep { result, open }));
+                        if !open {
+                            why_ended = Some("the transaction was rolled back after a failed statement".into());
+                            return TxnEnd::Rollback;
+                        }
+                    }
+                    TxnOp::End(end, reply) => {
+                        end_reply = Some(reply);
+                        return end;
+                    }
+                },
+                Ok(Some(job)) => queue.take(job),
+            }
+        });
+        let answer = match outcome {
+            Ok(TxnOutcome::Committed(batch)) => self.propose(batch).map(Some),
+            Ok(TxnOutcome::Unchanged) | Ok(TxnOutcome::RolledBack) => match &why_ended {
+                Some(why) if end_reply.is_some() => Err(NodeError::TxnClosed(why.clone())),
+                _ => Ok(None),
+            },
+            Ok(TxnOutcome::TooLarge { cap_bytes }) => {
+                Err(NodeError::Request(RequestError::TooLarge { cap_bytes }))
+            }
+            Err(e) => {
+                self.broken(&e);
+                Err(NodeError::Internal(format!(
+                    "the leader could not run the transaction: {e}; nothing was written"
+                )))
+            }
+        };
+        ::metrics::histogram!(crate::metrics::TXN_DURATION).record(started.elapsed());
+        if let Some(why) = why_ended {
+            tracing::debug!(id, reason = %why, "transaction ended");
+            self.ended.record(id, why);
+        } else {
+            self.ended.record(id, "the transaction has ended".into());
+        }
+        if let Some(reply) = end_reply {
+            let _ = reply.send(answer);
+        }
     }
 
     /// Take what is queued; while fewer requests than expected are here,
@@ -229,7 +478,11 @@ impl WriterLoop {
                 }
             }
             let now = std::time::Instant::now();
-            if queue.requests.len() >= want || queue.stopping || now >= deadline {
+            if queue.requests.len() >= want
+                || queue.stopping
+                || !queue.begins.is_empty()
+                || now >= deadline
+            {
                 return;
             }
             let rx = &mut self.rx;

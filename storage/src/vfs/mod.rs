@@ -16,7 +16,8 @@
 //! leave a file pointing at state that moved or was freed.
 //!
 //! Besides the VFS, this module holds the few raw SQLite calls rusqlite does
-//! not wrap (`sqlite3_file_control` opcodes, `sqlite3_set_last_insert_rowid`),
+//! not wrap (`sqlite3_file_control` opcodes, `sqlite3_set_last_insert_rowid`,
+//! `sqlite3_complete`),
 //! so that every `unsafe` block of the project sits in this one file.
 
 mod capture;
@@ -252,6 +253,16 @@ pub(crate) fn pager_data_version(conn: &Connection) -> rusqlite::Result<u32> {
 pub(crate) fn set_last_insert_rowid(conn: &Connection, rowid: i64) {
     // SAFETY: valid connection handle, used from its owning thread.
     unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), rowid) }
+}
+
+/// `sqlite3_complete`: whether `sql` ends with a complete statement (a `;`
+/// outside strings, comments and trigger bodies). False for text with NUL.
+pub(crate) fn is_complete(sql: &str) -> bool {
+    let Ok(text) = std::ffi::CString::new(sql) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated string; sqlite3_complete only reads it.
+    unsafe { ffi::sqlite3_complete(text.as_ptr()) == 1 }
 }
 
 // ---- sqlite3_vfs methods: forward to the wrapped unix VFS -------------------

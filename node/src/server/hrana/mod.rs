@@ -1,0 +1,500 @@
+//! The HTTP API: libSQL's Hrana protocol over HTTP (v2, and v3's JSON
+//! pipeline), so `@libsql/client` programs run against a Quorumlite cluster
+//! by changing only their URL.
+//!
+//! ```text
+//! POST /v2/pipeline {baton, requests}        (also /v3/pipeline)
+//!   auth (read) -> parse -> route:
+//!     baton names another node ............. pass it on to that node (gRPC HranaPipeline)
+//!     no baton, this node follows, and the
+//!       pipeline writes, begins a transaction,
+//!       or leaves its stream open ........... pass it on to the leader
+//!     otherwise ............................ serve here: open or resume the stream,
+//!                                            run each request (exec.rs), new baton
+//! GET /v2, /v3 (version probes), /health, /version
+//! ```
+//! So followers never own streams: a stream lives on the node that opened
+//! it, which is the leader at the time unless the whole stream was one
+//! read-only request. Reads run where they land, at the consistency the
+//! request headers ask for:
+//! - `x-quorumlite-token: T` asks for `session` consistency at token `T`
+//!   (read-your-writes on any node);
+//! - `x-quorumlite-consistency: linearizable|session|stale` sets the level
+//!   (default `linearizable`, or `session` when a token is given).
+//!
+//! Every response carries the newest token of its pipeline in the
+//! `x-quorumlite-token` header (and the body's `token` field); each result
+//! has the data version in `replication_index`.
+//!
+//! HTTP-level errors (bad JSON, a bad baton, auth, size) are
+//! `application/json` `{"message", "code"}` with a 4xx/5xx status; errors of
+//! one request are that request's result, and the others still run.
+
+mod exec;
+mod proto;
+mod stream;
+
+pub use stream::Streams;
+
+use super::auth::{self, Permission};
+use super::error::NodeError;
+use super::Node;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use client::{pb, Token};
+use proto::{Error, PipelineReqBody, PipelineRespBody, StreamRequest, StreamResult};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use stream::Baton;
+
+/// Request header: a token to read at (`session` consistency by default).
+pub const TOKEN_HEADER: &str = "x-quorumlite-token";
+/// Request header: `linearizable`, `session` or `stale`.
+pub const CONSISTENCY_HEADER: &str = "x-quorumlite-consistency";
+
+/// A pipeline as received, from HTTP or passed on by another node.
+pub struct Input {
+    pub body: Vec<u8>,
+    pub token: String,
+    pub consistency: String,
+    pub bearer: Option<String>,
+    /// Passed on by another node: serve it here, never pass it on again.
+    pub forwarded: bool,
+}
+
+/// What to answer.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub token: Option<String>,
+}
+
+impl Reply {
+    fn error(status: StatusCode, error: Error) -> Reply {
+        Reply {
+            status: status.as_u16(),
+            body: serde_json::to_vec(&error).unwrap_or_default(),
+            token: None,
+        }
+    }
+
+    fn from_node_error(e: NodeError) -> Reply {
+        let status = match &e {
+            NodeError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            NodeError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            NodeError::BadRequest(_)
+            | NodeError::BadToken(_)
+            | NodeError::LineageMismatch { .. } => StatusCode::BAD_REQUEST,
+            NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Reply::error(status, exec::node_error(e))
+    }
+}
+
+const PROTOCOL_ERROR: &str = "PROTOCOL_ERROR";
+
+/// Serve one pipeline (see the module docs).
+pub async fn pipeline(node: &Node, input: Input) -> Reply {
+    let reply = serve(node, input).await;
+    let outcome = match reply.status {
+        200 => "local",
+        0 => "forwarded",
+        _ => "error",
+    };
+    ::metrics::counter!(crate::metrics::HTTP_PIPELINES, "outcome" => outcome).increment(1);
+    Reply {
+        status: if reply.status == 0 { 200 } else { reply.status },
+        ..reply
+    }
+}
+
+/// [`pipeline`]; a reply passed on from another node has status 0 here
+/// (for the metric) when that node served it.
+async fn serve(node: &Node, input: Input) -> Reply {
+    if let Err(e) = node.check_accepting() {
+        return Reply::from_node_error(e);
+    }
+    if let Err(e) = auth::check(
+        &node.config.auth_tokens,
+        input.bearer.as_deref(),
+        Permission::Read,
+    ) {
+        crate::metrics::auth_failure(auth::failure_reason(&e));
+        return Reply::from_node_error(e);
+    }
+    let body: PipelineReqBody = match serde_json::from_slice(&input.body) {
+        Ok(b) => b,
+        Err(e) => {
+            return Reply::error(
+                StatusCode::BAD_REQUEST,
+                Error::new(
+                    PROTOCOL_ERROR,
+                    format!("the body is not a Hrana pipeline request ({{\"baton\": ..., \"requests\": [...]}}): {e}"),
+                ),
+            )
+        }
+    };
+    let token = match node.check_token(input.token.trim()) {
+        Ok(t) => t,
+        Err(e) => return Reply::from_node_error(e),
+    };
+    let consistency = match (input.consistency.trim(), &token) {
+        ("", Some(_)) | ("session", _) => pb::Consistency::Session,
+        ("", None) | ("linearizable", _) => pb::Consistency::Linearizable,
+        ("stale", _) => pb::Consistency::Stale,
+        (other, _) => {
+            return Reply::error(
+                StatusCode::BAD_REQUEST,
+                Error::new(
+                    "BAD_REQUEST",
+                    format!(
+                        "{CONSISTENCY_HEADER}: {other:?} is not linearizable, session or stale"
+                    ),
+                ),
+            )
+        }
+    };
+    let baton = match body.baton.as_deref().map(Baton::parse).transpose() {
+        Ok(b) => b,
+        Err(e) => return Reply::error(StatusCode::BAD_REQUEST, e),
+    };
+    let requests: Vec<Result<StreamRequest, String>> = body
+        .requests
+        .into_iter()
+        .map(StreamRequest::parse)
+        .collect();
+
+    // Route: the stream's owner, or the leader for what only it can do.
+    let owner = baton.map(|b| b.owner).filter(|&o| o != node.id);
+    let target = match owner {
+        Some(_) if input.forwarded => {
+            return Reply::error(
+                StatusCode::BAD_REQUEST,
+                Error::new(stream::INVALID_BATON, "the baton names another node than the one it was passed on to"),
+            )
+        }
+        Some(owner) => match member_addr(node, owner) {
+            Some(addr) => Some(addr),
+            None => {
+                return Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    Error::new(
+                        stream::STREAM_CLOSED,
+                        format!("the stream lived on node {owner}, which is no longer a member: open a new stream"),
+                    ),
+                )
+            }
+        },
+        None if baton.is_none() && !input.forwarded && !node.role().0 && needs_leader(node, &requests) => {
+            match node.find_leader().await {
+                Ok(Some(addr)) => Some(addr),
+                Ok(None) => None,
+                Err(e) => return Reply::from_node_error(e),
+            }
+        }
+        None => None,
+    };
+    if let Some(addr) = target {
+        let forwarded = node
+            .forward
+            .hrana(
+                &addr,
+                pb::HranaPipelineRequest {
+                    body: input.body,
+                    token: input.token,
+                    consistency: input.consistency,
+                    version: 2,
+                },
+                input.bearer.as_deref(),
+            )
+            .await;
+        return match forwarded {
+            Ok(r) => Reply {
+                status: if r.status == 200 { 0 } else { r.status as u16 },
+                body: r.body,
+                token: Some(r.token).filter(|t| !t.is_empty()),
+            },
+            Err(e) => Reply::from_node_error(e),
+        };
+    }
+
+    let mut lease = match baton {
+        None => node.streams.open(),
+        Some(b) => match node.streams.resume(&b) {
+            Ok(lease) => lease,
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, e),
+        },
+    };
+    let mut ctx = exec::Ctx {
+        node,
+        bearer: input.bearer.as_deref(),
+        consistency,
+        newest: token,
+    };
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        let result = match request {
+            Err(message) => Err(Error::new(PROTOCOL_ERROR, message)),
+            Ok(request) => ctx.request(&mut lease.stream.state, request).await,
+        };
+        results.push(match result {
+            Ok(response) => StreamResult::Ok { response },
+            Err(error) => StreamResult::Error { error },
+        });
+    }
+    let token = ctx.newest.as_ref().map(Token::to_string);
+    let baton = node.streams.finish(lease);
+    let body = PipelineRespBody {
+        baton,
+        base_url: None,
+        results,
+        token: token.clone(),
+    };
+    match serde_json::to_vec(&body) {
+        Ok(body) => Reply {
+            status: 200,
+            body,
+            token,
+        },
+        Err(e) => Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Error::new("INTERNAL", format!("encoding the response: {e}")),
+        ),
+    }
+}
+
+fn member_addr(node: &Node, id: u64) -> Option<String> {
+    let metrics = node.raft.metrics();
+    let m = metrics.borrow();
+    m.membership_config
+        .membership()
+        .get_node(&id)
+        .map(|n| n.addr.clone())
+}
+
+/// Whether a new stream's pipeline must run on the leader: it does not end
+/// with `close` (the stream would outlive it), or some statement in it is
+/// not a plain read (a write, transaction control, `PRAGMA foreign_keys`).
+fn needs_leader(node: &Node, requests: &[Result<StreamRequest, String>]) -> bool {
+    if !matches!(requests.last(), Some(Ok(StreamRequest::Close))) {
+        return true;
+    }
+    let sql_needs = |sql: &str| match exec::classify(sql) {
+        exec::Kind::Other => !exec::is_read(node, sql),
+        _ => true,
+    };
+    let mut stored: HashMap<i32, &str> = HashMap::new();
+    let text = |stored: &HashMap<i32, &str>, sql: &Option<String>, id: &Option<i32>| {
+        sql.as_deref()
+            .or_else(|| id.and_then(|i| stored.get(&i).copied()))
+            .map(str::to_owned)
+    };
+    for request in requests.iter().flatten() {
+        let leader = match request {
+            StreamRequest::StoreSql { sql_id, sql } => {
+                stored.insert(*sql_id, sql);
+                false
+            }
+            StreamRequest::Execute { stmt } => {
+                text(&stored, &stmt.sql, &stmt.sql_id).is_some_and(|s| sql_needs(&s))
+            }
+            StreamRequest::Batch { batch } => batch.steps.iter().any(|step| {
+                text(&stored, &step.stmt.sql, &step.stmt.sql_id).is_some_and(|s| sql_needs(&s))
+            }),
+            StreamRequest::Sequence { sql, sql_id } => text(&stored, sql, sql_id)
+                .is_some_and(|s| storage::split_statements(&s).iter().any(|s| sql_needs(s))),
+            _ => false,
+        };
+        if leader {
+            return true;
+        }
+    }
+    false
+}
+
+/// Roll back the transactions of streams left idle; runs for the node's life.
+pub async fn expire_streams(node: Arc<Node>) {
+    let idle = node.config.stream_idle;
+    let mut tick = tokio::time::interval(Duration::from_millis(500).min(idle));
+    loop {
+        tick.tick().await;
+        for txn in node.streams.expire(idle) {
+            let _ = node.writer.txn_end(txn, storage::TxnEnd::Rollback).await;
+        }
+    }
+}
+
+// ---- HTTP -------------------------------------------------------------------
+
+/// The routes, with every error as Hrana's JSON.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v2/pipeline", post(http_pipeline))
+        .route("/v3/pipeline", post(http_pipeline))
+        .route("/v2", get(version_probe))
+        .route("/v3", get(version_probe))
+        .route("/health", get(health))
+        .route("/version", get(server_version))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(node)
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    json(
+        status,
+        serde_json::to_vec(&Error::new(code, message)).unwrap_or_default(),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!(
+            "no such endpoint: {}; Hrana is served at POST /v2/pipeline and /v3/pipeline",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{method} is not served at {}", uri.path()),
+    )
+}
+
+async fn version_probe() -> Response {
+    (StatusCode::OK, "").into_response()
+}
+
+async fn server_version() -> Response {
+    (
+        StatusCode::OK,
+        format!("quorumlite {}", env!("CARGO_PKG_VERSION")),
+    )
+        .into_response()
+}
+
+async fn health(State(node): State<Arc<Node>>) -> Response {
+    let (leads, leader) = node.role();
+    let accepting = node.check_accepting().is_ok();
+    let body = serde_json::json!({
+        "status": if accepting { "ok" } else { "shutting_down" },
+        "id": node.id,
+        "role": if leads { "leader" } else { "follower" },
+        "leader": leader,
+        "version": *node.sm.applied_version().borrow(),
+    });
+    let status = if accepting {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, body.to_string().into_bytes())
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn http_pipeline(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+    let cap = node.config.max_request_bytes;
+    let body = match axum::body::to_bytes(body, cap).await {
+        Ok(b) => b.to_vec(),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            return if too_large {
+                error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "REQUEST_TOO_LARGE",
+                    format!("the request body exceeds the node's max_request_bytes ({cap} bytes): split it into smaller pipelines"),
+                )
+            } else {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    PROTOCOL_ERROR,
+                    format!("reading the request body failed: {e}"),
+                )
+            };
+        }
+    };
+    let input = Input {
+        body,
+        token: header(&headers, TOKEN_HEADER).unwrap_or_default(),
+        consistency: header(&headers, CONSISTENCY_HEADER).unwrap_or_default(),
+        bearer: header(&headers, "authorization"),
+        forwarded: false,
+    };
+    // Run to completion even if the client goes away, so a pipeline is
+    // never cut between two of its requests.
+    let task = tokio::spawn(async move { pipeline(&node, input).await });
+    let reply = match task.await {
+        Ok(r) => r,
+        Err(e) => Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Error::new("INTERNAL", format!("the pipeline failed: {e}")),
+        ),
+    };
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json(status, reply.body);
+    if let Some(token) = reply.token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        response.headers_mut().insert(TOKEN_HEADER, token);
+    }
+    response
+}
+
+/// Serve the HTTP API on `listener` (HTTPS with the node's certificate when
+/// TLS is on) until `stop` fires.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    tls: Option<Arc<super::tls::Tls>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = router(node);
+    match tls {
+        None => {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "the HTTP API stopped");
+            }
+        }
+        Some(tls) => super::tls::serve_https(listener, tls, app, stop).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_hrana_errors() {
+        let r = Reply::error(StatusCode::BAD_REQUEST, Error::new("X", "why"));
+        let e: Error = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(e, Error::new("X", "why"));
+        assert_eq!(r.status, 400);
+    }
+}
