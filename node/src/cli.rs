@@ -22,8 +22,12 @@ pub enum Command {
     Exec(ExecArgs),
     /// Run a read-only query.
     Query(QueryArgs),
-    /// Show a node's view of the cluster.
+    /// Show the cluster: every member's role, applied version, lag and last
+    /// contact with the leader.
     Status(StatusArgs),
+    /// An interactive SQL prompt (like the sqlite3 shell); reads SQL from
+    /// stdin when it is not a terminal.
+    Shell(ShellArgs),
     /// Drive a real cluster with a workload and print throughput and latency percentiles.
     Bench(crate::commands::bench::BenchArgs),
     /// Make a CA and certificates for a test or development cluster.
@@ -164,6 +168,23 @@ pub struct StatusArgs {
     /// Also compute the replica digest (reads the whole database).
     #[arg(long)]
     pub digest: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// How fresh reads must be (`.consistency` changes it).
+    #[arg(long, value_enum, default_value = "linearizable")]
+    pub consistency: ConsistencyArg,
+    /// History file [default: $XDG_STATE_HOME/quorumlite/history, else
+    /// ~/.quorumlite_history].
+    #[arg(long, env = "QUORUMLITE_HISTORY", value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// With SQL from stdin: stop at the first statement that fails
+    /// (without it, every statement runs and the exit code reports failures).
+    #[arg(long)]
+    pub bail: bool,
 }
 
 /// Parse the command line, keeping the raw matches (exec pairs each

@@ -4,7 +4,9 @@
 pub mod bench;
 mod cert;
 mod dev;
+mod members;
 pub mod output;
+mod shell;
 
 use crate::cli::{Cli, Command, ConnectArgs, ConsistencyArg, ExecArgs, QueryArgs, StatusArgs};
 use crate::config::{LogFormat, NodeConfig};
@@ -37,6 +39,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> ExitCode {
             let connect = args.connect.clone();
             with_client(&connect, |c| status(c, args))
         }
+        Command::Shell(args) => shell::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Cert(args) => cert::run(args),
     }
@@ -347,31 +350,39 @@ async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
         );
         return Ok(());
     }
+    let config = client_config(&args.connect).map_err(bad_request)?;
+    let deadline = Duration::from_millis(args.connect.timeout_ms.min(2_000));
+    print!("{}", status_summary(&s));
+    if !s.digest.is_empty() {
+        println!("digest    {} (version {})", s.digest, s.digest_version);
+    }
+    println!();
+    print!(
+        "{}",
+        members::table(&members::survey(&config, &s, deadline).await)
+    );
+    Ok(())
+}
+
+/// The lines above the members table of `status` and the shell's
+/// `.status`: the leader and term, the lineage, and the log of the node
+/// that answered.
+pub fn status_summary(s: &client::pb::StatusResponse) -> String {
     let leader = if s.leader_id == 0 {
         "none known".to_owned()
     } else {
         format!("{} ({})", s.leader_id, s.leader_addr)
     };
-    println!("node      {} ({})", s.id, s.role);
-    println!("leader    {leader}");
-    println!("term      {}", s.term);
-    println!("version   {}", s.version);
-    println!("lineage   {}", s.lineage);
-    println!(
-        "log       last {}, applied {}, snapshot {}, purged {}",
-        s.last_log_index, s.applied_index, s.snapshot_index, s.purged_index
-    );
-    if !s.digest.is_empty() {
-        println!("digest    {} (version {})", s.digest, s.digest_version);
-    }
-    let rows: Vec<Vec<String>> = s
-        .members
-        .iter()
-        .map(|m| vec![m.id.to_string(), m.addr.clone(), m.kind.clone()])
-        .collect();
-    print!(
-        "{}",
-        output::table(&["id".into(), "address".into(), "kind".into()], &rows)
-    );
-    Ok(())
+    format!(
+        "leader    {leader}, term {}\nlineage   {}\nasked     node {} ({}): version {}, log last {}, applied {}, snapshot {}, purged {}\n",
+        s.term,
+        if s.lineage.is_empty() { "none yet" } else { &s.lineage },
+        s.id,
+        s.role,
+        s.version,
+        s.last_log_index,
+        s.applied_index,
+        s.snapshot_index,
+        s.purged_index
+    )
 }

@@ -1,0 +1,238 @@
+//! `quorumlite shell` against a real three-node cluster: typed at a
+//! pseudo-terminal (multi-line statements, tables, errors, history recalled
+//! with the up arrow after a restart, a session that survives the leader's
+//! death), and fed from a pipe (statements in order, the exit code). Also
+//! the human `quorumlite status` table.
+
+mod common;
+use common::{Cluster, BIN};
+use rexpect::session::PtySession;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// Generous: a debug build on two shared cores, and one failover.
+const EXPECT_TIMEOUT_MS: u64 = 15_000;
+
+fn shell_at_terminal(addrs: &[String], history: &std::path::Path) -> PtySession {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "shell",
+        "--consistency",
+        "session",
+        "--addr",
+        &addrs.join(","),
+    ])
+    .env("QUORUMLITE_HISTORY", history)
+    .env("TERM", "xterm")
+    .env("NO_COLOR", "1");
+    let mut p = rexpect::session::spawn_command(cmd, Some(EXPECT_TIMEOUT_MS)).expect("spawn shell");
+    p.exp_string("quorumlite> ").expect("first prompt");
+    p
+}
+
+/// Wait for the prompt before typing: the line editor takes keys only
+/// once it shows one (bytes sent earlier arrive with the line before).
+fn ready(p: &mut PtySession) {
+    p.exp_string("quorumlite> ").expect("prompt");
+}
+
+fn shell_with_stdin(addrs: &[String], input: &str, extra: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["shell", "--addr", &addrs.join(",")])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shell");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("shell output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_shell_runs_multi_line_statements_survives_a_leader_death_and_recalls_history()
+{
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let history = cluster.root.path().join("history");
+    let addrs = cluster.addrs();
+
+    let mut p = shell_at_terminal(&addrs, &history);
+    // A statement over two lines, with a `;` inside a string literal.
+    p.send_line("CREATE TABLE t(id INTEGER PRIMARY KEY,")
+        .expect("send");
+    p.exp_string("...> ").expect("continuation prompt");
+    p.send_line("  name TEXT);").expect("send");
+    p.exp_string("token: ql1.").expect("token of the CREATE");
+    ready(&mut p);
+    p.send_line("INSERT INTO t(name) VALUES ('semi;colon'),")
+        .expect("send");
+    p.exp_string("...> ").expect("continuation prompt");
+    p.send_line("('ada');").expect("send");
+    p.exp_string("(2 rows changed)")
+        .expect("token of the INSERT");
+    ready(&mut p);
+    // An aligned table.
+    p.send_line("SELECT id, name FROM t ORDER BY id;")
+        .expect("send");
+    p.exp_string("id  name").expect("table header");
+    p.exp_string("1   semi;colon").expect("first row");
+    p.exp_string("2   ada").expect("second row");
+    ready(&mut p);
+    // An error is one line, and the shell goes on.
+    p.send_line("SELECT * FROM missing;").expect("send");
+    p.exp_string("error: SQL_ERROR: no such table: missing")
+        .expect("error line");
+    ready(&mut p);
+
+    // The leader dies; once another leads, the same session writes, then
+    // reads its own write at the session level. (A write sent while no
+    // leader is known can come back INDETERMINATE from a follower that was
+    // forwarding it: correct, but not what this test is about.)
+    cluster.kill(leader);
+    cluster.leader(Duration::from_secs(10)).await;
+    p.send_line("INSERT INTO t(name) VALUES ('after failover');")
+        .expect("send");
+    p.exp_string("(1 row changed)")
+        .expect("write after failover");
+    ready(&mut p);
+    p.send_line(".consistency session").expect("send");
+    ready(&mut p);
+    p.send_line("SELECT count(*) AS n FROM t;").expect("send");
+    p.exp_regex(r"n\s*\r\n-\s*\r\n3\s*\r\n")
+        .expect("a session read after the failover sees all three rows");
+    ready(&mut p);
+    p.send_control('d').expect("Ctrl-D");
+    p.exp_eof().expect("the shell exits on Ctrl-D");
+
+    // A new shell: the up arrow brings back the last line of the old one.
+    let saved = std::fs::read_to_string(&history).unwrap_or_default();
+    assert!(
+        saved.ends_with("SELECT count(*) AS n FROM t;\n"),
+        "history file: {saved:?}"
+    );
+    let mut p = shell_at_terminal(&addrs, &history);
+    p.send("\x1b[A").expect("up arrow");
+    p.flush().expect("flush");
+    p.exp_string("SELECT count(*) AS n FROM t;")
+        .expect("recalled line");
+    p.send("\r").expect("enter");
+    p.flush().expect("flush");
+    p.exp_regex(r"n\s*\r\n-\s*\r\n3\s*\r\n")
+        .expect("the recalled statement runs");
+    ready(&mut p);
+    p.send_line(".quit").expect("send");
+    p.exp_eof().expect("the shell exits on .quit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_sql_runs_in_order_and_any_failed_statement_makes_the_exit_non_zero() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let addrs = cluster.addrs();
+
+    let out = shell_with_stdin(
+        &addrs,
+        "CREATE TABLE kv(k TEXT PRIMARY KEY, v);\n\
+         INSERT INTO kv VALUES ('a', 1), ('b', 2);\n\
+         .consistency session\n\
+         .mode csv\n\
+         SELECT k, v FROM kv ORDER BY k;\n",
+        &[],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "k,v\na,1\nb,2\n", "only rows on stdout");
+    assert!(!stderr.contains("error"), "{stderr}");
+
+    // A failure in the middle: reported with its line, later statements
+    // still run, and the exit code says something failed.
+    let out = shell_with_stdin(
+        &addrs,
+        "INSERT INTO kv VALUES ('c', 3);\nINSERT INTO kv VALUES ('a', 9);\nSELECT count(*) AS n FROM kv\n",
+        &[],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error near line 2: SQL_ERROR: UNIQUE constraint failed: kv.k"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error").count(), 1, "{stderr}");
+    assert_eq!(stdout, "n\n-\n3\n", "the last statement (no `;`) ran");
+
+    // With --bail, nothing after the failure runs.
+    let out = shell_with_stdin(
+        &addrs,
+        "SELEC 1;\nINSERT INTO kv VALUES ('d', 4);\n",
+        &["--bail"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = shell_with_stdin(&addrs, "SELECT count(*) AS n FROM kv;", &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n-\n3\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_prints_a_row_for_every_member_with_its_role_version_and_lag() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    // Under load a node can be mid-election: ask until the cluster settles.
+    let status = || {
+        Command::new(BIN)
+            .args(["status", "--addr", &cluster.addr(1)])
+            .output()
+            .expect("run status")
+    };
+    let mut out = status();
+    for _ in 0..20 {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.matches(" leader ").count() == 1 && text.matches(" follower ").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        out = status();
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = text
+        .lines()
+        .position(|l| l.starts_with("id  address"))
+        .unwrap_or_else(|| panic!("no members table: {text}"));
+    assert!(
+        text.lines()
+            .nth(header)
+            .is_some_and(|l| l.ends_with("role      version  lag  last contact")),
+        "{text}"
+    );
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(header + 2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for (i, row) in rows.iter().enumerate() {
+        let id = i as u64 + 1;
+        assert_eq!(row[0], id.to_string(), "{text}");
+        assert_eq!(row[1], cluster.addr(id), "{text}");
+        let role = if id == leader { "leader" } else { "follower" };
+        assert_eq!(row[2], role, "{text}");
+        assert!(row[3].parse::<u64>().is_ok(), "version: {text}");
+        assert!(row[4].parse::<u64>().is_ok(), "lag: {text}");
+    }
+}
