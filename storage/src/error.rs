@@ -59,6 +59,13 @@ impl RequestError {
                 code: e.extended_code,
                 message: msg.unwrap_or_else(|| e.to_string()),
             },
+            // A statement that does not prepare: SQLite's message, without
+            // the text rusqlite appends (our cache-key prefix would show).
+            rusqlite::Error::SqlInputError { error, msg, .. } => RequestError::Sql {
+                index,
+                code: error.extended_code,
+                message: msg,
+            },
             rusqlite::Error::MultipleStatement => RequestError::Refused {
                 index,
                 reason: "one SQL statement per entry: split the text into separate statements"

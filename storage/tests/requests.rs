@@ -567,3 +567,18 @@ fn a_session_write_that_arrives_after_the_session_moved_past_it_is_refused() {
     let reason = refusal(&mut p, "DELETE FROM _quorumlite_sessions");
     assert!(reason.contains("reserved"), "{reason}");
 }
+
+#[test]
+fn a_syntax_error_reports_sqlites_message_without_internal_text() {
+    let mut p = Pair::new();
+    let out = p.write(&[WriteRequest::sql("SELEC 1")]);
+    match &out.results[0] {
+        Err(RequestError::Sql { message, .. }) => {
+            assert_eq!(message, "near \"SELEC\": syntax error");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    let err = p.leader.reads.query(&Statement::new("SELECT * FROM nowhere")).expect_err("no table");
+    assert!(err.to_string().contains("no such table: nowhere"), "{err}");
+    assert!(!err.to_string().contains("/*"), "{err}");
+}
