@@ -424,6 +424,55 @@ impl Client {
         Err(last.unwrap_or_else(|| Error::new(ErrorCode::Unavailable, "no node to ask")))
     }
 
+    /// Add, promote or remove a member (needs `admin`). Any node passes it
+    /// to the leader; the reply comes once the change is committed. Adding
+    /// a node waits for it to catch up, so the call may take long: it uses
+    /// `timeout`, not the client's request timeout.
+    pub async fn change_membership(
+        &self,
+        request: pb::ChangeMembershipRequest,
+        timeout: Duration,
+    ) -> Result<pb::ChangeMembershipResponse, Error> {
+        let mut last = None;
+        for node in &self.inner.nodes {
+            let mut req = self.request(request.clone())?;
+            req.set_timeout(timeout);
+            match node.rpc.clone().change_membership(req).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => {
+                    let err = Error::from_status(&status, &node.addr);
+                    if err.code != ErrorCode::Unavailable {
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(ErrorCode::Unavailable, "no node to ask")))
+    }
+
+    /// Make voter `to` the leader (needs `admin`).
+    pub async fn transfer_leader(&self, to: u64) -> Result<pb::TransferLeaderResponse, Error> {
+        let mut last = None;
+        for node in &self.inner.nodes {
+            let req = self.request(pb::TransferLeaderRequest {
+                to,
+                forwarded: false,
+            })?;
+            match node.rpc.clone().transfer_leader(req).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => {
+                    let err = Error::from_status(&status, &node.addr);
+                    if err.code != ErrorCode::Unavailable {
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(ErrorCode::Unavailable, "no node to ask")))
+    }
+
     /// A request with this client's deadline and bearer token.
     fn request<T>(&self, message: T) -> Result<tonic::Request<T>, Error> {
         let mut req = tonic::Request::new(message);

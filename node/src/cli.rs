@@ -25,6 +25,8 @@ pub enum Command {
     /// Show the cluster: every member's role, applied version, lag and last
     /// contact with the leader.
     Status(StatusArgs),
+    /// Change who is in the cluster: list, add, promote, remove, transfer-leader.
+    Members(MembersArgs),
     /// An interactive SQL prompt (like the sqlite3 shell); reads SQL from
     /// stdin when it is not a terminal.
     Shell(ShellArgs),
@@ -168,6 +170,61 @@ pub struct StatusArgs {
     /// Also compute the replica digest (reads the whole database).
     #[arg(long)]
     pub digest: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MembersArgs {
+    #[command(subcommand)]
+    pub command: MembersCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MembersCommand {
+    /// Every member with its kind, role, applied version, lag and last contact.
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Add a running node (started with --join): it catches up as a learner
+    /// (snapshot, then log), then becomes a voter unless --learner.
+    /// Returns once done. Needs the admin permission.
+    Add {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// The new node's id (unused in the cluster).
+        #[arg(long)]
+        id: u64,
+        /// The address members and clients reach the new node at, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        node_addr: String,
+        /// Keep it a learner: a read replica that never votes.
+        #[arg(long)]
+        learner: bool,
+        /// How long to wait for the node to catch up, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+    },
+    /// Make a learner a voter, once it has caught up.
+    Promote {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a voter or learner; removing the leader hands leadership over first.
+    Remove {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[arg(long)]
+        id: u64,
+    },
+    /// Make voter --to the leader (the current leader steps aside).
+    TransferLeader {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]

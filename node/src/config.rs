@@ -49,6 +49,18 @@ pub struct NodeArgs {
     /// transaction), in milliseconds [default: 10000].
     #[arg(long, env = "QUORUMLITE_STREAM_IDLE_MS", value_name = "MS")]
     pub stream_idle_ms: Option<u64>,
+    /// Join an existing cluster through any member, HOST:PORT, instead of
+    /// forming one from --peers: the node catches up as a learner, then
+    /// becomes a voter (unless --learner). Ignored once the node has joined.
+    #[arg(long, env = "QUORUMLITE_JOIN", value_name = "HOST:PORT")]
+    pub join: Option<String>,
+    /// With --join: stay a learner (a read replica that never votes).
+    #[arg(long, env = "QUORUMLITE_LEARNER")]
+    pub learner: bool,
+    /// The address other members and clients reach this node at, HOST:PORT
+    /// [default: this node's address in --peers, else --listen].
+    #[arg(long, env = "QUORUMLITE_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// Every voter of the cluster, this node included: ID=HOST:PORT,...
     /// Nodes started with the same list form the cluster on their own.
     #[arg(long, env = "QUORUMLITE_PEERS", value_name = "ID=HOST:PORT,...")]
@@ -128,6 +140,9 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub metrics_listen: Option<String>,
     pub http: Option<String>,
+    pub join: Option<String>,
+    pub learner: Option<bool>,
+    pub advertise: Option<String>,
     pub txn_timeout_ms: Option<u64>,
     pub stream_idle_ms: Option<u64>,
     pub peers: Option<String>,
@@ -182,8 +197,15 @@ pub struct NodeConfig {
     pub http_listen: Option<SocketAddr>,
     pub txn_timeout: Duration,
     pub stream_idle: Duration,
-    /// Voters by id. Invariant (after `validate`): contains `id`.
+    /// Voters by id when forming a cluster. Invariant (after `validate`):
+    /// contains `id`, unless the node joins (`join`), when it may be empty.
     pub peers: BTreeMap<u64, String>,
+    /// A member to join the cluster through; `None`: form it from `peers`.
+    pub join: Option<String>,
+    /// With `join`: stay a learner.
+    pub learner: bool,
+    /// The address peers and clients reach this node at.
+    pub advertise: Option<String>,
     pub heartbeat: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
@@ -259,6 +281,9 @@ impl NodeConfig {
             txn_timeout: Duration::from_secs(5),
             stream_idle: Duration::from_secs(10),
             peers: BTreeMap::new(),
+            join: None,
+            learner: false,
+            advertise: None,
             heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(500),
@@ -298,10 +323,26 @@ impl NodeConfig {
             pick!(listen).ok_or_else(|| err("--listen (listen) is required: HOST:PORT"))?;
         let listen = parse_listen(&listen_text)?;
         let mut c = NodeConfig::defaults(id, data_dir, listen);
-        let peers = pick!(peers).ok_or_else(|| {
-            err("--peers (peers) is required: every voter as ID=HOST:PORT,... including this node")
-        })?;
-        c.peers = parse_peers(&peers)?;
+        c.join = pick!(join);
+        c.learner = args.learner || file.learner == Some(true);
+        if let Some(v) = pick!(advertise) {
+            parse_addr_text("--advertise (advertise)", &v)?;
+            c.advertise = Some(v);
+        }
+        match (pick!(peers), &c.join) {
+            (Some(peers), _) => c.peers = parse_peers(&peers)?,
+            (None, Some(join)) => parse_addr_text("--join (join)", join)?,
+            (None, None) => {
+                return Err(err(
+                    "--peers (peers) is required to form a cluster (every voter as ID=HOST:PORT,... including this node), or --join HOST:PORT to join one",
+                ))
+            }
+        }
+        if c.learner && c.join.is_none() {
+            return Err(err(
+                "--learner (learner) needs --join: a node forming a cluster from --peers is a voter",
+            ));
+        }
         if let Some(v) = pick!(metrics_listen) {
             c.metrics_listen = Some(parse_addr("--metrics-listen (metrics_listen)", &v)?);
         }
@@ -392,7 +433,7 @@ impl NodeConfig {
         if self.id == 0 {
             return Err(err("--id (id) = 0: ids start at 1"));
         }
-        if !self.peers.contains_key(&self.id) {
+        if self.join.is_none() && !self.peers.contains_key(&self.id) {
             return Err(err(format!(
                 "--peers (peers) does not list this node's id {}: list every voter, this node included",
                 self.id
@@ -476,8 +517,12 @@ impl NodeConfig {
     }
 
     /// This node's address as its peers know it.
-    pub fn advertised(&self) -> &str {
-        self.peers.get(&self.id).map_or("", String::as_str)
+    pub fn advertised(&self) -> String {
+        match (&self.advertise, self.peers.get(&self.id)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => self.listen.to_string(),
+        }
     }
 
     pub fn storage(&self) -> storage::StorageConfig {
@@ -535,6 +580,14 @@ fn parse_addr(option: &str, text: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 /// Parse `ID=HOST:PORT,...`.
+/// Check a HOST:PORT given as text (the host may be a name).
+fn parse_addr_text(option: &str, text: &str) -> Result<(), ConfigError> {
+    match text.trim().rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(err(format!("{option} = {text:?}: expected HOST:PORT"))),
+    }
+}
+
 pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut peers = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -783,8 +836,10 @@ mod tests {
                     docs.contains(&format!("`{key}`")),
                     "{key} missing from docs/configuration.md"
                 );
+                // Keys that exclude others (join vs forming) appear commented.
                 assert!(
-                    sample.contains(&format!("\n{key} = ")),
+                    sample.contains(&format!("\n{key} = "))
+                        || sample.contains(&format!("\n# {key} = ")),
                     "{key} missing from the sample config"
                 );
             }

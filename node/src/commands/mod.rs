@@ -5,6 +5,7 @@ pub mod bench;
 mod cert;
 mod dev;
 mod members;
+mod membership;
 pub mod output;
 mod shell;
 
@@ -39,6 +40,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> ExitCode {
             let connect = args.connect.clone();
             with_client(&connect, |c| status(c, args))
         }
+        Command::Members(args) => membership::run(args.command),
         Command::Shell(args) => shell::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Cert(args) => cert::run(args),
@@ -165,7 +167,7 @@ pub fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
     })
 }
 
-fn with_client<F, Fut>(connect: &ConnectArgs, f: F) -> ExitCode
+pub(crate) fn with_client<F, Fut>(connect: &ConnectArgs, f: F) -> ExitCode
 where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<(), client::Error>>,

@@ -108,6 +108,72 @@ impl Forwarder {
         }
     }
 
+    /// Pass a membership change on to the leader at `addr`.
+    pub async fn change_membership(
+        &self,
+        addr: &str,
+        request: client::pb::ChangeMembershipRequest,
+        bearer: Option<&str>,
+    ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(super::members::CATCH_UP_LIMIT + Duration::from_secs(10));
+        if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
+            req.metadata_mut().insert("authorization", value);
+        }
+        match self.client(addr)?.change_membership(req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(remote(&status, addr, false)),
+        }
+    }
+
+    /// Ask the member at `addr` to add this node (`--join`), or pass such a
+    /// request on to the leader.
+    pub async fn join(
+        &self,
+        addr: &str,
+        request: client::pb::JoinRequest,
+    ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(super::members::CATCH_UP_LIMIT + Duration::from_secs(10));
+        match self.client(addr)?.join(req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(remote(&status, addr, false)),
+        }
+    }
+
+    /// Pass a leader transfer on to the leader at `addr`.
+    pub async fn transfer_leader(
+        &self,
+        addr: &str,
+        request: client::pb::TransferLeaderRequest,
+        bearer: Option<&str>,
+    ) -> Result<client::pb::TransferLeaderResponse, NodeError> {
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(self.write_deadline);
+        if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
+            req.metadata_mut().insert("authorization", value);
+        }
+        match self.client(addr)?.transfer_leader(req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(remote(&status, addr, false)),
+        }
+    }
+
+    /// Tell a voter its part in a leader transfer.
+    pub async fn campaign(
+        &self,
+        addr: &str,
+        campaign: bool,
+        pause_ms: u64,
+    ) -> Result<(), NodeError> {
+        let mut req = tonic::Request::new(client::pb::CampaignRequest { campaign, pause_ms });
+        req.set_timeout(Duration::from_secs(1));
+        match self.client(addr)?.campaign(req).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(remote(&status, addr, false)),
+        }
+    }
+
     /// Ask the leader at `addr` for a read barrier.
     pub async fn read_index(
         &self,

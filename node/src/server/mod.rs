@@ -17,6 +17,7 @@ mod convert;
 pub mod error;
 mod forward;
 pub mod hrana;
+mod members;
 mod read;
 mod service;
 pub mod tls;
@@ -497,11 +498,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         }
     }
 
-    if !raft
+    let initialized = raft
         .is_initialized()
         .await
-        .map_err(|e| StartError::Raft(e.to_string()))?
-    {
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let joining = match (&config.join, initialized) {
+        (Some(via), false) => Some(tokio::spawn(join_cluster(Arc::clone(&node), via.clone()))),
+        _ => None,
+    };
+    if !initialized && config.join.is_none() {
         let members: BTreeMap<NodeId, BasicNode> = config
             .peers
             .iter()
@@ -523,6 +528,21 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     tokio::select! {
         _ = shutdown => tracing::info!("shutdown requested"),
         _ = fatal.notified() => tracing::error!("fatal error: stopping the node"),
+    }
+    if let Some(j) = joining {
+        j.abort();
+    }
+    // 0. A leader hands over first, so no election timeout is lost.
+    if node.role().0 {
+        if let Some(to) = node.best_successor() {
+            match tokio::time::timeout(Duration::from_secs(6), node.transfer_leadership(to)).await {
+                Ok(Ok(())) => tracing::info!(to, "handed leadership over before stopping"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not hand leadership over; stopping anyway")
+                }
+                Err(_) => tracing::warn!("handing leadership over took too long; stopping anyway"),
+            }
+        }
     }
     // 1. Refuse new requests; 2. let the writer finish what it holds.
     node.accepting.store(false, Ordering::Release);
@@ -554,6 +574,36 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// A node started with --join asks `via` (any member) to add it, until it
+/// is a member. The call returns once the node has caught up.
+async fn join_cluster(node: Arc<Node>, via: String) {
+    let request = pb::JoinRequest {
+        id: node.id,
+        addr: node.config.advertised(),
+        learner: node.config.learner,
+        forwarded: false,
+    };
+    tracing::info!(via = %via, addr = %request.addr, learner = request.learner, "joining the cluster");
+    loop {
+        match node.forward.join(&via, request.clone()).await {
+            Ok(r) => {
+                let kind = r
+                    .members
+                    .iter()
+                    .find(|m| m.id == node.id)
+                    .map_or("member", |m| m.kind.as_str())
+                    .to_owned();
+                tracing::info!(kind = %kind, elapsed_ms = r.elapsed_ms, "joined the cluster");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(via = %via, error = %e, "joining failed; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
 }
 
 /// Log role changes; a new leader of an empty cluster draws its lineage.

@@ -130,6 +130,57 @@ impl Quorumlite for Service {
         }))
     }
 
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
+        if let Err(e) = self.admit(&request, Permission::Admin) {
+            return self.reply(Err(e));
+        }
+        let bearer = bearer(&request).map(str::to_owned);
+        self.reply(
+            self.node
+                .change_membership(request.into_inner(), bearer.as_deref())
+                .await,
+        )
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        if let Err(e) = self.admit(&request, Permission::Admin) {
+            return self.reply(Err(e));
+        }
+        let bearer = bearer(&request).map(str::to_owned);
+        self.reply(
+            self.node
+                .transfer_leader(request.into_inner(), bearer.as_deref())
+                .await,
+        )
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
+        if let Err(e) = self.admit_peer(&request) {
+            return self.reply(Err(e));
+        }
+        self.reply(self.node.join(request.into_inner()).await)
+    }
+
+    async fn campaign(
+        &self,
+        request: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::CampaignResponse>, Status> {
+        if let Err(e) = self.admit_peer(&request) {
+            return self.reply(Err(e));
+        }
+        self.node.campaign(request.into_inner());
+        Ok(Response::new(pb::CampaignResponse {}))
+    }
+
     async fn read_index(
         &self,
         request: Request<pb::ReadIndexRequest>,

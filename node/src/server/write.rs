@@ -116,6 +116,9 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::UnboundedSender<Job>,
+    /// During a leader transfer: the new leader's address. The writer then
+    /// refuses every write (NOT_LEADER naming it) without proposing.
+    handover: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Settings of the writer thread.
@@ -141,6 +144,8 @@ impl Writer {
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let runtime = Handle::current();
+        let handover = Arc::new(std::sync::Mutex::new(None));
+        let loop_handover = Arc::clone(&handover);
         let thread = std::thread::Builder::new()
             .name("quorumlite-writer".into())
             .spawn(move || {
@@ -155,10 +160,11 @@ impl Writer {
                     fatal,
                     next_txn: 1,
                     ended: EndedTxns::default(),
+                    handover: loop_handover,
                 }
                 .run()
             })?;
-        Ok((Writer { tx }, thread))
+        Ok((Writer { tx, handover }, thread))
     }
 
     /// Queue a write and wait for its outcome.
@@ -205,6 +211,11 @@ impl Writer {
         rx.await.unwrap_or(Err(NodeError::ShuttingDown))
     }
 
+    /// Start (`Some(new leader's address)`) or end (`None`) a leader transfer.
+    pub fn hand_over(&self, to: Option<String>) {
+        *self.handover.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+
     /// Ask for the cluster's first batch (a no-op when there is one).
     pub fn initialize(&self) {
         let _ = self.tx.send(Job::Initialize);
@@ -231,6 +242,7 @@ struct WriterLoop {
     fatal: Arc<Notify>,
     next_txn: TxnId,
     ended: EndedTxns,
+    handover: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Why recent transactions ended without their client asking, so a late
@@ -498,6 +510,15 @@ impl WriterLoop {
 
     /// Check that this node leads, and in a new term wait for the barrier.
     fn leadership(&mut self) -> Result<(), NodeError> {
+        let handing_over = self
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(to) = handing_over {
+            self.ready_term = None;
+            return Err(NodeError::NotLeader { leader: Some(to) });
+        }
         let (state, term, leader) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();

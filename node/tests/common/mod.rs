@@ -20,6 +20,8 @@ pub struct NodeProc {
     pub log: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Started with `--join` this member's address instead of `--peers`.
+    join: Option<String>,
 }
 
 pub struct Cluster {
@@ -55,6 +57,7 @@ impl Cluster {
                 log: root.path().join(format!("node{id}.log")),
                 child: None,
                 starts: 0,
+                join: None,
             })
             .collect();
         let peers = nodes
@@ -90,16 +93,13 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("log file");
+        let (how, whom) = match &node.join {
+            Some(via) => ("--join", via.clone()),
+            None => ("--peers", peers),
+        };
         let child = Command::new(BIN)
             .arg("node")
-            .args([
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &node.addr,
-                "--peers",
-                &peers,
-            ])
+            .args(["--id", &id.to_string(), "--listen", &node.addr, how, &whom])
             .arg("--data-dir")
             .arg(&node.dir)
             .args(&extra)
@@ -109,6 +109,26 @@ impl Cluster {
             .spawn()
             .expect("spawn quorumlite node");
         node.child = Some(child);
+    }
+
+    /// Start a new node that joins through node `via` (`--join`), with
+    /// `extra` flags of its own; its id.
+    pub fn join(&mut self, via: u64, extra: &[&str]) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let via = self.addr(via);
+        self.nodes.push(NodeProc {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            dir: self.root.path().join(format!("node{id}")),
+            log: self.root.path().join(format!("node{id}.log")),
+            child: None,
+            starts: 0,
+            join: Some(via),
+        });
+        self.per_node
+            .push(extra.iter().map(|s| s.to_string()).collect());
+        self.launch(id);
+        id
     }
 
     pub fn addrs(&self) -> Vec<String> {

@@ -1,0 +1,445 @@
+//! Membership changes and leader transfer.
+//!
+//! Every change runs on the leader (other nodes pass the request on) and
+//! goes through openraft's joint consensus, so the cluster stays available
+//! while it happens:
+//!
+//! ```text
+//! add(id, addr)   add_learner(blocking): the leader streams a snapshot, then
+//!                 the log, and returns once the learner has caught up;
+//!                 then (unless it stays a learner) AddVoterIds({id})
+//! promote(id)     wait (bounded) until the learner has matched the leader's
+//!                 log, then AddVoterIds({id})
+//! remove(id)      a voter: RemoveVoters({id}) (removing the leader hands
+//!                 leadership over first); a learner: RemoveNodes({id})
+//! join            a node started with --join asks any member; it is `add`
+//! ```
+//!
+//! # Leader transfer
+//! openraft 0.9 has no transfer call, and a follower refuses to vote while
+//! its leader lease (election_timeout_max since it last heard the leader)
+//! runs. So the old leader, with the writer refusing new writes (they get
+//! NOT_LEADER naming the target):
+//! 1. waits (bounded) for the target to match its log;
+//! 2. stops heartbeats and its own election timer, and asks every other
+//!    voter to pause its election timer (`Campaign { pause }`), so only the
+//!    target campaigns;
+//! 3. asks the target to campaign (`Campaign { campaign }`): it waits out
+//!    the lease, calls an election, and repeats until it leads;
+//! 4. waits until it sees the target lead, then turns its timers back on.
+//!
+//! The cost is one lease plus one election round (about 0.6 s by default),
+//! with no write lost: writes refused in the meantime were never proposed.
+
+use super::error::NodeError;
+use super::Node;
+use client::pb;
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use raft::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// How long a new member may take to catch up (snapshot, then log).
+pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(300);
+/// How long `promote` waits for a learner to match the leader's log.
+const PROMOTE_WAIT: Duration = Duration::from_secs(10);
+/// How long a leader transfer may take before it is abandoned.
+const TRANSFER_LIMIT: Duration = Duration::from_secs(5);
+
+/// Who is in the cluster, as the leader's metrics say.
+fn members_of(node: &Node) -> (BTreeMap<NodeId, String>, BTreeSet<NodeId>) {
+    let metrics = node.raft.metrics();
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
+    let nodes = membership
+        .nodes()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
+    (nodes, membership.voter_ids().collect())
+}
+
+fn response(node: &Node, started: Instant) -> pb::ChangeMembershipResponse {
+    let (nodes, voters) = members_of(node);
+    pb::ChangeMembershipResponse {
+        members: nodes
+            .into_iter()
+            .map(|(id, addr)| pb::Member {
+                id,
+                addr,
+                kind: if voters.contains(&id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .into(),
+            })
+            .collect(),
+        leader_id: node.raft.metrics().borrow().current_leader.unwrap_or(0),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+fn raft_failed(what: &str, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Unavailable(format!(
+        "{what} failed: {e}; check `quorumlite members list` and retry"
+    ))
+}
+
+/// Whether `id`'s replication has matched the leader's last log index.
+fn caught_up(node: &Node, id: NodeId) -> bool {
+    let metrics = node.raft.metrics();
+    let m = metrics.borrow();
+    let last = m.last_log_index;
+    m.replication
+        .as_ref()
+        .and_then(|r| r.get(&id))
+        .is_some_and(|matched| matched.map(|l| l.index) >= last)
+}
+
+async fn wait_caught_up(node: &Node, id: NodeId, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if caught_up(node, id) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    caught_up(node, id)
+}
+
+impl Node {
+    /// Run a membership change here if this node leads, else pass it on.
+    pub async fn change_membership(
+        &self,
+        req: pb::ChangeMembershipRequest,
+        bearer: Option<&str>,
+    ) -> Result<pb::ChangeMembershipResponse, NodeError> {
+        self.check_accepting()?;
+        if let Some(addr) = self.leader_elsewhere(req.forwarded).await? {
+            let mut req = req;
+            req.forwarded = true;
+            return self.forward.change_membership(&addr, req, bearer).await;
+        }
+        let started = Instant::now();
+        let action = pb::MembershipAction::try_from(req.action).map_err(|_| {
+            NodeError::BadRequest(format!("unknown membership action {}", req.action))
+        })?;
+        if req.id == 0 {
+            return Err(NodeError::BadRequest("node ids start at 1".into()));
+        }
+        match action {
+            pb::MembershipAction::Add => self.add_member(req.id, &req.addr, req.learner).await?,
+            pb::MembershipAction::Promote => self.promote(req.id).await?,
+            pb::MembershipAction::Remove => {
+                if let Some(addr) = self.remove_member(req.id).await? {
+                    // This node led and handed over: the new leader removes it.
+                    let mut req = req;
+                    req.forwarded = true;
+                    return self.forward.change_membership(&addr, req, bearer).await;
+                }
+            }
+        }
+        Ok(response(self, started))
+    }
+
+    /// A node started with --join asks to be added.
+    pub async fn join(
+        &self,
+        req: pb::JoinRequest,
+    ) -> Result<pb::ChangeMembershipResponse, NodeError> {
+        self.check_accepting()?;
+        if let Some(addr) = self.leader_elsewhere(req.forwarded).await? {
+            let mut req = req;
+            req.forwarded = true;
+            return self.forward.join(&addr, req).await;
+        }
+        let started = Instant::now();
+        tracing::info!(id = req.id, addr = %req.addr, learner = req.learner, "node asks to join");
+        self.add_member(req.id, &req.addr, req.learner).await?;
+        Ok(response(self, started))
+    }
+
+    /// `Some(leader address)` when another node leads; `None` when this one
+    /// does. A request passed on already must find the leader here.
+    async fn leader_elsewhere(&self, forwarded: bool) -> Result<Option<String>, NodeError> {
+        let (leads, leader) = self.role();
+        match (leads, leader) {
+            (true, _) => Ok(None),
+            (false, leader) if forwarded => Err(NodeError::NotLeader { leader }),
+            (false, Some(addr)) => Ok(Some(addr)),
+            (false, None) => self.find_leader().await,
+        }
+    }
+
+    async fn add_member(&self, id: NodeId, addr: &str, learner: bool) -> Result<(), NodeError> {
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(NodeError::BadRequest(format!(
+                "node address {addr:?}: expected HOST:PORT"
+            )));
+        }
+        let (nodes, voters) = members_of(self);
+        match nodes.get(&id) {
+            Some(existing) if existing != addr => return Err(NodeError::BadRequest(format!(
+                "node {id} is already a member at {existing}: remove it first, or use another id"
+            ))),
+            Some(_) if voters.contains(&id) => return Ok(()),
+            Some(_) => {}
+            None => {
+                if let Some((other, _)) = nodes.iter().find(|(_, a)| a.as_str() == addr) {
+                    return Err(NodeError::BadRequest(format!(
+                        "{addr} is already the address of node {other}"
+                    )));
+                }
+                tracing::info!(
+                    id,
+                    addr,
+                    "adding a learner; it catches up before the call returns"
+                );
+                let added = tokio::time::timeout(
+                    CATCH_UP_LIMIT,
+                    self.raft.add_learner(
+                        id,
+                        BasicNode {
+                            addr: addr.to_owned(),
+                        },
+                        true,
+                    ),
+                )
+                .await;
+                match added {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(raft_failed("adding the learner", e)),
+                    Err(_) => {
+                        return Err(NodeError::Unavailable(format!(
+                            "node {id} was added as a learner but did not catch up within {} s; it stays a learner: check it runs and is reachable at {addr}, then `members promote`",
+                            CATCH_UP_LIMIT.as_secs()
+                        )))
+                    }
+                }
+            }
+        }
+        if learner {
+            return Ok(());
+        }
+        self.promote(id).await
+    }
+
+    async fn promote(&self, id: NodeId) -> Result<(), NodeError> {
+        let (nodes, voters) = members_of(self);
+        if !nodes.contains_key(&id) {
+            return Err(NodeError::BadRequest(format!(
+                "node {id} is not a member: add it first"
+            )));
+        }
+        if voters.contains(&id) {
+            return Ok(());
+        }
+        if !wait_caught_up(self, id, PROMOTE_WAIT).await {
+            return Err(NodeError::Unavailable(format!(
+                "learner {id} has not caught up with the leader's log within {} s; it stays a learner: retry once it has",
+                PROMOTE_WAIT.as_secs()
+            )));
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| raft_failed("promoting the learner", e))?;
+        tracing::info!(id, "learner promoted to voter");
+        Ok(())
+    }
+
+    /// Remove `id`. `Some(addr)` when `id` is this leader: it handed
+    /// leadership to `addr`, which must do the removal.
+    async fn remove_member(&self, id: NodeId) -> Result<Option<String>, NodeError> {
+        let (nodes, voters) = members_of(self);
+        if !nodes.contains_key(&id) {
+            return Err(NodeError::BadRequest(format!("node {id} is not a member")));
+        }
+        if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(NodeError::BadRequest(format!(
+                    "node {id} is the only voter: a cluster needs one"
+                )));
+            }
+            if id == self.id {
+                let to = self.best_successor().ok_or_else(|| {
+                    NodeError::Unavailable("no other voter to hand leadership to".into())
+                })?;
+                self.transfer_leadership(to).await?;
+                return self.role().1.map(Some).ok_or(NodeError::NoLeader);
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| raft_failed("removing the voter", e))?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| raft_failed("removing the learner", e))?;
+        }
+        tracing::info!(id, "member removed");
+        Ok(None)
+    }
+
+    /// The voter with the most of the log, other than this node.
+    pub fn best_successor(&self) -> Option<NodeId> {
+        let (_, voters) = members_of(self);
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let progress = m.replication.as_ref()?;
+        voters
+            .iter()
+            .filter(|id| **id != self.id)
+            .max_by_key(|id| progress.get(id).copied().flatten().map(|l| l.index))
+            .copied()
+    }
+
+    /// Make `to` the leader; run here if this node leads, else pass it on.
+    pub async fn transfer_leader(
+        &self,
+        req: pb::TransferLeaderRequest,
+        bearer: Option<&str>,
+    ) -> Result<pb::TransferLeaderResponse, NodeError> {
+        self.check_accepting()?;
+        let (_, voters) = members_of(self);
+        if !voters.contains(&req.to) {
+            return Err(NodeError::BadRequest(format!(
+                "node {} is not a voter: only voters can lead",
+                req.to
+            )));
+        }
+        let started = Instant::now();
+        if req.to != self.id {
+            if let Some(addr) = self.leader_elsewhere(req.forwarded).await? {
+                let mut req = req;
+                req.forwarded = true;
+                return self.forward.transfer_leader(&addr, req, bearer).await;
+            }
+            self.transfer_leadership(req.to).await?;
+        } else if !self.role().0 {
+            // Asked of the target itself: pass it to the leader.
+            if let Some(addr) = self.leader_elsewhere(req.forwarded).await? {
+                let mut req = req;
+                req.forwarded = true;
+                return self.forward.transfer_leader(&addr, req, bearer).await;
+            }
+        }
+        let m = self.raft.metrics().borrow().clone();
+        Ok(pb::TransferLeaderResponse {
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// The leader side of a transfer (see the module docs).
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), NodeError> {
+        let (nodes, voters) = members_of(self);
+        let target_addr = nodes
+            .get(&to)
+            .cloned()
+            .ok_or_else(|| NodeError::BadRequest(format!("node {to} is not a member")))?;
+        let started = Instant::now();
+        tracing::info!(to, "transferring leadership");
+        self.writer.hand_over(Some(target_addr.clone()));
+        let outcome = self.run_transfer(to, &target_addr, &nodes, &voters).await;
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        self.writer.hand_over(None);
+        match &outcome {
+            Ok(()) => tracing::info!(
+                to,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "leadership transferred"
+            ),
+            Err(e) => tracing::warn!(to, error = %e, "leadership transfer failed"),
+        }
+        outcome
+    }
+
+    async fn run_transfer(
+        &self,
+        to: NodeId,
+        target_addr: &str,
+        nodes: &BTreeMap<NodeId, String>,
+        voters: &BTreeSet<NodeId>,
+    ) -> Result<(), NodeError> {
+        let deadline = Instant::now() + TRANSFER_LIMIT;
+        if !wait_caught_up(self, to, Duration::from_secs(2)).await {
+            return Err(NodeError::Unavailable(format!(
+                "node {to} has not caught up with the leader's log; leadership stays here"
+            )));
+        }
+        let term = self.raft.metrics().borrow().current_term;
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        let pause_ms = TRANSFER_LIMIT.as_millis() as u64;
+        for id in voters.iter().filter(|id| **id != to && **id != self.id) {
+            if let Some(addr) = nodes.get(id) {
+                // A voter that misses this may campaign too: the target
+                // still wins most of the time, and the cluster recovers.
+                if let Err(e) = self.forward.campaign(addr, false, pause_ms).await {
+                    tracing::debug!(id, error = %e, "could not pause a voter's elections");
+                }
+            }
+        }
+        self.forward.campaign(target_addr, true, 0).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let moved = self
+            .raft
+            .wait(Some(remaining))
+            .metrics(
+                |m| m.current_term > term && m.current_leader == Some(to),
+                "the target to lead",
+            )
+            .await;
+        match moved {
+            Ok(_) => Ok(()),
+            Err(_) => Err(NodeError::Unavailable(format!(
+                "node {to} did not become leader within {} s; elections resume normally",
+                TRANSFER_LIMIT.as_secs()
+            ))),
+        }
+    }
+
+    /// A peer's part in a leader transfer (see the module docs).
+    pub fn campaign(&self, req: pb::CampaignRequest) {
+        let raft = self.raft.clone();
+        let lease = self.config.election_timeout_max;
+        if !req.campaign {
+            raft.runtime_config().elect(false);
+            let pause = Duration::from_millis(req.pause_ms.min(TRANSFER_LIMIT.as_millis() as u64));
+            tokio::spawn(async move {
+                tokio::time::sleep(pause).await;
+                raft.runtime_config().elect(true);
+            });
+            return;
+        }
+        let contact = self.contact.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + TRANSFER_LIMIT;
+            // Followers refuse votes until the lease since the last
+            // heartbeat has run out; the leader stopped heartbeats just now.
+            let margin = Duration::from_millis(30);
+            let since = contact.age().unwrap_or(Duration::ZERO);
+            tokio::time::sleep((lease + margin).saturating_sub(since)).await;
+            while Instant::now() < deadline {
+                if raft.metrics().borrow().state == ServerState::Leader {
+                    return;
+                }
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "could not call an election");
+                    return;
+                }
+                let _ = raft
+                    .wait(Some(lease))
+                    .metrics(|m| m.state == ServerState::Leader, "leadership")
+                    .await;
+            }
+        });
+    }
+}
