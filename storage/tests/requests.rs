@@ -578,7 +578,11 @@ fn a_syntax_error_reports_sqlites_message_without_internal_text() {
         }
         other => panic!("expected a syntax error, got {other:?}"),
     }
-    let err = p.leader.reads.query(&Statement::new("SELECT * FROM nowhere")).expect_err("no table");
+    let err = p
+        .leader
+        .reads
+        .query(&Statement::new("SELECT * FROM nowhere"))
+        .expect_err("no table");
     assert!(err.to_string().contains("no such table: nowhere"), "{err}");
     assert!(!err.to_string().contains("/*"), "{err}");
 }
