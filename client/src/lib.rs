@@ -28,11 +28,13 @@
 //! # Ok(()) }
 //! ```
 
+mod backup;
 pub mod error;
 pub mod retry;
 pub mod token;
 mod types;
 
+pub use backup::{Backup, BackupHeader, RestoreResult};
 pub use error::{Error, ErrorCode};
 pub use token::{Token, TokenError};
 pub use types::{

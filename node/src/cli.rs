@@ -34,6 +34,12 @@ pub enum Command {
     Bench(crate::commands::bench::BenchArgs),
     /// Make a CA and certificates for a test or development cluster.
     Cert(CertArgs),
+    /// Copy the database of a running cluster to an ordinary SQLite file,
+    /// without blocking writes.
+    Backup(crate::commands::backup::BackupArgs),
+    /// Replace the cluster's data with a SQLite file, through Raft; starts
+    /// a new lineage (older tokens are refused). Needs an `admin` token.
+    Restore(crate::commands::backup::RestoreArgs),
 }
 
 #[derive(clap::Args, Debug)]

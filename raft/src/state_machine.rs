@@ -58,8 +58,8 @@ struct Inner {
     versions: sled::Tree,
     snapshot_dir: PathBuf,
     version_tx: watch::Sender<u64>,
-    /// The cluster lineage (drawn by the first batch, replaced by a snapshot
-    /// install). `None` until the first batch is applied.
+    /// The cluster lineage (drawn by the first batch, replaced by a restore's
+    /// batch or a snapshot install). `None` until the first batch is applied.
     lineage: Mutex<Option<Arc<str>>>,
     incoming: AtomicU64,
 }
@@ -177,6 +177,8 @@ impl Inner {
         let mut applier = lock(&self.applier);
         let mut state = lock(&self.state);
         let mut out = Vec::with_capacity(entries.len());
+        // A restore's batch carries a new lineage: re-read it after applying.
+        let mut new_lineage = false;
         for entry in entries {
             let log_id = entry.log_id;
             state.last_log_id = Some(log_id);
@@ -194,6 +196,7 @@ impl Inner {
                     let outcome = applier.apply(&batch).map_err(|e| fail(&e))?;
                     if let storage::ApplyOutcome::Applied { version } = outcome {
                         state.version = version;
+                        new_lineage |= batch.new_lineage();
                         self.versions
                             .insert(version.to_be_bytes(), codec::encode_applied(&state))
                             .map_err(sm_write)?;
@@ -206,8 +209,13 @@ impl Inner {
         self.meta
             .insert(APPLIED, codec::encode_applied(&state))
             .map_err(sm_write)?;
-        if state.version > 0 && lock(&self.lineage).is_none() {
+        // Before the new version is published, so no token of the new
+        // state is made with the old lineage by a waiter on the version.
+        if new_lineage || (state.version > 0 && lock(&self.lineage).is_none()) {
             self.refresh_lineage()?;
+            if new_lineage {
+                tracing::info!(version = state.version, lineage = ?self.lineage_now(), "restore applied: new lineage");
+            }
         }
         self.version_tx.send_replace(state.version);
         ::metrics::histogram!(crate::metrics::APPLY_DURATION).record(started.elapsed());
@@ -220,8 +228,13 @@ impl Inner {
         Ok(out)
     }
 
-    /// Re-read the lineage from the database (after its first batch, or a
-    /// snapshot that may come from another history).
+    fn lineage_now(&self) -> Option<Arc<str>> {
+        lock(&self.lineage).clone()
+    }
+
+    /// Re-read the lineage from the database (after its first batch, a
+    /// restore's batch, or a snapshot that may come from another history).
+    /// At open it is read from the file, so a restart sees a restore too.
     fn refresh_lineage(&self) -> Result<(), StorageError<NodeId>> {
         let lineage = self.reads.lineage().map_err(sm_read)?;
         *lock(&self.lineage) = lineage.map(Arc::from);

@@ -9,7 +9,8 @@
 //! ```text
 //! magic        4   b"QLFB"
 //! format       2   1
-//! flags        2   0 (reserved)
+//! flags        2   bit 0: NEW_LINEAGE (a restore: the image carries a new
+//!                  lineage, so every node re-reads it); other bits 0
 //! page_size    4
 //! db_size      4   pages after commit
 //! base         8   data version the batch was computed on
@@ -26,6 +27,8 @@ use crate::error::{Error, Result};
 const MAGIC: &[u8; 4] = b"QLFB";
 const FORMAT: u16 = 1;
 const HEADER_BYTES: usize = 4 + 2 + 2 + 4 + 4 + 8 + 8 + 4;
+/// Flag bit: the batch replaces the lineage (a restore).
+const FLAG_NEW_LINEAGE: u16 = 1;
 
 /// One page image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +50,8 @@ pub struct FrameBatch {
     base: u64,
     version: u64,
     pages: Vec<Page>,
+    /// The batch installs a new lineage (a restore): appliers must re-read it.
+    new_lineage: bool,
 }
 
 fn valid_page_size(page_size: u32) -> bool {
@@ -62,6 +67,7 @@ impl FrameBatch {
             base,
             version: base + 1,
             pages,
+            new_lineage: false,
         };
         batch
             .validate()
@@ -113,6 +119,16 @@ impl FrameBatch {
     pub fn pages(&self) -> &[Page] {
         &self.pages
     }
+    /// Mark the batch as installing a new lineage (a restore).
+    pub fn with_new_lineage(mut self) -> Self {
+        self.new_lineage = true;
+        self
+    }
+    /// Whether applying this batch changes the lineage: every node must
+    /// re-read it afterwards.
+    pub fn new_lineage(&self) -> bool {
+        self.new_lineage
+    }
     /// Bytes of page images carried.
     pub fn payload_bytes(&self) -> usize {
         self.pages.len() * self.page_size as usize
@@ -124,7 +140,12 @@ impl FrameBatch {
             Vec::with_capacity(HEADER_BYTES + self.pages.len() * (4 + self.page_size as usize) + 4);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        let flags = if self.new_lineage {
+            FLAG_NEW_LINEAGE
+        } else {
+            0
+        };
+        out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&self.page_size.to_le_bytes());
         out.extend_from_slice(&self.db_size.to_le_bytes());
         out.extend_from_slice(&self.base.to_le_bytes());
@@ -160,7 +181,7 @@ impl FrameBatch {
         if crc32fast::hash(body).to_le_bytes() != crc {
             return Err(bad("checksum mismatch"));
         }
-        let _flags = r.u16();
+        let flags = r.u16();
         let page_size = r.u32();
         let db_size = r.u32();
         let base = r.u64();
@@ -184,6 +205,7 @@ impl FrameBatch {
             base,
             version,
             pages,
+            new_lineage: flags & FLAG_NEW_LINEAGE != 0,
         };
         batch
             .validate()
@@ -240,6 +262,11 @@ mod tests {
         let b = sample();
         assert_eq!(FrameBatch::decode(&b.encode()).expect("decodes"), b);
         assert_eq!(b.version(), 42);
+        assert!(!b.new_lineage());
+        let restore = sample().with_new_lineage();
+        let back = FrameBatch::decode(&restore.encode()).expect("decodes");
+        assert!(back.new_lineage());
+        assert_eq!(back, restore);
     }
 
     #[test]

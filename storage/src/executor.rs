@@ -413,13 +413,17 @@ fn check_fence(
     let floor: Option<i64> = gate
         .internal(|| {
             let select = "SELECT floor FROM _quorumlite_sessions WHERE id = ?1";
-            match conn.prepare_cached(select) {
-                Ok(mut st) => st.query_row([&fence.session], |r| r.get(0)).optional(),
-                // The first fenced write of the database: no table, no floor.
+            let found = conn
+                .prepare_cached(select)
+                .and_then(|mut st| st.query_row([&fence.session], |r| r.get(0)).optional());
+            match found {
+                // The first fenced write of the database, or the first since
+                // a restore dropped the table (a cached statement then fails
+                // when it runs, not when it is prepared): no table, no floor.
                 Err(e) if e.to_string().contains("no such table") => {
                     conn.execute_batch(SESSIONS_TABLE).map(|()| None)
                 }
-                Err(e) => Err(e),
+                other => other,
             }
         })
         .map_err(internal)?;
@@ -448,6 +452,9 @@ const SESSIONS_TABLE: &str = "CREATE TABLE _quorumlite_sessions (id TEXT PRIMARY
 /// fence (a write of it delayed that long would be applied).
 pub const SESSION_IDLE_VERSIONS: u64 = 1_000_000;
 
+/// The metadata table: one row, the data version and the lineage.
+pub(crate) const META_TABLE_SQL: &str = "CREATE TABLE _quorumlite_meta(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, lineage TEXT NOT NULL)";
+
 /// Set the data version to `base + 1`, creating the table on the first batch.
 ///
 /// The first batch also draws the cluster's **lineage**: 16 random bytes,
@@ -455,9 +462,9 @@ pub const SESSION_IDLE_VERSIONS: u64 = 1_000_000;
 /// the same value with the pages: the lineage is part of the data.
 pub(crate) fn bump_version(conn: &Connection, base: u64) -> rusqlite::Result<()> {
     if base == 0 {
+        conn.execute_batch(META_TABLE_SQL)?;
         conn.execute_batch(
-            "CREATE TABLE _quorumlite_meta(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, lineage TEXT NOT NULL);
-             INSERT INTO _quorumlite_meta(id, version, lineage) VALUES (1, 1, lower(hex(randomblob(16))));",
+            "INSERT INTO _quorumlite_meta(id, version, lineage) VALUES (1, 1, lower(hex(randomblob(16))));",
         )
     } else {
         conn.prepare_cached("UPDATE _quorumlite_meta SET version = ?1 WHERE id = 1")?

@@ -26,8 +26,12 @@
 //!   the data version lives inside the database, so replay is idempotent.
 //! - [`Txn`] (through [`Executor::transaction`]) runs an interactive
 //!   transaction whose statements arrive one by one, ending in one batch.
-//! - [`ReadPool`] serves reads, [`SnapshotReader`] streams consistent images,
+//! - [`ReadPool`] serves reads, [`SnapshotReader`] streams consistent images
+//!   (and [`BackupReader`] the same as an ordinary SQLite file),
 //!   [`Digest`] proves two replicas are byte-identical.
+//! - [`prepare_restore`] checks and prepares an uploaded SQLite file, and
+//!   [`Executor::restore`] turns it into the whole-image batch of a restore
+//!   (a new lineage).
 //!
 //! `storage/DESIGN.md` gives the invariants and traps, and the tests that
 //! guard each. All `unsafe` code of the project lives in the `vfs` module.
@@ -41,6 +45,7 @@ mod error;
 mod executor;
 mod policy;
 mod read;
+mod restore;
 mod snapshot;
 mod stmt;
 mod txn;
@@ -55,7 +60,8 @@ pub use error::{code_name, Error, RequestError, Result};
 pub use executor::{BatchOutcome, Executor, RequestResult};
 pub use policy::META_TABLE;
 pub use read::{Description, QueryResult, ReadError, ReadPool};
-pub use snapshot::{SnapshotMeta, SnapshotReader};
+pub use restore::{prepare_restore, RestoreError, RestoreImage};
+pub use snapshot::{BackupReader, SnapshotMeta, SnapshotReader};
 pub use stmt::split_statements;
 pub use txn::{Txn, TxnEnd, TxnOptions, TxnOutcome};
 pub use value::{Column, Fence, Params, Statement, StatementResult, Value, WriteRequest};

@@ -6,6 +6,9 @@
 //! through `sqlite_dbpage`; installing ([`crate::Applier::install_snapshot`])
 //! writes pages as they arrive. Neither side holds more than a chunk.
 //!
+//! A [`BackupReader`] streams the same kind of consistent image, but as the
+//! bytes of an ordinary SQLite file, for `quorumlite backup`.
+//!
 //! # Stream format (format 1, little-endian)
 //! ```text
 //! magic 4 b"QLSN" | format 2 | flags 2 | page_size 4 | db_size 4 | version 8 | reserved 8
@@ -99,13 +102,43 @@ impl SnapshotHeader {
 
 /// A consistent image of the database as a byte stream (implements [`Read`]).
 pub struct SnapshotReader {
-    reader: Pooled,
-    meta: SnapshotMeta,
-    next_pgno: u32,
+    pages: PageCursor,
     crc: crc32fast::Hasher,
     chunk: Vec<u8>,
     pos: usize,
     done: bool,
+}
+
+/// The pages of one image, a chunk at a time, all read in one read
+/// transaction (the one `begin_image` opened on `reader`).
+struct PageCursor {
+    reader: Pooled,
+    meta: SnapshotMeta,
+    next_pgno: u32,
+}
+
+impl PageCursor {
+    /// Append the next chunk of pages to `out`; false when none is left.
+    fn next_pages(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        if self.next_pgno > self.meta.db_size {
+            return Ok(false);
+        }
+        let last = self.meta.db_size.min(self.next_pgno + PAGES_PER_CHUNK - 1);
+        let (conn, gate) = (&self.reader.conn, &*self.reader.gate);
+        gate.internal(|| -> rusqlite::Result<()> {
+            let mut stmt = conn.prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")?;
+            for pgno in self.next_pgno..=last {
+                let mut rows = stmt.query([pgno])?;
+                let row = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                let data = row.get_ref(0)?.as_blob()?;
+                out.extend_from_slice(data);
+            }
+            Ok(())
+        })
+        .map_err(Error::sqlite("reading image pages"))?;
+        self.next_pgno = last + 1;
+        Ok(true)
+    }
 }
 
 impl ReadPool {
@@ -122,13 +155,37 @@ impl ReadPool {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header);
         Ok(SnapshotReader {
-            reader,
-            meta,
-            next_pgno: 1,
+            pages: PageCursor {
+                reader,
+                meta,
+                next_pgno: 1,
+            },
             crc,
             chunk: header.to_vec(),
             pos: 0,
             done: false,
+        })
+    }
+
+    /// Start streaming a backup of the current state: the bytes of an
+    /// ordinary SQLite file (see [`BackupReader`]).
+    pub fn backup(&self) -> Result<BackupReader> {
+        let reader = self.checkout()?;
+        let (meta, lineage) = begin_image(&reader)
+            .and_then(|meta| {
+                let lineage = reader
+                    .gate
+                    .internal(|| crate::conn::lineage(&reader.conn))?;
+                Ok((meta, lineage))
+            })
+            .map_err(Error::sqlite("starting a backup"))?;
+        Ok(BackupReader {
+            pages: PageCursor {
+                reader,
+                meta,
+                next_pgno: 1,
+            },
+            lineage,
         })
     }
 }
@@ -149,7 +206,7 @@ pub(crate) fn begin_image(reader: &Reader) -> rusqlite::Result<SnapshotMeta> {
 
 impl SnapshotReader {
     pub fn meta(&self) -> SnapshotMeta {
-        self.meta
+        self.pages.meta
     }
 
     /// The next chunk of the stream, or `None` at its end.
@@ -173,28 +230,60 @@ impl SnapshotReader {
         if self.done {
             return Ok(());
         }
-        if self.next_pgno > self.meta.db_size {
+        if !self.pages.next_pages(&mut self.chunk)? {
             let crc = std::mem::take(&mut self.crc).finalize();
             self.chunk.extend_from_slice(&crc.to_le_bytes());
             self.done = true;
             return Ok(());
         }
-        let last = self.meta.db_size.min(self.next_pgno + PAGES_PER_CHUNK - 1);
-        let (conn, gate) = (&self.reader.conn, &*self.reader.gate);
-        gate.internal(|| -> rusqlite::Result<()> {
-            let mut stmt = conn.prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")?;
-            for pgno in self.next_pgno..=last {
-                let mut rows = stmt.query([pgno])?;
-                let row = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-                let data = row.get_ref(0)?.as_blob()?;
-                self.chunk.extend_from_slice(data);
-            }
-            Ok(())
-        })
-        .map_err(Error::sqlite("reading snapshot pages"))?;
         self.crc.update(&self.chunk);
-        self.next_pgno = last + 1;
         Ok(())
+    }
+}
+
+/// A backup: the pages of one consistent state, in order, forming an
+/// ordinary SQLite file (no Quorumlite header or checksum). Page 1 is
+/// marked as a rollback-journal file (header bytes 18-19 = 1), so the copy
+/// opens alone with any SQLite, even in a read-only directory where a WAL
+/// file could not be created. Nothing else differs from the node's file.
+///
+/// Like a snapshot, it holds one read transaction for its whole life: the
+/// applier goes on committing meanwhile (WAL), so writes are not blocked,
+/// but the WAL cannot be checkpointed past this state until it ends.
+pub struct BackupReader {
+    pages: PageCursor,
+    lineage: Option<String>,
+}
+
+impl BackupReader {
+    /// The state the backup holds: its data version, page size and pages.
+    pub fn meta(&self) -> SnapshotMeta {
+        self.pages.meta
+    }
+
+    /// The lineage of that state (`None` before the cluster's first batch).
+    pub fn lineage(&self) -> Option<&str> {
+        self.lineage.as_deref()
+    }
+
+    /// Bytes of the whole file.
+    pub fn file_bytes(&self) -> u64 {
+        u64::from(self.pages.meta.db_size) * u64::from(self.pages.meta.page_size)
+    }
+
+    /// The next chunk of the file, or `None` at its end.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        let first = self.pages.next_pgno == 1;
+        let mut chunk = Vec::new();
+        if !self.pages.next_pages(&mut chunk)? {
+            return Ok(None);
+        }
+        if first && chunk.len() > 19 {
+            // File format write/read versions: 1 = rollback journal.
+            chunk[18] = 1;
+            chunk[19] = 1;
+        }
+        Ok(Some(chunk))
     }
 }
 

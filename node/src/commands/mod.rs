@@ -1,6 +1,7 @@
 //! The subcommands. Each returns the process exit code: 0 on success, 1 on
 //! an error (printed by `output::error`), 2 on a usage error (clap).
 
+pub mod backup;
 pub mod bench;
 mod cert;
 mod dev;
@@ -44,6 +45,8 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> ExitCode {
         Command::Shell(args) => shell::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Cert(args) => cert::run(args),
+        Command::Backup(args) => backup::run_backup(args),
+        Command::Restore(args) => backup::run_restore(args),
     }
 }
 

@@ -4,9 +4,10 @@
 //! permissions). When none are configured, every caller is admitted (a
 //! loopback development cluster). Otherwise each call must carry
 //! `authorization: Bearer <secret>` with the permission it needs:
-//! - `read`: `Query`, `Status`;
+//! - `read`: `Query`, `Status`, `Backup` (a backup holds nothing a read
+//!   could not select, and a backup job needs no token able to restore);
 //! - `write`: `Execute`;
-//! - `admin`: everything (membership, backup and restore when they exist).
+//! - `admin`: everything; `Restore` needs it (membership when it exists).
 //!
 //! Secrets are kept only as BLAKE3 hashes, compared in constant time
 //! (`blake3::Hash`'s `PartialEq`), and never printed: `Debug` shows names.

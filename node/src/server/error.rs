@@ -57,6 +57,10 @@ pub enum NodeError {
     /// An error another node returned to a forwarded request, passed on as is.
     #[error("{}", .0.message)]
     Remote(client::Error),
+    /// Something other than a write request is over a size cap (a restore's
+    /// file): the message names the option to raise.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl NodeError {
@@ -86,6 +90,7 @@ impl NodeError {
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::TxnClosed(_) => ErrorCode::BadRequest,
             NodeError::Remote(e) => e.code,
+            NodeError::TooLarge(_) => ErrorCode::TooLarge,
         }
     }
 
@@ -123,6 +128,23 @@ impl From<storage::ReadError> for NodeError {
             storage::ReadError::Request(r) => NodeError::Request(r),
             storage::ReadError::Storage(s) => NodeError::Unavailable(format!(
                 "this node cannot read its database: {s}; retry on another node"
+            )),
+        }
+    }
+}
+
+impl From<storage::RestoreError> for NodeError {
+    fn from(e: storage::RestoreError) -> Self {
+        use storage::RestoreError as R;
+        match e {
+            R::NotSqlite(_) | R::Corrupt(_) | R::Unsupported(_) => {
+                NodeError::BadRequest(format!("restore refused, nothing was changed: {e}"))
+            }
+            R::TooLarge { .. } => {
+                NodeError::TooLarge(format!("restore refused, nothing was changed: {e}"))
+            }
+            R::Storage(s) => NodeError::Internal(format!(
+                "the leader could not prepare the restore: {s}; nothing was changed"
             )),
         }
     }

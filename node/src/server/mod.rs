@@ -13,6 +13,7 @@
 //! holds, stop serving, stop Raft.
 
 pub mod auth;
+mod backup;
 mod convert;
 pub mod error;
 mod forward;

@@ -190,4 +190,29 @@ impl Quorumlite for Service {
         }
         self.reply(self.node.read_index().await)
     }
+
+    type BackupStream = super::backup::BackupStream;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        tracing::debug!(consistency = request.get_ref().consistency, "backup");
+        // A backup holds nothing a read could not see: `read` (see auth.rs).
+        if let Err(e) = self.admit(&request, Permission::Read) {
+            return self.reply(Err(e));
+        }
+        self.reply(self.node.backup(request.into_inner()).await)
+    }
+
+    async fn restore(
+        &self,
+        request: Request<tonic::Streaming<pb::RestoreChunk>>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        tracing::debug!("restore");
+        if let Err(e) = self.admit(&request, Permission::Admin) {
+            return self.reply(Err(e));
+        }
+        self.reply(self.node.restore(request.into_inner()).await)
+    }
 }

@@ -30,6 +30,12 @@
 //! It also rolls back within 100 ms of losing leadership. COMMIT proposes
 //! the transaction's batch like any other; its outcomes are the same.
 //!
+//! # Restores
+//! A restore (`Writer::restore`, from `backup.rs`) is a job like a write:
+//! the writer turns the prepared file into a whole-image batch on the
+//! current version (`Executor::restore`) and proposes it. Writes queued
+//! before it are executed before it; writes after it see the restored data.
+//!
 //! # Invariants
 //! - Only this thread uses the executor, so there is one writer per node.
 //! - In a new term the writer waits for a read barrier (`ensure_linearizable`:
@@ -108,6 +114,11 @@ enum Job {
     },
     /// A statement or the end of an interactive transaction.
     Txn { id: TxnId, op: TxnOp },
+    /// Replace the data with a prepared file (a restore).
+    Restore {
+        path: std::path::PathBuf,
+        reply: oneshot::Sender<Result<u64, NodeError>>,
+    },
     /// Finish what is queued, then exit.
     Stop,
 }
@@ -216,6 +227,16 @@ impl Writer {
         *self.handover.lock().unwrap_or_else(|p| p.into_inner()) = to;
     }
 
+    /// Replicate the restore prepared in `path` (`storage::prepare_restore`);
+    /// the version it created once it is applied here.
+    pub async fn restore(&self, path: std::path::PathBuf) -> Result<u64, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Restore { path, reply })
+            .map_err(|_| NodeError::ShuttingDown)?;
+        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+    }
+
     /// Ask for the cluster's first batch (a no-op when there is one).
     pub fn initialize(&self) {
         let _ = self.tx.send(Job::Initialize);
@@ -285,6 +306,8 @@ struct Queue {
     begins: VecDeque<(TxnOptions, oneshot::Sender<Result<TxnId, NodeError>>)>,
     /// Operations on transactions that are not running: answered with why.
     stray: Vec<(TxnId, TxnOp)>,
+    /// Restores waiting, in arrival order.
+    restores: VecDeque<(std::path::PathBuf, oneshot::Sender<Result<u64, NodeError>>)>,
     initialize: bool,
     stopping: bool,
 }
@@ -300,11 +323,15 @@ impl Queue {
             Job::Stop => self.stopping = true,
             Job::Begin { options, reply } => self.begins.push_back((options, reply)),
             Job::Txn { id, op } => self.stray.push((id, op)),
+            Job::Restore { path, reply } => self.restores.push_back((path, reply)),
         }
     }
 
     fn idle(&self) -> bool {
-        self.requests.is_empty() && self.begins.is_empty() && !self.initialize
+        self.requests.is_empty()
+            && self.begins.is_empty()
+            && self.restores.is_empty()
+            && !self.initialize
     }
 
     fn fail_all(&mut self, err: &NodeError) {
@@ -313,6 +340,9 @@ impl Queue {
             let _ = reply.send(Err(err.clone()));
         }
         for (_, reply) in self.begins.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+        for (_, reply) in self.restores.drain(..) {
             let _ = reply.send(Err(err.clone()));
         }
     }
@@ -362,6 +392,12 @@ impl WriterLoop {
             if !queue.requests.is_empty() {
                 self.write_batch(&mut queue);
             }
+            if let Some((path, reply)) = queue.restores.pop_front() {
+                // A caller that gave up gets no restore behind its back.
+                if !reply.is_closed() {
+                    let _ = reply.send(self.restore(&path));
+                }
+            }
             // One transaction per round, so queued writes are not starved.
             if let Some((options, reply)) = queue.begins.pop_front() {
                 if queue.stopping {
@@ -372,6 +408,9 @@ impl WriterLoop {
             }
         }
         for (_, reply) in queue.begins.drain(..) {
+            let _ = reply.send(Err(NodeError::ShuttingDown));
+        }
+        for (_, reply) in queue.restores.drain(..) {
             let _ = reply.send(Err(NodeError::ShuttingDown));
         }
         self.answer_stray(&mut queue);
@@ -561,6 +600,15 @@ impl WriterLoop {
             Ok(None) => {}
             Err(e) => self.broken(&e),
         }
+    }
+
+    /// A restore's batch, built on the current version and proposed.
+    fn restore(&mut self, path: &std::path::Path) -> Result<u64, NodeError> {
+        let batch = self.executor.restore(path)?;
+        let bytes = batch.payload_bytes();
+        let version = self.propose(batch)?;
+        tracing::info!(version, bytes, "restore committed: the data was replaced");
+        Ok(version)
     }
 
     fn write_batch(&mut self, queue: &mut Queue) {

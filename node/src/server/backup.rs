@@ -1,0 +1,249 @@
+//! Backup and restore on the node (see docs/operations.md, "Backup and
+//! restore").
+//!
+//! ```text
+//! Backup  ─ consistency wait (read index / token / none)
+//!         ─ ReadPool::backup: one read transaction, pages streamed as an
+//!           ordinary SQLite file (a blocking task feeds the gRPC stream)
+//!           header (version, lineage, size) · chunks · crc32
+//! Restore ─ leader only (else NOT_LEADER + its address)
+//!         ─ upload to <data_dir>/restore-N.upload (size checked as it comes)
+//!         ─ storage::prepare_restore: magic, integrity, page size, new lineage
+//!         ─ writer thread: Executor::restore (version = current + 1) → Raft
+//! ```
+//! A backup never blocks writes: the applier keeps committing while the
+//! backup's read transaction holds its state (WAL). A restore changes
+//! nothing until its batch commits through Raft, like any write; every
+//! refusal happens before.
+
+use super::error::NodeError;
+use super::{read, Node};
+use client::pb;
+use client::Token;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// The messages of a backup, as the gRPC stream sends them.
+pub type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
+
+/// Names uploads apart when several restores arrive at once.
+static UPLOADS: AtomicU64 = AtomicU64::new(0);
+
+/// Removes an upload's scratch file (and SQLite's journal beside it) when
+/// the restore ends, whatever the outcome.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for suffix in ["", "-journal"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Node {
+    /// Start a backup at the requested consistency; the stream of its
+    /// messages (header first).
+    pub async fn backup(&self, req: pb::BackupRequest) -> Result<BackupStream, NodeError> {
+        self.check_accepting()?;
+        let token = self.check_token(&req.token)?;
+        match pb::Consistency::try_from(req.consistency) {
+            Ok(pb::Consistency::Linearizable) => {
+                let want = self.read_index.barrier().await?;
+                read::wait_applied(&self.sm, want, self.config.write_timeout).await?;
+            }
+            Ok(pb::Consistency::Session) => {
+                let want = token.as_ref().map_or(0, Token::version);
+                read::wait_token(&self.sm, want, self.config.session_wait).await?;
+            }
+            Ok(pb::Consistency::Stale) => {}
+            Err(_) => {
+                return Err(NodeError::BadRequest(format!(
+                    "unknown consistency level {}",
+                    req.consistency
+                )))
+            }
+        }
+        let reads = self.sm.reads().clone();
+        let mut reader = tokio::task::spawn_blocking(move || reads.backup())
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+            .map_err(|e| NodeError::Unavailable(format!("starting the backup: {e}")))?;
+        let meta = reader.meta();
+        let lineage = reader.lineage().unwrap_or_default().to_owned();
+        let token = match Token::new(lineage.as_str(), meta.version) {
+            Some(t) if meta.version > 0 => t,
+            _ => Token::empty(),
+        };
+        let header = pb::BackupHeader {
+            version: meta.version,
+            lineage,
+            token: token.to_string(),
+            page_size: meta.page_size,
+            pages: meta.db_size,
+            total_bytes: reader.file_bytes(),
+        };
+        tracing::info!(
+            version = meta.version,
+            bytes = header.total_bytes,
+            "backup started"
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let first = pb::BackupChunk {
+            header: Some(header),
+            ..Default::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            if tx.blocking_send(Ok(first)).is_err() {
+                return;
+            }
+            let mut crc = crc32fast::Hasher::new();
+            loop {
+                match reader.next_chunk() {
+                    Ok(Some(data)) => {
+                        crc.update(&data);
+                        let chunk = pb::BackupChunk {
+                            data,
+                            ..Default::default()
+                        };
+                        if tx.blocking_send(Ok(chunk)).is_err() {
+                            tracing::info!("backup abandoned by its client");
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let err = NodeError::Unavailable(format!(
+                            "reading the database for the backup: {e}; start it again"
+                        ));
+                        let _ = tx.blocking_send(Err(err.into_status(None)));
+                        return;
+                    }
+                }
+            }
+            // End the read transaction before saying the backup is done.
+            drop(reader);
+            let last = pb::BackupChunk {
+                last: true,
+                crc32: crc.finalize(),
+                ..Default::default()
+            };
+            let _ = tx.blocking_send(Ok(last));
+            tracing::info!(version = meta.version, "backup sent");
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// Take an uploaded SQLite file and replicate it as the new state (see
+    /// the module docs). Only the leader accepts one.
+    pub async fn restore(
+        &self,
+        mut upload: tonic::Streaming<pb::RestoreChunk>,
+    ) -> Result<pb::RestoreResponse, NodeError> {
+        self.check_accepting()?;
+        let (leads, leader) = self.role();
+        if !leads {
+            let leader = match leader {
+                Some(addr) => Some(addr),
+                None => self.find_leader().await?,
+            };
+            if leader.is_some() {
+                return Err(NodeError::NotLeader { leader });
+            }
+        }
+        let cap = self.config.max_batch_bytes;
+        let path = self.config.data_dir.join(format!(
+            "restore-{}.upload",
+            UPLOADS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let scratch = Scratch(path.clone());
+        let received = receive(&mut upload, &scratch.0, cap).await?;
+        tracing::info!(bytes = received, "restore uploaded; checking the file");
+        let page_size = self.config.storage().page_size;
+        let checked = path.clone();
+        let image =
+            tokio::task::spawn_blocking(move || storage::prepare_restore(&checked, page_size, cap))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))??;
+        let version = self.writer.restore(path).await?;
+        drop(scratch);
+        let token = Token::new(image.lineage.as_str(), version).ok_or_else(|| {
+            NodeError::Internal(format!(
+                "the restore drew an invalid lineage {:?}",
+                image.lineage
+            ))
+        })?;
+        tracing::info!(
+            version,
+            lineage = %image.lineage,
+            bytes = image.bytes,
+            converted_from = ?image.converted_from,
+            "restore applied: a new lineage starts"
+        );
+        Ok(pb::RestoreResponse {
+            version,
+            lineage: image.lineage,
+            token: token.to_string(),
+            bytes: image.bytes,
+            converted_from_page_size: image.converted_from.unwrap_or(0),
+        })
+    }
+}
+
+/// Write the upload to `path`; its size in bytes. Refused as soon as it is
+/// known to be over `cap`, or if it ends short of the size it announced.
+async fn receive(
+    upload: &mut tonic::Streaming<pb::RestoreChunk>,
+    path: &Path,
+    cap: u64,
+) -> Result<u64, NodeError> {
+    let too_large = |size: u64| NodeError::from(storage::RestoreError::TooLarge { size, cap });
+    let io = |e: std::io::Error| {
+        NodeError::Unavailable(format!(
+            "writing the upload to {}: {e}; nothing was changed",
+            path.display()
+        ))
+    };
+    let broken = |s: Status| {
+        NodeError::BadRequest(format!(
+            "the upload was cut: {}; nothing was changed",
+            s.message()
+        ))
+    };
+    let first =
+        upload.message().await.map_err(broken)?.ok_or_else(|| {
+            NodeError::BadRequest("the upload was empty; nothing was changed".into())
+        })?;
+    let total = first.total_bytes;
+    if total > cap {
+        return Err(too_large(total));
+    }
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut received = 0u64;
+    let mut chunk = Some(first);
+    while let Some(c) = chunk {
+        received += c.data.len() as u64;
+        if received > cap {
+            return Err(too_large(received));
+        }
+        if received > total {
+            return Err(NodeError::BadRequest(format!(
+                "the upload is longer than the {total} bytes it announced; nothing was changed"
+            )));
+        }
+        file.write_all(&c.data).await.map_err(io)?;
+        chunk = upload.message().await.map_err(broken)?;
+    }
+    if received != total {
+        return Err(NodeError::BadRequest(format!(
+            "the upload ended after {received} of the {total} bytes it announced; nothing was changed"
+        )));
+    }
+    file.sync_all().await.map_err(io)?;
+    Ok(received)
+}
