@@ -10,7 +10,7 @@ REPS="${REPS:-1}"
 BASE_PORT="${BASE_PORT:-7401}"
 
 cargo build --release --locked -p quorumlite >&2
-Q="$PWD/target/release/quorumlite"
+Q="${CARGO_TARGET_DIR:-$PWD/target}/release/quorumlite"
 DATA="$(mktemp -d)"
 PEERS="1=127.0.0.1:$BASE_PORT,2=127.0.0.1:$((BASE_PORT + 1)),3=127.0.0.1:$((BASE_PORT + 2))"
 PIDS=()

@@ -15,6 +15,9 @@ use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
+/// The data version, as [`ReadPool::query`] reads it (kept active during the query).
+const VERSION_SQL: &str = "SELECT version FROM _quorumlite_meta WHERE id = 1";
+
 /// Rows of one query and the data version they were read at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryResult {
@@ -155,25 +158,47 @@ impl ReadPool {
     }
 
     /// Run one read-only statement. A statement that writes is refused.
+    ///
+    /// The rows and the version come from one read transaction without a
+    /// BEGIN/COMMIT of its own: the version statement is stepped to its row
+    /// and kept active (not reset) while the user statement runs, and SQLite
+    /// holds an implicit read transaction for as long as any statement of
+    /// the connection is active. That saves two statement executions per
+    /// read (a quarter of the SQLite work of a point read).
     pub fn query(&self, st: &Statement) -> Result<QueryResult, ReadError> {
         let reader = self.checkout()?;
         let (conn, gate) = (&reader.conn, &*reader.gate);
-        gate.exec(conn, "BEGIN")
-            .map_err(Error::sqlite("starting a read transaction"))?;
-        let result = gate
-            .internal(|| data_version(conn))
-            .map_err(|e| ReadError::Storage(Error::sqlite("reading the data version")(e)))
-            .and_then(|version| {
+        let version_of = |e| ReadError::Storage(Error::sqlite("reading the data version")(e));
+        let mut version_stmt = match gate.internal(|| conn.prepare_cached(VERSION_SQL)) {
+            Ok(s) => s,
+            // No batch applied yet: nothing to be consistent with.
+            Err(rusqlite::Error::SqliteFailure(_, Some(msg)))
+                if msg.starts_with("no such table") =>
+            {
                 let r = stmt::run(conn, gate, 0, st)?;
-                Ok(QueryResult {
+                return Ok(QueryResult {
                     columns: r.columns,
                     rows: r.rows,
-                    version,
-                })
-            });
-        gate.exec(conn, "COMMIT")
-            .map_err(Error::sqlite("ending a read transaction"))?;
-        result
+                    version: 0,
+                });
+            }
+            Err(e) => return Err(version_of(e)),
+        };
+        let mut version_rows = version_stmt.raw_query();
+        let version = match version_rows.next().map_err(version_of)? {
+            Some(row) => row.get::<_, i64>(0).map_err(version_of)? as u64,
+            None => 0,
+        };
+        // `version_rows` is still active here: the user statement runs in
+        // the same read transaction.
+        let r = stmt::run(conn, gate, 0, st);
+        drop(version_rows);
+        let r = r?;
+        Ok(QueryResult {
+            columns: r.columns,
+            rows: r.rows,
+            version,
+        })
     }
 
     /// Prepare `sql` against the current schema and describe it. Statements

@@ -182,9 +182,11 @@ impl Node {
         }
         let (nodes, voters) = members_of(self);
         match nodes.get(&id) {
-            Some(existing) if existing != addr => return Err(NodeError::BadRequest(format!(
+            Some(existing) if existing != addr => {
+                return Err(NodeError::BadRequest(format!(
                 "node {id} is already a member at {existing}: remove it first, or use another id"
-            ))),
+            )))
+            }
             Some(_) if voters.contains(&id) => return Ok(()),
             Some(_) => {}
             None => {
