@@ -340,7 +340,14 @@ impl Client {
                 Ok(resp) => {
                     let resp = resp.into_inner();
                     let token = self.accept_token(&resp.token, &node.addr)?;
-                    *lock(&self.inner.leader) = Some(node.addr.clone());
+                    // The leader that ran it, not the follower that passed
+                    // it on: the next write goes there directly.
+                    let leader = if resp.leader.is_empty() {
+                        node.addr.clone()
+                    } else {
+                        resp.leader.clone()
+                    };
+                    *lock(&self.inner.leader) = Some(leader);
                     return Ok(types::execute_result(resp, token));
                 }
                 Err(status) => Error::from_status(&status, &node.addr),

@@ -254,3 +254,24 @@ async fn a_late_copy_of_a_session_write_is_superseded_and_not_applied() {
         .expect("read");
     assert_eq!(rows.rows, vec![vec![int(2)]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_write_through_a_follower_the_client_sends_the_next_one_to_the_leader() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = leader % 3 + 1;
+    // This client knows only the follower.
+    let client = cluster.client_of(follower);
+    client
+        .execute(vec![stmt("CREATE TABLE t(v)", vec![])])
+        .await
+        .expect("first write, forwarded");
+    // With the follower frozen, the next write can only succeed if the
+    // client learnt the leader's address from the first reply.
+    common::signal(cluster.pid(follower), libc::SIGSTOP);
+    let second = client
+        .execute(vec![stmt("INSERT INTO t VALUES (1)", vec![])])
+        .await;
+    common::signal(cluster.pid(follower), libc::SIGCONT);
+    second.expect("second write, straight to the leader");
+}

@@ -213,6 +213,7 @@ impl Node {
                 .map(convert::result_out)
                 .collect(),
             token: self.token(committed.version)?.to_string(),
+            leader: self.config.advertised(),
         })
     }
 
