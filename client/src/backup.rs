@@ -271,23 +271,9 @@ impl Client {
                 }
                 Err(status) => Error::from_status(&status, &node.addr),
             };
-            tried += 1;
-            let next = retry::after(Op::Write, err.code);
-            if next == Next::Fail || started.elapsed() >= self.inner.config.retry_budget {
-                let mut err = err;
-                err.code = retry::write_outcome(err.code);
-                return Err(err);
-            }
-            tracing::debug!(node = %node.addr, error = %err, "restore not done; retrying");
-            node = match next {
-                Next::Leader => self.write_target(err.leader.as_deref().or(Some(""))),
-                _ => {
-                    if next == Next::PauseThenOther {
-                        tokio::time::sleep(backoff(tried)).await;
-                    }
-                    self.nth(tried)
-                }
-            };
+            node = self
+                .next_write_target(err, &node, started, &mut tried, "restore")
+                .await?;
         }
     }
 }

@@ -352,24 +352,9 @@ impl Client {
                 }
                 Err(status) => Error::from_status(&status, &node.addr),
             };
-            tried += 1;
-            let next = retry::after(Op::Write, err.code);
-            if next == Next::Fail || started.elapsed() >= self.inner.config.retry_budget {
-                let mut err = err;
-                err.code = retry::write_outcome(err.code);
-                return Err(err);
-            }
-            tracing::debug!(node = %node.addr, error = %err, "write not done; retrying");
-            node = match next {
-                Next::Leader => self.write_target(err.leader.as_deref().or(Some(""))),
-                _ => {
-                    *lock(&self.inner.leader) = None;
-                    if next == Next::PauseThenOther {
-                        tokio::time::sleep(backoff(tried)).await;
-                    }
-                    self.nth(tried)
-                }
-            };
+            node = self
+                .next_write_target(err, &node, started, &mut tried, "write")
+                .await?;
         }
     }
 
@@ -442,44 +427,24 @@ impl Client {
         request: pb::ChangeMembershipRequest,
         timeout: Duration,
     ) -> Result<pb::ChangeMembershipResponse, Error> {
-        let mut last = None;
-        for node in &self.inner.nodes {
-            let mut req = self.request(request.clone())?;
-            req.set_timeout(timeout);
-            match node.rpc.clone().change_membership(req).await {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) => {
-                    let err = Error::from_status(&status, &node.addr);
-                    if err.code != ErrorCode::Unavailable {
-                        return Err(err);
-                    }
-                    last = Some(err);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::new(ErrorCode::Unavailable, "no node to ask")))
+        let mut req = self.request(request)?;
+        req.set_timeout(timeout);
+        self.on_any_node(req, |node, req| async move {
+            node.rpc.clone().change_membership(req).await
+        })
+        .await
     }
 
     /// Make voter `to` the leader (needs `admin`).
     pub async fn transfer_leader(&self, to: u64) -> Result<pb::TransferLeaderResponse, Error> {
-        let mut last = None;
-        for node in &self.inner.nodes {
-            let req = self.request(pb::TransferLeaderRequest {
-                to,
-                forwarded: false,
-            })?;
-            match node.rpc.clone().transfer_leader(req).await {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) => {
-                    let err = Error::from_status(&status, &node.addr);
-                    if err.code != ErrorCode::Unavailable {
-                        return Err(err);
-                    }
-                    last = Some(err);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::new(ErrorCode::Unavailable, "no node to ask")))
+        let req = self.request(pb::TransferLeaderRequest {
+            to,
+            forwarded: false,
+        })?;
+        self.on_any_node(req, |node, req| async move {
+            node.rpc.clone().transfer_leader(req).await
+        })
+        .await
     }
 
     /// A request with this client's deadline and bearer token.
@@ -508,6 +473,67 @@ impl Client {
         })?;
         self.observe(token.clone());
         Ok(token)
+    }
+
+    /// After a write-like call failed on `node`: the node to try next, or
+    /// the error for the caller when it must not be retried (it may have
+    /// been applied) or the retry budget is spent.
+    pub(crate) async fn next_write_target(
+        &self,
+        err: Error,
+        node: &Node,
+        started: Instant,
+        tried: &mut usize,
+        what: &str,
+    ) -> Result<Node, Error> {
+        *tried += 1;
+        let next = retry::after(Op::Write, err.code);
+        if next == Next::Fail || started.elapsed() >= self.inner.config.retry_budget {
+            let mut err = err;
+            err.code = retry::write_outcome(err.code);
+            return Err(err);
+        }
+        tracing::debug!(node = %node.addr, error = %err, "{what} not done; retrying");
+        Ok(match next {
+            Next::Leader => self.write_target(err.leader.as_deref().or(Some(""))),
+            _ => {
+                *lock(&self.inner.leader) = None;
+                if next == Next::PauseThenOther {
+                    tokio::time::sleep(backoff(*tried)).await;
+                }
+                self.nth(*tried)
+            }
+        })
+    }
+
+    /// Run an admin call on the first node that can be reached; any answer
+    /// but "unreachable" is final (the node passes the call to the leader).
+    async fn on_any_node<T, M, F, Fut>(
+        &self,
+        request: tonic::Request<M>,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        M: Clone,
+        F: Fn(Node, tonic::Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (meta, ext, message) = request.into_parts();
+        let mut last = None;
+        for node in &self.inner.nodes {
+            let req = tonic::Request::from_parts(meta.clone(), ext.clone(), message.clone());
+            match call(node.clone(), req).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(status) => {
+                    let err = Error::from_status(&status, &node.addr);
+                    if err.code != ErrorCode::Unavailable {
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(ErrorCode::Unavailable, "no node to ask")))
     }
 
     /// The node to send a write to: the named leader, else the known one,

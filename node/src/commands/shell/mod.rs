@@ -47,7 +47,12 @@ pub fn run(args: ShellArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match runtime(false) {
+    // Multi-threaded: the shell blocks its own thread waiting for the next
+    // line, and the connections' tasks must keep running meanwhile, so a
+    // node that died is noticed (its connection closed and redialled)
+    // before the next statement is sent to it, instead of the statement
+    // failing on the dead connection as possibly applied (INDETERMINATE).
+    let runtime = match runtime(true) {
         Ok(r) => r,
         Err(code) => return code,
     };
