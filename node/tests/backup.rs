@@ -442,22 +442,13 @@ async fn files_that_are_not_sqlite_damaged_or_too_large_are_refused_and_change_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_needs_read_and_a_restore_needs_admin() {
     let conf = tempfile::tempdir().expect("tempdir");
-    let config = conf.path().join("auth.toml");
-    std::fs::write(
-        &config,
-        r#"
-[[auth_tokens]]
-name = "reader"
-secret = "reader-secret-0123456789"
-permissions = ["read", "write"]
-
-[[auth_tokens]]
-name = "ops"
-secret = "admin-secret-0123456789"
-permissions = ["admin"]
-"#,
-    )
-    .expect("config");
+    let config = common::tokens_config(
+        conf.path(),
+        &[
+            ("reader", "reader-secret-0123456789", &["read", "write"]),
+            ("ops", "admin-secret-0123456789", &["admin"]),
+        ],
+    );
     let cluster = Cluster::start(1, &["--config", config.to_str().expect("utf-8")]);
     let client = Client::with_config(
         cluster.addrs(),

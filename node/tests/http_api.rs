@@ -500,22 +500,13 @@ async fn an_open_transaction_holds_other_writes_and_an_abandoned_one_rolls_back(
 #[tokio::test(flavor = "multi_thread")]
 async fn http_requests_need_a_token_with_the_right_permission_when_tokens_are_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("auth.toml");
-    std::fs::write(
-        &config,
-        r#"
-[[auth_tokens]]
-name = "reader"
-secret = "reader-secret-0123456789"
-permissions = ["read"]
-
-[[auth_tokens]]
-name = "app"
-secret = "app-secret-0123456789"
-permissions = ["read", "write"]
-"#,
-    )
-    .expect("config");
+    let config = common::tokens_config(
+        dir.path(),
+        &[
+            ("reader", "reader-secret-0123456789", &["read"]),
+            ("app", "app-secret-0123456789", &["read", "write"]),
+        ],
+    );
     let config = config.to_string_lossy().to_string();
     let (_c, web) = cluster(&["--config", &config]);
     let leader = leader_by_health(&web, Duration::from_secs(10));

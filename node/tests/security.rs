@@ -308,23 +308,13 @@ async fn served_cert(addr: &str, ca: &Path) -> Vec<u8> {
 }
 
 fn tokens_config(dir: &Path) -> PathBuf {
-    let path = dir.join("auth.toml");
-    std::fs::write(
-        &path,
-        r#"
-[[auth_tokens]]
-name = "reader"
-secret = "reader-secret-0123456789"
-permissions = ["read"]
-
-[[auth_tokens]]
-name = "app"
-secret = "app-secret-0123456789"
-permissions = ["read", "write"]
-"#,
+    common::tokens_config(
+        dir,
+        &[
+            ("reader", "reader-secret-0123456789", &["read"]),
+            ("app", "app-secret-0123456789", &["read", "write"]),
+        ],
     )
-    .expect("write config");
-    path
 }
 
 fn plain_client(addrs: Vec<String>, token: Option<&str>) -> Client {

@@ -58,7 +58,7 @@ pub use config::StorageConfig;
 pub use digest::Digest;
 pub use error::{code_name, Error, RequestError, Result};
 pub use executor::{BatchOutcome, Executor, RequestResult};
-pub use policy::META_TABLE;
+pub use policy::{sql_words, META_TABLE};
 pub use read::{Description, QueryResult, ReadError, ReadPool};
 pub use restore::{prepare_restore, RestoreError, RestoreImage};
 pub use snapshot::{BackupReader, SnapshotMeta, SnapshotReader};

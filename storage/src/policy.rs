@@ -236,6 +236,13 @@ pub(crate) fn leading(sql: &str) -> Leading {
     }
 }
 
+/// The keywords, identifiers and numbers of a SQL text, in order, skipping
+/// comments, quoted strings and punctuation: enough to tell what a
+/// statement starts with (`VACUUM`, `BEGIN`, `PRAGMA x = ...`).
+pub fn sql_words(sql: &str) -> impl Iterator<Item = &str> {
+    Words { rest: sql }
+}
+
 /// Keywords and identifiers of a SQL text, skipping comments, strings and
 /// punctuation. Just enough lexing for [`leading`].
 struct Words<'a> {

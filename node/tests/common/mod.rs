@@ -292,6 +292,21 @@ impl Drop for Cluster {
     }
 }
 
+/// A node config file with these bearer tokens: (name, secret, permissions).
+pub fn tokens_config(dir: &Path, tokens: &[(&str, &str, &[&str])]) -> PathBuf {
+    let mut text = String::new();
+    for (name, secret, permissions) in tokens {
+        let permissions: Vec<String> = permissions.iter().map(|p| format!("{p:?}")).collect();
+        text.push_str(&format!(
+            "[[auth_tokens]]\nname = {name:?}\nsecret = {secret:?}\npermissions = [{}]\n\n",
+            permissions.join(", ")
+        ));
+    }
+    let path = dir.join("auth.toml");
+    std::fs::write(&path, text).expect("write the tokens config");
+    path
+}
+
 pub fn int(v: i64) -> Value {
     Value::Integer(v)
 }

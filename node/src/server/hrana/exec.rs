@@ -39,7 +39,10 @@ pub enum Kind {
 }
 
 pub fn classify(sql: &str) -> Kind {
-    let words: Vec<String> = words(sql).take(4).map(|w| w.to_ascii_uppercase()).collect();
+    let words: Vec<String> = storage::sql_words(sql)
+        .take(4)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
     let word = |i: usize| words.get(i).map(String::as_str);
     match word(0) {
         Some("BEGIN") => Kind::Begin {
@@ -57,39 +60,6 @@ pub fn classify(sql: &str) -> Kind {
         },
         _ => Kind::Other,
     }
-}
-
-/// Words (keywords, identifiers, numbers) of a SQL text, skipping comments,
-/// quoted strings and punctuation.
-fn words(sql: &str) -> impl Iterator<Item = &str> {
-    let mut rest = sql;
-    std::iter::from_fn(move || loop {
-        let s = rest.trim_start();
-        if let Some(after) = s.strip_prefix("--") {
-            rest = after.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(after) = s.strip_prefix("/*") {
-            rest = after.split_once("*/").map_or("", |(_, r)| r);
-        } else if let Some(q) = s
-            .chars()
-            .next()
-            .filter(|c| matches!(c, '\'' | '"' | '`' | '['))
-        {
-            let close = if q == '[' { ']' } else { q };
-            rest = s[1..].split_once(close).map_or("", |(_, r)| r);
-        } else if s.is_empty() {
-            return None;
-        } else {
-            let end = s
-                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .unwrap_or(s.len());
-            if end == 0 {
-                rest = &s[s.chars().next().map_or(1, char::len_utf8)..];
-                continue;
-            }
-            rest = &s[end..];
-            return Some(&s[..end]);
-        }
-    })
 }
 
 /// One pipeline's context: who asked, how to read, and the newest token seen.
