@@ -358,14 +358,17 @@ async fn files_that_are_not_sqlite_damaged_or_too_large_are_refused_and_change_n
     let cluster = Cluster::start(3, &["--max-batch-bytes", "1048576"]);
     cluster.leader(Duration::from_secs(10)).await;
     let c = cluster.client();
-    c.execute(vec![
-        "CREATE TABLE keep(x)".into(),
-        "INSERT INTO keep VALUES (1), (2)".into(),
-    ])
-    .await
-    .expect("create");
+    let written = c
+        .execute(vec![
+            "CREATE TABLE keep(x)".into(),
+            "INSERT INTO keep VALUES (1), (2)".into(),
+        ])
+        .await
+        .expect("create");
+    // Every node at the write's version first: node 1 may be a follower
+    // that has not applied it yet.
+    let digest = converge(&cluster, written.token.version()).await;
     let before = cluster.status(1).await.expect("status");
-    let digest = converge(&cluster, before.version).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let not_sqlite = dir.path().join("notes.txt");
