@@ -309,11 +309,19 @@ fn dev_starts_three_nodes_that_serve_and_stops_them_on_ctrl_c() {
     };
     let base = three_free(0, &mut seed);
     let metrics_base = three_free(base, &mut seed);
+    let http_base = loop {
+        let p = three_free(base, &mut seed);
+        if p + 3 <= metrics_base || p >= metrics_base + 3 {
+            break p;
+        }
+    };
     let mut dev = Command::new(BIN)
         .args(["dev", "--base-port", &base.to_string()])
         .args([
             "--metrics-base-port",
             &metrics_base.to_string(),
+            "--http-base-port",
+            &http_base.to_string(),
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
@@ -341,12 +349,20 @@ fn dev_starts_three_nodes_that_serve_and_stops_them_on_ctrl_c() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A node may still be starting when another already answers.
+    let serves = |port: u16| {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
     for i in 0..3 {
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", metrics_base + i)).is_ok(),
-            "node {} serves no metrics",
-            i + 1
-        );
+        assert!(serves(metrics_base + i), "node {} serves no metrics", i + 1);
+        assert!(serves(http_base + i), "node {} serves no HTTP API", i + 1);
     }
     signal(dev.id(), libc::SIGINT);
     let started = Instant::now();
