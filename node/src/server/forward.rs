@@ -78,9 +78,7 @@ impl Forwarder {
         let mut req = tonic::Request::new(request);
         req.set_timeout(self.write_deadline);
         // The leader checks the caller's token again.
-        if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
-            req.metadata_mut().insert("authorization", value);
-        }
+        carry_bearer(&mut req, bearer);
         match self.client(addr)?.execute(req).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(remote(&status, addr, true)),
@@ -99,9 +97,7 @@ impl Forwarder {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "http").increment(1);
         let mut req = tonic::Request::new(request);
         req.set_timeout(self.write_deadline);
-        if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
-            req.metadata_mut().insert("authorization", value);
-        }
+        carry_bearer(&mut req, bearer);
         match self.client(addr)?.hrana_pipeline(req).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(remote(&status, addr, true)),
@@ -117,9 +113,7 @@ impl Forwarder {
     ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
         let mut req = tonic::Request::new(request);
         req.set_timeout(super::members::CATCH_UP_LIMIT + Duration::from_secs(10));
-        if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
-            req.metadata_mut().insert("authorization", value);
-        }
+        carry_bearer(&mut req, bearer);
         match self.client(addr)?.change_membership(req).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(remote(&status, addr, false)),
@@ -150,9 +144,7 @@ impl Forwarder {
     ) -> Result<client::pb::TransferLeaderResponse, NodeError> {
         let mut req = tonic::Request::new(request);
         req.set_timeout(self.write_deadline);
-        if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
-            req.metadata_mut().insert("authorization", value);
-        }
+        carry_bearer(&mut req, bearer);
         match self.client(addr)?.transfer_leader(req).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(remote(&status, addr, false)),
@@ -187,6 +179,13 @@ impl Forwarder {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(remote(&status, addr, false)),
         }
+    }
+}
+
+/// Pass the caller's bearer token on: the receiving node checks it again.
+fn carry_bearer<T>(req: &mut tonic::Request<T>, bearer: Option<&str>) {
+    if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
+        req.metadata_mut().insert("authorization", value);
     }
 }
 

@@ -151,14 +151,7 @@ impl Ctx<'_> {
                             .into_iter()
                             .map(|name| DescribeParam { name })
                             .collect(),
-                        cols: d
-                            .columns
-                            .into_iter()
-                            .map(|c| Col {
-                                name: Some(c.name),
-                                decltype: c.decltype,
-                            })
-                            .collect(),
+                        cols: d.columns.into_iter().map(storage_col).collect(),
                         is_explain: d.is_explain,
                         is_readonly: d.is_readonly,
                     },
@@ -470,6 +463,13 @@ fn pb_statement(sql: String, params: Params) -> pb::Statement {
     }
 }
 
+fn storage_col(c: storage::Column) -> Col {
+    Col {
+        name: Some(c.name),
+        decltype: c.decltype,
+    }
+}
+
 fn col(c: pb::Column) -> Col {
     Col {
         name: Some(c.name),
@@ -491,14 +491,7 @@ fn rows(rows: Vec<pb::Row>) -> Vec<Vec<OutValue>> {
 /// A result from inside a transaction: no version yet (it is not committed).
 fn local_result(r: StatementResult, want_rows: bool) -> StmtResult {
     StmtResult {
-        cols: r
-            .columns
-            .into_iter()
-            .map(|c| Col {
-                name: Some(c.name),
-                decltype: c.decltype,
-            })
-            .collect(),
+        cols: r.columns.into_iter().map(storage_col).collect(),
         rows: if want_rows {
             r.rows
                 .into_iter()
