@@ -216,6 +216,37 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Read the error of one item of a batch call. An unknown code (a newer
+    /// node's) is reported as `fallback`, the code that tells the caller
+    /// the least: `Indeterminate` for a write.
+    pub fn from_item(item: &crate::pb::ItemError, fallback: ErrorCode) -> Error {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Error {
+            code: ErrorCode::parse(&item.code).unwrap_or(fallback),
+            message: item.message.clone(),
+            leader: some(&item.leader),
+            sqlite_code: some(&item.sqlite_code),
+        }
+    }
+}
+
+/// Encode an error of one item of a batch call: the batch calls' form of
+/// [`encode`], with the same fields.
+pub fn encode_item(
+    code: ErrorCode,
+    message: impl Into<String>,
+    leader: Option<&str>,
+    sqlite_code: Option<&str>,
+) -> crate::pb::ItemError {
+    crate::pb::ItemError {
+        code: code.as_str().to_owned(),
+        message: message.into(),
+        leader: leader.unwrap_or_default().to_owned(),
+        sqlite_code: sqlite_code.unwrap_or_default().to_owned(),
+    }
+}
+
 /// Encode an error as a gRPC status: the single way nodes put errors on the wire.
 pub fn encode(
     code: ErrorCode,

@@ -29,6 +29,7 @@
 //! ```
 
 mod backup;
+mod coalesce;
 pub mod error;
 pub mod retry;
 pub mod token;
@@ -47,6 +48,7 @@ pub mod pb {
     tonic::include_proto!("quorumlite.v1");
 }
 
+use coalesce::Coalescer;
 use pb::quorumlite_client::QuorumliteClient;
 use retry::{Next, Op};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +58,9 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Largest message the client sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most items one `ExecuteBatch` or `QueryBatch` call may hold.
+pub const MAX_BATCH_ITEMS: usize = 1024;
 
 /// Timeouts and retry budget of a [`Client`].
 #[derive(Clone, Debug)]
@@ -71,6 +76,11 @@ pub struct ClientConfig {
     pub tls: Option<TlsConfig>,
     /// A bearer token sent with every call, for nodes that check them.
     pub auth_token: Option<String>,
+    /// Most concurrent calls of this client (clones included) sent to one
+    /// node as one batch call; 1 sends each call on its own. Batching
+    /// never delays a call: it only gathers calls made while earlier ones
+    /// are on their way (see `coalesce`).
+    pub max_batch: usize,
 }
 
 /// How the client talks TLS to the nodes.
@@ -119,6 +129,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(1),
             tls: None,
             auth_token: None,
+            max_batch: 128,
         }
     }
 }
@@ -207,6 +218,9 @@ fn new_session_id() -> String {
 struct Node {
     addr: String,
     rpc: QuorumliteClient<Channel>,
+    /// Writes and reads to this node, coalesced into batch calls.
+    writes: Arc<Coalescer<coalesce::Writes>>,
+    reads: Arc<Coalescer<coalesce::Reads>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,12 +259,45 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_lazy();
+    let rpc = QuorumliteClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let wrap: coalesce::Wrap = {
+        let config = config.clone();
+        Arc::new(move || request(&config, ()))
+    };
     Ok(Node {
         addr: addr.to_owned(),
-        rpc: QuorumliteClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        writes: Arc::new(Coalescer::new(
+            rpc.clone(),
+            addr.to_owned(),
+            wrap.clone(),
+            config.max_batch,
+        )),
+        reads: Arc::new(Coalescer::new(
+            rpc.clone(),
+            addr.to_owned(),
+            wrap,
+            config.max_batch,
+        )),
+        rpc,
     })
+}
+
+/// A request with the deadline and bearer token of `config`.
+fn request<T>(config: &ClientConfig, message: T) -> Result<tonic::Request<T>, Error> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(config.request_timeout);
+    if let Some(token) = &config.auth_token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            Error::new(
+                ErrorCode::BadRequest,
+                "the auth token holds characters a header cannot carry",
+            )
+        })?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    Ok(req)
 }
 
 impl Client {
@@ -334,11 +381,8 @@ impl Client {
         let mut node = self.write_target(None);
         let mut tried = 0usize;
         loop {
-            let req = self.request(request.clone())?;
-            let outcome = node.rpc.clone().execute(req).await;
-            let err = match outcome {
+            let err = match node.writes.call(request.clone()).await {
                 Ok(resp) => {
-                    let resp = resp.into_inner();
                     let token = self.accept_token(&resp.token, &node.addr)?;
                     // The leader that ran it, not the follower that passed
                     // it on: the next write goes there directly.
@@ -350,7 +394,7 @@ impl Client {
                     *lock(&self.inner.leader) = Some(leader);
                     return Ok(types::execute_result(resp, token));
                 }
-                Err(status) => Error::from_status(&status, &node.addr),
+                Err(e) => e,
             };
             node = self
                 .next_write_target(err, &node, started, &mut tried, "write")
@@ -384,14 +428,12 @@ impl Client {
         let mut tried = 0usize;
         loop {
             let node = self.nth(first + tried);
-            let req = self.request(request.clone())?;
-            let err = match node.rpc.clone().query(req).await {
+            let err = match node.reads.call(request.clone()).await {
                 Ok(resp) => {
-                    let resp = resp.into_inner();
                     let token = self.accept_token(&resp.token, &node.addr)?;
                     return Ok(types::query_result(resp, token));
                 }
-                Err(status) => Error::from_status(&status, &node.addr),
+                Err(e) => e,
             };
             tried += 1;
             let next = retry::after(Op::Read, err.code);
@@ -449,18 +491,7 @@ impl Client {
 
     /// A request with this client's deadline and bearer token.
     fn request<T>(&self, message: T) -> Result<tonic::Request<T>, Error> {
-        let mut req = tonic::Request::new(message);
-        req.set_timeout(self.inner.config.request_timeout);
-        if let Some(token) = &self.inner.config.auth_token {
-            let value = format!("Bearer {token}").parse().map_err(|_| {
-                Error::new(
-                    ErrorCode::BadRequest,
-                    "the auth token holds characters a header cannot carry",
-                )
-            })?;
-            req.metadata_mut().insert("authorization", value);
-        }
-        Ok(req)
+        request(&self.inner.config, message)
     }
 
     /// Parse a reply's token and fold it into the session.

@@ -87,6 +87,10 @@ pub const HTTP_PIPELINES: &str = "quorumlite_http_pipelines_total";
 /// Gauge: open Hrana streams owned by this node.
 pub const HTTP_STREAMS: &str = "quorumlite_http_streams";
 
+/// Histogram, label `kind` (read, write): items per `QueryBatch` /
+/// `ExecuteBatch` call served here.
+pub const BATCH_CALL_ITEMS: &str = "quorumlite_batch_call_items";
+
 /// What kind of series a metric is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -169,6 +173,7 @@ pub const SPECS: &[Spec] = &[
     spec(TXN_DURATION, Histogram, SECONDS, &[], "how long an interactive transaction held the writer, BEGIN to its end"),
     spec(HTTP_PIPELINES, Counter, None, &["outcome"], "Hrana pipeline requests: served here (local), sent on (forwarded), or refused (error)"),
     spec(HTTP_STREAMS, Gauge, COUNT, &[], "open Hrana streams owned by this node"),
+    spec(BATCH_CALL_ITEMS, Histogram, COUNT, &["kind"], "items per batch call (QueryBatch: kind=read, ExecuteBatch: kind=write) served by this node; the client library coalesces concurrent calls into these"),
 ];
 
 const fn names<const N: usize>() -> [&'static str; N] {

@@ -100,6 +100,20 @@ impl Drop for Pooled {
     }
 }
 
+fn run_one(
+    conn: &Connection,
+    gate: &Gate,
+    st: &Statement,
+    version: u64,
+) -> Result<QueryResult, ReadError> {
+    let r = stmt::run(conn, gate, 0, st)?;
+    Ok(QueryResult {
+        columns: r.columns,
+        rows: r.rows,
+        version,
+    })
+}
+
 impl ReadPool {
     /// Open a pool on `path` (created if missing). One connection is opened
     /// now, to report a bad path or file at once; the rest on demand.
@@ -158,14 +172,36 @@ impl ReadPool {
     }
 
     /// Run one read-only statement. A statement that writes is refused.
-    ///
-    /// The rows and the version come from one read transaction without a
-    /// BEGIN/COMMIT of its own: the version statement is stepped to its row
-    /// and kept active (not reset) while the user statement runs, and SQLite
-    /// holds an implicit read transaction for as long as any statement of
-    /// the connection is active. That saves two statement executions per
-    /// read (a quarter of the SQLite work of a point read).
     pub fn query(&self, st: &Statement) -> Result<QueryResult, ReadError> {
+        self.in_snapshot(|conn, gate, version| run_one(conn, gate, st, version))?
+    }
+
+    /// Run read-only statements one after the other in one read
+    /// transaction, so all see one snapshot, reported as every result's
+    /// version. Each statement has its own outcome; the outer error is the
+    /// storage failing. One transaction for a batch saves the file locking
+    /// SQLite does at each transaction's start and end (measured: about
+    /// half of the SQLite time of a point read).
+    pub fn query_many(
+        &self,
+        sts: &[&Statement],
+    ) -> Result<Vec<Result<QueryResult, ReadError>>, ReadError> {
+        self.in_snapshot(|conn, gate, version| {
+            sts.iter()
+                .map(|st| run_one(conn, gate, st, version))
+                .collect()
+        })
+    }
+
+    /// Run `f` in one read transaction on a pooled connection, with the
+    /// data version of its snapshot.
+    ///
+    /// No BEGIN/COMMIT of its own: the version statement is stepped to its
+    /// row and kept active (not reset) while `f` runs, and SQLite holds an
+    /// implicit read transaction for as long as any statement of the
+    /// connection is active. That saves two statement executions per read
+    /// (a quarter of the SQLite work of a point read).
+    fn in_snapshot<T>(&self, f: impl FnOnce(&Connection, &Gate, u64) -> T) -> Result<T, ReadError> {
         let reader = self.checkout()?;
         let (conn, gate) = (&reader.conn, &*reader.gate);
         let version_of = |e| ReadError::Storage(Error::sqlite("reading the data version")(e));
@@ -175,12 +211,7 @@ impl ReadPool {
             Err(rusqlite::Error::SqliteFailure(_, Some(msg)))
                 if msg.starts_with("no such table") =>
             {
-                let r = stmt::run(conn, gate, 0, st)?;
-                return Ok(QueryResult {
-                    columns: r.columns,
-                    rows: r.rows,
-                    version: 0,
-                });
+                return Ok(f(conn, gate, 0));
             }
             Err(e) => return Err(version_of(e)),
         };
@@ -189,16 +220,11 @@ impl ReadPool {
             Some(row) => row.get::<_, i64>(0).map_err(version_of)? as u64,
             None => 0,
         };
-        // `version_rows` is still active here: the user statement runs in
-        // the same read transaction.
-        let r = stmt::run(conn, gate, 0, st);
+        // `version_rows` is still active here: `f` runs in the same read
+        // transaction.
+        let out = f(conn, gate, version);
         drop(version_rows);
-        let r = r?;
-        Ok(QueryResult {
-            columns: r.columns,
-            rows: r.rows,
-            version,
-        })
+        Ok(out)
     }
 
     /// Prepare `sql` against the current schema and describe it. Statements

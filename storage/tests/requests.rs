@@ -586,3 +586,47 @@ fn a_syntax_error_reports_sqlites_message_without_internal_text() {
     assert!(err.to_string().contains("no such table: nowhere"), "{err}");
     assert!(!err.to_string().contains("/*"), "{err}");
 }
+
+#[test]
+fn reads_run_together_share_one_snapshot_and_fail_alone() {
+    let mut p = Pair::new();
+    p.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+    p.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')");
+    let version = p.replica.reads.version().expect("version");
+    let statements = [
+        Statement::new("SELECT v FROM t WHERE id = 1"),
+        Statement::new("SELECT * FROM nope"),
+        Statement::new("DELETE FROM t"),
+        Statement::new("SELECT count(*) FROM t"),
+    ];
+    let refs: Vec<&Statement> = statements.iter().collect();
+    let results = p.replica.reads.query_many(&refs).expect("storage");
+    assert_eq!(results.len(), 4);
+    let ok = |i: usize| results[i].as_ref().unwrap_or_else(|e| panic!("{i}: {e}"));
+    assert_eq!(ok(0).rows, vec![vec![text("a")]]);
+    assert_eq!(ok(3).rows, vec![vec![Value::Integer(2)]]);
+    assert!(
+        matches!(
+            &results[1],
+            Err(ReadError::Request(RequestError::Sql { .. }))
+        ),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(
+            &results[2],
+            Err(ReadError::Request(RequestError::Refused { .. }))
+        ),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        results.iter().flatten().all(|r| r.version == version),
+        "one snapshot, one version"
+    );
+    assert_eq!(
+        p.replica.query("SELECT count(*) FROM t"),
+        vec![vec![Value::Integer(2)]]
+    );
+}

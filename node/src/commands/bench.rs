@@ -1,7 +1,9 @@
 //! `quorumlite bench`: drive a real cluster and report throughput and latency.
 //!
-//! N closed-loop clients, each with its own connection(s), run one
-//! workload for a fixed time after a warm-up. Latencies go into an HDR
+//! N closed-loop clients run one workload for a fixed time after a
+//! warm-up. They share `--connections` client sessions (one by default, as
+//! the tasks of one application would), whose calls the client library
+//! coalesces into batch calls (`--max-batch 1` sends each alone). Latencies go into an HDR
 //! histogram per client (microseconds, 3 significant digits), merged at the
 //! end. Workloads:
 //! - `write`: a one-row INSERT per request;
@@ -44,11 +46,15 @@ pub struct BenchArgs {
     pub warmup: u64,
     #[arg(long, value_enum, default_value = "write")]
     pub workload: Workload,
-    /// Connections per node the clients share (each client uses one, in
-    /// turn). More connections spread the load; fewer let HTTP/2 batch
-    /// frames of many requests into one system call.
-    #[arg(long, default_value_t = 4)]
+    /// Client sessions (each with its own connection per node) the clients
+    /// share, each client using one, in turn. Fewer let the library
+    /// coalesce more concurrent calls into one batch call.
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
+    /// Most concurrent calls of one session sent as one batch call (the
+    /// client library's `max_batch`); 1 sends every call on its own.
+    #[arg(long, default_value_t = client::ClientConfig::default().max_batch)]
+    pub max_batch: usize,
     /// Rows in the table point reads select from.
     #[arg(long, default_value_t = 10_000)]
     pub rows: i64,
@@ -92,6 +98,8 @@ impl Report {
                 json!({
                     "workload": format!("{:?}", args.workload),
                     "clients": args.clients,
+                    "sessions": args.connections.clamp(1, args.clients),
+                    "max_batch": args.max_batch.max(1),
                     "seconds": secs,
                     "ops": self.ops,
                     "ops_per_sec": rate,
@@ -105,8 +113,14 @@ impl Report {
             return;
         }
         println!(
-            "workload {:?}, {} clients, {:.1} s: {} ops, {:.0} ops/s",
-            args.workload, args.clients, secs, self.ops, rate
+            "workload {:?}, {} clients, {} session(s), max batch {}, {:.1} s: {} ops, {:.0} ops/s",
+            args.workload,
+            args.clients,
+            args.connections.clamp(1, args.clients),
+            args.max_batch.max(1),
+            secs,
+            self.ops,
+            rate
         );
         println!(
             "latency ms: p50 {:.3}  p99 {:.3}  p999 {:.3}  max {:.3}",
@@ -128,14 +142,18 @@ async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
             "--clients and --duration must be positive",
         ));
     }
-    let setup = Client::connect(&args.addr)?;
+    let config = client::ClientConfig {
+        max_batch: args.max_batch.max(1),
+        ..client::ClientConfig::default()
+    };
+    let setup = Client::with_config(&args.addr, config.clone())?;
     prepare(&setup, args).await?;
     let token = setup.token();
     let warmup_end = Instant::now() + Duration::from_secs(args.warmup);
     let end = warmup_end + Duration::from_secs(args.duration);
     let mut tasks = Vec::with_capacity(args.clients);
     let connections: Vec<Client> = (0..args.connections.clamp(1, args.clients))
-        .map(|_| Client::connect(&args.addr))
+        .map(|_| Client::with_config(&args.addr, config.clone()))
         .collect::<Result<_, _>>()?;
     for i in 0..args.clients {
         let client = connections[i % connections.len()].clone();

@@ -96,6 +96,22 @@ impl NodeError {
 
     /// The wire form: the single mapping from node errors to gRPC statuses.
     pub fn into_status(self, leader: Option<&str>) -> tonic::Status {
+        let (code, message, leader, sqlite_code) = self.wire_parts(leader);
+        client::error::encode(code, message, leader.as_deref(), sqlite_code.as_deref())
+    }
+
+    /// The wire form of one item's error in a batch call: the same fields
+    /// as [`NodeError::into_status`].
+    pub fn into_item(self, leader: Option<&str>) -> client::pb::ItemError {
+        let (code, message, leader, sqlite_code) = self.wire_parts(leader);
+        client::error::encode_item(code, message, leader.as_deref(), sqlite_code.as_deref())
+    }
+
+    /// Code, message, leader hint and SQLite code: what both wire forms carry.
+    fn wire_parts(
+        self,
+        leader: Option<&str>,
+    ) -> (ErrorCode, String, Option<String>, Option<String>) {
         let code = self.code();
         let sqlite_code = match &self {
             NodeError::Request(e) => Some(e.code().to_owned()),
@@ -107,12 +123,7 @@ impl NodeError {
             NodeError::Remote(e) => e.leader.clone(),
             _ => leader.map(str::to_owned),
         };
-        client::error::encode(
-            code,
-            self.to_string(),
-            leader.as_deref(),
-            sqlite_code.as_deref(),
-        )
+        (code, self.to_string(), leader, sqlite_code)
     }
 }
 
@@ -175,6 +186,29 @@ mod tests {
         let back = client::Error::from_status(&e.into_status(None), "n1");
         assert_eq!(back.code, ErrorCode::NotLeader);
         assert_eq!(back.leader.as_deref(), Some("10.0.0.2:4001"));
+    }
+
+    #[test]
+    fn a_batch_items_error_carries_what_a_status_carries() {
+        let e = NodeError::Request(RequestError::Sql {
+            index: 0,
+            code: 2067,
+            message: "UNIQUE constraint failed: t.id".into(),
+        });
+        let item = client::Error::from_item(&e.clone().into_item(None), ErrorCode::Internal);
+        assert_eq!(item, client::Error::from_status(&e.into_status(None), "n1"));
+        let e = NodeError::NotLeader {
+            leader: Some("10.0.0.2:4001".into()),
+        };
+        let item = client::Error::from_item(&e.into_item(None), ErrorCode::Internal);
+        assert_eq!(item.code, ErrorCode::NotLeader);
+        assert_eq!(item.leader.as_deref(), Some("10.0.0.2:4001"));
+        let unknown = client::pb::ItemError {
+            code: "FROM_THE_FUTURE".into(),
+            ..Default::default()
+        };
+        let item = client::Error::from_item(&unknown, ErrorCode::Indeterminate);
+        assert_eq!(item.code, ErrorCode::Indeterminate);
     }
 
     #[test]

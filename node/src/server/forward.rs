@@ -85,6 +85,27 @@ impl Forwarder {
         }
     }
 
+    /// Send a batch of writes to the leader at `addr`, as one call.
+    pub async fn execute_batch(
+        &self,
+        addr: &str,
+        mut request: client::pb::ExecuteBatchRequest,
+        bearer: Option<&str>,
+    ) -> Result<client::pb::ExecuteBatchResponse, NodeError> {
+        for w in &mut request.writes {
+            w.forwarded = true;
+        }
+        ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "write")
+            .increment(request.writes.len() as u64);
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(self.write_deadline);
+        carry_bearer(&mut req, bearer);
+        match self.client(addr)?.execute_batch(req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(remote(&status, addr, true)),
+        }
+    }
+
     /// Pass a Hrana pipeline on to the node at `addr` (the leader, or the
     /// stream's owner). It may hold writes: a failure in transit after
     /// sending is indeterminate.

@@ -201,6 +201,54 @@ impl Node {
         if let Some(addr) = leader {
             return self.forward.execute(&addr, req, bearer).await;
         }
+        self.execute_here(req).await
+    }
+
+    /// Several independent writes (`ExecuteBatch`): run here if this node
+    /// leads, each its own request to the writer, or forwarded to the
+    /// leader as one call. An error of the whole (not leader, shutting
+    /// down) is every write's error.
+    pub async fn execute_batch(
+        &self,
+        req: pb::ExecuteBatchRequest,
+        bearer: Option<&str>,
+    ) -> Result<pb::ExecuteBatchResponse, NodeError> {
+        check_batch_len(req.writes.len())?;
+        self.check_accepting()?;
+        ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "write")
+            .record(req.writes.len() as f64);
+        let forwarded = req.writes.iter().any(|w| w.forwarded);
+        let (leads, leader) = self.role();
+        let leader = match (leads, leader) {
+            (true, _) => None,
+            (false, leader) if forwarded => return Err(NodeError::NotLeader { leader }),
+            (false, Some(addr)) => Some(addr),
+            (false, None) => self.find_leader().await?,
+        };
+        if let Some(addr) = leader {
+            return self.forward.execute_batch(&addr, req, bearer).await;
+        }
+        // Polled in order, so the writes reach the writer's queue in the
+        // batch's order.
+        let results =
+            futures::future::join_all(req.writes.into_iter().map(|w| self.execute_here(w))).await;
+        let outcomes = results
+            .into_iter()
+            .map(|r| pb::ExecuteOutcome {
+                outcome: Some(match r {
+                    Ok(ok) => pb::execute_outcome::Outcome::Ok(ok),
+                    Err(e) => pb::execute_outcome::Outcome::Error(e.into_item(None)),
+                }),
+            })
+            .collect();
+        Ok(pb::ExecuteBatchResponse { outcomes })
+    }
+
+    /// A write on the leader: hand it to the writer, answer once applied.
+    async fn execute_here(
+        &self,
+        req: pb::ExecuteRequest,
+    ) -> Result<pb::ExecuteResponse, NodeError> {
         let request = convert::write_request_in(req)?;
         let started = std::time::Instant::now();
         let committed = self.writer.submit(request).await;
@@ -220,6 +268,57 @@ impl Node {
     /// A read at the requested consistency.
     pub async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
         self.check_accepting()?;
+        let ready = self.ready_to_read(req).await?;
+        let result = self.sm.reads().query(&ready.statement)?;
+        self.query_reply(&ready, result)
+    }
+
+    /// Several independent reads (`QueryBatch`), each served as `query`
+    /// would. Their checks and waits run concurrently (linearizable ones
+    /// share read barriers); then every read that may run does, in one
+    /// read transaction (one snapshot).
+    pub async fn query_batch(
+        &self,
+        req: pb::QueryBatchRequest,
+    ) -> Result<pb::QueryBatchResponse, NodeError> {
+        check_batch_len(req.queries.len())?;
+        self.check_accepting()?;
+        ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "read")
+            .record(req.queries.len() as f64);
+        let ready =
+            futures::future::join_all(req.queries.into_iter().map(|q| self.ready_to_read(q))).await;
+        let statements: Vec<&storage::Statement> = ready
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|r| &r.statement))
+            .collect();
+        let mut results = self.sm.reads().query_many(&statements)?.into_iter();
+        let mut hint = None;
+        let outcomes = ready
+            .into_iter()
+            .map(|r| {
+                let result = r.and_then(|ready| match results.next() {
+                    Some(result) => self.query_reply(&ready, result?),
+                    None => Err(NodeError::Internal(
+                        "a read of the batch was not run".into(),
+                    )),
+                });
+                pb::QueryOutcome {
+                    outcome: Some(match result {
+                        Ok(ok) => pb::query_outcome::Outcome::Ok(ok),
+                        Err(e) => {
+                            let leader = hint.get_or_insert_with(|| self.leader_hint());
+                            pb::query_outcome::Outcome::Error(e.into_item(leader.as_deref()))
+                        }
+                    }),
+                }
+            })
+            .collect();
+        Ok(pb::QueryBatchResponse { outcomes })
+    }
+
+    /// Check a read and wait until this node may serve it at its
+    /// consistency level.
+    async fn ready_to_read(&self, req: pb::QueryRequest) -> Result<ReadyRead, NodeError> {
         let token = self.check_token(&req.token)?;
         let statement = req
             .statement
@@ -254,10 +353,20 @@ impl Node {
                 )))
             }
         };
-        let reads = self.sm.reads();
-        let result = reads.query(&statement)?;
-        ::metrics::histogram!(crate::metrics::READ_DURATION, "consistency" => consistency)
-            .record(started.elapsed());
+        Ok(ReadyRead {
+            statement,
+            consistency,
+            started,
+        })
+    }
+
+    fn query_reply(
+        &self,
+        ready: &ReadyRead,
+        result: storage::QueryResult,
+    ) -> Result<pb::QueryResponse, NodeError> {
+        ::metrics::histogram!(crate::metrics::READ_DURATION, "consistency" => ready.consistency)
+            .record(ready.started.elapsed());
         Ok(pb::QueryResponse {
             columns: convert::columns_out(result.columns),
             rows: convert::rows_out(result.rows),
@@ -331,6 +440,27 @@ impl Node {
     /// The address to hint at in errors.
     fn leader_hint(&self) -> Option<String> {
         self.role().1
+    }
+}
+
+/// A read that passed its checks and waits: it may run now.
+struct ReadyRead {
+    statement: storage::Statement,
+    /// The level's name, for the metrics.
+    consistency: &'static str,
+    started: std::time::Instant,
+}
+
+/// A batch call holds at least one item and at most
+/// [`client::MAX_BATCH_ITEMS`].
+fn check_batch_len(n: usize) -> Result<(), NodeError> {
+    match n {
+        0 => Err(NodeError::BadRequest("the batch holds no item".into())),
+        n if n > client::MAX_BATCH_ITEMS => Err(NodeError::BadRequest(format!(
+            "the batch holds {n} items, more than the {} allowed: split it",
+            client::MAX_BATCH_ITEMS
+        ))),
+        _ => Ok(()),
     }
 }
 

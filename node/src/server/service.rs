@@ -94,6 +94,31 @@ impl Quorumlite for Service {
         self.reply(self.node.query(request.into_inner()).await)
     }
 
+    async fn execute_batch(
+        &self,
+        request: Request<pb::ExecuteBatchRequest>,
+    ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
+        if let Err(e) = self.admit(&request, Permission::Write) {
+            return self.reply(Err(e));
+        }
+        let bearer = bearer(&request).map(str::to_owned);
+        self.reply(
+            self.node
+                .execute_batch(request.into_inner(), bearer.as_deref())
+                .await,
+        )
+    }
+
+    async fn query_batch(
+        &self,
+        request: Request<pb::QueryBatchRequest>,
+    ) -> Result<Response<pb::QueryBatchResponse>, Status> {
+        if let Err(e) = self.admit(&request, Permission::Read) {
+            return self.reply(Err(e));
+        }
+        self.reply(self.node.query_batch(request.into_inner()).await)
+    }
+
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,

@@ -7,6 +7,9 @@
 
 use client::pb::StatusResponse;
 use client::{Client, ClientConfig, Consistency, Statement, Value};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -327,4 +330,64 @@ pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<Value>> {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .rows
+}
+
+/// `GET /metrics` over a plain HTTP/1.1 connection; the body.
+pub fn scrape(addr: &str) -> Result<String, String> {
+    let timeout = Duration::from_secs(5);
+    let sock = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers from {addr}: {response:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{addr} answered {head:?}"));
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!(
+            "{addr} sent a chunked body, which this test does not decode"
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+/// Series (name with its labels, as exposed) -> value.
+pub fn samples(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+pub fn value(s: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *s.get(series)
+        .unwrap_or_else(|| panic!("no series {series} in:\n{}", dump(s)))
+}
+
+pub fn dump(s: &BTreeMap<String, f64>) -> String {
+    s.iter()
+        .filter(|(k, _)| k.starts_with("quorumlite_"))
+        .map(|(k, v)| format!("{k} {v}\n"))
+        .collect()
 }
