@@ -1,7 +1,7 @@
 //! The `quorumlite` command line against a real cluster: the documented JSON
 //! of exec, query and status; errors as a non-zero exit, one stderr line and
 //! `{"error":{...}}`; bad configuration refused at start naming the option;
-//! `quorumlite dev` and a graceful SIGTERM.
+//! `quorumlite dev` and a graceful SIGTERM; output into a closed pipe.
 
 mod common;
 use common::{free_port, signal, Cluster, BIN};
@@ -112,6 +112,29 @@ async fn exec_query_and_status_print_the_documented_json() {
     assert_eq!(s["leader_id"], leader);
     assert_eq!(s["members"].as_array().map(Vec::len), Some(3));
     assert_eq!(s["digest"].as_str().map(str::len), Some(64));
+
+    // `quorumlite query ... | head -1`: the reader goes away after one
+    // line; the command ends quietly (it used to panic on EPIPE).
+    let mut child = Command::new(BIN)
+        .args([
+            "query",
+            "--addr",
+            &a_leader,
+            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200000) \
+             SELECT i FROM s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn query");
+    let mut first = [0u8; 2];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut first)
+        .expect("the first bytes");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,7 +79,7 @@ async fn backup(client: Client, args: BackupArgs) -> Result<(), client::Error> {
     progress.finish();
     let file = args.file.display().to_string();
     if args.connect.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "file": file,
@@ -91,11 +91,13 @@ async fn backup(client: Client, args: BackupArgs) -> Result<(), client::Error> {
             })
         );
     } else {
-        println!(
+        outln!(
             "backup written to {file}: {written} bytes, version {}, lineage {} (from {})",
-            header.version, header.lineage, header.node
+            header.version,
+            header.lineage,
+            header.node
         );
-        println!("token: {}", header.token);
+        outln!("token: {}", header.token);
     }
     Ok(())
 }
@@ -169,7 +171,7 @@ async fn restore(client: Client, args: RestoreArgs) -> Result<(), client::Error>
     progress.finish();
     let file = args.file.display().to_string();
     if args.connect.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "file": file,
@@ -183,13 +185,13 @@ async fn restore(client: Client, args: RestoreArgs) -> Result<(), client::Error>
         );
     } else {
         if let Some(from) = result.converted_from_page_size {
-            println!("converted from {from}-byte pages to the cluster's page size");
+            outln!("converted from {from}-byte pages to the cluster's page size");
         }
-        println!(
+        outln!(
             "restored {file}: {} bytes, version {}, new lineage {} (tokens from before the restore are refused)",
             result.bytes, result.version, result.lineage
         );
-        println!("token: {}", result.token);
+        outln!("token: {}", result.token);
     }
     Ok(())
 }

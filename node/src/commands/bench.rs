@@ -93,7 +93,7 @@ impl Report {
         let rate = self.ops as f64 / secs;
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "workload": format!("{:?}", args.workload),
@@ -112,7 +112,7 @@ impl Report {
             );
             return;
         }
-        println!(
+        outln!(
             "workload {:?}, {} clients, {} session(s), max batch {}, {:.1} s: {} ops, {:.0} ops/s",
             args.workload,
             args.clients,
@@ -122,7 +122,7 @@ impl Report {
             self.ops,
             rate
         );
-        println!(
+        outln!(
             "latency ms: p50 {:.3}  p99 {:.3}  p999 {:.3}  max {:.3}",
             ms(0.5),
             ms(0.99),
@@ -130,7 +130,7 @@ impl Report {
             self.latency_us.max() as f64 / 1000.0
         );
         for (code, n) in &self.errors {
-            println!("errors {code}: {n}");
+            outln!("errors {code}: {n}");
         }
     }
 }

@@ -31,7 +31,7 @@ pub fn run(args: CertArgs) -> ExitCode {
     match result {
         Ok(files) => {
             for f in files {
-                println!("wrote {f}");
+                outln!("wrote {f}");
             }
             ExitCode::SUCCESS
         }

@@ -85,8 +85,8 @@ pub fn run(args: &DevArgs) -> ExitCode {
         }
     }
     let leader = runtime.block_on(wait_for_leader(&addrs, Duration::from_secs(15)));
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Quorumlite dev cluster: 3 nodes, data in {}",
         args.data_dir.display()
     );
@@ -98,23 +98,23 @@ pub fn run(args: &DevArgs) -> ExitCode {
         if let Some(m) = &metrics[i] {
             line.push_str(&format!("  metrics: http://{m}/metrics"));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     match leader {
-        Some(id) => println!("  leader: node {id}"),
-        None => println!("  no leader yet: see the nodes' logs above"),
+        Some(id) => outln!("  leader: node {id}"),
+        None => outln!("  no leader yet: see the nodes' logs above"),
     }
-    println!();
-    println!("Try:");
-    println!("  quorumlite exec  --addr {} \"CREATE TABLE IF NOT EXISTS t(x)\" \"INSERT INTO t VALUES (1)\"", addrs[0]);
-    println!("  quorumlite query --addr {} \"SELECT * FROM t\"", addrs[1]);
-    println!("  quorumlite status --addr {}", addrs[2]);
-    println!("(with cargo: cargo run -p quorumlite -- exec ...)");
+    outln!();
+    outln!("Try:");
+    outln!("  quorumlite exec  --addr {} \"CREATE TABLE IF NOT EXISTS t(x)\" \"INSERT INTO t VALUES (1)\"", addrs[0]);
+    outln!("  quorumlite query --addr {} \"SELECT * FROM t\"", addrs[1]);
+    outln!("  quorumlite status --addr {}", addrs[2]);
+    outln!("(with cargo: cargo run -p quorumlite -- exec ...)");
     if let Some(h) = &http[0] {
-        println!("  curl -s http://{h}/v2/pipeline -d '{{\"requests\":[{{\"type\":\"execute\",\"stmt\":{{\"sql\":\"SELECT 1\"}}}},{{\"type\":\"close\"}}]}}'");
-        println!("  @libsql/client: createClient({{ url: \"http://{h}\" }})");
+        outln!("  curl -s http://{h}/v2/pipeline -d '{{\"requests\":[{{\"type\":\"execute\",\"stmt\":{{\"sql\":\"SELECT 1\"}}}},{{\"type\":\"close\"}}]}}'");
+        outln!("  @libsql/client: createClient({{ url: \"http://{h}\" }})");
     }
-    println!("Ctrl-C stops all three.");
+    outln!("Ctrl-C stops all three.");
 
     // Wait for a signal or for every child to exit on its own.
     runtime.block_on(async {

@@ -71,7 +71,7 @@ async fn print_table(client: &Client, connect: &ConnectArgs) -> Result<(), clien
     let config =
         client_config(connect).map_err(|m| client::Error::new(client::ErrorCode::BadRequest, m))?;
     let deadline = Duration::from_millis(connect.timeout_ms.min(2_000));
-    print!(
+    out!(
         "{}",
         members::table(&members::survey(&config, &s, deadline).await)
     );
@@ -81,7 +81,7 @@ async fn print_table(client: &Client, connect: &ConnectArgs) -> Result<(), clien
 async fn list(client: Client, connect: ConnectArgs) -> Result<(), client::Error> {
     if connect.json {
         let s = client.status(false).await?;
-        println!(
+        outln!(
             "{}",
             json!({ "leader_id": s.leader_id, "members": members_json(&s.members) })
         );
@@ -102,7 +102,7 @@ fn change(connect: ConnectArgs, request: pb::ChangeMembershipRequest, wait: Dura
         let id = request.id;
         let r = client.change_membership(request, wait).await?;
         if connect.json {
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "id": id,
@@ -114,8 +114,8 @@ fn change(connect: ConnectArgs, request: pb::ChangeMembershipRequest, wait: Dura
             );
             return Ok(());
         }
-        println!("node {id} {action} in {} ms", r.elapsed_ms);
-        println!();
+        outln!("node {id} {action} in {} ms", r.elapsed_ms);
+        outln!();
         print_table(&client, &connect).await
     })
 }
@@ -123,7 +123,7 @@ fn change(connect: ConnectArgs, request: pb::ChangeMembershipRequest, wait: Dura
 async fn transfer(client: Client, connect: ConnectArgs, to: u64) -> Result<(), client::Error> {
     let r = client.transfer_leader(to).await?;
     if connect.json {
-        println!(
+        outln!(
             "{}",
             json!({ "leader_id": r.leader_id, "term": r.term, "elapsed_ms": r.elapsed_ms })
         );
@@ -136,9 +136,11 @@ async fn transfer(client: Client, connect: ConnectArgs, to: u64) -> Result<(), c
             &format!("node {} leads, not node {to}", r.leader_id),
         );
     }
-    println!(
+    outln!(
         "node {} leads (term {}), transfer took {} ms",
-        r.leader_id, r.term, r.elapsed_ms
+        r.leader_id,
+        r.term,
+        r.elapsed_ms
     );
     Ok(())
 }

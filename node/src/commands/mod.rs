@@ -1,6 +1,24 @@
 //! The subcommands. Each returns the process exit code: 0 on success, 1 on
 //! an error (printed by `output::error`), 2 on a usage error (clap).
 
+/// `println!` for command output: a reader that went away (`quorumlite
+/// query ... | head -1`) ends the command quietly instead of a panic.
+macro_rules! outln {
+    () => {
+        $crate::commands::output::write(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::commands::output::write(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` for command output, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::commands::output::write(format_args!($($arg)*), false)
+    };
+}
+
 pub mod backup;
 pub mod bench;
 mod cert;
@@ -273,7 +291,7 @@ async fn exec(
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({ "results": results, "token": result.token.to_string() })
         );
@@ -281,14 +299,15 @@ async fn exec(
     }
     for r in &result.results {
         if !r.columns.is_empty() {
-            print!("{}", output::rows_table(&r.columns, &r.rows));
+            out!("{}", output::rows_table(&r.columns, &r.rows));
         }
-        println!(
+        outln!(
             "{} row(s) affected, last insert rowid {}",
-            r.rows_affected, r.last_insert_rowid
+            r.rows_affected,
+            r.last_insert_rowid
         );
     }
-    println!("token: {}", result.token);
+    outln!("token: {}", result.token);
     Ok(())
 }
 
@@ -309,7 +328,7 @@ async fn query(client: Client, args: QueryArgs) -> Result<(), client::Error> {
     let statement = bind(args.sql, &args.param).map_err(bad_request)?;
     let result = client.query(statement, consistency).await?;
     if args.connect.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "columns": output::columns_json(&result.columns),
@@ -318,7 +337,7 @@ async fn query(client: Client, args: QueryArgs) -> Result<(), client::Error> {
             })
         );
     } else {
-        print!("{}", output::rows_table(&result.columns, &result.rows));
+        out!("{}", output::rows_table(&result.columns, &result.rows));
         eprintln!("token: {}", result.token);
     }
     Ok(())
@@ -332,7 +351,7 @@ async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
             .iter()
             .map(|m| json!({ "id": m.id, "addr": m.addr, "kind": m.kind }))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({
                 "id": s.id,
@@ -357,12 +376,12 @@ async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
     }
     let config = client_config(&args.connect).map_err(bad_request)?;
     let deadline = Duration::from_millis(args.connect.timeout_ms.min(2_000));
-    print!("{}", status_summary(&s));
+    out!("{}", status_summary(&s));
     if !s.digest.is_empty() {
-        println!("digest    {} (version {})", s.digest, s.digest_version);
+        outln!("digest    {} (version {})", s.digest, s.digest_version);
     }
-    println!();
-    print!(
+    outln!();
+    out!(
         "{}",
         members::table(&members::survey(&config, &s, deadline).await)
     );

@@ -5,6 +5,34 @@ use base64::Engine;
 use client::{Column, Value};
 use serde_json::{json, Map, Value as Json};
 
+/// Write output to stdout, with a newline or not (`outln!`, `out!`).
+/// SIGPIPE stays ignored in this process (a peer resetting a socket must
+/// not kill it), so a closed pipe shows up here as `BrokenPipe`: the
+/// reader has all it wanted, and the command ends with success. Any other
+/// write error is reported.
+pub fn write(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// A value as JSON: integers and reals as numbers, blobs as `{"blob": base64}`.
 pub fn value_json(v: &Value) -> Json {
     match v {
@@ -99,7 +127,7 @@ pub fn rows_table(columns: &[Column], rows: &[Vec<Value>]) -> String {
 pub fn error(json: bool, code: &str, message: &str) {
     eprintln!("error: {code}: {message}");
     if json {
-        println!(
+        outln!(
             "{}",
             json!({ "error": { "code": code, "message": message } })
         );

@@ -270,7 +270,7 @@ impl Node {
         self.check_accepting()?;
         let ready = self.ready_to_read(req).await?;
         let result = self.sm.reads().query(&ready.statement)?;
-        self.query_reply(&ready, result)
+        self.query_reply(&ready, result, &mut None)
     }
 
     /// Several independent reads (`QueryBatch`), each served as `query`
@@ -292,12 +292,12 @@ impl Node {
             .filter_map(|r| r.as_ref().ok().map(|r| &r.statement))
             .collect();
         let mut results = self.sm.reads().query_many(&statements)?.into_iter();
-        let mut hint = None;
+        let (mut hint, mut token) = (None, None);
         let outcomes = ready
             .into_iter()
             .map(|r| {
                 let result = r.and_then(|ready| match results.next() {
-                    Some(result) => self.query_reply(&ready, result?),
+                    Some(result) => self.query_reply(&ready, result?, &mut token),
                     None => Err(NodeError::Internal(
                         "a read of the batch was not run".into(),
                     )),
@@ -360,17 +360,28 @@ impl Node {
         })
     }
 
+    /// The reply to a read. `token` keeps the last token made, by
+    /// version: the reads of a batch share one snapshot, so one will do.
     fn query_reply(
         &self,
         ready: &ReadyRead,
         result: storage::QueryResult,
+        token: &mut Option<(u64, String)>,
     ) -> Result<pb::QueryResponse, NodeError> {
         ::metrics::histogram!(crate::metrics::READ_DURATION, "consistency" => ready.consistency)
             .record(ready.started.elapsed());
+        let text = match token {
+            Some((version, text)) if *version == result.version => text.clone(),
+            _ => {
+                let text = self.token(result.version)?.to_string();
+                *token = Some((result.version, text.clone()));
+                text
+            }
+        };
         Ok(pb::QueryResponse {
             columns: convert::columns_out(result.columns),
             rows: convert::rows_out(result.rows),
-            token: self.token(result.version)?.to_string(),
+            token: text,
         })
     }
 
