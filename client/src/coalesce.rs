@@ -175,6 +175,40 @@ struct State<K: Kind> {
     sending: usize,
 }
 
+/// A send task's slot: taken by the call that starts the task, moved into
+/// it. Should the task end other than by finding the queue empty (a
+/// panic, its runtime shutting down, or never being run at all), the
+/// slot is given back and the calls still queued fail, since no task may
+/// be left to take them: a caller must never wait forever. They were never
+/// sent (`UNAVAILABLE`, safe to retry); the calls of the batch in flight
+/// fail on their own when their reply channels drop (`K::LEFT_OUT`).
+struct Sending<K: Kind> {
+    coalescer: Arc<Coalescer<K>>,
+    ended: bool,
+}
+
+impl<K: Kind> Drop for Sending<K> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let queued: Vec<Pending<K>> = {
+            let mut state = lock(&self.coalescer.state);
+            state.sending -= 1;
+            state.queue.drain(..).collect()
+        };
+        for p in queued {
+            let _ = p.reply.send(Err(Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the call to {} was not sent: the client's task sending it stopped; retry",
+                    self.coalescer.addr
+                ),
+            )));
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -209,7 +243,11 @@ impl<K: Kind> Coalescer<K> {
         if start {
             // A task of its own, not this caller's future: a caller that
             // gives up must not strand the others' calls it carries.
-            tokio::spawn(self.clone().send_queued());
+            let slot = Sending {
+                coalescer: self.clone(),
+                ended: false,
+            };
+            tokio::spawn(send_queued(slot));
         }
         outcome.await.unwrap_or_else(|_| {
             Err(Error::new(
@@ -220,32 +258,6 @@ impl<K: Kind> Coalescer<K> {
                 ),
             ))
         })
-    }
-
-    /// Send what is queued, batch after batch, until the queue is empty.
-    async fn send_queued(self: Arc<Self>) {
-        loop {
-            let batch = {
-                let mut state = lock(&self.state);
-                if state.queue.is_empty() {
-                    state.sending -= 1;
-                    return;
-                }
-                let mut batch = Vec::new();
-                let mut bytes = 0;
-                while let Some(next) = state.queue.front() {
-                    let full = batch.len() >= self.max_batch
-                        || (!batch.is_empty() && bytes + next.bytes > MAX_BATCH_BYTES);
-                    if full {
-                        break;
-                    }
-                    bytes += next.bytes;
-                    batch.extend(state.queue.pop_front());
-                }
-                batch
-            };
-            self.send(batch).await;
-        }
     }
 
     async fn send(&self, mut batch: Vec<Pending<K>>) {
@@ -306,5 +318,98 @@ impl<K: Kind> Coalescer<K> {
         K::unary(self.rpc.clone(), tonic::Request::from_parts(meta, ext, req))
             .await
             .map_err(|status| Error::from_status(&status, &self.addr))
+    }
+}
+
+/// Send what is queued, batch after batch, until the queue is empty.
+async fn send_queued<K: Kind>(mut slot: Sending<K>) {
+    let coalescer = slot.coalescer.clone();
+    loop {
+        let batch = {
+            let mut state = lock(&coalescer.state);
+            if state.queue.is_empty() {
+                state.sending -= 1;
+                slot.ended = true;
+                return;
+            }
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) = state.queue.front() {
+                let full = batch.len() >= coalescer.max_batch
+                    || (!batch.is_empty() && bytes + next.bytes > MAX_BATCH_BYTES);
+                if full {
+                    break;
+                }
+                bytes += next.bytes;
+                batch.extend(state.queue.pop_front());
+            }
+            batch
+        };
+        coalescer.send(batch).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A coalescer of reads to an address nobody listens on.
+    fn unreachable() -> Arc<Coalescer<Reads>> {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let wrap: Wrap = Arc::new(|| Ok(tonic::Request::new(())));
+        Arc::new(Coalescer::new(
+            QuorumliteClient::new(channel),
+            "127.0.0.1:1".into(),
+            wrap,
+            128,
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_send_task_that_stops_early_frees_its_slot_and_fails_the_queued_calls() {
+        let c = unreachable();
+        let (reply, outcome) = oneshot::channel();
+        {
+            let mut state = lock(&c.state);
+            state.sending = 1;
+            state.queue.push_back(Pending {
+                req: pb::QueryRequest::default(),
+                bytes: 0,
+                reply,
+            });
+        }
+        // As if its task had been dropped before it ran.
+        drop(Sending {
+            coalescer: c.clone(),
+            ended: false,
+        });
+        let err = outcome.await.expect("answered").expect_err("never sent");
+        assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+        let state = lock(&c.state);
+        assert_eq!(state.sending, 0);
+        assert!(state.queue.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_to_an_unreachable_node_each_get_unavailable() {
+        let c = unreachable();
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.call(pb::QueryRequest::default()).await })
+            })
+            .collect();
+        for call in calls {
+            let err = call.await.expect("task").expect_err("nobody listens");
+            assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+        }
+        // The send tasks end once the queue is empty.
+        for _ in 0..100 {
+            if lock(&c.state).sending == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("a send task did not end");
     }
 }
