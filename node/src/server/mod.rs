@@ -191,17 +191,22 @@ impl Node {
         bearer: Option<&str>,
     ) -> Result<pb::ExecuteResponse, NodeError> {
         self.check_accepting()?;
-        let (leads, leader) = self.role();
-        let leader = match (leads, leader) {
-            (true, _) => None,
-            (false, leader) if req.forwarded => return Err(NodeError::NotLeader { leader }),
-            (false, Some(addr)) => Some(addr),
-            (false, None) => self.find_leader().await?,
-        };
-        if let Some(addr) = leader {
+        if let Some(addr) = self.write_route(req.forwarded).await? {
             return self.forward.execute(&addr, req, bearer).await;
         }
         self.execute_here(req).await
+    }
+
+    /// Where a write goes: `None` to run it here (this node leads), else
+    /// the leader's address to forward it to. A write another node already
+    /// forwarded is never forwarded again.
+    async fn write_route(&self, forwarded: bool) -> Result<Option<String>, NodeError> {
+        match self.role() {
+            (true, _) => Ok(None),
+            (false, leader) if forwarded => Err(NodeError::NotLeader { leader }),
+            (false, Some(addr)) => Ok(Some(addr)),
+            (false, None) => self.find_leader().await,
+        }
     }
 
     /// Several independent writes (`ExecuteBatch`): run here if this node
@@ -218,14 +223,7 @@ impl Node {
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "write")
             .record(req.writes.len() as f64);
         let forwarded = req.writes.iter().any(|w| w.forwarded);
-        let (leads, leader) = self.role();
-        let leader = match (leads, leader) {
-            (true, _) => None,
-            (false, leader) if forwarded => return Err(NodeError::NotLeader { leader }),
-            (false, Some(addr)) => Some(addr),
-            (false, None) => self.find_leader().await?,
-        };
-        if let Some(addr) = leader {
+        if let Some(addr) = self.write_route(forwarded).await? {
             return self.forward.execute_batch(&addr, req, bearer).await;
         }
         // Polled in order, so the writes reach the writer's queue in the
