@@ -6,7 +6,7 @@ mod common;
 use client::pb::quorumlite_client::QuorumliteClient;
 use client::pb::{self, execute_outcome, query_outcome};
 use client::{Consistency, ErrorCode, Value};
-use common::{free_port, int, rows, samples, scrape, stmt, Cluster};
+use common::{int, rows, samples, scrape, stmt, Cluster};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Barrier;
@@ -16,15 +16,7 @@ const WRITES: i64 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_share_batch_calls_and_each_keeps_its_own_outcome() {
-    let metrics: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let cluster = Cluster::start_with(3, &[], |id| {
-        vec![
-            "--metrics-listen".into(),
-            metrics[(id - 1) as usize].clone(),
-        ]
-    });
+    let (cluster, metrics) = Cluster::start_with_metrics(3);
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let follower = (1..=3).find(|&i| i != leader).expect("a follower");
     let db = cluster.client();

@@ -4,22 +4,14 @@
 //! sane values.
 
 mod common;
-use common::{dump, free_port, int, samples, scrape, stmt, value, Cluster};
+use common::{dump, int, samples, scrape, stmt, value, Cluster};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_leader_follower_lag_and_write_latency_under_a_write_load() {
-    let metrics: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let cluster = Cluster::start_with(3, &[], |id| {
-        vec![
-            "--metrics-listen".into(),
-            metrics[(id - 1) as usize].clone(),
-        ]
-    });
+    let (cluster, metrics) = Cluster::start_with_metrics(3);
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let follower = (1..=3).find(|&i| i != leader).expect("a follower");
     let client = cluster.client();

@@ -48,6 +48,21 @@ impl Cluster {
         Cluster::start_with(n, extra, |_| Vec::new())
     }
 
+    /// As [`Cluster::start`], each node serving `GET /metrics` on its own
+    /// port: the cluster and the metrics addresses, by id - 1.
+    pub fn start_with_metrics(n: u64) -> (Cluster, Vec<String>) {
+        let metrics: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let cluster = Cluster::start_with(n, &[], |id| {
+            vec![
+                "--metrics-listen".into(),
+                metrics[(id - 1) as usize].clone(),
+            ]
+        });
+        (cluster, metrics)
+    }
+
     /// As [`Cluster::start`], plus the flags `per_node(id)` for node `id`
     /// (kept across restarts).
     pub fn start_with(n: u64, extra: &[&str], per_node: impl Fn(u64) -> Vec<String>) -> Cluster {
