@@ -6,7 +6,7 @@ mod common;
 use client::pb::quorumlite_client::QuorumliteClient;
 use client::pb::{self, execute_outcome, query_outcome};
 use client::{Consistency, ErrorCode, Value};
-use common::{int, rows, samples, scrape, stmt, Cluster};
+use common::{int, rows, samples, scrape, stmt, text, Cluster};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Barrier;
@@ -241,5 +241,64 @@ async fn a_batch_call_answers_each_item_in_order_and_refuses_empty_or_huge_batch
         rows(&db, "SELECT count(*) FROM t").await,
         vec![vec![int(2)]],
         "a refused batch wrote"
+    );
+}
+
+/// Under a request cap smaller than a batch: reads that were coalesced
+/// and refused together are sent again one by one and all succeed; writes
+/// refused together fail `TOO_LARGE` and leave no trace (a write is never
+/// sent twice: "too large" might have been its reply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_small_request_cap_refused_read_batches_are_resent_alone() {
+    let cluster = Cluster::start(3, &["--max-request-bytes", "1024"]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let db = cluster.client();
+    db.execute(vec!["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)".into()])
+        .await
+        .expect("setup");
+    // About 300 bytes each: alone under the cap, four together over it.
+    let padding = "x".repeat(250);
+    let start = Arc::new(Barrier::new(40));
+    let readers: Vec<_> = (0..40)
+        .map(|i| {
+            let (db, start, padding) = (db.clone(), start.clone(), padding.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let sql = stmt(&format!("SELECT ?1 /* {padding} */"), vec![int(i)]);
+                let got = db.query(sql, Consistency::Session(None)).await;
+                got.unwrap_or_else(|e| panic!("read {i}: {e}")).rows
+            })
+        })
+        .collect();
+    for (i, r) in readers.into_iter().enumerate() {
+        assert_eq!(r.await.expect("task"), vec![vec![int(i as i64)]]);
+    }
+
+    let start = Arc::new(Barrier::new(40));
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let (db, start, padding) = (db.clone(), start.clone(), padding.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let sql = stmt(
+                    "INSERT INTO t VALUES (?1, ?2)",
+                    vec![int(i), text(&padding)],
+                );
+                db.execute(vec![sql]).await
+            })
+        })
+        .collect();
+    let mut written = 0;
+    for w in writers {
+        match w.await.expect("task") {
+            Ok(_) => written += 1,
+            Err(e) => assert_eq!(e.code, ErrorCode::TooLarge, "{e}"),
+        }
+    }
+    assert!(written > 0, "even lone writes failed");
+    assert_eq!(
+        rows(&db, "SELECT count(*) FROM t").await,
+        vec![vec![int(written)]],
+        "a refused write left a trace, or a write was lost"
     );
 }
