@@ -114,8 +114,11 @@ impl Applier {
         // reloaded outside the next transaction, so forget what we know.
         let wrote_page1 = batch.pages().first().is_some_and(|p| p.pgno == 1);
         let after = (applied && !wrote_page1).then_some((batch.version(), batch.db_size()));
-        self.finish(applied, after)?;
-        outcome
+        let finished = self.finish(applied, after);
+        // The cause first: a failed apply's own error, not its rollback's.
+        let outcome = outcome?;
+        finished?;
+        Ok(outcome)
     }
 
     fn apply_in_txn(&self, batch: &FrameBatch, known: Known) -> Result<ApplyOutcome> {
@@ -158,8 +161,10 @@ impl Applier {
         }
         let known = self.begin()?;
         let result = self.install_in_txn(&header, &mut input, known.db_size);
-        self.finish(result.is_ok(), None)?;
+        let finished = self.finish(result.is_ok(), None);
+        // The cause first: a failed install's own error, not its rollback's.
         result?;
+        finished?;
         // Read back only now, outside the transaction (see `begin`).
         let installed = self.version()?;
         if installed != header.version {
@@ -271,6 +276,12 @@ impl Applier {
         let end = if commit {
             self.exec("COMMIT")
                 .map_err(Error::sqlite("committing the batch"))
+        } else if self.conn.is_autocommit() {
+            // SQLite already rolled the transaction back itself (it may, on
+            // a full disk or an I/O error): nothing is left to undo, and the
+            // caller reports the error that caused it. A ROLLBACK here would
+            // fail with "no transaction is active" and hide that error.
+            Ok(())
         } else {
             self.exec("ROLLBACK").map_err(Error::sqlite("rolling back"))
         };
