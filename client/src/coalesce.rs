@@ -256,7 +256,7 @@ impl<K: Kind> Coalescer<K> {
             Err(Error::new(
                 K::LEFT_OUT,
                 format!(
-                    "the call to {} was dropped before it returned (the runtime is shutting down)",
+                    "the call to {} was lost before it returned: the client's task sending it stopped (its runtime shut down, or it panicked)",
                     self.addr
                 ),
             ))
