@@ -6,7 +6,7 @@
 //! unknown format, or a short or malformed one, is an error, never a guess.
 //! All integers are little-endian.
 
-use crate::{Command, Entry, NodeId, TypeConfig};
+use crate::{Command, Entry, NodeId, Part, TypeConfig};
 use openraft::{
     BasicNode, CommittedLeaderId, EntryPayload, LeaderId, LogId, Membership, StoredMembership, Vote,
 };
@@ -113,6 +113,10 @@ impl<'a> Reader<'a> {
             .filter(|&n| n <= self.buf.len())
             .ok_or_else(|| bad(self.what, "length past the end of the record"))
     }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let v = self.u64()?;
+        u32::try_from(v).map_err(|_| bad(self.what, format!("{v} does not fit 32 bits")))
+    }
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.len()?;
         self.take(n)
@@ -174,6 +178,13 @@ pub fn encode_entry(e: &Entry) -> Vec<u8> {
             w.u8(2);
             w.membership(m);
         }
+        EntryPayload::Normal(Command::Part(p)) => {
+            w.u8(3);
+            w.u64(p.id);
+            w.u64(u64::from(p.index));
+            w.u64(u64::from(p.total));
+            w.bytes(&p.bytes);
+        }
     }
     w.0
 }
@@ -185,6 +196,20 @@ pub fn decode_entry(buf: &[u8]) -> Result<Entry, DecodeError> {
         0 => EntryPayload::<TypeConfig>::Blank,
         1 => EntryPayload::Normal(Command::Batch(r.bytes()?.to_vec())),
         2 => EntryPayload::Membership(r.membership()?),
+        3 => {
+            let id = r.u64()?;
+            let index = r.u32()?;
+            let total = r.u32()?;
+            if index >= total {
+                return Err(bad("log entry", format!("part {index} of {total}")));
+            }
+            EntryPayload::Normal(Command::Part(Part {
+                id,
+                index,
+                total,
+                bytes: r.bytes()?.to_vec(),
+            }))
+        }
         t => return Err(bad("log entry", format!("unknown payload tag {t}"))),
     };
     r.done(Entry { log_id, payload })
@@ -311,6 +336,12 @@ mod tests {
             EntryPayload::Blank,
             EntryPayload::Normal(Command::Batch(vec![1, 2, 3])),
             EntryPayload::Membership(membership()),
+            EntryPayload::Normal(Command::Part(Part {
+                id: u64::MAX - 1,
+                index: 2,
+                total: 3,
+                bytes: vec![9; 5],
+            })),
         ] {
             let e = Entry {
                 log_id: id,
@@ -356,5 +387,16 @@ mod tests {
         let mut foreign = bytes;
         foreign[0] = 9;
         assert!(decode_entry(&foreign).is_err());
+        // A part numbered past its batch's count.
+        let past = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Command::Part(Part {
+                id: 1,
+                index: 3,
+                total: 3,
+                bytes: vec![],
+            })),
+        };
+        assert!(decode_entry(&encode_entry(&past)).is_err());
     }
 }

@@ -12,6 +12,9 @@
 //!        -> applied-version watch -> waiting reads
 //! ```
 //!
+//! A batch over [`MAX_ENTRY_BYTES`] travels as several [`Command::Part`]
+//! entries and is applied with its last part (`raft/DESIGN.md`).
+//!
 //! - [`LogStore`]: entries, vote, committed and purged ids in sled. Every
 //!   append, vote, truncate and purge is flushed before it is acknowledged
 //!   (sled alone syncs only every 500 ms).
@@ -70,6 +73,58 @@ pub(crate) fn any(e: impl std::fmt::Display) -> openraft::AnyError {
 pub enum Command {
     /// An encoded `storage::FrameBatch`.
     Batch(Vec<u8>),
+    /// One piece of an encoded batch too big for one entry ([`Part::split`]).
+    Part(Part),
+}
+
+/// The most bytes one log entry carries. openraft 0.9 gives an
+/// AppendEntries call one heartbeat interval (100 ms by default) to
+/// complete, and cannot split a single entry: an entry that takes longer to
+/// send, write and flush on a follower would time out on every retry, and
+/// that follower would never catch up. A batch bigger than this travels in
+/// parts, each its own entry, and is applied with its last part.
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// One part of a batch replicated in pieces.
+///
+/// Invariant: the parts of a batch are proposed in order, one at a time, by
+/// one leader in one term, under an `id` that leader uses for no other
+/// batch; (the entries' leader id, `id`) names the batch. The state machine
+/// applies the batch when it has seen parts `0..total` in order under that
+/// name; a batch whose parts stop coming (its leader was deposed) is
+/// dropped, unapplied, when any other batch arrives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub id: u64,
+    pub index: u32,
+    pub total: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl Part {
+    /// Split an encoded batch into parts of at most `max` bytes (at least one).
+    pub fn split(id: u64, batch: &[u8], max: usize) -> Vec<Part> {
+        let chunks: Vec<&[u8]> = if batch.is_empty() {
+            vec![batch]
+        } else {
+            batch.chunks(max.max(1)).collect()
+        };
+        let total = chunks.len() as u32;
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(index, bytes)| Part {
+                id,
+                index: index as u32,
+                total,
+                bytes: bytes.to_vec(),
+            })
+            .collect()
+    }
+
+    pub fn is_last(&self) -> bool {
+        self.index + 1 == self.total
+    }
 }
 
 /// What applying one entry produced, returned to the proposer.
@@ -84,6 +139,12 @@ pub enum Response {
     /// The batch was computed on another state (a deposed leader's): nothing
     /// written. Its requests failed and may be retried.
     Conflict { base: u64, current: u64 },
+    /// A part other than the last of a batch in parts: kept until the last
+    /// one arrives; nothing written yet.
+    PartKept,
+    /// A part whose earlier parts this node never applied: dropped, and the
+    /// batch with it. Nothing written.
+    PartsMissing,
 }
 
 impl From<storage::ApplyOutcome> for Response {
@@ -97,5 +158,25 @@ impl From<storage::ApplyOutcome> for Response {
                 Response::Conflict { base, current }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Part;
+
+    #[test]
+    fn a_batch_splits_into_ordered_parts_that_join_back() {
+        let batch: Vec<u8> = (0..=255u8).cycle().take(2500).collect();
+        let parts = Part::split(9, &batch, 1000);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().enumerate().all(|(i, p)| p.index as usize == i
+            && p.total == 3
+            && p.id == 9
+            && p.bytes.len() <= 1000));
+        assert!(parts[2].is_last() && !parts[1].is_last());
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.bytes.clone()).collect();
+        assert_eq!(joined, batch);
+        assert_eq!(Part::split(1, &[], 1000).len(), 1);
     }
 }

@@ -15,8 +15,8 @@
 use crate::codec::{self, DecodeError};
 use crate::{Node, NodeId, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
-    Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    SnapshotMismatch, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -127,6 +127,31 @@ impl Peer {
     }
 }
 
+/// The most entry bytes one AppendEntries call carries (when it holds more
+/// than one entry). openraft 0.9 times the whole call out after one
+/// heartbeat interval, so a call must be sent, written and flushed by the
+/// follower well within it; entries themselves are at most
+/// [`crate::MAX_ENTRY_BYTES`].
+pub const MAX_APPEND_BYTES: usize = 4 * crate::MAX_ENTRY_BYTES;
+
+/// `None` if `entries` fit in `budget` bytes together, or there is only one;
+/// otherwise how many leading entries do (at least one).
+fn entries_that_fit(entries: &[Vec<u8>], budget: usize) -> Option<usize> {
+    let total: usize = entries.iter().map(Vec::len).sum();
+    if entries.len() <= 1 || total <= budget {
+        return None;
+    }
+    let mut used = 0;
+    let fit = entries
+        .iter()
+        .take_while(|e| {
+            used += e.len();
+            used <= budget
+        })
+        .count();
+    Some(fit.max(1))
+}
+
 fn request<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(option.hard_ttl());
@@ -139,10 +164,17 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let entries: Vec<Vec<u8>> = rpc.entries.iter().map(codec::encode_entry).collect();
+        if let Some(fit) = entries_that_fit(&entries, MAX_APPEND_BYTES) {
+            // openraft sends the first `fit` entries at once, then the rest.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit as u64),
+            ));
+        }
         let msg = pb::AppendEntriesRequest {
             vote: codec::encode_vote(&rpc.vote),
             prev_log_id: codec::encode_log_id(&rpc.prev_log_id),
-            entries: rpc.entries.iter().map(codec::encode_entry).collect(),
+            entries,
             leader_commit: codec::encode_log_id(&rpc.leader_commit),
         };
         let resp = self
@@ -413,5 +445,21 @@ impl RaftTransport for TransportService {
             }
             Err(e) => Err(raft_failed(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entries_that_fit;
+
+    #[test]
+    fn an_append_over_the_byte_budget_is_cut_after_the_entries_that_fit() {
+        let e = |n: usize| vec![0u8; n];
+        // Within the budget, or a single entry: sent as is.
+        assert_eq!(entries_that_fit(&[e(4), e(6)], 10), None);
+        assert_eq!(entries_that_fit(&[e(50)], 10), None);
+        // Over it: the leading entries that fit, and never zero.
+        assert_eq!(entries_that_fit(&[e(4), e(6), e(1)], 10), Some(2));
+        assert_eq!(entries_that_fit(&[e(30), e(1)], 10), Some(1));
     }
 }

@@ -62,6 +62,8 @@ struct Inner {
     /// batch or a snapshot install). `None` until the first batch is applied.
     lineage: Mutex<Option<Arc<str>>>,
     incoming: AtomicU64,
+    /// A batch in parts not yet complete. Lock order: after `state`.
+    staged: Mutex<Option<Staged>>,
 }
 
 /// Why the state machine could not open.
@@ -127,6 +129,7 @@ impl StateMachine {
                 version_tx,
                 lineage,
                 incoming: AtomicU64::new(0),
+                staged: Mutex::new(None),
             }),
         })
     }
@@ -176,36 +179,46 @@ impl Inner {
         let n = entries.len();
         let mut applier = lock(&self.applier);
         let mut state = lock(&self.state);
+        let mut staged = lock(&self.staged);
         let mut out = Vec::with_capacity(entries.len());
         // A restore's batch carries a new lineage: re-read it after applying.
         let mut new_lineage = false;
         for entry in entries {
             let log_id = entry.log_id;
-            state.last_log_id = Some(log_id);
             let response = match entry.payload {
-                EntryPayload::Blank => Response::None,
+                EntryPayload::Blank => {
+                    position(&mut state, &mut staged).last_log_id = Some(log_id);
+                    Response::None
+                }
                 EntryPayload::Membership(m) => {
-                    state.membership = StoredMembership::new(Some(log_id), m);
+                    let at = position(&mut state, &mut staged);
+                    at.last_log_id = Some(log_id);
+                    at.membership = StoredMembership::new(Some(log_id), m);
                     Response::None
                 }
                 EntryPayload::Normal(Command::Batch(bytes)) => {
-                    let fail = |e: &dyn std::fmt::Display| {
-                        StorageError::from(StorageIOError::apply(log_id, any(e)))
-                    };
-                    let batch = FrameBatch::decode(&bytes).map_err(|e| fail(&e))?;
-                    let outcome = applier.apply(&batch).map_err(|e| fail(&e))?;
-                    if let storage::ApplyOutcome::Applied { version } = outcome {
-                        state.version = version;
-                        new_lineage |= batch.new_lineage();
-                        self.versions
-                            .insert(version.to_be_bytes(), codec::encode_applied(&state))
-                            .map_err(sm_write)?;
+                    abandon(&mut state, &mut staged, log_id);
+                    state.last_log_id = Some(log_id);
+                    self.apply_batch(&mut applier, &mut state, log_id, &bytes, &mut new_lineage)?
+                }
+                EntryPayload::Normal(Command::Part(part)) => {
+                    match stage(&mut state, &mut staged, log_id, part) {
+                        Staging::Kept => Response::PartKept,
+                        Staging::Orphan => Response::PartsMissing,
+                        Staging::Complete(bytes) => self.apply_batch(
+                            &mut applier,
+                            &mut state,
+                            log_id,
+                            &bytes,
+                            &mut new_lineage,
+                        )?,
                     }
-                    outcome.into()
                 }
             };
             out.push(response);
         }
+        // While a batch in parts is incomplete, `state` stays before its
+        // first part, so a restart reads every part again from the log.
         self.meta
             .insert(APPLIED, codec::encode_applied(&state))
             .map_err(sm_write)?;
@@ -226,6 +239,29 @@ impl Inner {
             "applied"
         );
         Ok(out)
+    }
+
+    /// Apply one whole encoded batch at `log_id`; `state` is already there.
+    fn apply_batch(
+        &self,
+        applier: &mut Applier,
+        state: &mut AppliedState,
+        log_id: LogId<NodeId>,
+        bytes: &[u8],
+        new_lineage: &mut bool,
+    ) -> Result<Response, StorageError<NodeId>> {
+        let fail =
+            |e: &dyn std::fmt::Display| StorageError::from(StorageIOError::apply(log_id, any(e)));
+        let batch = FrameBatch::decode(bytes).map_err(|e| fail(&e))?;
+        let outcome = applier.apply(&batch).map_err(|e| fail(&e))?;
+        if let storage::ApplyOutcome::Applied { version } = outcome {
+            state.version = version;
+            *new_lineage |= batch.new_lineage();
+            self.versions
+                .insert(version.to_be_bytes(), codec::encode_applied(state))
+                .map_err(sm_write)?;
+        }
+        Ok(outcome.into())
     }
 
     fn lineage_now(&self) -> Option<Arc<str>> {
@@ -357,7 +393,11 @@ impl Inner {
             .insert(APPLIED, codec::encode_applied(&state))
             .map_err(sm_write)?;
         self.set_current_snapshot(meta)?;
-        *lock(&self.state) = state;
+        let mut current = lock(&self.state);
+        *current = state;
+        // Parts staged before the image are either in it or abandoned.
+        *lock(&self.staged) = None;
+        drop(current);
         self.refresh_lineage()?;
         self.version_tx.send_replace(installed.version);
         ::metrics::counter!(crate::metrics::SNAPSHOT_INSTALLS).increment(1);
@@ -368,6 +408,101 @@ impl Inner {
         );
         Ok(())
     }
+}
+
+/// A batch arriving in parts ([`crate::Part`]), kept until its last part.
+struct Staged {
+    /// The leader that proposed it: with `id`, names the batch.
+    leader: openraft::CommittedLeaderId<NodeId>,
+    id: u64,
+    total: u32,
+    /// Parts `0..next`, joined.
+    bytes: Vec<u8>,
+    next: u32,
+    /// The position after the entries seen since the first part. `state`
+    /// moves here once the batch is applied or dropped; until then it stays
+    /// before the first part, so that a restart, or a snapshot taken
+    /// meanwhile, never claims a part the file does not reflect.
+    ahead: AppliedState,
+}
+
+/// What an arriving part did.
+enum Staging {
+    Kept,
+    /// A part whose earlier parts were never seen: dropped.
+    Orphan,
+    /// The last part: the whole batch, to apply; `state` is at its entry.
+    Complete(Vec<u8>),
+}
+
+/// The position the next entry moves: ahead of a batch in parts, if any.
+fn position<'a>(
+    state: &'a mut AppliedState,
+    staged: &'a mut Option<Staged>,
+) -> &'a mut AppliedState {
+    match staged {
+        Some(s) => &mut s.ahead,
+        None => state,
+    }
+}
+
+/// Drop an unfinished batch in parts: its leader was deposed before it
+/// proposed the last part, so no node will ever apply it.
+fn abandon(state: &mut AppliedState, staged: &mut Option<Staged>, at: LogId<NodeId>) {
+    if let Some(s) = staged.take() {
+        tracing::warn!(
+            batch = s.id,
+            parts = s.next,
+            of = s.total,
+            at = %at,
+            "dropping a batch whose remaining parts never came (its leader changed)"
+        );
+        *state = s.ahead;
+    }
+}
+
+fn stage(
+    state: &mut AppliedState,
+    staged: &mut Option<Staged>,
+    log_id: LogId<NodeId>,
+    part: crate::Part,
+) -> Staging {
+    let continues = matches!(staged, Some(s) if s.leader == log_id.leader_id
+        && s.id == part.id
+        && s.next == part.index
+        && s.total == part.total);
+    if !continues {
+        abandon(state, staged, log_id);
+        if part.index != 0 {
+            tracing::error!(batch = part.id, part = part.index, of = part.total, at = %log_id, "dropping a part whose earlier parts were never applied");
+            state.last_log_id = Some(log_id);
+            return Staging::Orphan;
+        }
+        let mut ahead = state.clone();
+        ahead.last_log_id = Some(log_id);
+        *staged = Some(Staged {
+            leader: log_id.leader_id,
+            id: part.id,
+            total: part.total,
+            bytes: Vec::new(),
+            next: 0,
+            ahead,
+        });
+    }
+    let Some(s) = staged.as_mut() else {
+        unreachable!("staging was just started")
+    };
+    s.bytes.extend_from_slice(&part.bytes);
+    s.next += 1;
+    s.ahead.last_log_id = Some(log_id);
+    if s.next < s.total {
+        return Staging::Kept;
+    }
+    let Some(done) = staged.take() else {
+        unreachable!("staging is open")
+    };
+    *state = done.ahead;
+    Staging::Complete(done.bytes)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -3,7 +3,7 @@
 
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
-use raft::{Command, Entry, Response, StateMachine};
+use raft::{Command, Entry, Part, Response, StateMachine, MAX_ENTRY_BYTES};
 use storage::{Executor, Statement, StorageConfig, Value, WriteRequest};
 
 fn log_id(index: u64) -> LogId<u64> {
@@ -155,4 +155,156 @@ async fn reopening_reports_a_position_no_newer_than_the_data_and_replay_is_idemp
         "{replies:?}"
     );
     assert_eq!(digest(&sm), before);
+}
+
+fn entry(index: u64, payload: EntryPayload<raft::TypeConfig>) -> Entry {
+    Entry {
+        log_id: log_id(index),
+        payload,
+    }
+}
+
+fn batch_of(executor: &mut Executor, sql: &str) -> Vec<u8> {
+    let out = executor
+        .execute(&[WriteRequest::sql(sql)])
+        .expect("execute");
+    assert!(out.results[0].is_ok(), "{sql}: {:?}", out.results[0]);
+    out.batch.expect("batch").encode()
+}
+
+fn part(p: &Part) -> EntryPayload<raft::TypeConfig> {
+    EntryPayload::Normal(Command::Part(p.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_parts_is_applied_with_its_last_part_even_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StorageConfig::default();
+    let path = dir.path().join("node");
+    let mut sm = StateMachine::open(&path, &config).expect("open");
+    let mut executor = Executor::open(path.join("data.db"), &config).expect("executor");
+    let create = batch_of(
+        &mut executor,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+    );
+    sm.apply([entry(
+        1,
+        EntryPayload::Normal(Command::Batch(create.clone())),
+    )])
+    .await
+    .expect("create");
+    let big = batch_of(
+        &mut executor,
+        "INSERT INTO t(v) VALUES (randomblob(3000000))",
+    );
+    let parts = Part::split(7, &big, MAX_ENTRY_BYTES);
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+
+    // The log: the first part, a blank entry (a new term), the other parts.
+    let mut log = vec![entry(2, part(&parts[0])), entry(3, EntryPayload::Blank)];
+    for (i, p) in parts[1..].iter().enumerate() {
+        log.push(entry(4 + i as u64, part(p)));
+    }
+    let last = 3 + parts.len() as u64 - 1;
+    let replies = sm.apply(log[..3].to_vec()).await.expect("first parts");
+    assert_eq!(
+        replies,
+        vec![Response::PartKept, Response::None, Response::PartKept]
+    );
+
+    // A snapshot taken now, and a restart, stand before the first part.
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1)));
+    drop(sm);
+    let mut sm = StateMachine::open(&path, &config).expect("reopen");
+    let (applied, _) = sm.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(1)));
+
+    // openraft replays every entry after that position.
+    let replies = sm.apply(log.clone()).await.expect("replay");
+    assert_eq!(replies.last(), Some(&Response::Applied { version: 2 }));
+    assert!(replies[..replies.len() - 1]
+        .iter()
+        .all(|r| matches!(r, Response::PartKept | Response::None)));
+    let (applied, _) = sm.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(last)));
+
+    // Byte for byte what the whole batch in one entry makes.
+    let mut whole = StateMachine::open(dir.path().join("whole"), &config).expect("open");
+    whole
+        .apply([
+            entry(1, EntryPayload::Normal(Command::Batch(create))),
+            entry(2, EntryPayload::Normal(Command::Batch(big))),
+        ])
+        .await
+        .expect("whole");
+    assert_eq!(digest(&sm), digest(&whole));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_of_a_batch_that_never_completes_are_dropped_unapplied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StorageConfig::default();
+    let path = dir.path().join("node");
+    let mut sm = StateMachine::open(&path, &config).expect("open");
+    let mut executor = Executor::open(path.join("data.db"), &config).expect("executor");
+    let create = batch_of(
+        &mut executor,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+    );
+    sm.apply([entry(
+        1,
+        EntryPayload::Normal(Command::Batch(create.clone())),
+    )])
+    .await
+    .expect("create");
+    let big = batch_of(
+        &mut executor,
+        "INSERT INTO t(v) VALUES (randomblob(2500000))",
+    );
+    let small = batch_of(&mut executor, "INSERT INTO t(v) VALUES (x'01')");
+    let parts = Part::split(1, &big, MAX_ENTRY_BYTES);
+    assert!(parts.len() >= 3);
+
+    // The leader proposing the parts was deposed after the first; the next
+    // leader's batch comes, then a straggler part of the dropped batch.
+    let other_term = LogId::new(CommittedLeaderId::new(2, 2), 0);
+    let replies = sm
+        .apply([
+            entry(2, part(&parts[0])),
+            entry(3, EntryPayload::Normal(Command::Batch(small.clone()))),
+            entry(4, part(&parts[1])),
+            // The same batch id under another leader names another batch.
+            entry(5, part(&parts[0])),
+            Entry {
+                log_id: LogId::new(other_term.leader_id, 6),
+                payload: part(&parts[1]),
+            },
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(
+        replies,
+        vec![
+            Response::PartKept,
+            Response::Applied { version: 2 },
+            Response::PartsMissing,
+            Response::PartKept,
+            Response::PartsMissing,
+        ]
+    );
+    let mut without = StateMachine::open(dir.path().join("without"), &config).expect("open");
+    without
+        .apply([
+            entry(1, EntryPayload::Normal(Command::Batch(create))),
+            entry(2, EntryPayload::Normal(Command::Batch(small))),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(digest(&sm), digest(&without));
 }

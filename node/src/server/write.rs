@@ -6,6 +6,7 @@
 //!                                   2. leader? first batch of this term? -> read barrier
 //!                                   3. Executor::execute: one captured transaction
 //!                                   4. raft.client_write(batch) -> committed + applied here
+//!                                      (over 1 MiB: in parts, one entry each, in order)
 //!                                   5. reply to each request: results + version, or its error
 //! ```
 //! While one batch is being replicated the next requests queue up, so the
@@ -18,7 +19,8 @@
 //! - committed: the batch was applied at `version`;
 //! - failed, nothing written: the request's own SQL error; `NotLeader`
 //!   (never proposed, or its entry was truncated); `Conflict` (a new leader
-//!   had moved the state on: every node skipped the batch);
+//!   had moved the state on: every node skipped the batch); `Unavailable`
+//!   (a batch in parts failed before its last part, which alone applies it);
 //! - indeterminate: the proposal timed out or Raft failed after it was
 //!   handed over. The client must not retry blindly.
 //!
@@ -170,6 +172,7 @@ impl Writer {
                     expect: 0,
                     fatal,
                     next_txn: 1,
+                    next_parts_id: 0,
                     ended: EndedTxns::default(),
                     handover: loop_handover,
                 }
@@ -262,6 +265,8 @@ struct WriterLoop {
     expect: usize,
     fatal: Arc<Notify>,
     next_txn: TxnId,
+    /// Names this writer's next batch in parts (with the term's leader id).
+    next_parts_id: u64,
     ended: EndedTxns,
     handover: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -670,40 +675,83 @@ impl WriterLoop {
         }
     }
 
-    /// Replicate a batch; `Ok(version)` once it is applied here.
+    /// Replicate a batch; `Ok(version)` once it is applied here. A batch
+    /// over `raft::MAX_ENTRY_BYTES` goes as parts, one entry each, proposed
+    /// in order; it is applied with its last part.
     fn propose(&mut self, batch: FrameBatch) -> Result<u64, NodeError> {
         let bytes = batch.encode();
-        let timeout = self.settings.write_timeout;
-        let raft = &self.raft;
-        let proposal = self.runtime.block_on(async {
-            tokio::time::timeout(timeout, raft.client_write(Command::Batch(bytes))).await
-        });
-        let outcome = match proposal {
-            Err(_) => Err(NodeError::Indeterminate(format!(
-                "the batch was not committed within {} ms",
-                timeout.as_millis()
-            ))),
-            Ok(Ok(resp)) => match resp.data {
-                Response::Applied { version } => Ok(version),
-                Response::Conflict { .. } | Response::AlreadyApplied { .. } => {
-                    Err(NodeError::Conflict)
-                }
-                Response::None => Err(NodeError::Internal(
-                    "a batch entry was applied as a blank entry".into(),
-                )),
-            },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(NodeError::NotLeader {
-                    leader: f.leader_node.map(|n| n.addr),
-                })
-            }
-            Ok(Err(e)) => Err(NodeError::Indeterminate(format!("raft failed: {e}"))),
+        let deadline = Instant::now() + self.settings.write_timeout;
+        let outcome = if bytes.len() <= raft::MAX_ENTRY_BYTES {
+            self.replicate(Command::Batch(bytes), deadline)
+                .and_then(applied)
+        } else {
+            self.propose_parts(&bytes, deadline)
         };
         if outcome.is_err() {
             // Whatever happened, check leadership and catch up before the next batch.
             self.ready_term = None;
         }
         outcome
+    }
+
+    fn propose_parts(&mut self, bytes: &[u8], deadline: Instant) -> Result<u64, NodeError> {
+        let id = self.next_parts_id;
+        self.next_parts_id += 1;
+        let parts = raft::Part::split(id, bytes, raft::MAX_ENTRY_BYTES);
+        let total = parts.len();
+        tracing::debug!(
+            bytes = bytes.len(),
+            parts = total,
+            "replicating a batch in parts"
+        );
+        for part in parts {
+            let index = part.index;
+            if part.is_last() {
+                return self
+                    .replicate(Command::Part(part), deadline)
+                    .and_then(applied);
+            }
+            // The last part is proposed only after this one is applied, so
+            // until then a failure leaves a batch no node will ever apply.
+            let nothing_written = |why: String| {
+                NodeError::Unavailable(format!(
+                    "the write's changes ({} bytes) were being replicated in {total} parts, and part {} failed: {why}; nothing was written, retry",
+                    bytes.len(),
+                    index + 1
+                ))
+            };
+            match self.replicate(Command::Part(part), deadline) {
+                Ok(Response::PartKept) => {}
+                Ok(other) => return Err(nothing_written(format!("it was answered {other:?}"))),
+                Err(e @ (NodeError::NotLeader { .. } | NodeError::NoLeader)) => return Err(e),
+                Err(NodeError::Indeterminate(why)) => return Err(nothing_written(why)),
+                Err(e) => return Err(nothing_written(e.to_string())),
+            }
+        }
+        Err(NodeError::Internal("a batch split into no parts".into()))
+    }
+
+    /// Propose one entry; its state machine response once it is applied here.
+    fn replicate(&mut self, command: Command, deadline: Instant) -> Result<Response, NodeError> {
+        let timeout = self.settings.write_timeout;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let raft = &self.raft;
+        let proposal = self
+            .runtime
+            .block_on(async { tokio::time::timeout(left, raft.client_write(command)).await });
+        match proposal {
+            Err(_) => Err(NodeError::Indeterminate(format!(
+                "the batch was not committed within {} ms",
+                timeout.as_millis()
+            ))),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(NodeError::NotLeader {
+                    leader: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Ok(Err(e)) => Err(NodeError::Indeterminate(format!("raft failed: {e}"))),
+        }
     }
 
     /// The executor broke its contract: this node must stop.
@@ -714,5 +762,18 @@ impl WriterLoop {
         } else {
             tracing::error!(error = %e, "executing a batch failed");
         }
+    }
+}
+
+/// The outcome of a whole batch from its (last) entry's response.
+fn applied(response: Response) -> Result<u64, NodeError> {
+    match response {
+        Response::Applied { version } => Ok(version),
+        Response::Conflict { .. } | Response::AlreadyApplied { .. } | Response::PartsMissing => {
+            Err(NodeError::Conflict)
+        }
+        Response::None | Response::PartKept => Err(NodeError::Internal(format!(
+            "a batch's entry was applied as {response:?}"
+        ))),
     }
 }
