@@ -60,6 +60,7 @@ impl Node {
             Ok(pb::Consistency::Session) => {
                 let want = token.as_ref().map_or(0, Token::version);
                 read::wait_token(&self.sm, want, self.config.session_wait).await?;
+                self.check_lineage(token.as_ref())?;
             }
             Ok(pb::Consistency::Stale) => {}
             Err(_) => {

@@ -165,7 +165,8 @@ impl Node {
         })
     }
 
-    /// Parse a request's token and check it belongs to this cluster.
+    /// Parse a request's token and check it belongs to this cluster, as
+    /// far as this node knows its lineage yet (`check_lineage`).
     fn check_token(&self, text: &str) -> Result<Option<Token>, NodeError> {
         if text.is_empty() {
             return Ok(None);
@@ -173,15 +174,23 @@ impl Node {
         let token: Token = text
             .parse()
             .map_err(|e: client::TokenError| NodeError::BadToken(e.to_string()))?;
-        if let Some(lineage) = self.sm.lineage() {
-            if !token.belongs_to(&lineage) {
-                return Err(NodeError::LineageMismatch {
+        self.check_lineage(Some(&token))?;
+        Ok(Some(token))
+    }
+
+    /// Refuse a token of another lineage. A node that has applied no batch
+    /// yet knows no lineage and cannot tell: callers check again once they
+    /// have waited for the token's version, which brings the lineage.
+    fn check_lineage(&self, token: Option<&Token>) -> Result<(), NodeError> {
+        match (token, self.sm.lineage()) {
+            (Some(token), Some(lineage)) if !token.belongs_to(&lineage) => {
+                Err(NodeError::LineageMismatch {
                     token: token.lineage().to_owned(),
                     node: lineage.to_string(),
-                });
+                })
             }
+            _ => Ok(()),
         }
-        Ok(Some(token))
     }
 
     /// A write: run it here if this node leads, else forward it.
@@ -351,6 +360,7 @@ impl Node {
                 )))
             }
         };
+        self.check_lineage(token.as_ref())?;
         Ok(ReadyRead {
             statement,
             consistency,
