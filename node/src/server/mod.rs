@@ -719,9 +719,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     roles.abort();
     disk.abort();
-    // 4. Stop Raft (the log is flushed at every append already).
+    // 4. Stop Raft (the log is flushed at every append already), then
+    //    record the applied position, so a restart replays nothing.
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
+    }
+    if let Err(e) = node.sm.flush().await {
+        tracing::warn!(error = %e, "recording the applied position; a restart replays the log since the last snapshot");
     }
     tracing::info!("node stopped");
     Ok(())
