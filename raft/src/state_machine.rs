@@ -495,31 +495,26 @@ fn stage(
             state.last_log_id = Some(log_id);
             return Staging::Orphan;
         }
-        let mut ahead = state.clone();
-        ahead.last_log_id = Some(log_id);
-        *staged = Some(Staged {
-            leader: log_id.leader_id,
-            id: part.id,
-            total: part.total,
-            bytes: Vec::new(),
-            next: 0,
-            ahead,
-        });
     }
-    let Some(s) = staged.as_mut() else {
-        unreachable!("staging was just started")
-    };
+    // After `abandon`, nothing is staged: this part 0 starts a batch.
+    let s = staged.get_or_insert_with(|| Staged {
+        leader: log_id.leader_id,
+        id: part.id,
+        total: part.total,
+        bytes: Vec::new(),
+        next: 0,
+        ahead: state.clone(),
+    });
     s.bytes.extend_from_slice(&part.bytes);
     s.next += 1;
     s.ahead.last_log_id = Some(log_id);
-    if s.next < s.total {
-        return Staging::Kept;
+    match staged.take_if(|s| s.next == s.total) {
+        Some(done) => {
+            *state = done.ahead;
+            Staging::Complete(done.bytes)
+        }
+        None => Staging::Kept,
     }
-    let Some(done) = staged.take() else {
-        unreachable!("staging is open")
-    };
-    *state = done.ahead;
-    Staging::Complete(done.bytes)
 }
 
 async fn blocking<T: Send + 'static>(
