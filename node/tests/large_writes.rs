@@ -1,7 +1,7 @@
 //! Writes whose changes are far bigger than one Raft log entry (tens of MiB
 //! of pages from a few bytes of SQL) replicate in parts: no AppendEntries
-//! call outlives its heartbeat-long timeout, so no follower falls behind
-//! for good and no election starts, and every node ends up with the data.
+//! call outlives its heartbeat-long timeout, so no follower stays behind
+//! and no election starts, and every node ends up with the data.
 
 mod common;
 use common::{rows, Cluster};
@@ -27,7 +27,7 @@ async fn writes_of_tens_of_mib_replicate_in_parts_without_an_election() {
 
     // One through the leader, one forwarded by a follower. Before batches
     // went in parts, a 24 MB write cost two elections and a 40 MB one left
-    // a follower behind for good.
+    // a follower still behind 10 s later.
     for (mb, via) in [(40, leader), (24, follower)] {
         cluster
             .client_of(via)
