@@ -196,8 +196,12 @@ impl Cluster {
         (s.digest_version, s.digest)
     }
 
-    /// Wait until some live node reports a leader that also reports itself
-    /// as leader; its id.
+    /// Wait until a live node reports itself leader, and still does, in
+    /// the same term, 300 ms later; its id. At a simultaneous start
+    /// openraft can let a node lead term 1 for a few milliseconds before a
+    /// node with a higher id takes the same term (its leader ids are
+    /// (term, node)); tests that took that first one sent their writes to
+    /// a follower.
     pub async fn leader(&self, within: Duration) -> u64 {
         let started = Instant::now();
         while started.elapsed() < within {
@@ -205,15 +209,22 @@ impl Cluster {
                 if n.child.is_none() {
                     continue;
                 }
-                if let Some(s) = self.status(n.id).await {
-                    if s.role == "leader" {
-                        return s.id;
+                let Some(first) = self.status(n.id).await else {
+                    continue;
+                };
+                if first.role != "leader" {
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if let Some(again) = self.status(n.id).await {
+                    if again.role == "leader" && again.term == first.term {
+                        return again.id;
                     }
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("no leader within {within:?}");
+        panic!("no steady leader within {within:?}");
     }
 
     /// Wait until node `id` has applied `version`.
