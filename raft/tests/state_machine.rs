@@ -176,15 +176,15 @@ fn part(p: &Part) -> EntryPayload<raft::TypeConfig> {
     EntryPayload::Normal(Command::Part(p.clone()))
 }
 
-/// A state machine in `path` and an executor on its file, with
+/// A state machine in `<dir>/node` and an executor on its file, with
 /// `t(id INTEGER PRIMARY KEY, v BLOB)` created by the batch at index 1;
 /// that batch too.
-async fn with_table(
-    path: &std::path::Path,
-    config: &StorageConfig,
-) -> (StateMachine, Executor, Vec<u8>) {
-    let mut sm = StateMachine::open(path, config).expect("open");
-    let mut executor = Executor::open(path.join("data.db"), config).expect("executor");
+async fn with_table() -> (tempfile::TempDir, StateMachine, Executor, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node");
+    let config = StorageConfig::default();
+    let mut sm = StateMachine::open(&path, &config).expect("open");
+    let mut executor = Executor::open(path.join("data.db"), &config).expect("executor");
     let create = batch_of(
         &mut executor,
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
@@ -195,15 +195,13 @@ async fn with_table(
     )])
     .await
     .expect("create");
-    (sm, executor, create)
+    (dir, sm, executor, create)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_parts_is_applied_with_its_last_part_even_across_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = StorageConfig::default();
-    let path = dir.path().join("node");
-    let (mut sm, mut executor, create) = with_table(&path, &config).await;
+    let (dir, mut sm, mut executor, create) = with_table().await;
+    let (path, config) = (dir.path().join("node"), StorageConfig::default());
     let big = batch_of(
         &mut executor,
         "INSERT INTO t(v) VALUES (randomblob(3000000))",
@@ -259,10 +257,8 @@ async fn a_batch_in_parts_is_applied_with_its_last_part_even_across_a_restart() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_of_a_batch_that_never_completes_are_dropped_unapplied() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, mut sm, mut executor, create) = with_table().await;
     let config = StorageConfig::default();
-    let path = dir.path().join("node");
-    let (mut sm, mut executor, create) = with_table(&path, &config).await;
     let big = batch_of(
         &mut executor,
         "INSERT INTO t(v) VALUES (randomblob(2500000))",
