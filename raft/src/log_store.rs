@@ -3,7 +3,8 @@
 //! Layout: tree `log` maps the big-endian index to an encoded entry (so key
 //! order is index order); tree `meta` holds `vote`, `committed` and
 //! `purged`. To ensure correctness (openraft's contract), every append,
-//! vote, truncate and purge is flushed to disk before it is acknowledged:
+//! vote, truncate and purge is flushed to disk before it is acknowledged
+//! (an append's acknowledgement is its `LogFlushed` callback, not its return):
 //! sled on its own syncs only every 500 ms, and a lost vote or a lost
 //! acknowledged entry breaks Raft's safety.
 
@@ -14,6 +15,9 @@ use openraft::{LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The sled-backed log store; clones share the same database.
 #[derive(Clone)]
@@ -21,6 +25,9 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// Microseconds each append waits before its flush starts: a slow disk,
+    /// for tests (`delay_flushes`). Zero in production.
+    flush_delay_us: Arc<AtomicU64>,
 }
 
 const VOTE: &[u8] = b"vote";
@@ -47,7 +54,18 @@ impl LogStore {
             log: db.open_tree("log")?,
             meta: db.open_tree("meta")?,
             db,
+            flush_delay_us: Arc::default(),
         })
+    }
+
+    /// Make every later append (on this store and its clones) wait `delay`
+    /// before its flush starts, as a slow disk would. For tests of what
+    /// waits for the leader's own flush; votes, truncations and purges are
+    /// not delayed.
+    #[doc(hidden)]
+    pub fn delay_flushes(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.flush_delay_us.store(us, Ordering::Relaxed);
     }
 
     async fn flush(&self) -> Result<(), StorageError<NodeId>> {
@@ -177,24 +195,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let written = started.elapsed();
-        // Acknowledge only what is on disk.
-        let flushed = self.db.flush_async().await;
-        tracing::debug!(
-            entries = n,
-            write_us = written.as_micros() as u64,
-            flush_us = (started.elapsed() - written).as_micros() as u64,
-            "log append"
-        );
-        let result = flushed.map(drop).map_err(std::io::Error::other);
-        let failed = result
-            .as_ref()
-            .err()
-            .map(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(result);
-        match failed {
-            None => Ok(()),
-            Some(e) => Err(write_err(e)),
-        }
+        // Submitted: the entries are readable (replication reads them from
+        // here). The callback, openraft's only sign that they are durable,
+        // fires after the flush, which runs in its own task: on the leader
+        // openraft replicates meanwhile (vendor/README.md); a follower's
+        // openraft awaits the callback before it answers the leader.
+        let db = self.db.clone();
+        let delay_us = self.flush_delay_us.load(Ordering::Relaxed);
+        tokio::spawn(async move {
+            if delay_us > 0 {
+                tokio::time::sleep(Duration::from_micros(delay_us)).await;
+            }
+            let flushed = db.flush_async().await;
+            tracing::debug!(
+                entries = n,
+                write_us = written.as_micros() as u64,
+                flush_us = (started.elapsed() - written).as_micros() as u64,
+                "log append"
+            );
+            callback.log_io_completed(flushed.map(drop).map_err(std::io::Error::other));
+        });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {

@@ -4,51 +4,14 @@
 //! through a snapshot streamed in chunks over the transport. All three end
 //! with the same replica digest.
 
-use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
-use raft::{Command, LogStore, Network, Response, StateMachine, TransportService, TypeConfig};
-use std::collections::BTreeMap;
+mod common;
+
+use common::{digest, listeners, start};
+use openraft::{Config, SnapshotPolicy};
+use raft::{Command, Response};
 use std::sync::Arc;
 use std::time::Duration;
 use storage::{Executor, Statement, StorageConfig, Value, WriteRequest};
-use tokio::net::TcpListener;
-
-struct TestNode {
-    raft: Raft<TypeConfig>,
-    sm: StateMachine,
-    dir: std::path::PathBuf,
-    server: tokio::task::JoinHandle<()>,
-}
-
-async fn start(
-    id: u64,
-    listener: TcpListener,
-    root: &std::path::Path,
-    config: Arc<Config>,
-) -> TestNode {
-    let dir = root.join(format!("node{id}"));
-    let log = LogStore::open(dir.join("log")).expect("log");
-    let sm = StateMachine::open(&dir, &StorageConfig::default()).expect("state machine");
-    let raft = Raft::new(id, config, Network::default(), log, sm.clone())
-        .await
-        .expect("raft");
-    let service = TransportService::server(raft.clone());
-    let server = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-            .await;
-    });
-    TestNode {
-        raft,
-        sm,
-        dir,
-        server,
-    }
-}
-
-fn digest(sm: &StateMachine) -> String {
-    sm.reads().digest().expect("digest").to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_batches_and_a_late_node_catches_up_by_snapshot() {
@@ -67,18 +30,7 @@ async fn three_nodes_replicate_batches_and_a_late_node_catches_up_by_snapshot() 
         .validate()
         .expect("config"),
     );
-    let mut listeners = Vec::new();
-    let mut members = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        members.insert(
-            id,
-            BasicNode {
-                addr: l.local_addr().expect("addr").to_string(),
-            },
-        );
-        listeners.push(l);
-    }
+    let (mut listeners, members) = listeners(3).await;
     let l3 = listeners.pop().expect("l3");
     let l2 = listeners.pop().expect("l2");
     let l1 = listeners.pop().expect("l1");
@@ -161,7 +113,6 @@ async fn three_nodes_replicate_batches_and_a_late_node_catches_up_by_snapshot() 
     assert_eq!(rows, vec![vec![Value::Integer(60)]]);
 
     for n in [n1, n2, n3] {
-        n.raft.shutdown().await.expect("shutdown");
-        n.server.abort();
+        n.stop().await;
     }
 }

@@ -1,0 +1,75 @@
+//! Raft instances in this process, talking over real loopback gRPC sockets:
+//! the sled log, the SQLite state machine and the transport together.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use openraft::{BasicNode, Config, Raft};
+use raft::{LogStore, Network, StateMachine, TransportService, TypeConfig};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use storage::StorageConfig;
+use tokio::net::TcpListener;
+
+pub struct TestNode {
+    pub raft: Raft<TypeConfig>,
+    pub log: LogStore,
+    pub sm: StateMachine,
+    pub dir: std::path::PathBuf,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+impl TestNode {
+    pub async fn stop(self) {
+        self.raft.shutdown().await.expect("shutdown");
+        self.server.abort();
+    }
+}
+
+/// One listener per node id `1..=n`, and the membership naming them.
+pub async fn listeners(n: u64) -> (Vec<TcpListener>, BTreeMap<u64, BasicNode>) {
+    let mut listeners = Vec::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=n {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        members.insert(
+            id,
+            BasicNode {
+                addr: l.local_addr().expect("addr").to_string(),
+            },
+        );
+        listeners.push(l);
+    }
+    (listeners, members)
+}
+
+pub async fn start(
+    id: u64,
+    listener: TcpListener,
+    root: &std::path::Path,
+    config: Arc<Config>,
+) -> TestNode {
+    let dir = root.join(format!("node{id}"));
+    let log = LogStore::open(dir.join("log")).expect("log");
+    let sm = StateMachine::open(&dir, &StorageConfig::default()).expect("state machine");
+    let raft = Raft::new(id, config, Network::default(), log.clone(), sm.clone())
+        .await
+        .expect("raft");
+    let service = TransportService::server(raft.clone());
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await;
+    });
+    TestNode {
+        raft,
+        log,
+        sm,
+        dir,
+        server,
+    }
+}
+
+pub fn digest(sm: &StateMachine) -> String {
+    sm.reads().digest().expect("digest").to_string()
+}
