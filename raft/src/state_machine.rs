@@ -63,10 +63,20 @@ struct Inner {
     /// The cluster lineage (drawn by the first batch, replaced by a restore's
     /// batch or a snapshot install). `None` until the first batch is applied.
     lineage: Mutex<Option<Arc<str>>>,
-    incoming: AtomicU64,
+    /// Numbers temporary snapshot files (`incoming-N.part`, `<id>.N.tmp`).
+    next_file: AtomicU64,
     /// A batch in parts not yet complete. Lock order: after `state`.
     staged: Mutex<Option<Staged>>,
+    /// Held to publish a snapshot file (rename, record, delete the others)
+    /// and to open the current one, so no file is deleted between the
+    /// reading of the record and the opening of its file. Lock order: after
+    /// `applier`; nothing is locked while it is held.
+    snapshot_files: Mutex<()>,
 }
+
+/// A snapshot's metadata and its image, open for reading (the handle
+/// stays readable after a newer snapshot deletes the file).
+type SnapshotImage = (SnapshotMeta<NodeId, Node>, std::fs::File);
 
 /// Why the state machine could not open.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +126,7 @@ impl StateMachine {
         // No periodic flush (sled's default is every 500 ms): each such
         // fsync stalled the Raft log's flushes on the same disk, and commits
         // took 20-30 ms every 500 ms. What must be durable is flushed where
-        // it must be: with the snapshot metadata (`set_current_snapshot`),
+        // it must be: with the snapshot metadata (`publish_snapshot`),
         // before openraft may purge the log entries a restart would replay.
         let sled = sled::Config::new()
             .path(dir.join("sm"))
@@ -138,7 +148,8 @@ impl StateMachine {
                 snapshot_dir,
                 version_tx,
                 lineage,
-                incoming: AtomicU64::new(0),
+                next_file: AtomicU64::new(0),
+                snapshot_files: Mutex::new(()),
                 staged: Mutex::new(None),
             }),
         })
@@ -294,8 +305,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Stream a consistent image to `snapshots/<id>.snap`.
-    fn build_blocking(&self) -> Result<SnapshotMeta<NodeId, Node>, StorageError<NodeId>> {
+    /// Stream a consistent image to `snapshots/<id>.snap`; its metadata and
+    /// the image, open for reading.
+    fn build_blocking(&self) -> Result<SnapshotImage, StorageError<NodeId>> {
         // Start the read transaction while no batch is being applied, so the
         // image and the applied position describe the same state.
         let (mut reader, state) = {
@@ -317,19 +329,20 @@ impl Inner {
             ),
             None => format!("0-0-0-v{}", state.version),
         };
-        let path = self.snapshot_path(&snapshot_id);
-        let tmp = path.with_extension("tmp");
+        let tmp = self.temp_path(&snapshot_id);
         let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(snap_err)?);
         std::io::copy(&mut reader, &mut out).map_err(snap_err)?;
         let file = out.into_inner().map_err(snap_err)?;
         file.sync_all().map_err(snap_err)?;
-        std::fs::rename(&tmp, &path).map_err(snap_err)?;
+        // Opened before it is published: the handle reads the image even if
+        // a newer snapshot replaces (deletes) the file meanwhile.
+        let image = std::fs::File::open(&tmp).map_err(snap_err)?;
         let meta = SnapshotMeta {
             last_log_id: state.last_log_id,
             last_membership: state.membership.clone(),
             snapshot_id,
         };
-        self.set_current_snapshot(&meta)?;
+        self.publish_snapshot(&tmp, &meta)?;
         // Version records below the snapshot are no longer needed for recovery.
         self.prune_versions(state.version.saturating_sub(1))?;
         ::metrics::counter!(crate::metrics::SNAPSHOT_BUILDS).increment(1);
@@ -339,23 +352,44 @@ impl Inner {
             last_log_id = ?state.last_log_id,
             "snapshot built"
         );
-        Ok(meta)
+        Ok((meta, image))
     }
 
     fn snapshot_path(&self, id: &str) -> PathBuf {
         self.snapshot_dir.join(format!("{id}.snap"))
     }
 
-    /// Record `meta` as the current snapshot, then delete older files.
-    fn set_current_snapshot(
+    /// Where an image is written before it is published: unique, so a
+    /// build and an install of the same snapshot id never share a file.
+    fn temp_path(&self, id: &str) -> PathBuf {
+        let n = self.next_file.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_dir.join(format!("{id}.{n}.tmp"))
+    }
+
+    /// Move the complete image at `tmp` to `snapshots/<id>.snap` and record
+    /// `meta` as the current snapshot, then delete every other `.snap`
+    /// file. If a newer snapshot is already current (a build that finished
+    /// after an install, or the reverse), the image is dropped instead.
+    /// Images being written or installed are still `.tmp`: never deleted.
+    fn publish_snapshot(
         &self,
+        tmp: &Path,
         meta: &SnapshotMeta<NodeId, Node>,
     ) -> Result<(), StorageError<NodeId>> {
+        let _files = lock(&self.snapshot_files);
+        let keep = self.snapshot_path(&meta.snapshot_id);
+        if self
+            .current_snapshot_meta()?
+            .is_some_and(|current| current.last_log_id > meta.last_log_id)
+        {
+            let _ = std::fs::remove_file(tmp);
+            return Ok(());
+        }
+        std::fs::rename(tmp, &keep).map_err(snap_err)?;
         self.meta
             .insert(SNAPSHOT, codec::encode_snapshot_meta(meta))
             .map_err(snap_err)?;
         self.sled.flush().map_err(snap_err)?;
-        let keep = self.snapshot_path(&meta.snapshot_id);
         if let Ok(dir) = std::fs::read_dir(&self.snapshot_dir) {
             for entry in dir.flatten() {
                 let p = entry.path();
@@ -365,6 +399,17 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// The current snapshot's metadata and its image, open for reading.
+    fn open_current_snapshot(&self) -> Result<Option<SnapshotImage>, StorageError<NodeId>> {
+        let _files = lock(&self.snapshot_files);
+        let Some(meta) = self.current_snapshot_meta()? else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(self.snapshot_path(&meta.snapshot_id))
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, any(e))))?;
+        Ok(Some((meta, file)))
     }
 
     fn prune_versions(&self, below: u64) -> Result<(), StorageError<NodeId>> {
@@ -385,14 +430,15 @@ impl Inner {
         }
     }
 
-    /// Install the image at `path` (already complete on disk) as the state.
+    /// Install the image at `tmp` (complete and synced) as the state, then
+    /// publish it as the current snapshot.
     fn install_blocking(
         &self,
         meta: &SnapshotMeta<NodeId, Node>,
-        path: &Path,
+        tmp: &Path,
     ) -> Result<(), StorageError<NodeId>> {
         let mut applier = lock(&self.applier);
-        let file = std::fs::File::open(path).map_err(snap_err)?;
+        let file = std::fs::File::open(tmp).map_err(snap_err)?;
         let installed = applier
             .install_snapshot(BufReader::new(file))
             .map_err(snap_err)?;
@@ -409,7 +455,7 @@ impl Inner {
         self.meta
             .insert(APPLIED, codec::encode_applied(&state))
             .map_err(sm_write)?;
-        self.set_current_snapshot(meta)?;
+        self.publish_snapshot(tmp, meta)?;
         let mut current = lock(&self.state);
         *current = state;
         // Parts staged before the image are either in it or abandoned.
@@ -526,13 +572,10 @@ async fn blocking<T: Send + 'static>(
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let inner = Arc::clone(&self.inner);
-        let meta = blocking(move || inner.build_blocking()).await?;
-        let file = tokio::fs::File::open(self.inner.snapshot_path(&meta.snapshot_id))
-            .await
-            .map_err(snap_err)?;
+        let (meta, image) = blocking(move || inner.build_blocking()).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(tokio::fs::File::from_std(image)),
         })
     }
 }
@@ -564,7 +607,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn begin_receiving_snapshot(
         &mut self,
     ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
-        let n = self.inner.incoming.fetch_add(1, Ordering::Relaxed);
+        let n = self.inner.next_file.fetch_add(1, Ordering::Relaxed);
         let path = self.inner.snapshot_dir.join(format!("incoming-{n}.part"));
         let file = tokio::fs::OpenOptions::new()
             .read(true)
@@ -586,19 +629,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // (durably), then install from that copy.
         let mut source = *snapshot;
         source.rewind().await.map_err(snap_err)?;
-        let path = self.inner.snapshot_path(&meta.snapshot_id);
-        let tmp = path.with_extension("tmp");
+        let tmp = self.inner.temp_path(&meta.snapshot_id);
         let mut dest = tokio::fs::File::create(&tmp).await.map_err(snap_err)?;
         tokio::io::copy(&mut source, &mut dest)
             .await
             .map_err(snap_err)?;
         dest.sync_all().await.map_err(snap_err)?;
         drop(dest);
-        tokio::fs::rename(&tmp, &path).await.map_err(snap_err)?;
         let inner = Arc::clone(&self.inner);
         let meta = meta.clone();
         blocking(move || {
-            inner.install_blocking(&meta, &path)?;
+            inner.install_blocking(&meta, &tmp)?;
             inner.remove_incoming();
             Ok(())
         })
@@ -608,15 +649,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let Some(meta) = self.inner.current_snapshot_meta()? else {
+        // Under the lock of `publish_snapshot`: a file is opened, never
+        // looked for after a newer snapshot deleted it.
+        let Some((meta, file)) = self.inner.open_current_snapshot()? else {
             return Ok(None);
         };
-        let file = tokio::fs::File::open(self.inner.snapshot_path(&meta.snapshot_id))
-            .await
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, any(e))))?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }

@@ -304,3 +304,42 @@ async fn parts_of_a_batch_that_never_completes_are_dropped_unapplied() {
         .expect("apply");
     assert_eq!(digest(&sm), digest(&without));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_snapshot_opens_while_newer_ones_replace_it() {
+    // openraft builds snapshots in a task of their own while its state
+    // machine worker serves `get_current_snapshot` (to stream one to a
+    // follower). Each build deletes the file of the one before; a reader
+    // must get a snapshot it can read, never a "no such file" error (which
+    // openraft treats as fatal: the node's Raft stops).
+    let (_dir, mut sm, mut executor, _) = with_table().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (mut sm, stop) = (sm.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut opened = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(s) = sm.get_current_snapshot().await.expect("current snapshot") {
+                    let len = s.snapshot.metadata().await.expect("image metadata").len();
+                    assert!(len > 0, "{} is empty", s.meta.snapshot_id);
+                    opened += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+            opened
+        })
+    };
+    for i in 0..100u64 {
+        let bytes = batch_of(
+            &mut executor,
+            &format!("INSERT INTO t(v) VALUES (randomblob({}))", 100 + i),
+        );
+        sm.apply([entry(2 + i, EntryPayload::Normal(Command::Batch(bytes)))])
+            .await
+            .expect("apply");
+        sm.build_snapshot().await.expect("build");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = reader.await.expect("the reader did not fail");
+    assert!(opened > 0, "the reader never opened a snapshot");
+}
