@@ -108,6 +108,9 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
         crate::server::run(config, signal),
         span,
     ));
+    // A blocking task stuck on a failed disk (after a fatal error) must not
+    // keep the process alive: dropping the runtime would wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

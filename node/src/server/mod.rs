@@ -71,6 +71,11 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// The node ran, then stopped on its own: Raft or the writer failed
+    /// (a full disk, a broken file). The log says which; a restart
+    /// recovers once the cause is gone.
+    #[error("{0}")]
+    Fatal(&'static str),
 }
 
 /// The running node, shared by the gRPC handlers.
@@ -669,17 +674,28 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Err(e) => return Err(StartError::Raft(format!("initializing: {e}"))),
         }
     }
-    let roles = tokio::spawn(watch_roles(raft.clone(), node.sm.clone(), writer.clone()));
+    let roles = tokio::spawn(watch_roles(
+        raft.clone(),
+        node.sm.clone(),
+        writer.clone(),
+        Arc::clone(&fatal),
+    ));
     let disk = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
     tracing::info!(id = config.id, listen = %config.listen, advertised = config.advertised(), data_dir = %dir.display(), "node serving");
     if config.unsafe_local_reads {
         tracing::warn!("unsafe_local_reads is on: linearizable reads skip the read index and may be stale (testing only)");
     }
 
-    tokio::select! {
-        _ = shutdown => tracing::info!("shutdown requested"),
-        _ = fatal.notified() => tracing::error!("fatal error: stopping the node"),
-    }
+    let failed = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutdown requested");
+            false
+        }
+        _ = fatal.notified() => {
+            tracing::error!("fatal error: stopping the node");
+            true
+        }
+    };
     if let Some(j) = joining {
         j.abort();
     }
@@ -728,6 +744,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::warn!(error = %e, "recording the applied position; a restart replays the log since the last snapshot");
     }
     tracing::info!("node stopped");
+    if failed {
+        return Err(StartError::Fatal(
+            "the node stopped after a fatal error (logged above: a full disk, a broken file); it recovers on restart once the cause is fixed",
+        ));
+    }
     Ok(())
 }
 
@@ -763,7 +784,10 @@ async fn join_cluster(node: Arc<Node>, via: String) {
 
 /// Log role changes; a new leader of an empty cluster draws its lineage.
 /// Every report also updates the Raft gauges (`crate::metrics`).
-async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
+/// Log role and membership changes, and stop the node if its Raft core
+/// stops on its own (openraft ends it on a storage error): a node whose
+/// Raft is gone must not linger, answering clients it cannot serve.
+async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer, fatal: Arc<Notify>) {
     let mut metrics = raft.metrics();
     let mut last: Option<(ServerState, Option<NodeId>, u64)> = None;
     let mut members = None;
@@ -799,6 +823,9 @@ async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
             last = Some(now);
         }
         if metrics.changed().await.is_err() {
+            // Graceful stops abort this task before they shut Raft down.
+            tracing::error!("the Raft core stopped after an error (logged above by openraft)");
+            fatal.notify_one();
             return;
         }
     }

@@ -66,6 +66,17 @@ impl Cluster {
     /// As [`Cluster::start`], plus the flags `per_node(id)` for node `id`
     /// (kept across restarts).
     pub fn start_with(n: u64, extra: &[&str], per_node: impl Fn(u64) -> Vec<String>) -> Cluster {
+        Self::start_prepared(n, extra, per_node, |_, _| {})
+    }
+
+    /// As [`Cluster::start_with`], calling `prepare(id, data_dir)` before
+    /// node `id` first starts (to put its data directory somewhere special).
+    pub fn start_prepared(
+        n: u64,
+        extra: &[&str],
+        per_node: impl Fn(u64) -> Vec<String>,
+        prepare: impl Fn(u64, &Path),
+    ) -> Cluster {
         let root = tempfile::tempdir().expect("tempdir");
         let nodes: Vec<NodeProc> = (1..=n)
             .map(|id| NodeProc {
@@ -91,6 +102,7 @@ impl Cluster {
             per_node: (1..=n).map(per_node).collect(),
         };
         for id in 1..=n {
+            prepare(id, &cluster.node(id).dir);
             cluster.launch(id);
         }
         cluster
@@ -277,6 +289,21 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Wait (at most `within`) for node `id` to exit on its own; its status.
+    pub fn wait_exit(&mut self, id: u64, within: Duration) -> Option<std::process::ExitStatus> {
+        let node = &mut self.nodes[(id - 1) as usize];
+        let started = Instant::now();
+        while started.elapsed() < within {
+            let child = node.child.as_mut().expect("node running");
+            if let Some(status) = child.try_wait().expect("wait") {
+                node.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn restart(&mut self, id: u64) {
