@@ -36,10 +36,26 @@ pub struct Cluster {
     per_node: Vec<Vec<String>>,
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and that no other call in
+/// this test process returns. Port 0 (the kernel's pick) was not enough:
+/// the port is free again once the probe closes, the kernel hands it to
+/// another test's node or to an outgoing connection, and two clusters
+/// then talked to each other (seen once: a node could not bind, and its
+/// peers' Raft, answered by a foreign node, panicked). These ports sit
+/// below Linux's ephemeral range (32768-60999), in a block picked by the
+/// process id, handed out in turn.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const SPAN: u16 = 400;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 30) as u16 * SPAN;
+    for _ in 0..SPAN {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {base}..{}", base + SPAN);
 }
 
 impl Cluster {
