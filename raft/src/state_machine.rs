@@ -368,8 +368,10 @@ impl Inner {
 
     /// Move the complete image at `tmp` to `snapshots/<id>.snap` and record
     /// `meta` as the current snapshot, then delete every other `.snap`
-    /// file. If a newer snapshot is already current (a build that finished
-    /// after an install, or the reverse), the image is dropped instead.
+    /// file. If a newer snapshot is already current (a build of an older
+    /// state that finished after an install), the image is dropped instead.
+    /// An install never loses this way: openraft installs only snapshots
+    /// newer than anything applied here, so newer than any build.
     /// Images being written or installed are still `.tmp`: never deleted.
     fn publish_snapshot(
         &self,
