@@ -170,9 +170,14 @@ pub fn encode_entry(e: &Entry) -> Vec<u8> {
     w.log_id(&e.log_id);
     match &e.payload {
         EntryPayload::Blank => w.u8(0),
-        EntryPayload::Normal(Command::Batch(b)) => {
+        EntryPayload::Normal(Command::Batch { bytes, proposal: 0 }) => {
             w.u8(1);
-            w.bytes(b);
+            w.bytes(bytes);
+        }
+        EntryPayload::Normal(Command::Batch { bytes, proposal }) => {
+            w.u8(4);
+            w.u64(*proposal);
+            w.bytes(bytes);
         }
         EntryPayload::Membership(m) => {
             w.u8(2);
@@ -194,7 +199,7 @@ pub fn decode_entry(buf: &[u8]) -> Result<Entry, DecodeError> {
     let log_id = r.log_id()?;
     let payload = match r.u8()? {
         0 => EntryPayload::<TypeConfig>::Blank,
-        1 => EntryPayload::Normal(Command::Batch(r.bytes()?.to_vec())),
+        1 => EntryPayload::Normal(Command::batch(r.bytes()?.to_vec())),
         2 => EntryPayload::Membership(r.membership()?),
         3 => {
             let id = r.u64()?;
@@ -209,6 +214,13 @@ pub fn decode_entry(buf: &[u8]) -> Result<Entry, DecodeError> {
                 total,
                 bytes: r.bytes()?.to_vec(),
             }))
+        }
+        4 => {
+            let proposal = r.u64()?;
+            EntryPayload::Normal(Command::Batch {
+                bytes: r.bytes()?.to_vec(),
+                proposal,
+            })
         }
         t => return Err(bad("log entry", format!("unknown payload tag {t}"))),
     };
@@ -334,7 +346,11 @@ mod tests {
         let id = LogId::new(CommittedLeaderId::new(3, 2), 17);
         for payload in [
             EntryPayload::Blank,
-            EntryPayload::Normal(Command::Batch(vec![1, 2, 3])),
+            EntryPayload::Normal(Command::batch(vec![1, 2, 3])),
+            EntryPayload::Normal(Command::Batch {
+                bytes: vec![4, 5],
+                proposal: u64::MAX,
+            }),
             EntryPayload::Membership(membership()),
             EntryPayload::Normal(Command::Part(Part {
                 id: u64::MAX - 1,
@@ -375,7 +391,10 @@ mod tests {
     fn truncated_foreign_or_padded_records_are_refused() {
         let e = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
-            payload: EntryPayload::Normal(Command::Batch(vec![7; 10])),
+            payload: EntryPayload::Normal(Command::Batch {
+                bytes: vec![7; 10],
+                proposal: 3,
+            }),
         };
         let bytes = encode_entry(&e);
         for cut in 0..bytes.len() {

@@ -4,7 +4,8 @@
 //! batch on the leader (`storage::Executor`); its bytes travel as a
 //! [`Command::Batch`] log entry; once committed, every node's
 //! [`StateMachine`] applies it with `storage::Applier`, and publishes the new
-//! data version on a watch that reads can wait on.
+//! data version on a watch that reads can wait on. Just before applying, it
+//! tells a proposer waiting on [`CommitNotices`] that its batch committed.
 //!
 //! ```text
 //!  propose(Command::Batch) -> LogStore (sled, flushed before ack)
@@ -39,10 +40,12 @@ pub mod codec;
 mod log_store;
 pub mod metrics;
 pub mod network;
+mod notice;
 mod state_machine;
 
 pub use log_store::LogStore;
 pub use network::{LeaderContact, Network, PeerGuard, PeerTls, TransportService};
+pub use notice::{CommitNotices, Proposal};
 pub use state_machine::{AppliedVersion, OpenError, StateMachine};
 
 use serde::{Deserialize, Serialize};
@@ -72,9 +75,25 @@ pub(crate) fn any(e: impl std::fmt::Display) -> openraft::AnyError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// An encoded `storage::FrameBatch`.
-    Batch(Vec<u8>),
+    Batch {
+        bytes: Vec<u8>,
+        /// The proposer's name for this entry, or 0. With the entry's leader
+        /// id it names one proposal, so the proposer can be told the entry
+        /// committed before it is applied ([`CommitNotices`]).
+        ///
+        /// Invariant: a leader gives a non-zero name to at most one entry
+        /// (its writer counts them).
+        proposal: u64,
+    },
     /// One piece of an encoded batch too big for one entry ([`Part::split`]).
     Part(Part),
+}
+
+impl Command {
+    /// A batch entry no proposer waits on early.
+    pub fn batch(bytes: Vec<u8>) -> Self {
+        Command::Batch { bytes, proposal: 0 }
+    }
 }
 
 /// The most bytes one log entry carries. openraft 0.9 gives an

@@ -22,7 +22,7 @@
 //!   never claims an index its data does not hold.
 
 use crate::codec::{self, AppliedState};
-use crate::{any, Command, Entry, Node, NodeId, Response, TypeConfig};
+use crate::{any, Command, CommitNotices, Entry, Node, NodeId, Proposal, Response, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
@@ -72,6 +72,11 @@ struct Inner {
     /// reading of the record and the opening of its file. Lock order: after
     /// `applier`; nothing is locked while it is held.
     snapshot_files: Mutex<()>,
+    /// Proposers to tell, before applying, that their batch committed.
+    notices: CommitNotices,
+    /// Microseconds each apply call waits before it writes: a slow disk,
+    /// for tests (`delay_applies`). Zero in production.
+    apply_delay_us: AtomicU64,
 }
 
 /// A snapshot's metadata and its image, open for reading (the handle
@@ -151,6 +156,8 @@ impl StateMachine {
                 next_file: AtomicU64::new(0),
                 snapshot_files: Mutex::new(()),
                 staged: Mutex::new(None),
+                notices: CommitNotices::default(),
+                apply_delay_us: AtomicU64::new(0),
             }),
         })
     }
@@ -165,6 +172,20 @@ impl StateMachine {
     /// A watch on the applied data version.
     pub fn applied_version(&self) -> AppliedVersion {
         self.inner.version_tx.subscribe()
+    }
+
+    /// Where a proposer registers to hear that its batch committed, one
+    /// apply before `client_write` returns (`CommitNotices`).
+    pub fn commit_notices(&self) -> CommitNotices {
+        self.inner.notices.clone()
+    }
+
+    /// Make every apply call wait `delay` before it writes (tests: a slow
+    /// disk, to show what does not wait for the apply).
+    #[doc(hidden)]
+    pub fn delay_applies(&self, delay: std::time::Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.inner.apply_delay_us.store(us, Ordering::Relaxed);
     }
 
     /// The cluster lineage, `None` before the first batch was applied.
@@ -202,7 +223,52 @@ fn recover(
 }
 
 impl Inner {
+    /// Tell the proposers of `entries` (committed, about to be applied)
+    /// which of their batches will apply, and at what version: the
+    /// `Applier`'s rule (a batch applies on the state it was computed on)
+    /// run over the batches' headers. Stops at a batch in parts, whose
+    /// staging this does not follow.
+    fn announce(&self, entries: &[Entry]) {
+        if self.notices.is_empty() {
+            return;
+        }
+        let mut version = lock(&self.state).version;
+        if lock(&self.staged).is_some() {
+            return;
+        }
+        for entry in entries {
+            match &entry.payload {
+                EntryPayload::Normal(Command::Batch { bytes, proposal }) => {
+                    let Some((base, next)) = FrameBatch::peek_versions(bytes) else {
+                        return;
+                    };
+                    let applies = next > version && base == version;
+                    if applies {
+                        version = next;
+                    }
+                    if *proposal != 0 {
+                        let proposal = Proposal {
+                            leader: entry.log_id.leader_id,
+                            number: *proposal,
+                        };
+                        if applies {
+                            self.notices.committed(&proposal, next);
+                        } else {
+                            self.notices.skipped(&proposal);
+                        }
+                    }
+                }
+                EntryPayload::Normal(Command::Part(_)) => return,
+                EntryPayload::Blank | EntryPayload::Membership(_) => {}
+            }
+        }
+    }
+
     fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StorageError<NodeId>> {
+        let delay = self.apply_delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+        }
         let started = std::time::Instant::now();
         let n = entries.len();
         let mut applier = lock(&self.applier);
@@ -224,7 +290,7 @@ impl Inner {
                     at.membership = StoredMembership::new(Some(log_id), m);
                     Response::None
                 }
-                EntryPayload::Normal(Command::Batch(bytes)) => {
+                EntryPayload::Normal(Command::Batch { bytes, .. }) => {
                     abandon(&mut state, &mut staged, log_id);
                     state.last_log_id = Some(log_id);
                     self.apply_batch(&mut applier, &mut state, log_id, &bytes, &mut new_lineage)?
@@ -598,6 +664,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        self.inner.announce(&entries);
         let inner = Arc::clone(&self.inner);
         blocking(move || inner.apply_blocking(entries)).await
     }

@@ -71,7 +71,7 @@ async fn three_nodes_replicate_batches_and_a_late_node_catches_up_by_snapshot() 
         };
         let resp = leader
             .raft
-            .client_write(Command::Batch(bytes))
+            .client_write(Command::batch(bytes))
             .await
             .expect("propose");
         assert!(

@@ -24,7 +24,7 @@ async fn write(leader: &TestNode, executor: &mut Executor, sql: &str) -> Duratio
     let started = Instant::now();
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
-        leader.raft.client_write(Command::Batch(bytes)),
+        leader.raft.client_write(Command::batch(bytes)),
     )
     .await
     .expect("committed within 10 s")

@@ -25,7 +25,7 @@ fn log_crash_child_appends_entries() {
         for index in 1..=100_000u64 {
             let entry = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-                payload: EntryPayload::Normal(Command::Batch(vec![index as u8; 200])),
+                payload: EntryPayload::Normal(Command::batch(vec![index as u8; 200])),
             };
             // Returns once the flush callback has fired.
             store.blocking_append([entry]).await.expect("append");

@@ -3,7 +3,7 @@
 
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
-use raft::{Command, Entry, Part, Response, StateMachine, MAX_ENTRY_BYTES};
+use raft::{Command, Entry, Part, Proposal, Response, StateMachine, MAX_ENTRY_BYTES};
 use storage::{Executor, Statement, StorageConfig, Value, WriteRequest};
 
 fn log_id(index: u64) -> LogId<u64> {
@@ -27,7 +27,7 @@ impl Leader {
         assert!(out.results[0].is_ok(), "{sql}: {:?}", out.results[0]);
         let entry = Entry {
             log_id: log_id(self.next_index),
-            payload: EntryPayload::Normal(Command::Batch(out.batch.expect("batch").encode())),
+            payload: EntryPayload::Normal(Command::batch(out.batch.expect("batch").encode())),
         };
         self.next_index += 1;
         self.sm.apply([entry]).await.expect("apply")[0]
@@ -99,7 +99,7 @@ async fn batches_apply_and_a_snapshot_rebuilds_an_identical_follower() {
         .expect("x");
     let entry = Entry {
         log_id: log_id(32),
-        payload: EntryPayload::Normal(Command::Batch(out.batch.expect("batch").encode())),
+        payload: EntryPayload::Normal(Command::batch(out.batch.expect("batch").encode())),
     };
     for sm in [&mut leader.sm, &mut follower] {
         assert_eq!(
@@ -135,7 +135,7 @@ async fn reopening_reports_a_position_no_newer_than_the_data_and_replay_is_idemp
             .expect("execute");
         let entry = Entry {
             log_id: log_id(i + 1),
-            payload: EntryPayload::Normal(Command::Batch(out.batch.expect("batch").encode())),
+            payload: EntryPayload::Normal(Command::batch(out.batch.expect("batch").encode())),
         };
         leader.sm.apply([entry.clone()]).await.expect("apply");
         entries.push(entry);
@@ -191,7 +191,7 @@ async fn with_table() -> (tempfile::TempDir, StateMachine, Executor, Vec<u8>) {
     );
     sm.apply([entry(
         1,
-        EntryPayload::Normal(Command::Batch(create.clone())),
+        EntryPayload::Normal(Command::batch(create.clone())),
     )])
     .await
     .expect("create");
@@ -247,8 +247,8 @@ async fn a_batch_in_parts_is_applied_with_its_last_part_even_across_a_restart() 
     let mut whole = StateMachine::open(dir.path().join("whole"), &config).expect("open");
     whole
         .apply([
-            entry(1, EntryPayload::Normal(Command::Batch(create))),
-            entry(2, EntryPayload::Normal(Command::Batch(big))),
+            entry(1, EntryPayload::Normal(Command::batch(create))),
+            entry(2, EntryPayload::Normal(Command::batch(big))),
         ])
         .await
         .expect("whole");
@@ -273,7 +273,7 @@ async fn parts_of_a_batch_that_never_completes_are_dropped_unapplied() {
     let replies = sm
         .apply([
             entry(2, part(&parts[0])),
-            entry(3, EntryPayload::Normal(Command::Batch(small.clone()))),
+            entry(3, EntryPayload::Normal(Command::batch(small.clone()))),
             entry(4, part(&parts[1])),
             // The same batch id under another leader names another batch.
             entry(5, part(&parts[0])),
@@ -297,8 +297,8 @@ async fn parts_of_a_batch_that_never_completes_are_dropped_unapplied() {
     let mut without = StateMachine::open(dir.path().join("without"), &config).expect("open");
     without
         .apply([
-            entry(1, EntryPayload::Normal(Command::Batch(create))),
-            entry(2, EntryPayload::Normal(Command::Batch(small))),
+            entry(1, EntryPayload::Normal(Command::batch(create))),
+            entry(2, EntryPayload::Normal(Command::batch(small))),
         ])
         .await
         .expect("apply");
@@ -334,7 +334,7 @@ async fn the_current_snapshot_opens_while_newer_ones_replace_it() {
             &mut executor,
             &format!("INSERT INTO t(v) VALUES (randomblob({}))", 100 + i),
         );
-        sm.apply([entry(2 + i, EntryPayload::Normal(Command::Batch(bytes)))])
+        sm.apply([entry(2 + i, EntryPayload::Normal(Command::batch(bytes)))])
             .await
             .expect("apply");
         sm.build_snapshot().await.expect("build");
@@ -342,4 +342,63 @@ async fn the_current_snapshot_opens_while_newer_ones_replace_it() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let opened = reader.await.expect("the reader did not fail");
     assert!(opened > 0, "the reader never opened a snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposer_hears_its_batch_committed_before_it_is_applied_and_nothing_if_skipped() {
+    let (_dir, mut sm, mut executor, _) = with_table().await;
+    let insert = batch_of(&mut executor, "INSERT INTO t(v) VALUES (1)");
+    let notices = sm.commit_notices();
+    let ours = |number| Proposal {
+        leader: CommittedLeaderId::new(1, 1),
+        number,
+    };
+    let first = notices.register(ours(7));
+    // The same bytes proposed again (base 1 again): skipped at apply.
+    let mut again = notices.register(ours(8));
+    // Number 7 of another leader: not the entry at index 2.
+    let mut foreign = notices.register(Proposal {
+        leader: CommittedLeaderId::new(1, 2),
+        number: 7,
+    });
+    let batch = |proposal| {
+        EntryPayload::Normal(Command::Batch {
+            bytes: insert.clone(),
+            proposal,
+        })
+    };
+    let entries = [entry(2, batch(7)), entry(3, batch(8))];
+    sm.delay_applies(std::time::Duration::from_millis(800));
+    let mut applied = sm.applied_version();
+    let apply = tokio::spawn(async move { sm.apply(entries).await });
+
+    let version = tokio::time::timeout(std::time::Duration::from_millis(400), first)
+        .await
+        .expect("the notice comes before the (delayed) apply")
+        .expect("the batch applies");
+    assert_eq!(version, 2);
+    assert_eq!(*applied.borrow_and_update(), 1, "not applied yet");
+    assert!(
+        matches!(
+            again.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ),
+        "a batch that will be skipped is not announced"
+    );
+
+    let replies = apply.await.expect("join").expect("apply");
+    assert_eq!(
+        replies,
+        vec![
+            Response::Applied { version: 2 },
+            Response::AlreadyApplied { current: 2 }
+        ]
+    );
+    assert!(
+        matches!(
+            foreign.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ),
+        "another leader's entry with the same number is not ours"
+    );
 }

@@ -160,6 +160,24 @@ impl FrameBatch {
         out
     }
 
+    /// The (base, version) an encoded batch declares, read from its header
+    /// without checking the rest (`None` if the header is not ours). For
+    /// predicting what applying it will do; [`FrameBatch::decode`] checks
+    /// the whole batch before anything is written.
+    pub fn peek_versions(bytes: &[u8]) -> Option<(u64, u64)> {
+        if bytes.len() < HEADER_BYTES + 4 || &bytes[0..4] != MAGIC {
+            return None;
+        }
+        let mut r = Reader { buf: &bytes[4..] };
+        if r.u16() != FORMAT {
+            return None;
+        }
+        let _flags = r.u16();
+        let _page_size = r.u32();
+        let _db_size = r.u32();
+        Some((r.u64(), r.u64()))
+    }
+
     /// Parse and check a batch made by [`FrameBatch::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |r: &str| Error::corrupt("frame batch", r);
@@ -255,6 +273,17 @@ mod tests {
             },
         ];
         FrameBatch::new(512, 3, 41, pages).expect("valid batch")
+    }
+
+    #[test]
+    fn peek_reads_the_versions_of_an_encoded_batch_only() {
+        let bytes = sample().encode();
+        assert_eq!(FrameBatch::peek_versions(&bytes), Some((41, 42)));
+        assert_eq!(FrameBatch::peek_versions(&bytes[..20]), None);
+        assert_eq!(
+            FrameBatch::peek_versions(b"not a batch at all, not at all!!!!!!!!!!"),
+            None
+        );
     }
 
     #[test]

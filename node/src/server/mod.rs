@@ -565,6 +565,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let (writer, writer_thread) = Writer::start(
         executor,
         raft.clone(),
+        sm.commit_notices(),
+        sm.applied_version(),
         WriterSettings {
             max_batch_requests: config.max_batch_requests,
             write_timeout: config.write_timeout,

@@ -5,15 +5,22 @@
 //!                                   1. take every queued request (up to max_batch_requests)
 //!                                   2. leader? first batch of this term? -> read barrier
 //!                                   3. Executor::execute: one captured transaction
-//!                                   4. raft.client_write(batch) -> committed + applied here
+//!                                   4. raft.client_write(batch)
 //!                                      (over 1 MiB: in parts, one entry each, in order)
-//!                                   5. reply to each request: results + version, or its error
+//!                                   5. committed (a commit notice, just before the apply):
+//!                                      reply to each request: results + version, or its error
+//!                                   6. applied here: next batch
 //! ```
 //! While one batch is being replicated the next requests queue up, so the
 //! batch size grows with the load: throughput comes from batching, not from
 //! concurrency inside SQLite. The writer executes batch N+1 only after batch
-//! N was applied locally (`client_write` returns after apply), so every batch
-//! is computed on the latest state.
+//! N was applied locally (the applied version reached N's, or `client_write`
+//! returned, which it does after the apply), so every batch is computed on
+//! the latest state. It answers N's callers before that, as soon as the
+//! state machine announces N committed (`raft::CommitNotices`): they send
+//! their next requests while N is being applied. Their tokens name N's
+//! version, so a session read waits for the apply, and a linearizable read
+//! waits for it through the read index.
 //!
 //! # Outcomes
 //! - committed: the batch was applied at `version`;
@@ -47,8 +54,8 @@
 use super::error::NodeError;
 use super::leader_addr;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Raft, ServerState};
-use raft::{Command, Response, TypeConfig};
+use openraft::{CommittedLeaderId, Raft, ServerState};
+use raft::{AppliedVersion, Command, CommitNotices, Proposal, Response, TypeConfig};
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -152,6 +159,8 @@ impl Writer {
     pub fn start(
         executor: Executor,
         raft: Raft<TypeConfig>,
+        notices: CommitNotices,
+        applied: AppliedVersion,
         settings: WriterSettings,
         fatal: Arc<Notify>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
@@ -162,9 +171,13 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("quorumlite-writer".into())
             .spawn(move || {
+                let node_id = raft.metrics().borrow().id;
                 WriterLoop {
                     executor,
                     raft,
+                    notices,
+                    applied,
+                    node_id,
                     runtime,
                     rx,
                     settings,
@@ -172,7 +185,7 @@ impl Writer {
                     expect: 0,
                     fatal,
                     next_txn: 1,
-                    next_parts_id: 0,
+                    next_proposal: 1,
                     ended: EndedTxns::default(),
                     handover: loop_handover,
                 }
@@ -254,6 +267,11 @@ impl Writer {
 struct WriterLoop {
     executor: Executor,
     raft: Raft<TypeConfig>,
+    /// Where this writer waits to hear a batch committed (before the apply).
+    notices: CommitNotices,
+    /// The state machine's applied version.
+    applied: AppliedVersion,
+    node_id: u64,
     runtime: Handle,
     rx: mpsc::UnboundedReceiver<Job>,
     settings: WriterSettings,
@@ -265,8 +283,9 @@ struct WriterLoop {
     expect: usize,
     fatal: Arc<Notify>,
     next_txn: TxnId,
-    /// Names this writer's next batch in parts (with the term's leader id).
-    next_parts_id: u64,
+    /// Names this writer's next proposal, a single entry (non-zero) or a
+    /// batch in parts; with the term's leader id, the name is unique.
+    next_proposal: u64,
     ended: EndedTxns,
     handover: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -490,7 +509,7 @@ impl WriterLoop {
             }
         });
         let answer = match outcome {
-            Ok(TxnOutcome::Committed(batch)) => self.propose(batch).map(Some),
+            Ok(TxnOutcome::Committed(batch)) => self.propose(batch, None).map(Some),
             Ok(TxnOutcome::Unchanged) | Ok(TxnOutcome::RolledBack) => match &why_ended {
                 Some(why) if end_reply.is_some() => Err(NodeError::TxnClosed(why.clone())),
                 _ => Ok(None),
@@ -596,7 +615,7 @@ impl WriterLoop {
 
     fn initialize(&mut self) {
         match self.executor.initialize() {
-            Ok(Some(batch)) => match self.propose(batch) {
+            Ok(Some(batch)) => match self.propose(batch, None) {
                 Ok(version) => tracing::info!(version, "cluster initialized: lineage drawn"),
                 Err(e) => {
                     tracing::warn!(error = %e, "initial batch not committed; the next write retries it")
@@ -611,7 +630,7 @@ impl WriterLoop {
     fn restore(&mut self, path: &std::path::Path) -> Result<u64, NodeError> {
         let batch = self.executor.restore(path)?;
         let bytes = batch.payload_bytes();
-        let version = self.propose(batch)?;
+        let version = self.propose(batch, None)?;
         tracing::info!(version, bytes, "restore committed: the data was replaced");
         Ok(version)
     }
@@ -637,17 +656,34 @@ impl WriterLoop {
         let done = outcome.results.len();
         let executed = started.elapsed();
         ::metrics::histogram!(crate::metrics::WRITE_BATCH_REQUESTS).record(done as f64);
+        queue.requests.drain(..done);
+        let mut callers = Some(Callers {
+            results: outcome.results,
+            replies: queue.replies.drain(..done).collect(),
+        });
+        // Jobs in the channel when the callers are answered, counted then:
+        // answered callers tend to send again at once.
+        let mut waiting = None;
         let committed = match outcome.batch {
             Some(batch) => {
                 let pages = batch.pages().len();
-                let result = self.propose(batch);
+                let mut answered_us = None;
+                let mut on_commit = |version: u64, in_channel: usize| {
+                    waiting = Some(in_channel);
+                    answered_us = Some((started.elapsed() - executed).as_micros() as u64);
+                    if let Some(callers) = callers.take() {
+                        callers.answer(&Ok(version));
+                    }
+                };
+                let result = self.propose(batch, Some(&mut on_commit));
                 ::metrics::histogram!(crate::metrics::WRITE_BATCH_DURATION)
                     .record(started.elapsed());
                 tracing::debug!(
                     requests = done,
                     pages,
                     execute_us = executed.as_micros() as u64,
-                    commit_us = (started.elapsed() - executed).as_micros() as u64,
+                    answered_us,
+                    applied_us = (started.elapsed() - executed).as_micros() as u64,
                     "batch"
                 );
                 result
@@ -658,31 +694,41 @@ impl WriterLoop {
                 "successful requests without a batch".into(),
             )),
         };
-        // Counted before answering: none of these callers has been answered.
-        let queued = queue.requests.len() - done + self.rx.len();
+        let queued = queue.requests.len() + waiting.unwrap_or_else(|| self.rx.len());
         self.expect = done + queued;
-        queue.requests.drain(..done);
-        for (result, reply) in outcome.results.into_iter().zip(queue.replies.drain(..done)) {
-            let answer = match (result, &committed) {
-                (Err(e), _) => Err(NodeError::Request(e)),
-                (Ok(results), Ok(version)) => Ok(Committed {
-                    results,
-                    version: *version,
-                }),
-                (Ok(_), Err(e)) => Err(e.clone()),
-            };
-            let _ = reply.send(answer);
+        match callers {
+            Some(callers) => callers.answer(&committed),
+            // Answered at the commit notice: the apply cannot change that.
+            None => {
+                if let Err(e) = &committed {
+                    tracing::warn!(error = %e, "a batch announced committed then failed to apply here");
+                }
+            }
         }
     }
 
     /// Replicate a batch; `Ok(version)` once it is applied here. A batch
     /// over `raft::MAX_ENTRY_BYTES` goes as parts, one entry each, proposed
     /// in order; it is applied with its last part.
-    fn propose(&mut self, batch: FrameBatch) -> Result<u64, NodeError> {
+    ///
+    /// `on_commit` is called with the version (and the number of jobs then
+    /// waiting in the channel) if the state machine announces the batch
+    /// committed before applying it; a batch in parts is not announced.
+    fn propose(
+        &mut self,
+        batch: FrameBatch,
+        on_commit: Option<OnCommit<'_>>,
+    ) -> Result<u64, NodeError> {
         let bytes = batch.encode();
         let deadline = Instant::now() + self.settings.write_timeout;
         let outcome = if bytes.len() <= raft::MAX_ENTRY_BYTES {
-            self.replicate(Command::Batch(bytes), deadline)
+            let number = self.next_proposal;
+            self.next_proposal += 1;
+            let command = Command::Batch {
+                bytes,
+                proposal: number,
+            };
+            self.replicate(command, deadline, on_commit.map(|f| (number, f)))
                 .and_then(applied)
         } else {
             self.propose_parts(&bytes, deadline)
@@ -695,8 +741,8 @@ impl WriterLoop {
     }
 
     fn propose_parts(&mut self, bytes: &[u8], deadline: Instant) -> Result<u64, NodeError> {
-        let id = self.next_parts_id;
-        self.next_parts_id += 1;
+        let id = self.next_proposal;
+        self.next_proposal += 1;
         let parts = raft::Part::split(id, bytes, raft::MAX_ENTRY_BYTES);
         let total = parts.len();
         tracing::debug!(
@@ -708,7 +754,7 @@ impl WriterLoop {
             let index = part.index;
             if part.is_last() {
                 return self
-                    .replicate(Command::Part(part), deadline)
+                    .replicate(Command::Part(part), deadline, None)
                     .and_then(applied);
             }
             // The last part is proposed only after this one is applied, so
@@ -720,7 +766,7 @@ impl WriterLoop {
                     index + 1
                 ))
             };
-            match self.replicate(Command::Part(part), deadline) {
+            match self.replicate(Command::Part(part), deadline, None) {
                 Ok(Response::PartKept) => {}
                 Ok(other) => return Err(nothing_written(format!("it was answered {other:?}"))),
                 Err(e @ (NodeError::NotLeader { .. } | NodeError::NoLeader)) => return Err(e),
@@ -732,13 +778,55 @@ impl WriterLoop {
     }
 
     /// Propose one entry; its state machine response once it is applied here.
-    fn replicate(&mut self, command: Command, deadline: Instant) -> Result<Response, NodeError> {
+    /// With `early` (the entry's proposal number and a callback), the
+    /// callback runs at the entry's commit notice, if one comes first.
+    fn replicate(
+        &self,
+        command: Command,
+        deadline: Instant,
+        early: Option<(u64, OnCommit<'_>)>,
+    ) -> Result<Response, NodeError> {
         let timeout = self.settings.write_timeout;
         let left = deadline.saturating_duration_since(Instant::now());
-        let raft = &self.raft;
-        let proposal = self
-            .runtime
-            .block_on(async { tokio::time::timeout(left, raft.client_write(command)).await });
+        let (raft, rx) = (&self.raft, &self.rx);
+        // The entry gets the leader id of the term the writer checked; if
+        // leadership changed since, no notice comes and client_write decides.
+        let early = early.and_then(|(number, on_commit)| {
+            let proposal = Proposal {
+                leader: CommittedLeaderId::new(self.ready_term?, self.node_id),
+                number,
+            };
+            Some((proposal, self.notices.register(proposal), on_commit))
+        });
+        let registered = early.as_ref().map(|(proposal, _, _)| *proposal);
+        let mut applied = self.applied.clone();
+        let outcome = self.runtime.block_on(async {
+            let write = tokio::time::timeout(left, raft.client_write(command));
+            tokio::pin!(write);
+            let Some((_, notice, on_commit)) = early else {
+                return Replicated::Returned(write.await);
+            };
+            let version = tokio::select! {
+                biased;
+                done = &mut write => return Replicated::Returned(done),
+                Ok(version) = notice => version,
+            };
+            on_commit(version, rx.len());
+            // Announced to apply at `version`: go on once it has, without
+            // waiting for openraft to relay the apply's response.
+            tokio::select! {
+                biased;
+                done = &mut write => Replicated::Returned(done),
+                Ok(_) = applied.wait_for(|v| *v >= version) => Replicated::Applied(version),
+            }
+        });
+        if let Some(proposal) = registered {
+            self.notices.forget(&proposal);
+        }
+        let proposal = match outcome {
+            Replicated::Applied(version) => return Ok(Response::Applied { version }),
+            Replicated::Returned(proposal) => proposal,
+        };
         match proposal {
             Err(_) => Err(NodeError::Indeterminate(format!(
                 "the batch was not committed within {} ms",
@@ -761,6 +849,40 @@ impl WriterLoop {
             self.fatal.notify_one();
         } else {
             tracing::error!(error = %e, "executing a batch failed");
+        }
+    }
+}
+
+/// Called at a batch's commit notice with the version it applies at and
+/// the number of jobs then waiting in the writer's channel.
+type OnCommit<'a> = &'a mut dyn FnMut(u64, usize);
+
+/// How a proposal ended for the writer: `client_write` returned (or timed
+/// out), or the announced batch was seen applied first.
+enum Replicated<T> {
+    Returned(T),
+    Applied(u64),
+}
+
+/// The callers of one batch, answered once: at its commit notice, or when
+/// `client_write` returns.
+struct Callers {
+    results: Vec<storage::RequestResult>,
+    replies: Vec<oneshot::Sender<WriteReply>>,
+}
+
+impl Callers {
+    fn answer(self, committed: &Result<u64, NodeError>) {
+        for (result, reply) in self.results.into_iter().zip(self.replies) {
+            let answer = match (result, committed) {
+                (Err(e), _) => Err(NodeError::Request(e)),
+                (Ok(results), Ok(version)) => Ok(Committed {
+                    results,
+                    version: *version,
+                }),
+                (Ok(_), Err(e)) => Err(e.clone()),
+            };
+            let _ = reply.send(answer);
         }
     }
 }
