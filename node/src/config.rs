@@ -104,6 +104,11 @@ pub struct NodeArgs {
     /// Read connections to the database [default: 8].
     #[arg(long, env = "QUORUMLITE_READ_CONNECTIONS", value_name = "N")]
     pub read_connections: Option<usize>,
+    /// Threads running the node's network and Raft tasks [default: one per
+    /// CPU]. Nodes sharing a machine do better with their share of it
+    /// (`quorumlite dev` gives each a third).
+    #[arg(long, env = "QUORUMLITE_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// TLS: this node's certificate chain (PEM), used to serve clients and
     /// peers and to connect to peers. With --tls-key and --tls-ca.
     #[arg(long, env = "QUORUMLITE_TLS_CERT", value_name = "FILE")]
@@ -158,6 +163,7 @@ pub struct FileConfig {
     pub max_batch_requests: Option<usize>,
     pub batch_linger_us: Option<u64>,
     pub read_connections: Option<usize>,
+    pub worker_threads: Option<usize>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
@@ -218,6 +224,8 @@ pub struct NodeConfig {
     pub max_batch_requests: usize,
     pub batch_linger: Duration,
     pub read_connections: usize,
+    /// Tokio worker threads; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
     /// TLS on the listener and toward peers; `None`: plain text.
     pub tls: Option<TlsFiles>,
     /// Bearer tokens; empty: the client API admits everyone.
@@ -296,6 +304,7 @@ impl NodeConfig {
             max_batch_requests: 1000,
             batch_linger: Duration::from_micros(500),
             read_connections: 8,
+            worker_threads: None,
             tls: None,
             auth_tokens: Vec::new(),
             unsafe_local_reads: false,
@@ -392,6 +401,9 @@ impl NodeConfig {
         if let Some(v) = pick!(read_connections) {
             c.read_connections = v;
         }
+        if let Some(v) = pick!(worker_threads) {
+            c.worker_threads = Some(v);
+        }
         c.tls = tls_files(
             pick!(tls_cert),
             pick!(tls_key),
@@ -478,6 +490,13 @@ impl NodeConfig {
             return Err(err(
                 "--max-batch-requests (max_batch_requests) = 0: must be positive",
             ));
+        }
+        if let Some(n) = self.worker_threads {
+            if !(1..=1024).contains(&n) {
+                return Err(err(format!(
+                    "--worker-threads (worker_threads) = {n}: must be 1 to 1024"
+                )));
+            }
         }
         if self.txn_timeout < Duration::from_millis(100) {
             return Err(err(format!(
@@ -733,6 +752,13 @@ mod tests {
                     ..args()
                 },
                 "read_pool_size",
+            ),
+            (
+                NodeArgs {
+                    worker_threads: Some(0),
+                    ..args()
+                },
+                "--worker-threads (worker_threads) = 0",
             ),
             (
                 NodeArgs {

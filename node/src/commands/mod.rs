@@ -71,11 +71,23 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> ExitCode {
 /// The Tokio runtime of a subcommand: multi-threaded for the node and the
 /// bench, one thread for a client call. Reports its own failure.
 pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    runtime_with(multi_thread, None)
+}
+
+/// [`runtime`], with `workers` worker threads (multi-threaded only; `None`:
+/// one per CPU).
+fn runtime_with(
+    multi_thread: bool,
+    workers: Option<usize>,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
     let mut builder = if multi_thread {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
+    if let (true, Some(n)) = (multi_thread, workers) {
+        builder.worker_threads(n);
+    }
     builder
         .enable_all()
         .thread_name("quorumlite")
@@ -95,7 +107,7 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = match runtime(true) {
+    let runtime = match runtime_with(true, config.worker_threads) {
         Ok(r) => r,
         Err(code) => return code,
     };
