@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start a fresh three-node release cluster on loopback, run every bench
 # workload against it, stop it. Knobs: CLIENTS (32), DURATION (10 s),
-# REPS (1), BASE_PORT (7401). Prints quorumlite bench's own lines.
+# REPS (1), BASE_PORT (7401), NODE_ARGS (extra flags for each node, e.g.
+# "--worker-threads 1": what `quorumlite dev` gives each node on 2 cores).
+# Prints quorumlite bench's own lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS="${CLIENTS:-32}"
@@ -22,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 for i in 1 2 3; do
   "$Q" node --id "$i" --data-dir "$DATA/n$i" --listen "127.0.0.1:$((BASE_PORT + i - 1))" \
-    --peers "$PEERS" --log-level warn 2>"$DATA/n$i.log" &
+    --peers "$PEERS" --log-level warn ${NODE_ARGS:-} 2>"$DATA/n$i.log" &
   PIDS+=($!)
 done
 for _ in $(seq 1 100); do
