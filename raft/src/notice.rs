@@ -13,7 +13,7 @@
 //! ```text
 //!  writer: register(proposal) -> client_write(Batch { proposal, .. })
 //!  state machine, entries committed: announce -> notice(version) -> writer answers its callers
-//!                                   apply (SQLite)  -> client_write returns -> writer goes on
+//!                                   apply (SQLite)  -> applied version V    -> writer goes on
 //! ```
 //!
 //! A notice is a promise that the write is durable in the cluster, not that
