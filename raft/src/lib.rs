@@ -37,12 +37,14 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+mod identity;
 mod log_store;
 pub mod metrics;
 pub mod network;
 mod notice;
 mod state_machine;
 
+pub use identity::{ClusterIdentity, CLUSTER_HEADER};
 pub use log_store::LogStore;
 pub use network::{LeaderContact, Network, PeerGuard, PeerTls, TransportService};
 pub use notice::{CommitNotices, Proposal};

@@ -9,7 +9,7 @@
 //! acknowledged entry breaks Raft's safety.
 
 use crate::codec;
-use crate::{Entry, NodeId, TypeConfig};
+use crate::{ClusterIdentity, Entry, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 use std::fmt::Debug;
@@ -56,6 +56,12 @@ impl LogStore {
             db,
             flush_delay_us: Arc::default(),
         })
+    }
+
+    /// The cluster id stored beside the log ([`ClusterIdentity`]). Open it
+    /// once per node and share clones: each opening caches the id.
+    pub fn identity(&self) -> Result<ClusterIdentity, sled::Error> {
+        ClusterIdentity::open(self.meta.clone())
     }
 
     /// Make every later append (on this store and its clones) wait `delay`

@@ -10,10 +10,11 @@
 //! Security is the node's business, plugged in here: [`PeerTls`] gives the
 //! TLS configuration (CA and this node's certificate) for each new peer
 //! client, and a [`PeerGuard`] on the service refuses callers that did not
-//! authenticate as peers.
+//! authenticate as peers. With a [`ClusterIdentity`], every call carries the
+//! cluster id and the service refuses calls from another cluster.
 
 use crate::codec::{self, DecodeError};
-use crate::{Node, NodeId, TypeConfig};
+use crate::{ClusterIdentity, Node, NodeId, TypeConfig, CLUSTER_HEADER};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     SnapshotMismatch, Unreachable,
@@ -54,12 +55,25 @@ pub type PeerGuard =
 #[derive(Clone, Default)]
 pub struct Network {
     tls: Option<std::sync::Arc<dyn PeerTls>>,
+    /// Sent with every call; `None`: no cluster id is sent.
+    identity: Option<ClusterIdentity>,
 }
 
 impl Network {
     /// Connect to peers over TLS.
     pub fn with_tls(tls: std::sync::Arc<dyn PeerTls>) -> Network {
-        Network { tls: Some(tls) }
+        Network {
+            tls: Some(tls),
+            identity: None,
+        }
+    }
+
+    /// Send this node's cluster id with every call.
+    pub fn with_identity(self, identity: ClusterIdentity) -> Network {
+        Network {
+            identity: Some(identity),
+            ..self
+        }
     }
 }
 
@@ -81,7 +95,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
         });
-        Peer { target, client }
+        Peer {
+            target,
+            client,
+            identity: self.identity.clone(),
+        }
     }
 }
 
@@ -90,6 +108,7 @@ pub struct Peer {
     target: NodeId,
     /// `Err` when the peer's address is not a valid endpoint.
     client: Result<RaftTransportClient<Channel>, String>,
+    identity: Option<ClusterIdentity>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
@@ -108,13 +127,15 @@ where
     RPCError::Network(NetworkError::new(&std::io::Error::other(msg.to_string())))
 }
 
-/// A failed call: unreachable when the peer cannot be reached at all.
+/// A failed call: unreachable when the peer cannot be reached at all, or
+/// belongs to another cluster (so openraft backs off from it).
 fn status<E: std::error::Error>(target: NodeId, s: tonic::Status) -> RPCError<NodeId, Node, E> {
     let msg = format!("node {target}: {}", s.message());
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            unreachable(msg)
-        }
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled
+        | tonic::Code::FailedPrecondition => unreachable(msg),
         _ => network(msg),
     }
 }
@@ -124,6 +145,17 @@ impl Peer {
         &self,
     ) -> Result<RaftTransportClient<Channel>, RPCError<NodeId, Node, E>> {
         self.client.clone().map_err(unreachable)
+    }
+
+    /// A call with openraft's deadline and this node's cluster id.
+    fn request<T>(&self, msg: T, option: &RPCOption) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(option.hard_ttl());
+        let id = self.identity.as_ref().and_then(ClusterIdentity::get);
+        if let Some(value) = id.and_then(|id| id.parse().ok()) {
+            req.metadata_mut().insert(CLUSTER_HEADER, value);
+        }
+        req
     }
 }
 
@@ -150,12 +182,6 @@ fn entries_that_fit(entries: &[Vec<u8>], budget: usize) -> Option<usize> {
         })
         .count();
     Some(fit.max(1))
-}
-
-fn request<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.set_timeout(option.hard_ttl());
-    req
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
@@ -192,7 +218,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         };
         let resp = self
             .client()?
-            .append_entries(request(msg, &option))
+            .append_entries(self.request(msg, &option))
             .await
             .map_err(|s| status(self.target, s))?
             .into_inner();
@@ -224,7 +250,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         };
         let resp = self
             .client()?
-            .install_snapshot(request(msg, &option))
+            .install_snapshot(self.request(msg, &option))
             .await
             .map_err(|s| status(self.target, s))?
             .into_inner();
@@ -260,7 +286,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         };
         let resp = self
             .client()?
-            .vote(request(msg, &option))
+            .vote(self.request(msg, &option))
             .await
             .map_err(|s| status(self.target, s))?
             .into_inner();
@@ -319,6 +345,8 @@ pub struct TransportService {
     contact: LeaderContact,
     /// Checked before every call; `None` admits everyone (plain text).
     guard: Option<PeerGuard>,
+    /// Calls from another cluster are refused; `None`: not checked.
+    identity: Option<ClusterIdentity>,
 }
 
 impl TransportService {
@@ -332,20 +360,22 @@ impl TransportService {
         raft: Raft<TypeConfig>,
         contact: LeaderContact,
     ) -> RaftTransportServer<TransportService> {
-        Self::guarded(raft, contact, None)
+        Self::guarded(raft, contact, None, None)
     }
 
     /// As [`TransportService::with_contact`], admitting only the calls
-    /// `guard` accepts.
+    /// `guard` accepts that come from `identity`'s cluster.
     pub fn guarded(
         raft: Raft<TypeConfig>,
         contact: LeaderContact,
         guard: Option<PeerGuard>,
+        identity: Option<ClusterIdentity>,
     ) -> RaftTransportServer<TransportService> {
         RaftTransportServer::new(TransportService {
             raft,
             contact,
             guard,
+            identity,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -363,8 +393,16 @@ fn raft_failed(e: impl std::fmt::Display) -> tonic::Status {
 
 impl TransportService {
     fn admit<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
-        match &self.guard {
-            Some(guard) => guard(request.extensions()),
+        if let Some(guard) = &self.guard {
+            guard(request.extensions())?;
+        }
+        match &self.identity {
+            Some(identity) => identity.admit(
+                request
+                    .metadata()
+                    .get(CLUSTER_HEADER)
+                    .and_then(|v| v.to_str().ok()),
+            ),
             None => Ok(()),
         }
     }

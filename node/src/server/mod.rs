@@ -31,7 +31,10 @@ use error::NodeError;
 use forward::Forwarder;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
-use raft::{LeaderContact, LogStore, Network, NodeId, StateMachine, TransportService, TypeConfig};
+use raft::{
+    ClusterIdentity, LeaderContact, LogStore, Network, NodeId, StateMachine, TransportService,
+    TypeConfig,
+};
 use read::ReadIndex;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -536,6 +539,23 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         path: log_path.clone(),
         source,
     })?;
+    // The cluster's id goes with every Raft call, and calls from another
+    // cluster are refused (raft::ClusterIdentity). Founders derive it from
+    // the peer list at the first start; a joining node adopts it from the
+    // first member that calls it.
+    let identity = log
+        .identity()
+        .and_then(|identity| {
+            if identity.get().is_none() && config.join.is_none() {
+                let peers = config.peers.iter().map(|(id, addr)| (*id, addr.as_str()));
+                identity.adopt(&ClusterIdentity::of_peers(peers))?;
+            }
+            Ok(identity)
+        })
+        .map_err(|source| StartError::Log {
+            path: log_path.clone(),
+            source,
+        })?;
     let sm = StateMachine::open(&dir, &storage_config)?;
     let executor = storage::Executor::open(dir.join("data.db"), &storage_config)?;
     let raft_config = Arc::new(config.raft()?);
@@ -551,7 +571,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let network = match &tls {
         Some(t) => Network::with_tls(Arc::clone(t) as Arc<dyn raft::PeerTls>),
         None => Network::default(),
-    };
+    }
+    .with_identity(identity.clone());
     let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -627,7 +648,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     let guard: Option<raft::PeerGuard> = tls.as_ref().map(|_| Arc::new(tls::require_peer) as _);
     let router = tonic::transport::Server::builder()
-        .add_service(TransportService::guarded(raft.clone(), contact, guard))
+        .add_service(TransportService::guarded(
+            raft.clone(),
+            contact,
+            guard,
+            Some(identity),
+        ))
         .add_service(service::server(Arc::clone(&node)));
     let server = match &tls {
         Some(t) => {

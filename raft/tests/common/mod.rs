@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use openraft::{BasicNode, Config, Raft};
-use raft::{LogStore, Network, StateMachine, TransportService, TypeConfig};
+use raft::{LeaderContact, LogStore, Network, StateMachine, TransportService, TypeConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use storage::StorageConfig;
@@ -48,13 +48,34 @@ pub async fn start(
     root: &std::path::Path,
     config: Arc<Config>,
 ) -> TestNode {
+    start_in(None, id, listener, root, config).await
+}
+
+/// As [`start`], as a member of `cluster` (its id sent and checked), or
+/// with no cluster id at all (`None`).
+pub async fn start_in(
+    cluster: Option<&str>,
+    id: u64,
+    listener: TcpListener,
+    root: &std::path::Path,
+    config: Arc<Config>,
+) -> TestNode {
     let dir = root.join(format!("node{id}"));
     let log = LogStore::open(dir.join("log")).expect("log");
     let sm = StateMachine::open(&dir, &StorageConfig::default()).expect("state machine");
-    let raft = Raft::new(id, config, Network::default(), log.clone(), sm.clone())
+    let identity = cluster.map(|cluster| {
+        let identity = log.identity().expect("identity");
+        identity.adopt(cluster).expect("adopt");
+        identity
+    });
+    let network = match &identity {
+        Some(identity) => Network::default().with_identity(identity.clone()),
+        None => Network::default(),
+    };
+    let raft = Raft::new(id, config, network, log.clone(), sm.clone())
         .await
         .expect("raft");
-    let service = TransportService::server(raft.clone());
+    let service = TransportService::guarded(raft.clone(), LeaderContact::default(), None, identity);
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service)

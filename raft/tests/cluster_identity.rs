@@ -1,0 +1,93 @@
+//! A node takes Raft calls only from its own cluster. A node of another
+//! cluster whose peer list names one of ours by mistake (ids and terms are
+//! small numbers every cluster reuses) is refused before its messages reach
+//! openraft, and our cluster goes on.
+
+mod common;
+
+use common::{listeners, start_in};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::VoteRequest;
+use openraft::{Config, Vote};
+use raft::{ClusterIdentity, Network};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_raft_calls_from_another_cluster_and_from_callers_without_an_id() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = Arc::new(
+        Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            ..Config::default()
+        }
+        .validate()
+        .expect("config"),
+    );
+    let (mut listeners, members) = listeners(3).await;
+    let ours = ClusterIdentity::of_peers(members.iter().map(|(id, n)| (*id, n.addr.as_str())));
+    let l3 = listeners.pop().expect("l3");
+    let l2 = listeners.pop().expect("l2");
+    let l1 = listeners.pop().expect("l1");
+    let n1 = start_in(Some(&ours), 1, l1, root.path(), config.clone()).await;
+    let n2 = start_in(Some(&ours), 2, l2, root.path(), config.clone()).await;
+    let n3 = start_in(Some(&ours), 3, l3, root.path(), config.clone()).await;
+    n1.raft
+        .initialize(members.clone())
+        .await
+        .expect("initialize");
+    n1.raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .expect("leader elected");
+    let term = n1.raft.metrics().borrow().current_term;
+    let target = n2.raft.metrics().borrow().id;
+
+    // A vote from "node 3" of another cluster, in a far higher term: if it
+    // reached openraft, node 2 would move to that term and drop its leader.
+    let foreign_dir = tempfile::tempdir().expect("tempdir");
+    let foreign_log = raft::LogStore::open(foreign_dir.path()).expect("log");
+    let foreign = foreign_log.identity().expect("identity");
+    foreign
+        .adopt(&ClusterIdentity::of_peers([(3, "10.0.0.3:4001")]))
+        .expect("adopt");
+    let option = RPCOption::new(Duration::from_secs(2));
+    let vote = VoteRequest::new(Vote::new(term + 100, 3), None);
+    for (network, what) in [
+        (Network::default().with_identity(foreign), "another cluster"),
+        (Network::default(), "no cluster id"),
+    ] {
+        let mut network = network;
+        let mut peer = network.new_client(target, &members[&target]).await;
+        let refused = peer
+            .vote(vote.clone(), option.clone())
+            .await
+            .expect_err(what);
+        let text = refused.to_string();
+        assert!(text.contains("cluster"), "{what}: {text}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = n2.raft.metrics().borrow().clone();
+    assert_eq!(m.current_term, term, "node 2 never saw the foreign vote");
+    assert!(m.current_leader.is_some());
+
+    // The cluster's own calls still flow: the leader confirms its
+    // leadership with a quorum round over the transport.
+    let nodes = [n1, n2, n3];
+    let leader = m.current_leader.expect("leader");
+    let leader = nodes
+        .iter()
+        .find(|n| n.raft.metrics().borrow().id == leader)
+        .expect("leader node");
+    tokio::time::timeout(Duration::from_secs(5), leader.raft.ensure_linearizable())
+        .await
+        .expect("in time")
+        .expect("a quorum answers the leader");
+    assert_eq!(leader.raft.metrics().borrow().current_term, term);
+    for n in nodes {
+        n.stop().await;
+    }
+}
