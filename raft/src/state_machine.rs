@@ -227,9 +227,12 @@ impl Inner {
     /// which of their batches will apply, and at what version: the
     /// `Applier`'s rule (a batch applies on the state it was computed on)
     /// run over the batches' headers. Stops at a batch in parts, whose
-    /// staging this does not follow.
+    /// staging this does not follow. Announces nothing before the cluster's
+    /// first batch is applied: the answer's token needs the lineage that
+    /// batch draws. (A restore, which draws a new one, is not announced:
+    /// its proposer does not register.)
     fn announce(&self, entries: &[Entry]) {
-        if self.notices.is_empty() {
+        if self.notices.is_empty() || lock(&self.lineage).is_none() {
             return;
         }
         let mut version = lock(&self.state).version;
