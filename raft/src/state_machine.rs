@@ -125,6 +125,9 @@ impl StateMachine {
             path: snapshot_dir.clone(),
             source,
         })?;
+        // Images a crash or a stop cut short (a build's `.tmp`, an incoming
+        // `.part`): nothing is being built or received at open.
+        remove_files_with(&snapshot_dir, &["tmp", "part"]);
         let db_path = dir.join("data.db");
         let applier = Applier::open(&db_path, config)?;
         let reads = ReadPool::open(&db_path, config)?;
@@ -735,11 +738,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl Inner {
     fn remove_incoming(&self) {
-        if let Ok(dir) = std::fs::read_dir(&self.snapshot_dir) {
-            for entry in dir.flatten() {
-                if entry.path().extension().is_some_and(|e| e == "part") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
+        remove_files_with(&self.snapshot_dir, &["part"]);
+    }
+}
+
+/// Delete the files in `dir` whose extension is one of `extensions`
+/// (best effort: a file that stays is retried at the next call).
+fn remove_files_with(dir: &Path, extensions: &[&str]) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ours = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| extensions.contains(&e));
+            if ours {
+                let _ = std::fs::remove_file(path);
             }
         }
     }

@@ -402,3 +402,31 @@ async fn a_proposer_hears_its_batch_committed_before_it_is_applied_and_nothing_i
         "another leader's entry with the same number is not ours"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_deletes_snapshot_images_a_crash_left_half_written() {
+    let (dir, sm, _executor, _) = with_table().await;
+    let mut builder = sm.clone();
+    builder.build_snapshot().await.expect("snapshot");
+    drop(builder);
+    drop(sm);
+    let snapshots = dir.path().join("node/snapshots");
+    std::fs::write(snapshots.join("1-1-9-v3.4.tmp"), b"half an image").expect("tmp");
+    std::fs::write(snapshots.join("incoming-2.part"), b"half a transfer").expect("part");
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&snapshots).len(), 3);
+
+    let mut sm =
+        StateMachine::open(dir.path().join("node"), &StorageConfig::default()).expect("reopen");
+    let left = names(&snapshots);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with(".snap"), "{left:?}");
+    assert!(sm.get_current_snapshot().await.expect("current").is_some());
+}
