@@ -102,9 +102,15 @@ async fn a_node_whose_disk_fills_stops_clearly_and_catches_up_once_there_is_room
         acked += 1;
     }
 
-    let status = c
-        .wait_exit(3, Duration::from_secs(30))
-        .expect("node 3 stopped after its disk filled");
+    let Some(status) = c.wait_exit(3, Duration::from_secs(30)) else {
+        let log = c.log_of(3);
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "node 3 did not stop within 30 s of its disk filling; its log ends:\n{}",
+            tail.join("\n")
+        );
+    };
     assert!(!status.success(), "node 3 exited with {status}");
     let log = c.log_of(3);
     assert!(

@@ -702,12 +702,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Err(e) => return Err(StartError::Raft(format!("initializing: {e}"))),
         }
     }
-    let roles = tokio::spawn(watch_roles(
-        raft.clone(),
-        node.sm.clone(),
-        writer.clone(),
-        Arc::clone(&fatal),
-    ));
+    let roles = tokio::spawn(watch_roles(raft.clone(), node.sm.clone(), writer.clone()));
+    watch_for_fatal(raft.metrics(), Arc::clone(&fatal))
+        .map_err(|e| StartError::Raft(format!("starting the fatal-error watcher: {e}")))?;
     let disk = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
     tracing::info!(id = config.id, listen = %config.listen, advertised = config.advertised(), data_dir = %dir.display(), "node serving");
     if config.unsafe_local_reads {
@@ -773,9 +770,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     tracing::info!("node stopped");
     if failed {
-        return Err(StartError::Fatal(
-            "the node stopped after a fatal error (logged above: a full disk, a broken file); it recovers on restart once the cause is fixed",
-        ));
+        return Err(StartError::Fatal(FATAL_STOP));
     }
     Ok(())
 }
@@ -810,12 +805,10 @@ async fn join_cluster(node: Arc<Node>, via: String) {
     }
 }
 
-/// Log role changes; a new leader of an empty cluster draws its lineage.
-/// Every report also updates the Raft gauges (`crate::metrics`).
-/// Log role and membership changes, and stop the node if its Raft core
-/// stops on its own (openraft ends it on a storage error): a node whose
-/// Raft is gone must not linger, answering clients it cannot serve.
-async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer, fatal: Arc<Notify>) {
+/// Log role and membership changes; a new leader of an empty cluster draws
+/// its lineage. Every report also updates the Raft gauges
+/// (`crate::metrics`). A core that stops is `watch_for_fatal`'s business.
+async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
     let mut metrics = raft.metrics();
     let mut last: Option<(ServerState, Option<NodeId>, u64)> = None;
     let mut members = None;
@@ -851,10 +844,59 @@ async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer, f
             last = Some(now);
         }
         if metrics.changed().await.is_err() {
-            // Graceful stops abort this task before they shut Raft down.
-            tracing::error!("the Raft core stopped after an error (logged above by openraft)");
-            fatal.notify_one();
             return;
         }
     }
+}
+
+/// What a node that stops after a fatal error says as it exits.
+const FATAL_STOP: &str = "the node stopped after a fatal error (logged above: a full disk, a broken file); it recovers on restart once the cause is fixed";
+
+/// How long the orderly stop after a fatal error may take before the
+/// process exits without it.
+const FATAL_GRACE: Duration = Duration::from_secs(10);
+
+/// Stop the node if its Raft core stops on its own (openraft ends it on a
+/// storage error): a node whose Raft is gone must not linger, answering
+/// clients it cannot serve. `fatal` starts the orderly stop; if that has
+/// not ended the process within `FATAL_GRACE`, the process exits (code 1).
+///
+/// A thread of its own, not a task: when a disk fills, storage calls can
+/// block the runtime's workers, and a task watching the core (or the
+/// orderly stop itself) then never runs; seen in `full_disk.rs`, 2 runs in
+/// 8. The core reports its error in the metrics before it ends.
+fn watch_for_fatal(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    fatal: Arc<Notify>,
+) -> std::io::Result<()> {
+    let watcher = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("quorumlite-fatal".into())
+        .spawn(move || {
+            let failed = watcher.block_on(async move {
+                loop {
+                    match &metrics.borrow_and_update().running_state {
+                        Err(openraft::error::Fatal::Stopped) => return None,
+                        Err(e) => return Some(e.to_string()),
+                        Ok(()) => {}
+                    }
+                    if metrics.changed().await.is_err() {
+                        return Some("the Raft core ended without reporting why".to_owned());
+                    }
+                }
+            });
+            let Some(error) = failed else { return };
+            tracing::error!(error = %error, "the Raft core stopped after an error");
+            fatal.notify_one();
+            std::thread::sleep(FATAL_GRACE);
+            tracing::error!(
+                "the orderly stop did not finish within {} s (storage calls stuck?); exiting now",
+                FATAL_GRACE.as_secs()
+            );
+            eprintln!("error: {FATAL_STOP}");
+            std::process::exit(1);
+        })?;
+    Ok(())
 }
