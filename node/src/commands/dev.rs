@@ -52,7 +52,8 @@ pub fn run(args: &DevArgs) -> ExitCode {
         .collect::<Vec<_>>()
         .join(",");
     // Three nodes share this machine: each gets a third of it, not a
-    // thread per CPU (on 2 cores: writes +16 %, reads -3 %; node/DESIGN.md).
+    // thread per CPU (on 2 cores: writes +8-16 %, reads within noise;
+    // node/DESIGN.md).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = (cpus / 3).max(1).to_string();
     let mut children: Vec<(usize, Child)> = Vec::new();
