@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{listeners, start_in};
+use common::{elect, listeners, start_in};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::VoteRequest;
 use openraft::{Config, Vote};
@@ -34,15 +34,7 @@ async fn a_node_refuses_raft_calls_from_another_cluster_and_from_callers_without
     let n1 = start_in(Some(&ours), 1, l1, root.path(), config.clone()).await;
     let n2 = start_in(Some(&ours), 2, l2, root.path(), config.clone()).await;
     let n3 = start_in(Some(&ours), 3, l3, root.path(), config.clone()).await;
-    n1.raft
-        .initialize(members.clone())
-        .await
-        .expect("initialize");
-    n1.raft
-        .wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .expect("leader elected");
+    elect(&n1, members.clone()).await;
     let term = n1.raft.metrics().borrow().current_term;
     let target = n2.raft.metrics().borrow().id;
 

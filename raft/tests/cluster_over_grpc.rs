@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{digest, listeners, start};
+use common::{digest, elect, listeners, start};
 use openraft::{Config, SnapshotPolicy};
 use raft::{Command, Response};
 use std::sync::Arc;
@@ -36,16 +36,7 @@ async fn three_nodes_replicate_batches_and_a_late_node_catches_up_by_snapshot() 
     let l1 = listeners.pop().expect("l1");
     let n1 = start(1, l1, root.path(), config.clone()).await;
     let n2 = start(2, l2, root.path(), config.clone()).await;
-    n1.raft
-        .initialize(members.clone())
-        .await
-        .expect("initialize");
-    n1.raft
-        .wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .expect("leader elected");
-    let leader_id = n1.raft.current_leader().await.expect("leader");
+    let leader_id = elect(&n1, members.clone()).await;
     let leader = if leader_id == 1 { &n1 } else { &n2 };
 
     // The leader's writer: execute, propose, and only then execute the next.

@@ -91,6 +91,19 @@ pub async fn start_in(
     }
 }
 
+/// Initialize the cluster `members` through `first` and wait (10 s at most)
+/// until a leader is elected; its id.
+pub async fn elect(first: &TestNode, members: BTreeMap<u64, BasicNode>) -> u64 {
+    first.raft.initialize(members).await.expect("initialize");
+    first
+        .raft
+        .wait(Some(std::time::Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .expect("leader elected");
+    first.raft.current_leader().await.expect("leader")
+}
+
 pub fn digest(sm: &StateMachine) -> String {
     sm.reads().digest().expect("digest").to_string()
 }
