@@ -808,17 +808,24 @@ async fn join_cluster(node: Arc<Node>, via: String) {
 /// Log role and membership changes; a new leader of an empty cluster draws
 /// its lineage. Every report also updates the Raft gauges
 /// (`crate::metrics`). A core that stops is `watch_for_fatal`'s business.
+///
+/// Woken by openraft's server metrics (role, vote, leader, membership),
+/// which change only with those, and every `GAUGE_REFRESH` for the gauges
+/// of log and apply progress. The full metrics change with every entry:
+/// following them cost each node ~3 % of its CPU under write load.
 async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
-    let mut metrics = raft.metrics();
+    let mut server = raft.server_metrics();
+    let metrics = raft.metrics();
+    let mut refresh = tokio::time::interval(GAUGE_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<(ServerState, Option<NodeId>, u64)> = None;
     let mut members = None;
     let mut gauges = crate::metrics::RaftGauges::default();
     loop {
+        server.borrow_and_update();
         let now = {
-            let m = metrics.borrow_and_update();
+            let m = metrics.borrow();
             gauges.observe(&m);
-            // The watch fires on every apply: compare the config's log id
-            // and format the membership only when it changed.
             let config = *m.membership_config.log_id();
             if members != Some(config) {
                 tracing::info!(membership = ?m.membership_config.membership(), "cluster membership");
@@ -843,11 +850,19 @@ async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
             }
             last = Some(now);
         }
-        if metrics.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = server.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = refresh.tick() => {}
         }
     }
 }
+
+/// How often the gauges of log and apply progress are refreshed.
+const GAUGE_REFRESH: Duration = Duration::from_millis(250);
 
 /// What a node that stops after a fatal error says as it exits.
 const FATAL_STOP: &str = "the node stopped after a fatal error (logged above: a full disk, a broken file); it recovers on restart once the cause is fixed";
@@ -866,28 +881,15 @@ const FATAL_GRACE: Duration = Duration::from_secs(10);
 /// orderly stop itself) then never runs; seen in `full_disk.rs`, 2 runs in
 /// 8. The core reports its error in the metrics before it ends.
 fn watch_for_fatal(
-    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
     fatal: Arc<Notify>,
 ) -> std::io::Result<()> {
-    let watcher = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
     std::thread::Builder::new()
         .name("quorumlite-fatal".into())
         .spawn(move || {
-            let failed = watcher.block_on(async move {
-                loop {
-                    match &metrics.borrow_and_update().running_state {
-                        Err(openraft::error::Fatal::Stopped) => return None,
-                        Err(e) => return Some(e.to_string()),
-                        Ok(()) => {}
-                    }
-                    if metrics.changed().await.is_err() {
-                        return Some("the Raft core ended without reporting why".to_owned());
-                    }
-                }
-            });
-            let Some(error) = failed else { return };
+            let Some(error) = raft_failure(&metrics) else {
+                return;
+            };
             tracing::error!(error = %error, "the Raft core stopped after an error");
             fatal.notify_one();
             std::thread::sleep(FATAL_GRACE);
@@ -899,4 +901,27 @@ fn watch_for_fatal(
             std::process::exit(1);
         })?;
     Ok(())
+}
+
+/// How often `watch_for_fatal` looks at the Raft core's state. It polls:
+/// waiting on the metrics would wake it on every entry.
+const FATAL_POLL: Duration = Duration::from_millis(50);
+
+/// Block until the Raft core stops; why, if it stopped on an error (`None`
+/// after an orderly shutdown).
+fn raft_failure(
+    metrics: &tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+) -> Option<String> {
+    loop {
+        // Read the state before checking for a closed channel: the core
+        // reports its end before it drops the sender.
+        let ended = metrics.has_changed().is_err();
+        match &metrics.borrow().running_state {
+            Err(openraft::error::Fatal::Stopped) => return None,
+            Err(e) => return Some(e.to_string()),
+            Ok(()) if ended => return Some("the Raft core ended without reporting why".to_owned()),
+            Ok(()) => {}
+        }
+        std::thread::sleep(FATAL_POLL);
+    }
 }
