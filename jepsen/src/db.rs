@@ -36,10 +36,14 @@ pub struct Cluster {
     nodes: Vec<NodeProc>,
 }
 
-fn loopback_port() -> u16 {
+/// A port the kernel just handed out on loopback, free when we looked.
+/// Another process can take it before the node binds it; the node then
+/// fails to start, naming the address.
+fn loopback_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free loopback port: {e}"))
 }
 
 impl Cluster {
@@ -53,15 +57,17 @@ impl Cluster {
         extra: &[String],
     ) -> Result<Cluster, String> {
         let nodes: Vec<NodeProc> = (1..=n)
-            .map(|id| NodeProc {
-                id,
-                addr: net.addr(id, loopback_port()),
-                dir: dir.join(format!("n{id}")),
-                log: dir.join(format!("n{id}.log")),
-                child: None,
-                paused: false,
+            .map(|id| {
+                Ok(NodeProc {
+                    id,
+                    addr: net.addr(id, loopback_port()?),
+                    dir: dir.join(format!("n{id}")),
+                    log: dir.join(format!("n{id}.log")),
+                    child: None,
+                    paused: false,
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let peers = nodes
             .iter()
             .map(|n| format!("{}={}", n.id, n.addr))
