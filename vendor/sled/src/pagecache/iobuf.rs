@@ -27,6 +27,15 @@ macro_rules! io_fail {
     };
 }
 
+thread_local! {
+    /// QUORUMLITE PATCH: set while `make_stable_inner` seals a buffer. The
+    /// thread is about to block until that buffer is written and synced, so
+    /// `maybe_seal_and_write_iobuf` writes it right there rather than on the
+    /// IO pool. Writes that callers do not wait for (a full buffer sealed by
+    /// a reservation, the last writer leaving) still go to the pool.
+    static WRITE_INLINE: std::cell::Cell<bool> = std::cell::Cell::new(false);
+}
+
 struct AlignedBuf(*mut u8, usize);
 
 #[allow(unsafe_code)]
@@ -933,7 +942,14 @@ pub(in crate::pagecache) fn make_stable_inner(
             // nothing to write, don't bother sealing
             // current IO buffer.
         } else {
-            maybe_seal_and_write_iobuf(iobufs, &iobuf, header, false)?;
+            // QUORUMLITE PATCH: a thread that waits for the buffer to be
+            // stable writes it itself, instead of handing the write to the
+            // IO pool and sleeping until a pool thread wakes it (two thread
+            // hand-offs per flush).
+            WRITE_INLINE.with(|inline| inline.set(true));
+            let sealed = maybe_seal_and_write_iobuf(iobufs, &iobuf, header, false);
+            WRITE_INLINE.with(|inline| inline.set(false));
+            sealed?;
             stable = iobufs.stable();
             // NB we have to continue here to possibly clear
             // the next io buffer, which may have dirty
@@ -1180,7 +1196,7 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
         );
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
-        let _result = threadpool::spawn(move || {
+        let write = move || {
             if let Err(e) = iobufs.write_to_log(&iobuf) {
                 error!(
                     "hit error while writing iobuf with lsn {}: {:?}",
@@ -1199,7 +1215,13 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
 
                 let _notified = iobufs.interval_updated.notify_all();
             }
-        })?;
+        };
+        // QUORUMLITE PATCH: see WRITE_INLINE.
+        if WRITE_INLINE.with(|inline| inline.get()) {
+            write();
+            return Ok(());
+        }
+        let _result = threadpool::spawn(write)?;
 
         #[cfg(feature = "event_log")]
         _result.wait();
