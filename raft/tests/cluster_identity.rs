@@ -8,24 +8,14 @@ mod common;
 use common::{elect, listeners, start_in};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::VoteRequest;
-use openraft::{Config, Vote};
+use openraft::Vote;
 use raft::{ClusterIdentity, Network};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_raft_calls_from_another_cluster_and_from_callers_without_an_id() {
     let root = tempfile::tempdir().expect("tempdir");
-    let config = Arc::new(
-        Config {
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
-            ..Config::default()
-        }
-        .validate()
-        .expect("config"),
-    );
+    let config = common::config((300, 600), |c| c);
     let (mut listeners, members) = listeners(3).await;
     let ours = ClusterIdentity::of_peers(members.iter().map(|(id, n)| (*id, n.addr.as_str())));
     let l3 = listeners.pop().expect("l3");

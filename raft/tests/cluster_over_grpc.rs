@@ -9,27 +9,19 @@ mod common;
 use common::{digest, elect, listeners, start};
 use openraft::{Config, SnapshotPolicy};
 use raft::{Command, Response};
-use std::sync::Arc;
 use std::time::Duration;
 use storage::{Executor, Statement, StorageConfig, Value, WriteRequest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_batches_and_a_late_node_catches_up_by_snapshot() {
     let root = tempfile::tempdir().expect("tempdir");
-    let config = Arc::new(
-        Config {
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(20),
-            max_in_snapshot_log_to_keep: 0,
-            purge_batch_size: 1,
-            snapshot_max_chunk_size: 16 * 1024,
-            ..Config::default()
-        }
-        .validate()
-        .expect("config"),
-    );
+    let config = common::config((300, 600), |c| Config {
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(20),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        snapshot_max_chunk_size: 16 * 1024,
+        ..c
+    });
     let (mut listeners, members) = listeners(3).await;
     let l3 = listeners.pop().expect("l3");
     let l2 = listeners.pop().expect("l2");

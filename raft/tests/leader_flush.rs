@@ -6,9 +6,7 @@
 mod common;
 
 use common::{digest, listeners, start, TestNode};
-use openraft::Config;
 use raft::{Command, Response};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use storage::{Executor, Statement, StorageConfig, WriteRequest};
 
@@ -41,16 +39,7 @@ async fn write(leader: &TestNode, executor: &mut Executor, sql: &str) -> Duratio
 async fn a_write_commits_on_two_followers_before_the_leader_flushes_but_never_on_one() {
     let root = tempfile::tempdir().expect("tempdir");
     // Elections far above the slow flush: the leader must stay the leader.
-    let config = Arc::new(
-        Config {
-            heartbeat_interval: 100,
-            election_timeout_min: 3000,
-            election_timeout_max: 4000,
-            ..Config::default()
-        }
-        .validate()
-        .expect("config"),
-    );
+    let config = common::config((3000, 4000), |c| c);
     let (listeners, members) = listeners(3).await;
     let mut nodes = Vec::new();
     for (id, l) in (1..).zip(listeners) {

@@ -10,6 +10,18 @@ use std::sync::Arc;
 use storage::StorageConfig;
 use tokio::net::TcpListener;
 
+/// A validated config with 100 ms heartbeats and elections timed out
+/// between `election_ms.0` and `election_ms.1`; `tweak` sets the rest.
+pub fn config(election_ms: (u64, u64), tweak: impl FnOnce(Config) -> Config) -> Arc<Config> {
+    let base = Config {
+        heartbeat_interval: 100,
+        election_timeout_min: election_ms.0,
+        election_timeout_max: election_ms.1,
+        ..Config::default()
+    };
+    Arc::new(tweak(base).validate().expect("config"))
+}
+
 pub struct TestNode {
     pub raft: Raft<TypeConfig>,
     pub log: LogStore,
