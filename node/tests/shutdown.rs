@@ -101,3 +101,45 @@ async fn sigterm_on_the_leader_under_load_loses_no_acknowledged_write() {
         .wait_version(leader, v, Duration::from_secs(10))
         .await;
 }
+
+/// A leader keeps an open append stream to each follower. A follower
+/// stopping must end it rather than wait for the leader to: its gRPC
+/// server's orderly stop waits for open calls, up to 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_follower_ends_the_leaders_stream_and_stops_promptly() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let client = cluster.client();
+    client
+        .execute(vec!["CREATE TABLE f(id INTEGER PRIMARY KEY)".into()])
+        .await
+        .expect("create");
+    let v = cluster.status(leader).await.expect("status").version;
+    cluster
+        .wait_version(follower, v, Duration::from_secs(10))
+        .await;
+
+    let stopping = Instant::now();
+    let status = tokio::task::block_in_place(|| cluster.stop(follower));
+    let took = stopping.elapsed();
+    assert!(status.success(), "the follower exited with {status}");
+    assert!(took < Duration::from_secs(3), "stopping took {took:?}");
+    let log = cluster.log_of(follower);
+    assert!(log.contains("node stopped"), "no clean stop in the log");
+    assert!(
+        !log.contains("did not close"),
+        "connections were left open at the stop"
+    );
+
+    // The two others still commit, and the follower catches up on restart.
+    client
+        .execute(vec![stmt("INSERT INTO f VALUES (?)", vec![int(1)])])
+        .await
+        .expect("write with one follower down");
+    cluster.restart(follower);
+    let v = cluster.status(leader).await.expect("status").version;
+    cluster
+        .wait_version(follower, v, Duration::from_secs(10))
+        .await;
+}

@@ -4,6 +4,17 @@
 //! peer; a peer that cannot be reached is reported as `Unreachable`, so
 //! openraft backs off instead of hammering it. [`TransportService`] is the
 //! server side: it decodes each request and hands it to the local `Raft`.
+//!
+//! AppendEntries, the call of every write and heartbeat, travels on one
+//! long-lived streaming call per leader and follower (`AppendStream`): a
+//! request, then its response, then the next request. A unary call costs
+//! an HTTP/2 stream with request headers, response headers and trailers,
+//! and a task on the server; a message on an open stream is one DATA frame
+//! each way. openraft sends a peer's AppendEntries one at a time (the
+//! network client is `&mut`), so the stream needs no request ids. A stream
+//! that fails, or whose call was dropped midway (openraft's timeout), is
+//! discarded and the next request opens a new one; a peer that does not
+//! know `AppendStream` (an older version) gets unary calls.
 //! Votes, log ids, entries and snapshot metadata travel in our own encoding
 //! (`codec`), inside protobuf `bytes` fields.
 //!
@@ -25,6 +36,8 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{Raft, SnapshotSegmentId};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
 /// Generated protobuf and gRPC code.
@@ -99,6 +112,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client,
             identity: self.identity.clone(),
+            stream: None,
+            unary_only: false,
         }
     }
 }
@@ -109,6 +124,24 @@ pub struct Peer {
     /// `Err` when the peer's address is not a valid endpoint.
     client: Result<RaftTransportClient<Channel>, String>,
     identity: Option<ClusterIdentity>,
+    /// The open `AppendStream` call, if any. Taken out while a request is
+    /// on it, so a call dropped midway drops the stream with it: a late
+    /// response can never be taken for the next request's.
+    stream: Option<AppendStream>,
+    /// The peer answered `AppendStream` with `Unimplemented` (an older
+    /// version): AppendEntries go as unary calls.
+    unary_only: bool,
+}
+
+/// An open `AppendStream` call: requests go out through `tx`; their
+/// responses come back on `rx`, one each, in order.
+struct AppendStream {
+    tx: mpsc::Sender<pb::AppendEntriesRequest>,
+    rx: tonic::Streaming<pb::AppendEntriesResponse>,
+    /// The cluster id sent when the call was opened (the peer checks it
+    /// then, once): a call opened before this node learned its id is
+    /// replaced by one that carries it.
+    cluster: Option<Arc<str>>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
@@ -151,11 +184,86 @@ impl Peer {
     fn request<T>(&self, msg: T, option: &RPCOption) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         req.set_timeout(option.hard_ttl());
-        let id = self.identity.as_ref().and_then(ClusterIdentity::get);
-        if let Some(value) = id.and_then(|id| id.parse().ok()) {
-            req.metadata_mut().insert(CLUSTER_HEADER, value);
-        }
+        with_cluster(&mut req, self.cluster());
         req
+    }
+
+    fn cluster(&self) -> Option<Arc<str>> {
+        self.identity.as_ref().and_then(ClusterIdentity::get)
+    }
+
+    /// One AppendEntries on the open stream, or on a new one. A reused
+    /// stream that fails (the peer restarted, or closed it while stopping)
+    /// is replaced once within the call: AppendEntries may be sent again.
+    async fn append_streamed(
+        &mut self,
+        msg: pb::AppendEntriesRequest,
+    ) -> Result<pb::AppendEntriesResponse, tonic::Status> {
+        let cluster = self.cluster();
+        let open = self.stream.take().filter(|s| s.cluster == cluster);
+        let reused = open.is_some();
+        let mut stream = match open {
+            Some(s) => s,
+            None => self.open_stream(cluster.clone()).await?,
+        };
+        let resp = match stream.exchange(msg.clone()).await {
+            Ok(resp) => resp,
+            Err(_) if reused => {
+                stream = self.open_stream(cluster).await?;
+                stream.exchange(msg).await?
+            }
+            Err(e) => return Err(e),
+        };
+        self.stream = Some(stream);
+        Ok(resp)
+    }
+
+    async fn open_stream(&self, cluster: Option<Arc<str>>) -> Result<AppendStream, tonic::Status> {
+        let mut client = self.client.clone().map_err(tonic::Status::unavailable)?;
+        // Room for one request: the next is sent only after a response.
+        let (tx, requests) = mpsc::channel(1);
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(requests));
+        with_cluster(&mut req, cluster.clone());
+        let rx = client.append_stream(req).await?.into_inner();
+        Ok(AppendStream { tx, rx, cluster })
+    }
+}
+
+impl Peer {
+    async fn append_unary(
+        &self,
+        msg: pb::AppendEntriesRequest,
+        option: &RPCOption,
+    ) -> Result<pb::AppendEntriesResponse, RpcErr> {
+        Ok(self
+            .client()?
+            .append_entries(self.request(msg, option))
+            .await
+            .map_err(|s| status(self.target, s))?
+            .into_inner())
+    }
+}
+
+fn with_cluster<T>(req: &mut tonic::Request<T>, cluster: Option<Arc<str>>) {
+    if let Some(value) = cluster.and_then(|id| id.parse().ok()) {
+        req.metadata_mut().insert(CLUSTER_HEADER, value);
+    }
+}
+
+impl AppendStream {
+    async fn exchange(
+        &mut self,
+        msg: pb::AppendEntriesRequest,
+    ) -> Result<pb::AppendEntriesResponse, tonic::Status> {
+        if self.tx.send(msg).await.is_err() {
+            return Err(tonic::Status::unavailable("the append stream was closed"));
+        }
+        match self.rx.message().await? {
+            Some(resp) => Ok(resp),
+            None => Err(tonic::Status::unavailable(
+                "the peer ended the append stream",
+            )),
+        }
     }
 }
 
@@ -216,12 +324,30 @@ impl RaftNetwork<TypeConfig> for Peer {
             entries,
             leader_commit: codec::encode_log_id(&rpc.leader_commit),
         };
-        let resp = self
-            .client()?
-            .append_entries(self.request(msg, &option))
-            .await
-            .map_err(|s| status(self.target, s))?
-            .into_inner();
+        let resp = if self.unary_only {
+            self.append_unary(msg, &option).await?
+        } else {
+            // openraft times the call out itself; this bound only keeps a
+            // dropped-in-flight stream from outliving the call.
+            let streamed =
+                tokio::time::timeout(option.hard_ttl(), self.append_streamed(msg.clone())).await;
+            match streamed {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+                    tracing::info!(target = self.target, "the peer has no append stream (an older version): sending AppendEntries as unary calls");
+                    self.unary_only = true;
+                    self.append_unary(msg, &option).await?
+                }
+                Ok(Err(s)) => return Err(status(self.target, s)),
+                Err(_) => {
+                    return Err(unreachable(format!(
+                        "node {}: no AppendEntries response within {:?}",
+                        self.target,
+                        option.hard_ttl()
+                    )))
+                }
+            }
+        };
         use pb::append_entries_response::Result as R;
         match resp.result {
             Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
@@ -343,6 +469,8 @@ impl LeaderContact {
 pub struct TransportService {
     raft: Raft<TypeConfig>,
     contact: LeaderContact,
+    /// Becomes true when the node stops serving: open append streams end.
+    closing: watch::Receiver<bool>,
     /// Checked before every call; `None` admits everyone (plain text).
     guard: Option<PeerGuard>,
     /// Calls from another cluster are refused; `None`: not checked.
@@ -360,25 +488,44 @@ impl TransportService {
         raft: Raft<TypeConfig>,
         contact: LeaderContact,
     ) -> RaftTransportServer<TransportService> {
-        Self::guarded(raft, contact, None, None)
+        Self::guarded(raft, contact, None, None, never_closing())
     }
 
     /// As [`TransportService::with_contact`], admitting only the calls
     /// `guard` accepts that come from `identity`'s cluster.
+    ///
+    /// Open append streams end when `closing` becomes true (a sender
+    /// dropped while false never ends them). Set it before stopping the gRPC server: an
+    /// orderly stop waits for every open call, and a leader keeps its
+    /// stream to a follower open for as long as it leads.
     pub fn guarded(
         raft: Raft<TypeConfig>,
         contact: LeaderContact,
         guard: Option<PeerGuard>,
         identity: Option<ClusterIdentity>,
+        closing: watch::Receiver<bool>,
     ) -> RaftTransportServer<TransportService> {
         RaftTransportServer::new(TransportService {
             raft,
             contact,
+            closing,
             guard,
             identity,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+/// A `closing` signal that never fires.
+fn never_closing() -> watch::Receiver<bool> {
+    watch::channel(false).1
+}
+
+/// Resolves once `closing` is true; never if its sender is gone while false.
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    if closing.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -408,6 +555,50 @@ impl TransportService {
     }
 }
 
+/// An open append stream's state between two requests.
+struct StreamState {
+    requests: tonic::Streaming<pb::AppendEntriesRequest>,
+    raft: Raft<TypeConfig>,
+    contact: LeaderContact,
+    closing: watch::Receiver<bool>,
+}
+
+/// Decode one AppendEntries, hand it to Raft, encode the answer.
+async fn append(
+    raft: &Raft<TypeConfig>,
+    contact: &LeaderContact,
+    req: pb::AppendEntriesRequest,
+) -> Result<pb::AppendEntriesResponse, tonic::Status> {
+    let entries = req
+        .entries
+        .iter()
+        .map(|e| codec::decode_entry(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad_request)?;
+    let rpc = AppendEntriesRequest {
+        vote: codec::decode_vote(&req.vote).map_err(bad_request)?,
+        prev_log_id: codec::decode_log_id(&req.prev_log_id).map_err(bad_request)?,
+        entries,
+        leader_commit: codec::decode_log_id(&req.leader_commit).map_err(bad_request)?,
+    };
+    use pb::append_entries_response::Result as R;
+    let result = match raft.append_entries(rpc).await.map_err(raft_failed)? {
+        AppendEntriesResponse::Success => {
+            contact.touch();
+            R::Success(true)
+        }
+        AppendEntriesResponse::Conflict => R::Conflict(true),
+        AppendEntriesResponse::PartialSuccess(id) => {
+            contact.touch();
+            R::PartialSuccess(codec::encode_log_id(&id))
+        }
+        AppendEntriesResponse::HigherVote(v) => R::HigherVote(codec::encode_vote(&v)),
+    };
+    Ok(pb::AppendEntriesResponse {
+        result: Some(result),
+    })
+}
+
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
     async fn append_entries(
@@ -415,35 +606,50 @@ impl RaftTransport for TransportService {
         request: tonic::Request<pb::AppendEntriesRequest>,
     ) -> Result<tonic::Response<pb::AppendEntriesResponse>, tonic::Status> {
         self.admit(&request)?;
-        let req = request.into_inner();
-        let entries = req
-            .entries
-            .iter()
-            .map(|e| codec::decode_entry(e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad_request)?;
-        let rpc = AppendEntriesRequest {
-            vote: codec::decode_vote(&req.vote).map_err(bad_request)?,
-            prev_log_id: codec::decode_log_id(&req.prev_log_id).map_err(bad_request)?,
-            entries,
-            leader_commit: codec::decode_log_id(&req.leader_commit).map_err(bad_request)?,
-        };
-        use pb::append_entries_response::Result as R;
-        let result = match self.raft.append_entries(rpc).await.map_err(raft_failed)? {
-            AppendEntriesResponse::Success => {
-                self.contact.touch();
-                R::Success(true)
+        let resp = append(&self.raft, &self.contact, request.into_inner()).await?;
+        Ok(tonic::Response::new(resp))
+    }
+
+    type AppendStreamStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<pb::AppendEntriesResponse, tonic::Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    /// Requests are served one at a time, in order, by the call's own
+    /// task. The caller and its cluster were checked once, when it opened
+    /// the call. An error ends the call (the caller opens a new one), and
+    /// so does `closing`, between two requests.
+    async fn append_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<tonic::Response<Self::AppendStreamStream>, tonic::Status> {
+        self.admit(&request)?;
+        let open = Some(StreamState {
+            requests: request.into_inner(),
+            raft: self.raft.clone(),
+            contact: self.contact.clone(),
+            closing: self.closing.clone(),
+        });
+        let responses = futures::stream::unfold(open, |state| async move {
+            let mut st = state?;
+            let next = tokio::select! {
+                biased;
+                _ = closed(&mut st.closing) => return None,
+                next = st.requests.message() => next,
+            };
+            match next {
+                Ok(Some(req)) => match append(&st.raft, &st.contact, req).await {
+                    Ok(resp) => Some((Ok(resp), Some(st))),
+                    Err(e) => Some((Err(e), None)),
+                },
+                // The caller closed its side, or the connection broke.
+                Ok(None) | Err(_) => None,
             }
-            AppendEntriesResponse::Conflict => R::Conflict(true),
-            AppendEntriesResponse::PartialSuccess(id) => {
-                self.contact.touch();
-                R::PartialSuccess(codec::encode_log_id(&id))
-            }
-            AppendEntriesResponse::HigherVote(v) => R::HigherVote(codec::encode_vote(&v)),
-        };
-        Ok(tonic::Response::new(pb::AppendEntriesResponse {
-            result: Some(result),
-        }))
+        });
+        Ok(tonic::Response::new(Box::pin(responses)))
     }
 
     async fn vote(
@@ -501,7 +707,166 @@ impl RaftTransport for TransportService {
 
 #[cfg(test)]
 mod tests {
-    use super::entries_that_fit;
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::Duration;
+
+    /// What a fake peer was asked.
+    #[derive(Clone, Default)]
+    struct Seen {
+        unary: Arc<AtomicUsize>,
+        streams_opened: Arc<AtomicUsize>,
+        streamed: Arc<AtomicUsize>,
+    }
+
+    /// A peer that answers every AppendEntries with success. `streams`:
+    /// whether it knows `AppendStream` (an older version does not);
+    /// `per_stream`: how many requests it serves on a stream before
+    /// ending it.
+    struct FakePeer {
+        seen: Seen,
+        streams: bool,
+        per_stream: usize,
+    }
+
+    fn success() -> pb::AppendEntriesResponse {
+        pb::AppendEntriesResponse {
+            result: Some(pb::append_entries_response::Result::Success(true)),
+        }
+    }
+
+    #[tonic::async_trait]
+    impl RaftTransport for FakePeer {
+        async fn append_entries(
+            &self,
+            _: tonic::Request<pb::AppendEntriesRequest>,
+        ) -> Result<tonic::Response<pb::AppendEntriesResponse>, tonic::Status> {
+            self.seen.unary.fetch_add(1, SeqCst);
+            Ok(tonic::Response::new(success()))
+        }
+
+        type AppendStreamStream = std::pin::Pin<
+            Box<
+                dyn futures::Stream<Item = Result<pb::AppendEntriesResponse, tonic::Status>>
+                    + Send
+                    + 'static,
+            >,
+        >;
+
+        async fn append_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<pb::AppendEntriesRequest>>,
+        ) -> Result<tonic::Response<Self::AppendStreamStream>, tonic::Status> {
+            if !self.streams {
+                return Err(tonic::Status::unimplemented("no AppendStream here"));
+            }
+            self.seen.streams_opened.fetch_add(1, SeqCst);
+            let start = (request.into_inner(), 0, self.per_stream, self.seen.clone());
+            let responses =
+                futures::stream::unfold(start, |(mut requests, n, max, seen)| async move {
+                    if n == max {
+                        return None;
+                    }
+                    match requests.message().await {
+                        Ok(Some(_)) => {
+                            seen.streamed.fetch_add(1, SeqCst);
+                            Some((Ok(success()), (requests, n + 1, max, seen)))
+                        }
+                        _ => None,
+                    }
+                });
+            Ok(tonic::Response::new(Box::pin(responses)))
+        }
+
+        async fn vote(
+            &self,
+            _: tonic::Request<pb::VoteRequest>,
+        ) -> Result<tonic::Response<pb::VoteResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: tonic::Request<pb::InstallSnapshotRequest>,
+        ) -> Result<tonic::Response<pb::InstallSnapshotResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// Serve `fake` on a loopback port; a client for it.
+    async fn peer_for(fake: FakePeer) -> Peer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftTransportServer::new(fake))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        Network::default().new_client(2, &Node { addr }).await
+    }
+
+    async fn append(peer: &mut Peer) -> AppendEntriesResponse<NodeId> {
+        let rpc = AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        peer.append_entries(rpc, RPCOption::new(Duration::from_secs(5)))
+            .await
+            .expect("append entries")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_to_a_peer_share_one_stream() {
+        let seen = Seen::default();
+        let fake = FakePeer {
+            seen: seen.clone(),
+            streams: true,
+            per_stream: usize::MAX,
+        };
+        let mut peer = peer_for(fake).await;
+        for _ in 0..5 {
+            assert_eq!(append(&mut peer).await, AppendEntriesResponse::Success);
+        }
+        assert_eq!(seen.streams_opened.load(SeqCst), 1);
+        assert_eq!(seen.streamed.load(SeqCst), 5);
+        assert_eq!(seen.unary.load(SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_the_peer_ended_is_replaced_within_the_call() {
+        let seen = Seen::default();
+        let fake = FakePeer {
+            seen: seen.clone(),
+            streams: true,
+            per_stream: 1,
+        };
+        let mut peer = peer_for(fake).await;
+        for _ in 0..3 {
+            assert_eq!(append(&mut peer).await, AppendEntriesResponse::Success);
+        }
+        assert_eq!(seen.streams_opened.load(SeqCst), 3);
+        assert_eq!(seen.streamed.load(SeqCst), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_without_streams_gets_unary_calls() {
+        let seen = Seen::default();
+        let fake = FakePeer {
+            seen: seen.clone(),
+            streams: false,
+            per_stream: 0,
+        };
+        let mut peer = peer_for(fake).await;
+        for _ in 0..3 {
+            assert_eq!(append(&mut peer).await, AppendEntriesResponse::Success);
+        }
+        assert_eq!(seen.unary.load(SeqCst), 3);
+        assert_eq!(seen.streams_opened.load(SeqCst), 0);
+    }
 
     #[test]
     fn an_append_over_the_byte_budget_is_cut_after_the_entries_that_fit() {

@@ -647,12 +647,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         let _ = serving_stopped.await;
     };
     let guard: Option<raft::PeerGuard> = tls.as_ref().map(|_| Arc::new(tls::require_peer) as _);
+    // Ends the leader's append streams to this node when it stops serving:
+    // the server's orderly stop would otherwise wait for them.
+    let (close_streams, streams_closing) = tokio::sync::watch::channel(false);
     let router = tonic::transport::Server::builder()
         .add_service(TransportService::guarded(
             raft.clone(),
             contact,
             guard,
             Some(identity),
+            streams_closing,
         ))
         .add_service(service::server(Arc::clone(&node)));
     let server = match &tls {
@@ -740,7 +744,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     node.accepting.store(false, Ordering::Release);
     writer.stop();
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
-    // 3. Stop serving: in-flight calls finish, connections close.
+    // 3. Stop serving: in-flight calls finish, append streams end,
+    //    connections close.
+    let _ = close_streams.send(true);
     let _ = stop_serving.send(());
     expiry.abort();
     if let Some((stop, serving)) = http {

@@ -87,7 +87,15 @@ pub async fn start_in(
     let raft = Raft::new(id, config, network, log.clone(), sm.clone())
         .await
         .expect("raft");
-    let service = TransportService::guarded(raft.clone(), LeaderContact::default(), None, identity);
+    // Never closing: the test servers are aborted, not drained.
+    let closing = tokio::sync::watch::channel(false).1;
+    let service = TransportService::guarded(
+        raft.clone(),
+        LeaderContact::default(),
+        None,
+        identity,
+        closing,
+    );
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service)
