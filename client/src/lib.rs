@@ -29,6 +29,7 @@
 //! ```
 
 mod backup;
+mod calls;
 mod coalesce;
 pub mod error;
 pub mod retry;
@@ -273,12 +274,14 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
             addr.to_owned(),
             wrap.clone(),
             config.max_batch,
+            config.request_timeout,
         )),
         reads: Arc::new(Coalescer::new(
             rpc.clone(),
             addr.to_owned(),
             wrap,
             config.max_batch,
+            config.request_timeout,
         )),
         rpc,
     })

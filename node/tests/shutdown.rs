@@ -102,11 +102,12 @@ async fn sigterm_on_the_leader_under_load_loses_no_acknowledged_write() {
         .await;
 }
 
-/// A leader keeps an open append stream to each follower. A follower
-/// stopping must end it rather than wait for the leader to: its gRPC
-/// server's orderly stop waits for open calls, up to 5 s.
+/// A leader keeps an open append stream to each follower, and a client a
+/// `Calls` stream to each node it reads from. A follower stopping must end
+/// them rather than wait for their other ends: its gRPC server's orderly
+/// stop waits for open calls, up to 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_on_a_follower_ends_the_leaders_stream_and_stops_promptly() {
+async fn sigterm_on_a_follower_ends_the_streams_it_holds_and_stops_promptly() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
@@ -119,6 +120,15 @@ async fn sigterm_on_a_follower_ends_the_leaders_stream_and_stops_promptly() {
     cluster
         .wait_version(follower, v, Duration::from_secs(10))
         .await;
+    // A reader of the follower: its client keeps a stream open there.
+    let reader = cluster.client_of(follower);
+    reader
+        .query(
+            "SELECT count(*) FROM f",
+            client::Consistency::Stale { max_lag: None },
+        )
+        .await
+        .expect("read on the follower");
 
     let stopping = Instant::now();
     let status = tokio::task::block_in_place(|| cluster.stop(follower));
@@ -131,6 +141,7 @@ async fn sigterm_on_a_follower_ends_the_leaders_stream_and_stops_promptly() {
         !log.contains("did not close"),
         "connections were left open at the stop"
     );
+    drop(reader);
 
     // The two others still commit, and the follower catches up on restart.
     client

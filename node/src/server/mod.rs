@@ -647,8 +647,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         let _ = serving_stopped.await;
     };
     let guard: Option<raft::PeerGuard> = tls.as_ref().map(|_| Arc::new(tls::require_peer) as _);
-    // Ends the leader's append streams to this node when it stops serving:
-    // the server's orderly stop would otherwise wait for them.
+    // Ends the leader's append streams and the clients' `Calls` streams to
+    // this node when it stops serving: the server's orderly stop would
+    // otherwise wait for them.
     let (close_streams, streams_closing) = tokio::sync::watch::channel(false);
     let router = tonic::transport::Server::builder()
         .add_service(TransportService::guarded(
@@ -656,9 +657,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             contact,
             guard,
             Some(identity),
-            streams_closing,
+            streams_closing.clone(),
         ))
-        .add_service(service::server(Arc::clone(&node)));
+        .add_service(service::server(Arc::clone(&node), streams_closing));
     let server = match &tls {
         Some(t) => {
             tokio::spawn(reload_on_sighup(Arc::clone(t)));

@@ -1,5 +1,13 @@
 //! The client gRPC service: each call goes to [`Node`] and each error leaves
-//! through [`NodeError::into_status`], the one mapping to the wire.
+//! through [`NodeError::into_status`] (or [`NodeError::into_item`] inside a
+//! batch or a `Calls` stream), the one mapping to the wire.
+//!
+//! `Calls` carries the client library's batch calls on one long-lived call
+//! per client and node: each request is served in a task of its own, as
+//! its unary form would be, and its reply goes back tagged with the
+//! request's id. It saves each call an HTTP/2 stream, headers both ways,
+//! trailers and a routing pass. The caller's bearer token is read once,
+//! when the call opens, and checked against each request's permission.
 
 use super::auth::{self, Permission};
 use super::error::NodeError;
@@ -7,16 +15,26 @@ use super::{tls, Node};
 use client::pb;
 use client::pb::quorumlite_server::{Quorumlite, QuorumliteServer};
 use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 pub struct Service {
     node: Arc<Node>,
+    /// Becomes true when the node stops serving: open `Calls` streams stop
+    /// taking requests, answer those they hold, and end.
+    closing: watch::Receiver<bool>,
 }
 
-/// The service, with the request size cap from the config.
-pub fn server(node: Arc<Node>) -> QuorumliteServer<Service> {
+/// Replies of a `Calls` stream waiting to be sent; the requests it serves
+/// at once are not bounded by this.
+const CALL_REPLIES_QUEUED: usize = 64;
+
+/// The service, with the request size cap from the config. Set `closing`
+/// before stopping the gRPC server, whose orderly stop waits for every open
+/// call (a client keeps its `Calls` stream open while it lives).
+pub fn server(node: Arc<Node>, closing: watch::Receiver<bool>) -> QuorumliteServer<Service> {
     let cap = node.config.max_request_bytes;
-    QuorumliteServer::new(Service { node })
+    QuorumliteServer::new(Service { node, closing })
         .max_decoding_message_size(cap)
         .max_encoding_message_size(client::MAX_MESSAGE_BYTES)
 }
@@ -51,6 +69,52 @@ impl Service {
             }),
             None => Ok(()),
         }
+    }
+}
+
+/// Serve one request of a `Calls` stream, as its unary form would be.
+async fn serve_call(
+    node: Arc<Node>,
+    bearer: Option<String>,
+    req: pb::CallRequest,
+) -> pb::CallReply {
+    use pb::call_reply::Reply;
+    use pb::call_request::Call;
+    let admit = |need| {
+        auth::check(&node.config.auth_tokens, bearer.as_deref(), need).inspect_err(|e| {
+            crate::metrics::auth_failure(auth::failure_reason(e));
+        })
+    };
+    let outcome = match req.call {
+        Some(Call::Execute(batch)) => match admit(Permission::Write) {
+            Ok(_) => node
+                .execute_batch(batch, bearer.as_deref())
+                .await
+                .map(Reply::Execute),
+            Err(e) => Err(e),
+        },
+        Some(Call::Query(batch)) => match admit(Permission::Read) {
+            Ok(_) => node.query_batch(batch).await.map(Reply::Query),
+            Err(e) => Err(e),
+        },
+        None => Err(NodeError::BadRequest(
+            "a Calls request without a call (a newer client's kind of call?)".into(),
+        )),
+    };
+    let reply = outcome.unwrap_or_else(|e| {
+        tracing::debug!(code = %e.code(), error = %e, "call failed");
+        Reply::Error(e.into_item(node.leader_hint().as_deref()))
+    });
+    pb::CallReply {
+        id: req.id,
+        reply: Some(reply),
+    }
+}
+
+/// Resolves once `closing` is true; never if its sender is gone while false.
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    if closing.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -117,6 +181,55 @@ impl Quorumlite for Service {
             return self.reply(Err(e));
         }
         self.reply(self.node.query_batch(request.into_inner()).await)
+    }
+
+    type CallsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::CallReply, Status>>;
+
+    async fn calls(
+        &self,
+        request: Request<tonic::Streaming<pb::CallRequest>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        // Each request checks its own permission; a caller with no valid
+        // token at all is refused now.
+        if let Err(e) = self.admit(&request, Permission::Read) {
+            return self.reply(Err(e));
+        }
+        let bearer = bearer(&request).map(str::to_owned);
+        let mut requests = request.into_inner();
+        let (replies, out) = mpsc::channel(CALL_REPLIES_QUEUED);
+        let (node, mut closing) = (Arc::clone(&self.node), self.closing.clone());
+        tokio::spawn(async move {
+            let mut serving = tokio::task::JoinSet::new();
+            let failed = loop {
+                while serving.try_join_next().is_some() {}
+                let next = tokio::select! {
+                    biased;
+                    _ = closed(&mut closing) => break None,
+                    next = requests.message() => next,
+                };
+                let req = match next {
+                    Ok(Some(req)) => req,
+                    Ok(None) => break None,
+                    Err(status) => break Some(status),
+                };
+                let (node, bearer, replies) = (Arc::clone(&node), bearer.clone(), replies.clone());
+                serving.spawn(async move {
+                    let reply = serve_call(node, bearer, req).await;
+                    let _ = replies.send(Ok(reply)).await;
+                });
+            };
+            // The requests taken are answered (dropping the set would
+            // abort them); then the stream ends, with the status of an
+            // undecodable or oversized request if that is what ended it.
+            while serving.join_next().await.is_some() {}
+            if let Some(status) = failed {
+                tracing::debug!(error = %status, "a Calls stream failed");
+                let _ = replies.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            out,
+        )))
     }
 
     async fn status(
