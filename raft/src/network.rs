@@ -194,10 +194,13 @@ impl Peer {
 
     /// One AppendEntries on the open stream, or on a new one. A reused
     /// stream that fails (the peer restarted, or closed it while stopping)
-    /// is replaced once within the call: AppendEntries may be sent again.
+    /// is replaced once within the call: AppendEntries may be sent again,
+    /// as built anew by `again` (rarely needed: no copy of the entries is
+    /// made for it on the way).
     async fn append_streamed(
         &mut self,
         msg: pb::AppendEntriesRequest,
+        again: impl Fn() -> pb::AppendEntriesRequest,
     ) -> Result<pb::AppendEntriesResponse, tonic::Status> {
         let cluster = self.cluster();
         let open = self.stream.take().filter(|s| s.cluster == cluster);
@@ -206,11 +209,11 @@ impl Peer {
             Some(s) => s,
             None => self.open_stream(cluster.clone()).await?,
         };
-        let resp = match stream.exchange(msg.clone()).await {
+        let resp = match stream.exchange(msg).await {
             Ok(resp) => resp,
             Err(_) if reused => {
                 stream = self.open_stream(cluster).await?;
-                stream.exchange(msg).await?
+                stream.exchange(again()).await?
             }
             Err(e) => return Err(e),
         };
@@ -318,25 +321,31 @@ impl RaftNetwork<TypeConfig> for Peer {
                 PayloadTooLarge::new_entries_hint(fit as u64),
             ));
         }
-        let msg = pb::AppendEntriesRequest {
+        let with = |entries| pb::AppendEntriesRequest {
             vote: codec::encode_vote(&rpc.vote),
             prev_log_id: codec::encode_log_id(&rpc.prev_log_id),
             entries,
             leader_commit: codec::encode_log_id(&rpc.leader_commit),
         };
+        // The request again, for a retry: encoded anew rather than copied
+        // ahead of a need that seldom comes.
+        let again = || with(rpc.entries.iter().map(codec::encode_entry).collect());
         let resp = if self.unary_only {
-            self.append_unary(msg, &option).await?
+            self.append_unary(with(entries), &option).await?
         } else {
             // openraft times the call out itself; this bound only keeps a
             // dropped-in-flight stream from outliving the call.
-            let streamed =
-                tokio::time::timeout(option.hard_ttl(), self.append_streamed(msg.clone())).await;
+            let streamed = tokio::time::timeout(
+                option.hard_ttl(),
+                self.append_streamed(with(entries), again),
+            )
+            .await;
             match streamed {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
                     tracing::info!(target = self.target, "the peer has no append stream (an older version): sending AppendEntries as unary calls");
                     self.unary_only = true;
-                    self.append_unary(msg, &option).await?
+                    self.append_unary(again(), &option).await?
                 }
                 Ok(Err(s)) => return Err(status(self.target, s)),
                 Err(_) => {
@@ -819,18 +828,24 @@ mod tests {
             .expect("append entries")
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn appends_to_a_peer_share_one_stream() {
+    /// Make `appends` successful appends to a fake peer; what it saw.
+    async fn appends_to(streams: bool, per_stream: usize, appends: usize) -> Seen {
         let seen = Seen::default();
         let fake = FakePeer {
             seen: seen.clone(),
-            streams: true,
-            per_stream: usize::MAX,
+            streams,
+            per_stream,
         };
         let mut peer = peer_for(fake).await;
-        for _ in 0..5 {
+        for _ in 0..appends {
             assert_eq!(append(&mut peer).await, AppendEntriesResponse::Success);
         }
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_to_a_peer_share_one_stream() {
+        let seen = appends_to(true, usize::MAX, 5).await;
         assert_eq!(seen.streams_opened.load(SeqCst), 1);
         assert_eq!(seen.streamed.load(SeqCst), 5);
         assert_eq!(seen.unary.load(SeqCst), 0);
@@ -838,32 +853,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_the_peer_ended_is_replaced_within_the_call() {
-        let seen = Seen::default();
-        let fake = FakePeer {
-            seen: seen.clone(),
-            streams: true,
-            per_stream: 1,
-        };
-        let mut peer = peer_for(fake).await;
-        for _ in 0..3 {
-            assert_eq!(append(&mut peer).await, AppendEntriesResponse::Success);
-        }
+        // The peer ends each stream after one response.
+        let seen = appends_to(true, 1, 3).await;
         assert_eq!(seen.streams_opened.load(SeqCst), 3);
         assert_eq!(seen.streamed.load(SeqCst), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_without_streams_gets_unary_calls() {
-        let seen = Seen::default();
-        let fake = FakePeer {
-            seen: seen.clone(),
-            streams: false,
-            per_stream: 0,
-        };
-        let mut peer = peer_for(fake).await;
-        for _ in 0..3 {
-            assert_eq!(append(&mut peer).await, AppendEntriesResponse::Success);
-        }
+        let seen = appends_to(false, 0, 3).await;
         assert_eq!(seen.unary.load(SeqCst), 3);
         assert_eq!(seen.streams_opened.load(SeqCst), 0);
     }
