@@ -564,6 +564,11 @@ impl TransportService {
     }
 }
 
+/// The response side of an `AppendStream` call.
+type AppendResponses = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::AppendEntriesResponse, tonic::Status>> + Send>,
+>;
+
 /// An open append stream's state between two requests.
 struct StreamState {
     requests: tonic::Streaming<pb::AppendEntriesRequest>,
@@ -619,13 +624,7 @@ impl RaftTransport for TransportService {
         Ok(tonic::Response::new(resp))
     }
 
-    type AppendStreamStream = std::pin::Pin<
-        Box<
-            dyn futures::Stream<Item = Result<pb::AppendEntriesResponse, tonic::Status>>
-                + Send
-                + 'static,
-        >,
-    >;
+    type AppendStreamStream = AppendResponses;
 
     /// Requests are served one at a time, in order, by the call's own
     /// task. The caller and its cluster were checked once, when it opened
@@ -754,13 +753,7 @@ mod tests {
             Ok(tonic::Response::new(success()))
         }
 
-        type AppendStreamStream = std::pin::Pin<
-            Box<
-                dyn futures::Stream<Item = Result<pb::AppendEntriesResponse, tonic::Status>>
-                    + Send
-                    + 'static,
-            >,
-        >;
+        type AppendStreamStream = AppendResponses;
 
         async fn append_stream(
             &self,
