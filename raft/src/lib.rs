@@ -46,7 +46,7 @@ mod state_machine;
 
 pub use identity::{ClusterIdentity, CLUSTER_HEADER};
 pub use log_store::LogStore;
-pub use network::{LeaderContact, Network, PeerGuard, PeerTls, TransportService};
+pub use network::{closed, LeaderContact, Network, PeerGuard, PeerTls, TransportService};
 pub use notice::{CommitNotices, Proposal};
 pub use state_machine::{AppliedVersion, OpenError, StateMachine};
 

@@ -532,7 +532,8 @@ fn never_closing() -> watch::Receiver<bool> {
 }
 
 /// Resolves once `closing` is true; never if its sender is gone while false.
-async fn closed(closing: &mut watch::Receiver<bool>) {
+/// The node's `Calls` streams end on the same signal.
+pub async fn closed(closing: &mut watch::Receiver<bool>) {
     if closing.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -111,13 +111,6 @@ async fn serve_call(
     }
 }
 
-/// Resolves once `closing` is true; never if its sender is gone while false.
-async fn closed(closing: &mut watch::Receiver<bool>) {
-    if closing.wait_for(|c| *c).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 fn bearer<T>(request: &Request<T>) -> Option<&str> {
     request
         .metadata()
@@ -204,7 +197,7 @@ impl Quorumlite for Service {
                 while serving.try_join_next().is_some() {}
                 let next = tokio::select! {
                     biased;
-                    _ = closed(&mut closing) => break None,
+                    _ = raft::closed(&mut closing) => break None,
                     next = requests.message() => next,
                 };
                 let req = match next {
