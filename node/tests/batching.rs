@@ -27,38 +27,48 @@ async fn concurrent_calls_share_batch_calls_and_each_keeps_its_own_outcome() {
     .await
     .expect("setup");
 
-    // Writes: 96 tasks of one session start together. Some of their writes
-    // are bad SQL or break the primary key; those fail alone.
+    // Writes: 96 tasks of one session start together, each sending its 5
+    // writes at once: 480 calls, far more than the client sends unbatched
+    // (32 to a node), so some must travel together. Some are bad SQL or
+    // break the primary key; those fail alone.
     let start = Arc::new(Barrier::new(TASKS as usize));
     let writers: Vec<_> = (0..TASKS)
         .map(|task| {
             let (db, start) = (db.clone(), start.clone());
             tokio::spawn(async move {
                 start.wait().await;
-                for k in 0..WRITES {
-                    let (sql, params) = match (task % 8, k) {
-                        (0, 2) => ("INSRT INTO t VALUES (?, ?)", vec![int(task), int(k)]),
-                        (1, 3) => ("INSERT INTO t VALUES (?, ?)", vec![int(-1), int(-1)]),
-                        _ => ("INSERT INTO t VALUES (?, ?)", vec![int(task), int(k)]),
-                    };
-                    let outcome = db.execute(vec![stmt(sql, params)]).await;
-                    match (task % 8, k) {
-                        (0, 2) => {
-                            let e = outcome.expect_err("bad SQL");
-                            assert_eq!(e.code, ErrorCode::SqlError, "{e}");
-                            assert!(e.message.contains("syntax error"), "{e}");
-                        }
-                        (1, 3) => {
-                            let e = outcome.expect_err("duplicate key");
-                            assert_eq!(e.sqlite_code.as_deref(), Some("SQLITE_CONSTRAINT"), "{e}");
-                        }
-                        _ => {
-                            let r = outcome.unwrap_or_else(|e| panic!("write {task}/{k}: {e}"));
-                            assert_eq!(r.results[0].rows_affected, 1);
-                            assert!(r.token.version() > 0);
+                let writes = (0..WRITES).map(|k| {
+                    let db = db.clone();
+                    async move {
+                        let (sql, params) = match (task % 8, k) {
+                            (0, 2) => ("INSRT INTO t VALUES (?, ?)", vec![int(task), int(k)]),
+                            (1, 3) => ("INSERT INTO t VALUES (?, ?)", vec![int(-1), int(-1)]),
+                            _ => ("INSERT INTO t VALUES (?, ?)", vec![int(task), int(k)]),
+                        };
+                        let outcome = db.execute(vec![stmt(sql, params)]).await;
+                        match (task % 8, k) {
+                            (0, 2) => {
+                                let e = outcome.expect_err("bad SQL");
+                                assert_eq!(e.code, ErrorCode::SqlError, "{e}");
+                                assert!(e.message.contains("syntax error"), "{e}");
+                            }
+                            (1, 3) => {
+                                let e = outcome.expect_err("duplicate key");
+                                assert_eq!(
+                                    e.sqlite_code.as_deref(),
+                                    Some("SQLITE_CONSTRAINT"),
+                                    "{e}"
+                                );
+                            }
+                            _ => {
+                                let r = outcome.unwrap_or_else(|e| panic!("write {task}/{k}: {e}"));
+                                assert_eq!(r.results[0].rows_affected, 1);
+                                assert!(r.token.version() > 0);
+                            }
                         }
                     }
-                }
+                });
+                futures::future::join_all(writes).await;
             })
         })
         .collect();
