@@ -573,7 +573,13 @@ impl Config {
             options.create_new(true);
         }
 
-        self.try_lock(options.open(&self.db_path())?)
+        let file = self.try_lock(options.open(&self.db_path())?)?;
+        // QUORUMLITE PATCH: the names this directory just gained (`blobs/`,
+        // `conf`, `db`) survive a power cut only once it is synced.
+        if !self.temporary {
+            sync_dir(&self.get_path())?;
+        }
+        Ok(file)
     }
 
     fn try_lock(&self, file: File) -> Result<File> {
@@ -678,6 +684,11 @@ impl Config {
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
         io_fail!(self, "write_config post");
+        // QUORUMLITE PATCH: synced, so a power cut cannot leave a torn
+        // `conf` that fails its CRC at the next start.
+        if !self.temporary {
+            f.sync_all()?;
+        }
         Ok(())
     }
 
@@ -862,4 +873,11 @@ fn crate_version() -> (usize, usize) {
     let major = parts.next().unwrap().parse().unwrap();
     let minor = parts.next().unwrap().parse().unwrap();
     (major, minor)
+}
+
+/// QUORUMLITE PATCH: fsync a directory, so the names created or removed in
+/// it survive a power cut (POSIX makes a new file's name durable only when
+/// its directory is synced).
+pub(crate) fn sync_dir(path: &std::path::Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
 }

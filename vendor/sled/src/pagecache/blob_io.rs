@@ -90,12 +90,16 @@ pub(crate) fn write_blob<T: Serialize>(
     io_fail!(config, "write_blob write kind_byte");
     f.write_all(kind_buf)?;
     io_fail!(config, "write_blob write buf");
-    f.write_all(&data)
-        .map(|r| {
-            trace!("successfully wrote blob at {:?}", path);
-            r
-        })
-        .map_err(|e| e.into())
+    f.write_all(&data)?;
+    // QUORUMLITE PATCH: the log buffer that will point at this blob is
+    // synced later; the blob (its content, then its name) must be durable
+    // first, or a power cut leaves the log pointing at nothing.
+    if !config.temporary {
+        f.sync_data()?;
+        crate::config::sync_dir(&config.get_path().join("blobs"))?;
+    }
+    trace!("successfully wrote blob at {:?}", path);
+    Ok(())
 }
 
 pub(crate) fn gc_blobs(config: &Config, stable_lsn: Lsn) -> Result<()> {
