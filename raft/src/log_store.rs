@@ -3,10 +3,17 @@
 //! Layout: tree `log` maps the big-endian index to an encoded entry (so key
 //! order is index order); tree `meta` holds `vote`, `committed` and
 //! `purged`. To ensure correctness (openraft's contract), every append,
-//! vote, truncate and purge is flushed to disk before it is acknowledged
-//! (an append's acknowledgement is its `LogFlushed` callback, not its return):
+//! vote and truncate is flushed to disk before it is acknowledged (an
+//! append's acknowledgement is its `LogFlushed` callback, not its return):
 //! sled on its own syncs only every 500 ms, and a lost vote or a lost
-//! acknowledged entry breaks Raft's safety.
+//! acknowledged entry breaks Raft's safety. A purge only has to leave no
+//! hole, so it records its point and a thread deletes the entries
+//! ([`Purger`]); later flushes make both durable.
+//!
+//! sled syncs with `fdatasync`, and syncs a blob file (an item over a
+//! quarter segment) and its directory before the log that points at it
+//! (`vendor/sled`); `tests/log_store_power_cut.rs` checks that an emulated
+//! power cut keeps every acknowledged entry.
 
 use crate::codec;
 use crate::{ClusterIdentity, Entry, NodeId, TypeConfig};
@@ -30,6 +37,11 @@ pub struct LogStore {
     flush_delay_us: Arc<AtomicU64>,
     /// Appends waiting for their flush, in order; see [`Flusher`].
     flusher: Arc<Flusher>,
+    /// Deletes purged entries off openraft's path; see [`Purger`].
+    purger: Arc<Purger>,
+    /// The first index above the purge point (0 before any purge). Reads
+    /// start here: the entries below may still be waiting for the purger.
+    unpurged: Arc<AtomicU64>,
 }
 
 /// The thread that flushes appends, so an append returns once its entries
@@ -111,6 +123,90 @@ impl Drop for Flusher {
     }
 }
 
+/// The thread that deletes the entries a purge gave up.
+///
+/// openraft awaits `purge` inside its core loop, and the core is what sends
+/// heartbeats and answers AppendEntries. Deleting the ~9,000 entries a
+/// snapshot frees (the default threshold) took long enough there for the
+/// followers to hear nothing, call an election and stall writes for over a
+/// second. So `purge` records the purge point and returns; this thread
+/// deletes the entries behind it, in chunks, and later appends' flushes
+/// make the deletions durable.
+///
+/// Invariant: entries at or below the recorded purge point are never read
+/// (openraft asks only above it), so it does not matter when, or whether,
+/// they are deleted; a failed deletion is retried by the next purge.
+struct Purger {
+    /// `None` once dropping.
+    jobs: Option<std::sync::mpsc::Sender<u64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Purger {
+    /// Entries deleted per sled batch: a batch is applied atomically, and a
+    /// smaller one holds up concurrent appends less.
+    const CHUNK: usize = 512;
+
+    fn start(log: sled::Tree) -> std::io::Result<Purger> {
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let thread = std::thread::Builder::new()
+            .name("quorumlite-log-purge".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let upto = rx.try_iter().fold(first, u64::max);
+                    let started = std::time::Instant::now();
+                    match Self::delete_through(&log, upto) {
+                        Ok(deleted) => tracing::debug!(
+                            upto,
+                            deleted,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "purged log entries deleted"
+                        ),
+                        Err(e) => tracing::warn!(
+                            upto,
+                            error = %e,
+                            "could not delete purged log entries; they are ignored, and the next purge retries"
+                        ),
+                    }
+                }
+            })?;
+        Ok(Purger {
+            jobs: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn delete_through(log: &sled::Tree, upto: u64) -> Result<usize, sled::Error> {
+        let mut deleted = 0;
+        loop {
+            let keys = log
+                .range(..=upto.to_be_bytes())
+                .keys()
+                .take(Self::CHUNK)
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += keys.len();
+            let mut batch = sled::Batch::default();
+            for k in keys {
+                batch.remove(k);
+            }
+            log.apply_batch(batch)?;
+        }
+    }
+}
+
+impl Drop for Purger {
+    /// Finish the queued deletions and let go of the database.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
@@ -131,10 +227,19 @@ impl LogStore {
             .path(dir.as_ref())
             .flush_every_ms(None)
             .open()?;
+        let log = db.open_tree("log")?;
+        let meta = db.open_tree("meta")?;
+        let purged = match meta.get(PURGED)? {
+            None => None,
+            Some(v) => codec::decode_log_id(&v)
+                .map_err(|e| sled::Error::Unsupported(format!("the stored purge point: {e}")))?,
+        };
         Ok(Self {
-            log: db.open_tree("log")?,
-            meta: db.open_tree("meta")?,
+            unpurged: Arc::new(AtomicU64::new(purged.map_or(0, |id| id.index + 1))),
+            meta,
             flusher: Arc::new(Flusher::start(db.clone())?),
+            purger: Arc::new(Purger::start(log.clone())?),
+            log,
             db,
             flush_delay_us: Arc::default(),
         })
@@ -184,7 +289,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
-        };
+        }
+        .max(self.unpurged.load(Ordering::Acquire));
         let end = match range.end_bound() {
             Bound::Included(&i) => Bound::Included(i.to_be_bytes()),
             Bound::Excluded(&i) => Bound::Excluded(i.to_be_bytes()),
@@ -204,7 +310,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged_log_id = self.get_meta_log_id(PURGED)?;
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        // The last entry may lie below the purge point: a snapshot installed
+        // past the end of this log, with the purger not done yet.
+        let last_log_id = self.last_entry_id()?.max(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -315,19 +423,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // Record the purge point first: a crash between the two steps leaves
-        // entries that are merely ignored, never a gap that is not recorded.
+        // Record the purge point; the entries go later ([`Purger`]). Neither
+        // needs a flush of its own: openraft's contract for a purge is no
+        // hole, and sled recovers a prefix of its writes, so after a crash
+        // either the point and whatever deletions followed it survived, or
+        // an older point with entries the snapshot also holds.
         self.meta
             .insert(PURGED, codec::encode_log_id(&Some(log_id)))
             .map_err(write_err)?;
-        self.flush().await?;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = item.map_err(read_err)?;
-            batch.remove(k);
+        self.unpurged.fetch_max(log_id.index + 1, Ordering::AcqRel);
+        if let Some(jobs) = &self.purger.jobs {
+            let _ = jobs.send(log_id.index);
         }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        self.flush().await
+        Ok(())
     }
 }
 
@@ -377,5 +485,76 @@ mod tests {
         let entries = reopened.try_get_log_entries(1..=400).await.expect("read");
         let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
         assert_eq!(indexes, (1..=400).collect::<Vec<_>>());
+    }
+
+    /// A purge hides the entries at once, and the purger thread deletes
+    /// them: reads and the log state start above the purge point before
+    /// the deletion is done, after it, and after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_hides_its_entries_at_once_and_the_purger_deletes_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        store
+            .blocking_append((1..=2000).map(entry))
+            .await
+            .expect("append");
+        let purged = LogId::new(CommittedLeaderId::new(1, 1), 1500);
+        store.purge(purged).await.expect("purge");
+
+        let check = |mut store: LogStore| async move {
+            let state = store.get_log_state().await.expect("state");
+            assert_eq!(state.last_purged_log_id, Some(purged));
+            assert_eq!(state.last_log_id.map(|id| id.index), Some(2000));
+            let entries = store.try_get_log_entries(..).await.expect("read");
+            assert_eq!(entries.first().map(|e| e.log_id.index), Some(1501));
+            assert_eq!(entries.len(), 500);
+        };
+        check(store.clone()).await;
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.log.first().expect("first").map(|(k, _)| k.to_vec())
+            != Some(1501u64.to_be_bytes().to_vec())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the purged entries were not deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        check(store.clone()).await;
+        drop(store);
+        check(LogStore::open(dir.path()).expect("reopen")).await;
+    }
+
+    /// A crash after a purge recorded its point, before the purger deleted
+    /// anything: the entries left below the point stay hidden, and when the
+    /// point lies past the last entry (a snapshot installed past the end of
+    /// the log) the log ends at the point, not at the stale entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_left_below_the_purge_point_by_a_crash_stay_hidden() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        store
+            .blocking_append((1..=10).map(entry))
+            .await
+            .expect("append");
+        // What `purge` records before the purger runs.
+        let purged = LogId::new(CommittedLeaderId::new(2, 3), 50);
+        store
+            .meta
+            .insert(PURGED, codec::encode_log_id(&Some(purged)))
+            .expect("record the purge point");
+        store.db.flush().expect("flush");
+        drop(store);
+
+        let mut store = LogStore::open(dir.path()).expect("reopen");
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(purged));
+        assert_eq!(state.last_log_id, Some(purged));
+        assert!(store
+            .try_get_log_entries(..)
+            .await
+            .expect("read")
+            .is_empty());
     }
 }
