@@ -148,7 +148,7 @@ impl Node {
     /// Wait (bounded) for some node to be leader; its address, or `None` if
     /// this node is the leader.
     async fn find_leader(&self) -> Result<Option<String>, NodeError> {
-        let limit = self.config.election_timeout_max * 3;
+        let limit = self.leader_wait_limit();
         let found = self
             .raft
             .wait(Some(limit))
@@ -208,10 +208,45 @@ impl Node {
         bearer: Option<&str>,
     ) -> Result<pb::ExecuteResponse, NodeError> {
         self.check_accepting()?;
-        if let Some(addr) = self.write_route(req.forwarded).await? {
-            return self.forward.execute(&addr, req, bearer).await;
+        let until = tokio::time::Instant::now() + self.leader_wait_limit();
+        loop {
+            let Some(addr) = self.write_route(req.forwarded).await? else {
+                return self.execute_here(req).await;
+            };
+            match self.forward.execute(&addr, req.clone(), bearer).await {
+                Err(NodeError::NoLeader) => self.next_leader(&addr, until).await?,
+                other => return other,
+            }
         }
-        self.execute_here(req).await
+    }
+
+    /// How long a write waits for a leader to be known.
+    fn leader_wait_limit(&self) -> Duration {
+        self.config.election_timeout_max * 3
+    }
+
+    /// After the leader at `dead` could not be reached at all (nothing was
+    /// sent: it died or is restarting), wait until another node leads or
+    /// this one does, at the latest `until`. A forwarded write then goes to
+    /// the new leader the moment it is known, instead of the client
+    /// polling through the election with its backoff.
+    async fn next_leader(&self, dead: &str, until: tokio::time::Instant) -> Result<(), NodeError> {
+        let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(NodeError::NoLeader);
+        }
+        self.raft
+            .wait(Some(remaining))
+            .metrics(
+                |m| {
+                    m.state == ServerState::Leader
+                        || leader_addr(m).is_some_and(|addr| addr != dead)
+                },
+                "a leader other than the unreachable one",
+            )
+            .await
+            .map(drop)
+            .map_err(|_| NodeError::NoLeader)
     }
 
     /// Where a write goes: `None` to run it here (this node leads), else
@@ -240,8 +275,12 @@ impl Node {
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "write")
             .record(req.writes.len() as f64);
         let forwarded = req.writes.iter().any(|w| w.forwarded);
-        if let Some(addr) = self.write_route(forwarded).await? {
-            return self.forward.execute_batch(&addr, req, bearer).await;
+        let until = tokio::time::Instant::now() + self.leader_wait_limit();
+        while let Some(addr) = self.write_route(forwarded).await? {
+            match self.forward.execute_batch(&addr, req.clone(), bearer).await {
+                Err(NodeError::NoLeader) => self.next_leader(&addr, until).await?,
+                other => return other,
+            }
         }
         // Polled in order, so the writes reach the writer's queue in the
         // batch's order.
