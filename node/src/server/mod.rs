@@ -208,16 +208,39 @@ impl Node {
         bearer: Option<&str>,
     ) -> Result<pb::ExecuteResponse, NodeError> {
         self.check_accepting()?;
+        let forwarded = self
+            .forward_write(req.forwarded, |addr| {
+                let req = req.clone();
+                async move { self.forward.execute(&addr, req, bearer).await }
+            })
+            .await?;
+        match forwarded {
+            Some(resp) => Ok(resp),
+            None => self.execute_here(req).await,
+        }
+    }
+
+    /// Send a write to the leader with `send`, unless this node leads
+    /// (`None`: run it here). When the leader cannot be reached at all
+    /// (nothing was sent: it died or is restarting), wait until another
+    /// node leads or this one does ([`Node::next_leader`]) and go there.
+    async fn forward_write<T, F, Fut>(
+        &self,
+        forwarded: bool,
+        mut send: F,
+    ) -> Result<Option<T>, NodeError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = Result<T, NodeError>>,
+    {
         let until = tokio::time::Instant::now() + self.leader_wait_limit();
-        loop {
-            let Some(addr) = self.write_route(req.forwarded).await? else {
-                return self.execute_here(req).await;
-            };
-            match self.forward.execute(&addr, req.clone(), bearer).await {
+        while let Some(addr) = self.write_route(forwarded).await? {
+            match send(addr.clone()).await {
                 Err(NodeError::NoLeader) => self.next_leader(&addr, until).await?,
-                other => return other,
+                other => return other.map(Some),
             }
         }
+        Ok(None)
     }
 
     /// How long a write waits for a leader to be known.
@@ -275,12 +298,14 @@ impl Node {
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "write")
             .record(req.writes.len() as f64);
         let forwarded = req.writes.iter().any(|w| w.forwarded);
-        let until = tokio::time::Instant::now() + self.leader_wait_limit();
-        while let Some(addr) = self.write_route(forwarded).await? {
-            match self.forward.execute_batch(&addr, req.clone(), bearer).await {
-                Err(NodeError::NoLeader) => self.next_leader(&addr, until).await?,
-                other => return other,
-            }
+        let sent = self
+            .forward_write(forwarded, |addr| {
+                let req = req.clone();
+                async move { self.forward.execute_batch(&addr, req, bearer).await }
+            })
+            .await?;
+        if let Some(resp) = sent {
+            return Ok(resp);
         }
         // Polled in order, so the writes reach the writer's queue in the
         // batch's order.
