@@ -68,6 +68,34 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// Delete the keys of `tree` (big-endian `u64`s) below `end`, a chunk at a
+/// time with a pause between chunks; how many. For the bulk deletions
+/// behind a snapshot (the purged log, the pruned version records): done in
+/// one go, their page rewrites landed in the next log flushes and stalled
+/// writes for 100-250 ms (`node/DESIGN.md`, ninth session).
+pub(crate) fn delete_below(tree: &sled::Tree, end: u64) -> Result<usize, sled::Error> {
+    const CHUNK: usize = 128;
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+    let mut deleted = 0;
+    loop {
+        let keys = tree
+            .range(..end.to_be_bytes())
+            .keys()
+            .take(CHUNK)
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Ok(deleted);
+        }
+        deleted += keys.len();
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        tree.apply_batch(batch)?;
+        std::thread::sleep(PAUSE);
+    }
+}
+
 /// An error as openraft carries it: its message.
 pub(crate) fn any(e: impl std::fmt::Display) -> openraft::AnyError {
     openraft::AnyError::error(e.to_string())

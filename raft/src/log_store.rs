@@ -130,8 +130,8 @@ impl Drop for Flusher {
 /// snapshot frees (the default threshold) took long enough there for the
 /// followers to hear nothing, call an election and stall writes for over a
 /// second. So `purge` records the purge point and returns; this thread
-/// deletes the entries behind it, in chunks, and later appends' flushes
-/// make the deletions durable.
+/// deletes the entries behind it, in paced chunks ([`crate::delete_below`]),
+/// and later appends' flushes make the deletions durable.
 ///
 /// Invariant: entries at or below the recorded purge point are never read
 /// (openraft asks only above it), so it does not matter when, or whether,
@@ -143,10 +143,6 @@ struct Purger {
 }
 
 impl Purger {
-    /// Entries deleted per sled batch: a batch is applied atomically, and a
-    /// smaller one holds up concurrent appends less.
-    const CHUNK: usize = 512;
-
     fn start(log: sled::Tree) -> std::io::Result<Purger> {
         let (tx, rx) = std::sync::mpsc::channel::<u64>();
         let thread = std::thread::Builder::new()
@@ -155,7 +151,7 @@ impl Purger {
                 while let Ok(first) = rx.recv() {
                     let upto = rx.try_iter().fold(first, u64::max);
                     let started = std::time::Instant::now();
-                    match Self::delete_through(&log, upto) {
+                    match crate::delete_below(&log, upto.saturating_add(1)) {
                         Ok(deleted) => tracing::debug!(
                             upto,
                             deleted,
@@ -174,26 +170,6 @@ impl Purger {
             jobs: Some(tx),
             thread: Some(thread),
         })
-    }
-
-    fn delete_through(log: &sled::Tree, upto: u64) -> Result<usize, sled::Error> {
-        let mut deleted = 0;
-        loop {
-            let keys = log
-                .range(..=upto.to_be_bytes())
-                .keys()
-                .take(Self::CHUNK)
-                .collect::<Result<Vec<_>, _>>()?;
-            if keys.is_empty() {
-                return Ok(deleted);
-            }
-            deleted += keys.len();
-            let mut batch = sled::Batch::default();
-            for k in keys {
-                batch.remove(k);
-            }
-            log.apply_batch(batch)?;
-        }
     }
 }
 

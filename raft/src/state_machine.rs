@@ -487,12 +487,9 @@ impl Inner {
     }
 
     fn prune_versions(&self, below: u64) -> Result<(), StorageError<NodeId>> {
-        let mut batch = sled::Batch::default();
-        for item in self.versions.range(..below.to_be_bytes()) {
-            let (k, _) = item.map_err(sm_write)?;
-            batch.remove(k);
-        }
-        self.versions.apply_batch(batch).map_err(sm_write)
+        crate::delete_below(&self.versions, below)
+            .map(drop)
+            .map_err(sm_write)
     }
 
     fn current_snapshot_meta(
