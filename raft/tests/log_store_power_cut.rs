@@ -12,13 +12,13 @@
 //! `sync_file_range` (no disk cache flush, no metadata) and its unsynced
 //! blob files (items over a quarter segment) both fail it.
 
-use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftLogReader};
-use raft::{Command, Entry, LogStore};
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use openraft::storage::RaftLogStorage;
+use openraft::{EntryPayload, RaftLogReader};
+use raft::{Command, LogStore};
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command as Process;
 
 const CHILD_ENV: &str = "QUORUMLITE_POWER_CUT_DIR";
 
@@ -37,24 +37,9 @@ fn payload(index: u64) -> Vec<u8> {
 /// Runs only inside the child process.
 #[test]
 fn power_cut_child_appends_entries() {
-    let Some(dir) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let mut store = LogStore::open(&dir).expect("open");
-        let mut out = std::io::stdout();
-        for index in 1..=100_000u64 {
-            let entry = Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-                payload: EntryPayload::Normal(Command::batch(payload(index))),
-            };
-            // Returns once the flush callback has fired.
-            store.blocking_append([entry]).await.expect("append");
-            writeln!(out, "{index}").expect("stdout");
-            out.flush().expect("flush");
-        }
-    });
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        common::append_and_report(&dir, payload);
+    }
 }
 
 /// Build the shim with the C compiler the bundled SQLite builds with.
@@ -98,37 +83,16 @@ async fn every_acknowledged_append_survives_a_power_cut() {
     let shadow = dir.path().join("shadow");
     std::fs::create_dir(&log).expect("mkdir");
 
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = Process::new(exe)
-        .args([
-            "--exact",
-            "power_cut_child_appends_entries",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &log)
-        .env("LD_PRELOAD", &shim)
-        .env("QL_POWER_CUT_DATA", &log)
-        .env("QL_POWER_CUT_SHADOW", &shadow)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut acked = 0u64;
-    let started = Instant::now();
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        if let Ok(i) = line.trim().parse::<u64>() {
-            acked = i;
-        }
-        if acked >= 120 || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-    assert!(acked > 0, "the child acknowledged nothing");
+    let acked = common::acknowledged_before_sigkill(
+        "power_cut_child_appends_entries",
+        &[
+            (CHILD_ENV, log.as_os_str()),
+            ("LD_PRELOAD", shim.as_os_str()),
+            ("QL_POWER_CUT_DATA", log.as_os_str()),
+            ("QL_POWER_CUT_SHADOW", shadow.as_os_str()),
+        ],
+        120,
+    );
 
     let blobs = std::fs::read_dir(log.join("blobs")).map_or(0, |d| d.count());
     assert!(blobs > 0, "sled wrote no blob file: the test missed them");

@@ -127,3 +127,63 @@ pub async fn elect(first: &TestNode, members: BTreeMap<u64, BasicNode>) -> u64 {
 pub fn digest(sm: &StateMachine) -> String {
     sm.reads().digest().expect("digest").to_string()
 }
+
+/// The child side of a crash test: append entries `1, 2, ...` with
+/// `payload(index)` to the log store at `dir`, one at a time, and print
+/// each index once openraft's flush callback fired. Never returns.
+pub fn append_and_report(dir: &std::ffi::OsStr, payload: impl Fn(u64) -> Vec<u8>) {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use std::io::Write;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut store = LogStore::open(dir).expect("open");
+        let mut out = std::io::stdout();
+        for index in 1..=100_000u64 {
+            let entry = raft::Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(raft::Command::batch(payload(index))),
+            };
+            // Returns once the flush callback has fired.
+            store.blocking_append([entry]).await.expect("append");
+            writeln!(out, "{index}").expect("stdout");
+            out.flush().expect("flush");
+        }
+    });
+}
+
+/// The parent side: run the test `child` of this test binary with `envs`,
+/// read the indexes it acknowledges, and SIGKILL it once `enough` were
+/// (or after 60 s). The last index acknowledged, at least 1.
+pub fn acknowledged_before_sigkill(
+    child: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+    enough: u64,
+) -> u64 {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().expect("test binary");
+    let mut process = Command::new(exe)
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = process.stdout.take().expect("stdout");
+    let mut acked = 0u64;
+    let started = std::time::Instant::now();
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Ok(i) = line.trim().parse::<u64>() {
+            acked = i;
+        }
+        if acked >= enough || started.elapsed() > std::time::Duration::from_secs(60) {
+            break;
+        }
+    }
+    process.kill().expect("SIGKILL");
+    process.wait().expect("reap");
+    assert!(acked > 0, "the child acknowledged nothing");
+    acked
+}
