@@ -213,3 +213,51 @@ async fn linearizable_reads_on_a_follower_resume_soon_after_the_leader_goes_sile
         "the follower took {took:?} to serve a linearizable read after the leader went silent"
     );
 }
+
+/// A write sent to a follower just after the leader died, by a client that
+/// never retries: the follower cannot reach the dead leader, so it holds
+/// the write through the election and forwards it to the new leader,
+/// instead of answering `NO_LEADER` for the client to poll again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_sent_to_a_follower_as_the_leader_dies_waits_for_the_next_leader() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(SECONDS_10).await;
+    cluster
+        .client()
+        .execute(vec!["CREATE TABLE t(id INTEGER PRIMARY KEY)".into()])
+        .await
+        .expect("create");
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let no_retries = Client::with_config(
+        [cluster.addr(follower)],
+        ClientConfig {
+            retry_budget: Duration::ZERO,
+            ..ClientConfig::default()
+        },
+    )
+    .expect("client");
+    // Written through the follower by another client: `no_retries` has not
+    // called yet, so it knows no leader to go to directly.
+    cluster
+        .client_of(follower)
+        .execute(vec![stmt("INSERT INTO t(id) VALUES (?)", vec![int(1)])])
+        .await
+        .expect("a write through the follower before the kill");
+
+    // The follower still takes the old leader for the leader: its election
+    // timer has not fired.
+    cluster.kill(leader);
+    let started = Instant::now();
+    no_retries
+        .execute(vec![stmt("INSERT INTO t(id) VALUES (?)", vec![int(2)])])
+        .await
+        .expect("the follower held the write until a new leader took it");
+    println!(
+        "held through the election for {} ms",
+        started.elapsed().as_millis()
+    );
+    let new_leader = cluster.leader(SECONDS_10).await;
+    assert_ne!(new_leader, leader);
+    let ids = rows(&cluster.client_of(follower), "SELECT id FROM t ORDER BY id").await;
+    assert_eq!(ids, vec![vec![int(1)], vec![int(2)]]);
+}
