@@ -463,17 +463,23 @@ mod tests {
         assert_eq!(indexes, (1..=400).collect::<Vec<_>>());
     }
 
+    /// A new store at `dir` holding entries `1..=last`.
+    async fn holding(dir: &Path, last: u64) -> LogStore {
+        let mut store = LogStore::open(dir).expect("open");
+        store
+            .blocking_append((1..=last).map(entry))
+            .await
+            .expect("append");
+        store
+    }
+
     /// A purge hides the entries at once, and the purger thread deletes
     /// them: reads and the log state start above the purge point before
     /// the deletion is done, after it, and after a reopen.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_purge_hides_its_entries_at_once_and_the_purger_deletes_them() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = LogStore::open(dir.path()).expect("open");
-        store
-            .blocking_append((1..=2000).map(entry))
-            .await
-            .expect("append");
+        let mut store = holding(dir.path(), 2000).await;
         let purged = LogId::new(CommittedLeaderId::new(1, 1), 1500);
         store.purge(purged).await.expect("purge");
 
@@ -509,11 +515,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn entries_left_below_the_purge_point_by_a_crash_stay_hidden() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = LogStore::open(dir.path()).expect("open");
-        store
-            .blocking_append((1..=10).map(entry))
-            .await
-            .expect("append");
+        let store = holding(dir.path(), 10).await;
         // What `purge` records before the purger runs.
         let purged = LogId::new(CommittedLeaderId::new(2, 3), 50);
         store
