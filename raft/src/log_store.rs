@@ -8,7 +8,7 @@
 //! sled on its own syncs only every 500 ms, and a lost vote or a lost
 //! acknowledged entry breaks Raft's safety. A purge only has to leave no
 //! hole, so it records its point and a thread deletes the entries
-//! ([`Purger`]); later flushes make both durable.
+//! ([`purger`]); later flushes make both durable.
 //!
 //! sled syncs with `fdatasync`, and syncs a blob file (an item over a
 //! quarter segment) and its directory before the log that points at it
@@ -35,13 +35,65 @@ pub struct LogStore {
     /// Microseconds each append waits before its flush starts: a slow disk,
     /// for tests (`delay_flushes`). Zero in production.
     flush_delay_us: Arc<AtomicU64>,
-    /// Appends waiting for their flush, in order; see [`Flusher`].
-    flusher: Arc<Flusher>,
-    /// Deletes purged entries off openraft's path; see [`Purger`].
-    purger: Arc<Purger>,
+    /// Appends waiting for their flush, in order; see [`flusher`].
+    flusher: Arc<Worker<FlushJob>>,
+    /// Deletes purged entries off openraft's path; see [`purger`].
+    purger: Arc<Worker<u64>>,
     /// The first index above the purge point (0 before any purge). Reads
     /// start here: the entries below may still be waiting for the purger.
     unpurged: Arc<AtomicU64>,
+}
+
+/// A named thread that takes jobs from a channel, in order. Dropping it
+/// finishes the queued jobs and joins the thread, so whatever the thread
+/// holds (the database) is let go: the directory can be opened again as
+/// soon as the last store is dropped.
+struct Worker<T> {
+    /// `None` once dropping.
+    jobs: Option<std::sync::mpsc::Sender<T>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    fn start(
+        name: &str,
+        run: impl FnOnce(std::sync::mpsc::Receiver<T>) + Send + 'static,
+    ) -> std::io::Result<Worker<T>> {
+        let (tx, rx) = std::sync::mpsc::channel::<T>();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(rx))?;
+        Ok(Worker {
+            jobs: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue `job`; it comes back if the thread is gone.
+    fn submit(&self, job: T) -> Result<(), T> {
+        match &self.jobs {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+}
+
+impl<T> Drop for Worker<T> {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct FlushJob {
+    callback: LogFlushed<TypeConfig>,
+    /// `delay_flushes` at the append.
+    delay: Duration,
+    entries: usize,
+    started: std::time::Instant,
+    written: Duration,
 }
 
 /// The thread that flushes appends, so an append returns once its entries
@@ -56,74 +108,35 @@ pub struct LogStore {
 ///
 /// Invariant: a callback is completed only by a flush that started after
 /// its entries were inserted (jobs are sent after the insert returns).
-struct Flusher {
-    /// `None` once dropping.
-    jobs: Option<std::sync::mpsc::Sender<FlushJob>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-struct FlushJob {
-    callback: LogFlushed<TypeConfig>,
-    /// `delay_flushes` at the append.
-    delay: Duration,
-    entries: usize,
-    started: std::time::Instant,
-    written: Duration,
-}
-
-impl Flusher {
-    fn start(db: sled::Db) -> std::io::Result<Flusher> {
-        let (tx, rx) = std::sync::mpsc::channel::<FlushJob>();
-        let thread = std::thread::Builder::new()
-            .name("quorumlite-log-flush".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut jobs = vec![first];
-                    jobs.extend(rx.try_iter());
-                    let delay = jobs.iter().map(|j| j.delay).max().unwrap_or_default();
-                    if !delay.is_zero() {
-                        std::thread::sleep(delay);
-                    }
-                    let flushed = db.flush().map(drop).map_err(|e| e.to_string());
-                    for job in jobs {
-                        tracing::debug!(
-                            entries = job.entries,
-                            write_us = job.written.as_micros() as u64,
-                            flush_us = (job.started.elapsed() - job.written).as_micros() as u64,
-                            "log append"
-                        );
-                        let result = flushed.clone().map_err(std::io::Error::other);
-                        job.callback.log_io_completed(result);
-                    }
+fn flusher(db: sled::Db) -> std::io::Result<Worker<FlushJob>> {
+    Worker::start(
+        "quorumlite-log-flush",
+        move |rx: std::sync::mpsc::Receiver<FlushJob>| {
+            while let Ok(first) = rx.recv() {
+                let mut jobs = vec![first];
+                jobs.extend(rx.try_iter());
+                let delay = jobs.iter().map(|j| j.delay).max().unwrap_or_default();
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
                 }
-            })?;
-        Ok(Flusher {
-            jobs: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Queue `job`; it comes back if the flusher thread is gone.
-    fn submit(&self, job: FlushJob) -> Result<(), FlushJob> {
-        match &self.jobs {
-            Some(tx) => tx.send(job).map_err(|e| e.0),
-            None => Err(job),
-        }
-    }
+                let flushed = db.flush().map(drop).map_err(|e| e.to_string());
+                for job in jobs {
+                    tracing::debug!(
+                        entries = job.entries,
+                        write_us = job.written.as_micros() as u64,
+                        flush_us = (job.started.elapsed() - job.written).as_micros() as u64,
+                        "log append"
+                    );
+                    let result = flushed.clone().map_err(std::io::Error::other);
+                    job.callback.log_io_completed(result);
+                }
+            }
+        },
+    )
 }
 
-impl Drop for Flusher {
-    /// Finish the queued flushes and let go of the database, so that the
-    /// directory can be opened again as soon as the last store is dropped.
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The thread that deletes the entries a purge gave up.
+/// The thread that deletes the entries a purge gave up; its jobs are purge
+/// points (indexes).
 ///
 /// openraft awaits `purge` inside its core loop, and the core is what sends
 /// heartbeats and answers AppendEntries. Deleting the ~9,000 entries a
@@ -136,51 +149,29 @@ impl Drop for Flusher {
 /// Invariant: entries at or below the recorded purge point are never read
 /// (openraft asks only above it), so it does not matter when, or whether,
 /// they are deleted; a failed deletion is retried by the next purge.
-struct Purger {
-    /// `None` once dropping.
-    jobs: Option<std::sync::mpsc::Sender<u64>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Purger {
-    fn start(log: sled::Tree) -> std::io::Result<Purger> {
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
-        let thread = std::thread::Builder::new()
-            .name("quorumlite-log-purge".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let upto = rx.try_iter().fold(first, u64::max);
-                    let started = std::time::Instant::now();
-                    match crate::delete_below(&log, upto.saturating_add(1)) {
-                        Ok(deleted) => tracing::debug!(
-                            upto,
-                            deleted,
-                            took_ms = started.elapsed().as_millis() as u64,
-                            "purged log entries deleted"
-                        ),
-                        Err(e) => tracing::warn!(
-                            upto,
-                            error = %e,
-                            "could not delete purged log entries; they are ignored, and the next purge retries"
-                        ),
-                    }
+fn purger(log: sled::Tree) -> std::io::Result<Worker<u64>> {
+    Worker::start(
+        "quorumlite-log-purge",
+        move |rx: std::sync::mpsc::Receiver<u64>| {
+            while let Ok(first) = rx.recv() {
+                let upto = rx.try_iter().fold(first, u64::max);
+                let started = std::time::Instant::now();
+                match crate::delete_below(&log, upto.saturating_add(1)) {
+                    Ok(deleted) => tracing::debug!(
+                        upto,
+                        deleted,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "purged log entries deleted"
+                    ),
+                    Err(e) => tracing::warn!(
+                        upto,
+                        error = %e,
+                        "could not delete purged log entries; they are ignored, and the next purge retries"
+                    ),
                 }
-            })?;
-        Ok(Purger {
-            jobs: Some(tx),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Purger {
-    /// Finish the queued deletions and let go of the database.
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+            }
+        },
+    )
 }
 
 const VOTE: &[u8] = b"vote";
@@ -213,8 +204,8 @@ impl LogStore {
         Ok(Self {
             unpurged: Arc::new(AtomicU64::new(purged.map_or(0, |id| id.index + 1))),
             meta,
-            flusher: Arc::new(Flusher::start(db.clone())?),
-            purger: Arc::new(Purger::start(log.clone())?),
+            flusher: Arc::new(flusher(db.clone())?),
+            purger: Arc::new(purger(log.clone())?),
             log,
             db,
             flush_delay_us: Arc::default(),
@@ -399,7 +390,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // Record the purge point; the entries go later ([`Purger`]). Neither
+        // Record the purge point; the entries go later ([`purger`]). Neither
         // needs a flush of its own: openraft's contract for a purge is no
         // hole, and sled recovers a prefix of its writes, so after a crash
         // either the point and whatever deletions followed it survived, or
@@ -408,9 +399,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .insert(PURGED, codec::encode_log_id(&Some(log_id)))
             .map_err(write_err)?;
         self.unpurged.fetch_max(log_id.index + 1, Ordering::AcqRel);
-        if let Some(jobs) = &self.purger.jobs {
-            let _ = jobs.send(log_id.index);
-        }
+        // With the thread gone (the store is closing), the entries stay
+        // behind the point until the next purge.
+        let _ = self.purger.submit(log_id.index);
         Ok(())
     }
 }
