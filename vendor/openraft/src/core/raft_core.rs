@@ -752,7 +752,26 @@ where
             return Ok(());
         }
 
+        // QUORUMLITE PATCH (no panic on an impossible state): a commit index
+        // below what was applied, or a log store that returns fewer entries
+        // than asked, is a fatal storage error, never an index panic below.
+        if since > end {
+            return Err(StorageIOError::read_logs(AnyError::error(format!(
+                "impossible state: asked to apply up to index {} with index {} already applied",
+                upto_index,
+                since.saturating_sub(1)
+            )))
+            .into());
+        }
+
         let entries = self.log_store.get_log_entries(since..end).await?;
+        if entries.is_empty() {
+            return Err(StorageIOError::read_logs(AnyError::error(format!(
+                "impossible state: the log has no entries in {}..{} to apply",
+                since, end
+            )))
+            .into());
+        }
         tracing::debug!(
             entries = display(DisplaySlice::<_>(entries.as_slice())),
             "about to apply"
