@@ -74,11 +74,25 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Nodes in namespaces talk over non-loopback addresses: without TLS
+        // they prove a shared cluster secret to each other.
+        let secret = dir.join("cluster.secret");
+        let text: String = {
+            use rand::Rng;
+            let mut rng = rand::thread_rng();
+            (0..32)
+                .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+                .collect()
+        };
+        std::fs::write(&secret, text).map_err(|e| format!("{}: {e}", secret.display()))?;
+        let mut extra = extra.to_vec();
+        extra.push("--cluster-secret-file".into());
+        extra.push(secret.to_string_lossy().into_owned());
         let mut cluster = Cluster {
             net,
             bin: bin.to_owned(),
             peers,
-            extra: extra.to_vec(),
+            extra,
             nodes,
         };
         for id in 1..=n {

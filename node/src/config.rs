@@ -123,6 +123,17 @@ pub struct NodeArgs {
     /// only, never as peers) [default: none].
     #[arg(long, env = "QUORUMLITE_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// The cluster secret, which nodes prove to each other on every
+    /// node-to-node call when TLS is off: the same file on every node. The
+    /// founder of a new cluster creates it if it is missing; copy it to the
+    /// others [default: a loopback-only cluster's founder draws one into its
+    /// data directory and hands it to the other founders].
+    #[arg(long, env = "QUORUMLITE_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// This network is private: allow auth tokens without TLS on a
+    /// non-loopback address (tokens then cross the network in clear text).
+    #[arg(long, env = "QUORUMLITE_PRIVATE_NETWORK")]
+    pub private_network: bool,
     /// TESTING ONLY, BREAKS LINEARIZABILITY: serve `linearizable` reads
     /// from local state without a read index. The Jepsen harness uses it to
     /// prove its checker sees stale reads.
@@ -168,6 +179,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub private_network: Option<bool>,
     /// Bearer tokens (file only: secrets do not belong in flags or `ps`).
     pub auth_tokens: Option<Vec<AuthTokenEntry>>,
     pub unsafe_local_reads: Option<bool>,
@@ -228,6 +241,11 @@ pub struct NodeConfig {
     pub worker_threads: Option<usize>,
     /// TLS on the listener and toward peers; `None`: plain text.
     pub tls: Option<TlsFiles>,
+    /// The cluster secret's file (peers prove it without TLS); `None`: see
+    /// `server::peers` for where the secret comes from then.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Auth tokens without TLS are allowed off loopback.
+    pub private_network: bool,
     /// Bearer tokens; empty: the client API admits everyone.
     pub auth_tokens: Vec<AuthToken>,
     /// Testing only: linearizable reads skip the read index (see NodeArgs).
@@ -306,6 +324,8 @@ impl NodeConfig {
             read_connections: 8,
             worker_threads: None,
             tls: None,
+            cluster_secret_file: None,
+            private_network: false,
             auth_tokens: Vec::new(),
             unsafe_local_reads: false,
             log_format: LogFormat::Text,
@@ -410,6 +430,8 @@ impl NodeConfig {
             pick!(tls_ca),
             pick!(tls_client_ca),
         )?;
+        c.cluster_secret_file = pick!(cluster_secret_file);
+        c.private_network = args.private_network || file.private_network == Some(true);
         for entry in file.auth_tokens.iter().flatten() {
             let token = AuthToken::new(&entry.name, &entry.secret, &entry.permissions)
                 .map_err(|m| err(format!("auth_tokens: {m}")))?;
@@ -522,6 +544,16 @@ impl NodeConfig {
                 "--metrics-listen (metrics_listen) = {}: the same address as --listen; choose another port",
                 self.listen
             )));
+        }
+        if !self.auth_tokens.is_empty() && self.tls.is_none() && !self.private_network {
+            let exposed = std::iter::once(self.listen)
+                .chain(self.http_listen)
+                .find(|a| !a.ip().is_loopback());
+            if let Some(addr) = exposed {
+                return Err(err(format!(
+                    "auth tokens are configured but TLS is off, and {addr} is not a loopback address: the tokens would cross the network in clear text. Turn TLS on (tls_cert, tls_key, tls_ca; `quorumlite cert` makes them), listen on loopback only, or, if this network is private, say so with --private-network (private_network = true)"
+                )));
+            }
         }
         self.storage()
             .validate()
@@ -837,6 +869,35 @@ mod tests {
         .expect_err("duplicate name")
         .to_string();
         assert!(twice.contains("two tokens"), "{twice}");
+    }
+
+    #[test]
+    fn tokens_without_tls_off_loopback_need_the_network_declared_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "[[auth_tokens]]\nname = \"app\"\nsecret = \"0123456789abcdef\"\npermissions = [\"read\"]\n",
+        )
+        .expect("write");
+        let exposed = |listen: &str, private: bool| {
+            NodeConfig::resolve(&NodeArgs {
+                config: Some(file.clone()),
+                listen: Some(listen.into()),
+                advertise: Some("10.0.0.1:4001".into()),
+                private_network: private,
+                ..args()
+            })
+        };
+        let refused = exposed("0.0.0.0:4001", false)
+            .expect_err("tokens in clear text off loopback")
+            .to_string();
+        assert!(
+            refused.contains("0.0.0.0:4001") && refused.contains("--private-network"),
+            "{refused}"
+        );
+        exposed("0.0.0.0:4001", true).expect("declared private");
+        exposed("127.0.0.1:4001", false).expect("loopback");
     }
 
     /// Every flag of `quorumlite node` is documented, and the sample file

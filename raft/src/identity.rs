@@ -1,161 +1,277 @@
-//! The cluster a node belongs to: sent with every transport call, checked
-//! by the receiver, so a node never takes Raft messages from another
-//! cluster.
+//! Which cluster a data directory belongs to, and which node it is.
 //!
-//! Node ids and terms are small numbers that every cluster reuses: node 1
-//! of one cluster, pointed by a wrong peer list at node 2 of another, would
-//! otherwise have its AppendEntries and votes handled as if they were
-//! ours. At best openraft refuses them; it can also accept entries whose
-//! log ids happen to match, or stop on an assertion.
+//! Node ids and terms are small numbers that every cluster reuses. A node
+//! restarted on an old, unwiped data directory, or pointed by a wrong peer
+//! list at the members of another cluster, would otherwise have its votes
+//! and AppendEntries handled as if they were ours: openraft then refuses
+//! them at best, and at worst accepts entries whose log ids happen to
+//! match, or stops on an impossible state. So every cluster has an id,
+//! drawn at random when it is founded, and every node-to-node call carries
+//! it ([`crate::PeerAuth`]).
 //!
-//! - A cluster formed from a peer list gets the id of that list
-//!   ([`ClusterIdentity::of_peers`]): every founding node derives the same
-//!   one without talking to the others. It is stored in the log's sled
-//!   database at the first start and never derived again, so a peer list
-//!   changed later (members added, addresses moved) keeps the id.
-//! - A node that joins an existing cluster has no id until the first
-//!   call from a member reaches it; it adopts and stores that one.
-//! - A call without an id, or with another cluster's, is refused with
-//!   `FAILED_PRECONDITION` and a message naming both ids; the caller's
-//!   transport treats it like an unreachable peer (it backs off).
+//! The id and the node's own id live in `<data_dir>/IDENTITY`, written
+//! atomically (a temporary file, `fsync`, rename, `fsync` of the
+//! directory) and never changed afterwards:
+//! - the **founder** of a new cluster (the lowest id in `--peers`, data
+//!   directory empty) draws the id ([`ClusterIdentity::found`]);
+//! - the other founders, and nodes that `--join`, ask a member for it
+//!   (the peer call `Identify`) and adopt it ([`ClusterIdentity::adopt`]);
+//! - a data directory of an earlier version keeps the id it stored in the
+//!   log's sled tree (derived from the peer list then): its cluster stays
+//!   whole.
+//!
+//! Invariants:
+//! - once a directory has a cluster id, it never changes;
+//! - a directory is one node's: opening it as another node id fails
+//!   ([`IdentityError::WrongNode`]), which catches a data directory copied
+//!   from another member of the same cluster.
 
-use std::sync::{Arc, Mutex};
+use crate::NodeId;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
-/// Metadata key of a transport call that carries the caller's cluster id.
-pub const CLUSTER_HEADER: &str = "x-quorumlite-cluster";
+/// The file, in the data directory.
+pub const IDENTITY_FILE: &str = "IDENTITY";
 
-const KEY: &[u8] = b"cluster";
+/// Why a data directory's identity cannot be used. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("data directory {dir}: it belongs to node {stored} of cluster {cluster}, but this node was started with --id {given}; start it with --id {stored}, or give node {given} a data directory of its own (an empty one, started with --join) - a copy of another member's directory must never be used")]
+    WrongNode {
+        dir: PathBuf,
+        stored: NodeId,
+        given: NodeId,
+        cluster: String,
+    },
+    #[error("data directory {dir}: {IDENTITY_FILE} is unreadable ({why}); it is not a Quorumlite identity file: restore it from a backup of this directory, or wipe the directory and start the node with --join")]
+    Corrupt { dir: PathBuf, why: String },
+    #[error("data directory {dir}: cannot write {IDENTITY_FILE}: {source}")]
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
 
-/// This node's cluster id, stored in the log's sled database; cheap to clone.
-#[derive(Clone)]
+/// This node's identity; cheap to clone, clones share it.
+#[derive(Clone, Debug)]
 pub struct ClusterIdentity {
-    meta: sled::Tree,
-    /// The stored id, read once. `None` until formed or adopted.
-    id: Arc<Mutex<Option<Arc<str>>>>,
-    /// The last foreign id refused, so each is logged once.
-    warned: Arc<Mutex<Option<String>>>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    node: NodeId,
+    /// Invariant: goes from `None` to `Some` at most once, after the file
+    /// holding it is durable.
+    cluster: RwLock<Option<Arc<str>>>,
 }
 
 impl ClusterIdentity {
-    pub(crate) fn open(meta: sled::Tree) -> Result<Self, sled::Error> {
-        let id = meta
-            .get(KEY)?
-            .map(|v| Arc::from(String::from_utf8_lossy(&v).as_ref()));
-        Ok(Self {
-            meta,
-            id: Arc::new(Mutex::new(id)),
-            warned: Arc::default(),
-        })
-    }
-
-    /// The id of a cluster formed from `peers` (node id and address each):
-    /// the same for every order of the list.
-    pub fn of_peers<'a>(peers: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-        let mut peers: Vec<(u64, &str)> = peers.into_iter().collect();
-        peers.sort_unstable();
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"quorumlite cluster\n");
-        for (id, addr) in peers {
-            hasher.update(format!("{id}={addr}\n").as_bytes());
+    /// Open the identity of node `node` in `dir`. `legacy` is the cluster
+    /// id an earlier version stored beside its log, if any: adopted (and
+    /// written to the file) when the file does not exist yet.
+    pub fn open(
+        dir: &Path,
+        node: NodeId,
+        legacy: Option<String>,
+    ) -> Result<ClusterIdentity, IdentityError> {
+        let identity = ClusterIdentity {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                node,
+                cluster: RwLock::new(None),
+            }),
+        };
+        match read_file(dir)? {
+            Some((cluster, stored)) if stored != node => Err(IdentityError::WrongNode {
+                dir: dir.to_owned(),
+                stored,
+                given: node,
+                cluster,
+            }),
+            Some((cluster, _)) => {
+                *write(&identity.inner.cluster) = Some(Arc::from(cluster));
+                Ok(identity)
+            }
+            None => {
+                if let Some(cluster) = legacy {
+                    identity.adopt(&cluster)?;
+                }
+                Ok(identity)
+            }
         }
-        hasher.finalize().to_hex()[..16].to_owned()
     }
 
-    /// This node's id, if it has one.
-    pub fn get(&self) -> Option<Arc<str>> {
-        lock(&self.id).clone()
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.inner.node
     }
 
-    /// Take `id` if this node has none yet (flushed before it is used);
-    /// the id this node has afterwards.
-    pub fn adopt(&self, id: &str) -> Result<Arc<str>, sled::Error> {
-        let mut current = lock(&self.id);
+    /// The cluster's id, once known.
+    pub fn cluster(&self) -> Option<Arc<str>> {
+        read(&self.inner.cluster).clone()
+    }
+
+    /// Draw a new cluster's id (this node founds it); the id this node has
+    /// afterwards (an id it already had wins).
+    pub fn found(&self) -> Result<Arc<str>, IdentityError> {
+        let drawn = random_hex(16).map_err(|source| IdentityError::Io {
+            dir: self.inner.dir.clone(),
+            source,
+        })?;
+        self.adopt(&drawn)
+    }
+
+    /// Take `cluster` as this node's cluster id if it has none yet; the id
+    /// it has afterwards. The file is durable before the id is used.
+    pub fn adopt(&self, cluster: &str) -> Result<Arc<str>, IdentityError> {
+        let mut current = write(&self.inner.cluster);
         if let Some(known) = current.as_ref() {
             return Ok(Arc::clone(known));
         }
-        self.meta.insert(KEY, id.as_bytes())?;
-        self.meta.flush()?;
-        let id: Arc<str> = Arc::from(id);
+        write_file(&self.inner.dir, cluster, self.inner.node).map_err(|source| {
+            IdentityError::Io {
+                dir: self.inner.dir.clone(),
+                source,
+            }
+        })?;
+        let id: Arc<str> = Arc::from(cluster);
         *current = Some(Arc::clone(&id));
-        tracing::info!(cluster = %id, "cluster id stored");
+        tracing::info!(cluster = %id, node = self.inner.node, "cluster id stored");
         Ok(id)
-    }
-
-    /// Whether a call carrying `theirs` may reach this node's Raft. A node
-    /// without an id adopts the caller's (it is joining).
-    pub(crate) fn admit(&self, theirs: Option<&str>) -> Result<(), tonic::Status> {
-        let Some(theirs) = theirs.filter(|t| !t.is_empty()) else {
-            return Err(tonic::Status::failed_precondition(
-                "the call carries no cluster id: the caller is not a member of a Quorumlite cluster (or runs a version without cluster ids)",
-            ));
-        };
-        let mine = match self.get() {
-            Some(mine) => mine,
-            None => self
-                .adopt(theirs)
-                .map_err(|e| tonic::Status::unavailable(format!("storing the cluster id: {e}")))?,
-        };
-        if *mine == *theirs {
-            return Ok(());
-        }
-        let mut warned = lock(&self.warned);
-        if warned.as_deref() != Some(theirs) {
-            tracing::warn!(
-                ours = %mine,
-                theirs,
-                "refusing Raft calls from a node of another cluster: check that node's --peers and the addresses in this cluster's membership"
-            );
-            *warned = Some(theirs.to_owned());
-        }
-        Err(tonic::Status::failed_precondition(format!(
-            "this node belongs to cluster {mine}, and the call came from a node of cluster {theirs}: check the caller's peer list (--peers)"
-        )))
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// `n` random bytes from the kernel, as lowercase hex.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn read_file(dir: &Path) -> Result<Option<(String, NodeId)>, IdentityError> {
+    let text = match std::fs::read_to_string(dir.join(IDENTITY_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(IdentityError::Corrupt {
+                dir: dir.to_owned(),
+                why: e.to_string(),
+            })
+        }
+    };
+    parse(&text)
+        .map(Some)
+        .map_err(|why| IdentityError::Corrupt {
+            dir: dir.to_owned(),
+            why,
+        })
+}
+
+/// The file's `cluster = ...` and `node = ...` lines.
+fn parse(text: &str) -> Result<(String, NodeId), String> {
+    let (mut cluster, mut node) = (None, None);
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("cluster", v)) if valid_cluster_id(v) => cluster = Some(v.to_owned()),
+            Some(("node", v)) => node = v.parse::<NodeId>().ok(),
+            _ => return Err(format!("unexpected line {line:?}")),
+        }
+    }
+    match (cluster, node) {
+        (Some(c), Some(n)) => Ok((c, n)),
+        _ => Err("it lacks the cluster or the node line".into()),
+    }
+}
+
+/// A cluster id as the headers carry it: 1-64 characters of `[0-9a-zA-Z-]`.
+pub fn valid_cluster_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn write_file(dir: &Path, cluster: &str, node: NodeId) -> std::io::Result<()> {
+    if !valid_cluster_id(cluster) {
+        return Err(std::io::Error::other(format!(
+            "{cluster:?} is not a cluster id"
+        )));
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        write!(
+            f,
+            "# The Quorumlite cluster this data directory belongs to, and the node it is.\n\
+             # Written once; never edit it, and never copy it to another node.\n\
+             cluster = {cluster}\nnode = {node}\n"
+        )?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(IDENTITY_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tree(dir: &std::path::Path) -> sled::Tree {
-        let db = sled::Config::new().path(dir).open().expect("sled");
-        db.open_tree("meta").expect("tree")
-    }
-
     #[test]
-    fn the_id_of_a_peer_list_ignores_its_order_and_changes_with_any_address() {
-        let a = ClusterIdentity::of_peers([(1, "h:1"), (2, "h:2"), (3, "h:3")]);
-        assert_eq!(
-            a,
-            ClusterIdentity::of_peers([(3, "h:3"), (1, "h:1"), (2, "h:2")])
-        );
-        assert_ne!(
-            a,
-            ClusterIdentity::of_peers([(1, "h:1"), (2, "h:2"), (3, "h:4")])
-        );
-        assert_eq!(a.len(), 16);
-    }
-
-    #[test]
-    fn a_node_admits_its_own_cluster_refuses_others_and_a_new_node_adopts_the_first() {
+    fn a_founded_id_is_random_stored_and_never_replaced() {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let identity = ClusterIdentity::open(tree(dir.path())).expect("open");
-            assert!(identity.get().is_none());
-            let refused = identity.admit(None).expect_err("no id");
-            assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-            identity.admit(Some("aaaa")).expect("a joining node adopts");
-            identity.admit(Some("aaaa")).expect("its own cluster");
-            let refused = identity.admit(Some("bbbb")).expect_err("another cluster");
-            assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-            assert!(refused.message().contains("aaaa") && refused.message().contains("bbbb"));
-            assert_eq!(&*identity.adopt("cccc").expect("adopt"), "aaaa", "kept");
-        }
-        let reopened = ClusterIdentity::open(tree(dir.path())).expect("reopen");
-        assert_eq!(reopened.get().as_deref(), Some("aaaa"), "stored");
+        let a = ClusterIdentity::open(dir.path(), 1, None).expect("open");
+        assert!(a.cluster().is_none());
+        let id = a.found().expect("found");
+        assert_eq!(id.len(), 32);
+        assert_eq!(a.adopt("other").expect("adopt"), id, "kept");
+        let reopened = ClusterIdentity::open(dir.path(), 1, None).expect("reopen");
+        assert_eq!(reopened.cluster(), Some(id.clone()));
+        let other = tempfile::tempdir().expect("tempdir");
+        let b = ClusterIdentity::open(other.path(), 1, None).expect("open");
+        assert_ne!(b.found().expect("found"), id, "two foundings, two ids");
+    }
+
+    #[test]
+    fn a_directory_opened_as_another_node_is_refused_with_both_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        ClusterIdentity::open(dir.path(), 2, None)
+            .expect("open")
+            .adopt("abcd")
+            .expect("adopt");
+        let err = ClusterIdentity::open(dir.path(), 3, None).expect_err("node 3");
+        let text = err.to_string();
+        assert!(matches!(
+            err,
+            IdentityError::WrongNode {
+                stored: 2,
+                given: 3,
+                ..
+            }
+        ));
+        assert!(text.contains("--id 2") && text.contains("--join"), "{text}");
+    }
+
+    #[test]
+    fn an_earlier_versions_id_is_kept_and_a_damaged_file_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let legacy =
+            ClusterIdentity::open(dir.path(), 1, Some("0123456789abcdef".into())).expect("open");
+        assert_eq!(legacy.cluster().as_deref(), Some("0123456789abcdef"));
+        std::fs::write(dir.path().join(IDENTITY_FILE), "cluster = ?\n").expect("write");
+        let err = ClusterIdentity::open(dir.path(), 1, None).expect_err("damaged");
+        assert!(matches!(err, IdentityError::Corrupt { .. }), "{err}");
     }
 }

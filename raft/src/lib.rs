@@ -24,6 +24,9 @@
 //!   file) and installs them.
 //! - [`Network`] / [`TransportService`]: the gRPC transport between nodes
 //!   (client and server of `proto/raft.proto`).
+//! - [`ClusterIdentity`] / [`PeerAuth`]: which cluster and node a data
+//!   directory is, and the checks every node-to-node call passes (peer
+//!   certificate or cluster secret, cluster id, target node).
 //! - `codec`: our own versioned encoding of everything written to disk or
 //!   sent between nodes.
 //! - [`metrics`]: names of the metrics recorded here (apply time, commit
@@ -37,17 +40,24 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+mod health;
 mod identity;
 mod log_store;
 pub mod metrics;
 pub mod network;
 mod notice;
+mod peer;
 mod state_machine;
 
-pub use identity::{ClusterIdentity, CLUSTER_HEADER};
+pub use health::{PeerHealth, PeerView};
+pub use identity::{random_hex, ClusterIdentity, IdentityError, IDENTITY_FILE};
 pub use log_store::LogStore;
-pub use network::{closed, LeaderContact, Network, PeerGuard, PeerTls, TransportService};
+pub use network::{closed, identify, LeaderContact, Network, PeerTls, TransportService};
 pub use notice::{CommitNotices, Proposal};
+pub use peer::{
+    is_loopback_addr, remote_addr, ConnInfo, PeerAuth, PeerSecret, CLUSTER_HEADER, FROM_HEADER,
+    MIN_SECRET_LEN, PROOF_HEADER, TO_HEADER,
+};
 pub use state_machine::{AppliedVersion, OpenError, StateMachine};
 
 use serde::{Deserialize, Serialize};

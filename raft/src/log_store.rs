@@ -16,7 +16,7 @@
 //! power cut keeps every acknowledged entry.
 
 use crate::codec;
-use crate::{ClusterIdentity, Entry, NodeId, TypeConfig};
+use crate::{Entry, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 use std::fmt::Debug;
@@ -212,10 +212,13 @@ impl LogStore {
         })
     }
 
-    /// The cluster id stored beside the log ([`ClusterIdentity`]). Open it
-    /// once per node and share clones: each opening caches the id.
-    pub fn identity(&self) -> Result<ClusterIdentity, sled::Error> {
-        ClusterIdentity::open(self.meta.clone())
+    /// The cluster id an earlier version stored beside the log, if any
+    /// (see [`crate::ClusterIdentity::open`]).
+    pub fn legacy_cluster_id(&self) -> Result<Option<String>, sled::Error> {
+        Ok(self
+            .meta
+            .get(b"cluster")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Make every later append (on this store and its clones) wait `delay`

@@ -18,14 +18,14 @@
 //! Votes, log ids, entries and snapshot metadata travel in our own encoding
 //! (`codec`), inside protobuf `bytes` fields.
 //!
-//! Security is the node's business, plugged in here: [`PeerTls`] gives the
-//! TLS configuration (CA and this node's certificate) for each new peer
-//! client, and a [`PeerGuard`] on the service refuses callers that did not
-//! authenticate as peers. With a [`ClusterIdentity`], every call carries the
-//! cluster id and the service refuses calls from another cluster.
+//! Security is plugged in here: [`PeerTls`] gives the TLS configuration
+//! (CA and this node's certificate) for each new peer client, and a
+//! [`PeerAuth`] stamps every call with this node's credentials and cluster
+//! id, admits only peers of this cluster on the service, and checks each
+//! answer came from the node and cluster the call was meant for.
 
 use crate::codec::{self, DecodeError};
-use crate::{ClusterIdentity, Node, NodeId, TypeConfig, CLUSTER_HEADER};
+use crate::{Node, NodeId, PeerAuth, PeerHealth, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     SnapshotMismatch, Unreachable,
@@ -59,59 +59,87 @@ pub trait PeerTls: Send + Sync + 'static {
     fn client_config(&self) -> tonic::transport::ClientTlsConfig;
 }
 
-/// Decides whether a transport call comes from a peer (e.g. it presented a
-/// certificate the cluster's CA signed); `Err` is returned to the caller.
-pub type PeerGuard =
-    std::sync::Arc<dyn Fn(&tonic::Extensions) -> Result<(), tonic::Status> + Send + Sync>;
-
 /// Creates one [`Peer`] per target node; plain text unless given TLS.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     tls: Option<std::sync::Arc<dyn PeerTls>>,
-    /// Sent with every call; `None`: no cluster id is sent.
-    identity: Option<ClusterIdentity>,
+    /// Stamps every call and checks every answer.
+    auth: PeerAuth,
+    /// Every call's outcome, per peer.
+    health: PeerHealth,
 }
 
 impl Network {
-    /// Connect to peers over TLS.
-    pub fn with_tls(tls: std::sync::Arc<dyn PeerTls>) -> Network {
+    /// Calls authenticated by `auth`, over TLS if `tls` is given.
+    pub fn new(auth: PeerAuth, tls: Option<std::sync::Arc<dyn PeerTls>>) -> Network {
         Network {
-            tls: Some(tls),
-            identity: None,
+            tls,
+            auth,
+            health: PeerHealth::default(),
         }
     }
 
-    /// Send this node's cluster id with every call.
-    pub fn with_identity(self, identity: ClusterIdentity) -> Network {
-        Network {
-            identity: Some(identity),
-            ..self
-        }
+    /// What the calls to each peer have seen (shared with this network).
+    pub fn health(&self) -> PeerHealth {
+        self.health.clone()
     }
+}
+
+/// A client of the transport at `addr`, over TLS if `tls` is given.
+fn transport_client(
+    addr: &str,
+    tls: Option<&std::sync::Arc<dyn PeerTls>>,
+) -> Result<RaftTransportClient<Channel>, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.client_config())
+            .map_err(|e| format!("TLS configuration for {addr}: {e}"))?;
+    }
+    Ok(RaftTransportClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Ask the node at `addr` for its cluster's id and membership, as node
+/// `me` reached at `my_addr` (a founder that does not draw the id, or a
+/// node that joins). The answer is checked to come from a node that has
+/// an id.
+pub async fn identify(
+    auth: &PeerAuth,
+    tls: Option<&std::sync::Arc<dyn PeerTls>>,
+    addr: &str,
+    my_addr: &str,
+    timeout: std::time::Duration,
+) -> Result<pb::IdentifyResponse, tonic::Status> {
+    let mut client = transport_client(addr, tls).map_err(tonic::Status::invalid_argument)?;
+    let mut req = tonic::Request::new(pb::IdentifyRequest {
+        node_id: auth.identity().node(),
+        addr: my_addr.to_owned(),
+    });
+    req.set_timeout(timeout);
+    auth.stamp(&mut req, None);
+    let resp = client.identify(req).await?.into_inner();
+    if !crate::identity::valid_cluster_id(&resp.cluster) {
+        return Err(tonic::Status::unavailable(format!(
+            "the node at {addr} answered no valid cluster id"
+        )));
+    }
+    Ok(resp)
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let endpoint = Endpoint::from_shared(format!("{scheme}://{}", node.addr))
-            .map_err(|e| format!("bad address {:?} for node {target}: {e}", node.addr));
-        let endpoint = match (&self.tls, endpoint) {
-            (Some(tls), Ok(e)) => e
-                .tls_config(tls.client_config())
-                .map_err(|e| format!("TLS configuration for node {target}: {e}")),
-            (_, e) => e,
-        };
-        let client = endpoint.map(|e| {
-            RaftTransportClient::new(e.connect_lazy())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        });
         Peer {
             target,
-            client,
-            identity: self.identity.clone(),
+            client: transport_client(&node.addr, self.tls.as_ref())
+                .map_err(|e| format!("node {target}: {e}")),
+            auth: self.auth.clone(),
+            health: self.health.clone(),
             stream: None,
             unary_only: false,
         }
@@ -123,7 +151,8 @@ pub struct Peer {
     target: NodeId,
     /// `Err` when the peer's address is not a valid endpoint.
     client: Result<RaftTransportClient<Channel>, String>,
-    identity: Option<ClusterIdentity>,
+    auth: PeerAuth,
+    health: PeerHealth,
     /// The open `AppendStream` call, if any. Taken out while a request is
     /// on it, so a call dropped midway drops the stream with it: a late
     /// response can never be taken for the next request's.
@@ -161,14 +190,17 @@ where
 }
 
 /// A failed call: unreachable when the peer cannot be reached at all, or
-/// belongs to another cluster (so openraft backs off from it).
+/// refuses this node (another cluster, not a peer), so openraft backs off
+/// from it instead of retrying at once.
 fn status<E: std::error::Error>(target: NodeId, s: tonic::Status) -> RPCError<NodeId, Node, E> {
     let msg = format!("node {target}: {}", s.message());
     match s.code() {
         tonic::Code::Unavailable
         | tonic::Code::DeadlineExceeded
         | tonic::Code::Cancelled
-        | tonic::Code::FailedPrecondition => unreachable(msg),
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::Unauthenticated
+        | tonic::Code::PermissionDenied => unreachable(msg),
         _ => network(msg),
     }
 }
@@ -180,16 +212,22 @@ impl Peer {
         self.client.clone().map_err(unreachable)
     }
 
-    /// A call with openraft's deadline and this node's cluster id.
+    /// A call with openraft's deadline and this node's credentials.
     fn request<T>(&self, msg: T, option: &RPCOption) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         req.set_timeout(option.hard_ttl());
-        with_cluster(&mut req, self.cluster());
+        self.auth.stamp(&mut req, Some(self.target));
         req
     }
 
     fn cluster(&self) -> Option<Arc<str>> {
-        self.identity.as_ref().and_then(ClusterIdentity::get)
+        self.auth.identity().cluster()
+    }
+
+    /// The message of an answer that came from the node and cluster meant.
+    fn checked<T>(&self, resp: tonic::Response<T>) -> Result<T, tonic::Status> {
+        self.auth.check_reply(resp.metadata(), Some(self.target))?;
+        Ok(resp.into_inner())
     }
 
     /// One AppendEntries on the open stream, or on a new one. A reused
@@ -226,8 +264,8 @@ impl Peer {
         // Room for one request: the next is sent only after a response.
         let (tx, requests) = mpsc::channel(1);
         let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(requests));
-        with_cluster(&mut req, cluster.clone());
-        let rx = client.append_stream(req).await?.into_inner();
+        self.auth.stamp(&mut req, Some(self.target));
+        let rx = self.checked(client.append_stream(req).await?)?;
         Ok(AppendStream { tx, rx, cluster })
     }
 }
@@ -238,18 +276,11 @@ impl Peer {
         msg: pb::AppendEntriesRequest,
         option: &RPCOption,
     ) -> Result<pb::AppendEntriesResponse, RpcErr> {
-        Ok(self
-            .client()?
+        self.client()?
             .append_entries(self.request(msg, option))
             .await
-            .map_err(|s| status(self.target, s))?
-            .into_inner())
-    }
-}
-
-fn with_cluster<T>(req: &mut tonic::Request<T>, cluster: Option<Arc<str>>) {
-    if let Some(value) = cluster.and_then(|id| id.parse().ok()) {
-        req.metadata_mut().insert(CLUSTER_HEADER, value);
+            .and_then(|r| self.checked(r))
+            .map_err(|s| status(self.target, s))
     }
 }
 
@@ -314,6 +345,58 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let r = self.append_entries_call(rpc, option).await;
+        self.record(&r);
+        r
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let r = self.install_snapshot_call(rpc, option).await;
+        self.record(&r);
+        r
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let r = self.vote_call(rpc, option).await;
+        self.record(&r);
+        r
+    }
+}
+
+/// An error as a peer's failure is logged: the message, without the
+/// error types' names that openraft's wrappers put in front.
+fn describe(e: &impl std::fmt::Display) -> String {
+    e.to_string()
+        .replace("std::io::error::Error: ", "")
+        .replace("Unreachable node: ", "")
+        .replace("NetworkError: ", "")
+}
+
+impl Peer {
+    /// Note a call's outcome in [`PeerHealth`]: an answer of any kind
+    /// proves the peer up; a transport failure or a refusal does not.
+    fn record<T, E: std::error::Error>(&self, r: &Result<T, RPCError<NodeId, Node, E>>) {
+        match r {
+            Ok(_) | Err(RPCError::RemoteError(_)) | Err(RPCError::PayloadTooLarge(_)) => {
+                self.health.answered(self.target)
+            }
+            Err(e) => self.health.failed(self.target, &describe(e)),
+        }
+    }
+
+    async fn append_entries_call(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
         let entries: Vec<Vec<u8>> = rpc.entries.iter().map(codec::encode_entry).collect();
         if let Some(fit) = entries_that_fit(&entries, MAX_APPEND_BYTES) {
             // openraft sends the first `fit` entries at once, then the rest.
@@ -371,7 +454,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         }
     }
 
-    async fn install_snapshot(
+    async fn install_snapshot_call(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
@@ -387,8 +470,8 @@ impl RaftNetwork<TypeConfig> for Peer {
             .client()?
             .install_snapshot(self.request(msg, &option))
             .await
-            .map_err(|s| status(self.target, s))?
-            .into_inner();
+            .and_then(|r| self.checked(r))
+            .map_err(|s| status(self.target, s))?;
         if let (Some(expect), Some(got)) = (resp.mismatch_expect, resp.mismatch_got) {
             let mismatch = SnapshotMismatch {
                 expect: SnapshotSegmentId {
@@ -410,7 +493,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         })
     }
 
-    async fn vote(
+    async fn vote_call(
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
@@ -423,8 +506,8 @@ impl RaftNetwork<TypeConfig> for Peer {
             .client()?
             .vote(self.request(msg, &option))
             .await
-            .map_err(|s| status(self.target, s))?
-            .into_inner();
+            .and_then(|r| self.checked(r))
+            .map_err(|s| status(self.target, s))?;
         Ok(VoteResponse {
             vote: codec::decode_vote(&resp.vote).map_err(network)?,
             vote_granted: resp.vote_granted,
@@ -480,55 +563,40 @@ pub struct TransportService {
     contact: LeaderContact,
     /// Becomes true when the node stops serving: open append streams end.
     closing: watch::Receiver<bool>,
-    /// Checked before every call; `None` admits everyone (plain text).
-    guard: Option<PeerGuard>,
-    /// Calls from another cluster are refused; `None`: not checked.
-    identity: Option<ClusterIdentity>,
+    /// Admits only peers of this cluster; stamps the answers.
+    auth: PeerAuth,
 }
 
 impl TransportService {
-    /// The tonic service to mount on the node's gRPC server.
-    pub fn server(raft: Raft<TypeConfig>) -> RaftTransportServer<TransportService> {
-        Self::with_contact(raft, LeaderContact::default())
-    }
-
-    /// As [`TransportService::server`], recording leader contact in `contact`.
-    pub fn with_contact(
-        raft: Raft<TypeConfig>,
-        contact: LeaderContact,
-    ) -> RaftTransportServer<TransportService> {
-        Self::guarded(raft, contact, None, None, never_closing())
-    }
-
-    /// As [`TransportService::with_contact`], admitting only the calls
-    /// `guard` accepts that come from `identity`'s cluster.
+    /// The tonic service to mount on the node's gRPC server: calls admitted
+    /// by `auth`, leader contact recorded in `contact`.
     ///
     /// Open append streams end when `closing` becomes true (a sender
     /// dropped while false never ends them). Set it before stopping the gRPC server: an
     /// orderly stop waits for every open call, and a leader keeps its
     /// stream to a follower open for as long as it leads.
-    pub fn guarded(
+    pub fn server(
         raft: Raft<TypeConfig>,
         contact: LeaderContact,
-        guard: Option<PeerGuard>,
-        identity: Option<ClusterIdentity>,
+        auth: PeerAuth,
         closing: watch::Receiver<bool>,
     ) -> RaftTransportServer<TransportService> {
         RaftTransportServer::new(TransportService {
             raft,
             contact,
             closing,
-            guard,
-            identity,
+            auth,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
-}
 
-/// A `closing` signal that never fires.
-fn never_closing() -> watch::Receiver<bool> {
-    watch::channel(false).1
+    /// `message` as this node's answer, stamped with its ids.
+    fn answer<T>(&self, message: T) -> tonic::Response<T> {
+        let mut resp = tonic::Response::new(message);
+        self.auth.stamp_reply(resp.metadata_mut());
+        resp
+    }
 }
 
 /// Resolves once `closing` is true; never if its sender is gone while false.
@@ -546,23 +614,6 @@ fn bad_request(e: DecodeError) -> tonic::Status {
 /// The local Raft refused or failed: the sender should retry later.
 fn raft_failed(e: impl std::fmt::Display) -> tonic::Status {
     tonic::Status::unavailable(format!("raft: {e}"))
-}
-
-impl TransportService {
-    fn admit<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
-        if let Some(guard) = &self.guard {
-            guard(request.extensions())?;
-        }
-        match &self.identity {
-            Some(identity) => identity.admit(
-                request
-                    .metadata()
-                    .get(CLUSTER_HEADER)
-                    .and_then(|v| v.to_str().ok()),
-            ),
-            None => Ok(()),
-        }
-    }
 }
 
 /// The response side of an `AppendStream` call.
@@ -620,9 +671,9 @@ impl RaftTransport for TransportService {
         &self,
         request: tonic::Request<pb::AppendEntriesRequest>,
     ) -> Result<tonic::Response<pb::AppendEntriesResponse>, tonic::Status> {
-        self.admit(&request)?;
+        self.auth.admit(&request, "append entries")?;
         let resp = append(&self.raft, &self.contact, request.into_inner()).await?;
-        Ok(tonic::Response::new(resp))
+        Ok(self.answer(resp))
     }
 
     type AppendStreamStream = AppendResponses;
@@ -635,7 +686,7 @@ impl RaftTransport for TransportService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::AppendEntriesRequest>>,
     ) -> Result<tonic::Response<Self::AppendStreamStream>, tonic::Status> {
-        self.admit(&request)?;
+        self.auth.admit(&request, "append stream")?;
         let open = Some(StreamState {
             requests: request.into_inner(),
             raft: self.raft.clone(),
@@ -658,21 +709,21 @@ impl RaftTransport for TransportService {
                 Ok(None) | Err(_) => None,
             }
         });
-        Ok(tonic::Response::new(Box::pin(responses)))
+        Ok(self.answer(Box::pin(responses)))
     }
 
     async fn vote(
         &self,
         request: tonic::Request<pb::VoteRequest>,
     ) -> Result<tonic::Response<pb::VoteResponse>, tonic::Status> {
-        self.admit(&request)?;
+        self.auth.admit(&request, "vote")?;
         let req = request.into_inner();
         let rpc = VoteRequest {
             vote: codec::decode_vote(&req.vote).map_err(bad_request)?,
             last_log_id: codec::decode_log_id(&req.last_log_id).map_err(bad_request)?,
         };
         let resp = self.raft.vote(rpc).await.map_err(raft_failed)?;
-        Ok(tonic::Response::new(pb::VoteResponse {
+        Ok(self.answer(pb::VoteResponse {
             vote: codec::encode_vote(&resp.vote),
             vote_granted: resp.vote_granted,
             last_log_id: codec::encode_log_id(&resp.last_log_id),
@@ -683,7 +734,7 @@ impl RaftTransport for TransportService {
         &self,
         request: tonic::Request<pb::InstallSnapshotRequest>,
     ) -> Result<tonic::Response<pb::InstallSnapshotResponse>, tonic::Status> {
-        self.admit(&request)?;
+        self.auth.admit(&request, "install snapshot")?;
         let req = request.into_inner();
         let rpc = InstallSnapshotRequest {
             vote: codec::decode_vote(&req.vote).map_err(bad_request)?,
@@ -697,13 +748,13 @@ impl RaftTransport for TransportService {
             offset: s.offset,
         };
         match self.raft.install_snapshot(rpc).await {
-            Ok(resp) => Ok(tonic::Response::new(pb::InstallSnapshotResponse {
+            Ok(resp) => Ok(self.answer(pb::InstallSnapshotResponse {
                 vote: codec::encode_vote(&resp.vote),
                 mismatch_expect: None,
                 mismatch_got: None,
             })),
             Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
-                Ok(tonic::Response::new(pb::InstallSnapshotResponse {
+                Ok(self.answer(pb::InstallSnapshotResponse {
                     vote: Vec::new(),
                     mismatch_expect: Some(segment(m.expect)),
                     mismatch_got: Some(segment(m.got)),
@@ -711,6 +762,59 @@ impl RaftTransport for TransportService {
             }
             Err(e) => Err(raft_failed(e)),
         }
+    }
+
+    async fn identify(
+        &self,
+        request: tonic::Request<pb::IdentifyRequest>,
+    ) -> Result<tonic::Response<pb::IdentifyResponse>, tonic::Status> {
+        let Some(cluster) = self.auth.identity().cluster() else {
+            return Err(tonic::Status::unavailable(
+                "this node has no cluster id yet (it is waiting for its founder, or joining): ask another member",
+            ));
+        };
+        let members: Vec<pb::Member> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let voters: Vec<NodeId> = membership.voter_ids().collect();
+            membership
+                .nodes()
+                .map(|(id, n)| pb::Member {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect()
+        };
+        if members.is_empty() {
+            return Err(tonic::Status::unavailable(
+                "this node's cluster has no membership yet (its founder is initializing it): ask again",
+            ));
+        }
+        let ask = request.get_ref();
+        let voters: Vec<(NodeId, String)> = members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| (m.id, m.addr.clone()))
+            .collect();
+        let secret = self
+            .auth
+            .admit_identify(&request, ask.node_id, &ask.addr, &voters)?
+            .inspect(|_| {
+                tracing::info!(
+                    node = ask.node_id,
+                    addr = %ask.addr,
+                    "handing the cluster secret to a founding member on loopback"
+                )
+            })
+            .unwrap_or_default();
+        Ok(self.answer(pb::IdentifyResponse {
+            cluster: cluster.to_string(),
+            node_id: self.auth.identity().node(),
+            members,
+            secret,
+        }))
     }
 }
 
@@ -794,6 +898,13 @@ mod tests {
         ) -> Result<tonic::Response<pb::InstallSnapshotResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("not in this test"))
         }
+
+        async fn identify(
+            &self,
+            _: tonic::Request<pb::IdentifyRequest>,
+        ) -> Result<tonic::Response<pb::IdentifyResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
     }
 
     /// Serve `fake` on a loopback port; a client for it.
@@ -807,7 +918,12 @@ mod tests {
                 .add_service(RaftTransportServer::new(fake))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
-        Network::default().new_client(2, &Node { addr }).await
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = crate::ClusterIdentity::open(dir.path(), 1, None).expect("identity");
+        identity.adopt("test").expect("adopt");
+        let secret = crate::PeerSecret::new("a-test-secret-0123456789").expect("secret");
+        let auth = PeerAuth::new(identity, false, Some(secret), false);
+        Network::new(auth, None).new_client(2, &Node { addr }).await
     }
 
     async fn append(peer: &mut Peer) -> AppendEntriesResponse<NodeId> {

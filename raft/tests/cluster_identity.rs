@@ -5,51 +5,58 @@
 
 mod common;
 
-use common::{elect, listeners, start_in};
+use common::{elect, listeners, peer_auth, start_in, SECRET};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::VoteRequest;
 use openraft::Vote;
-use raft::{ClusterIdentity, Network};
+use raft::Network;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_refuses_raft_calls_from_another_cluster_and_from_callers_without_an_id() {
+async fn a_node_refuses_raft_calls_from_another_cluster_and_from_strangers_without_the_secret() {
     let root = tempfile::tempdir().expect("tempdir");
     let config = common::config((300, 600), |c| c);
     let (mut listeners, members) = listeners(3).await;
-    let ours = ClusterIdentity::of_peers(members.iter().map(|(id, n)| (*id, n.addr.as_str())));
+    let ours = "our-cluster";
     let l3 = listeners.pop().expect("l3");
     let l2 = listeners.pop().expect("l2");
     let l1 = listeners.pop().expect("l1");
-    let n1 = start_in(Some(&ours), 1, l1, root.path(), config.clone()).await;
-    let n2 = start_in(Some(&ours), 2, l2, root.path(), config.clone()).await;
-    let n3 = start_in(Some(&ours), 3, l3, root.path(), config.clone()).await;
+    let n1 = start_in(ours, 1, l1, root.path(), config.clone()).await;
+    let n2 = start_in(ours, 2, l2, root.path(), config.clone()).await;
+    let n3 = start_in(ours, 3, l3, root.path(), config.clone()).await;
     elect(&n1, members.clone()).await;
     let term = n1.raft.metrics().borrow().current_term;
     let target = n2.raft.metrics().borrow().id;
 
-    // A vote from "node 3" of another cluster, in a far higher term: if it
-    // reached openraft, node 2 would move to that term and drop its leader.
-    let foreign_dir = tempfile::tempdir().expect("tempdir");
-    let foreign_log = raft::LogStore::open(foreign_dir.path()).expect("log");
-    let foreign = foreign_log.identity().expect("identity");
-    foreign
-        .adopt(&ClusterIdentity::of_peers([(3, "10.0.0.3:4001")]))
-        .expect("adopt");
+    // A vote from "node 3" of another cluster (a stray holding the same
+    // secret), and from a stranger without the secret, in a far higher
+    // term: if either reached openraft, node 2 would move to that term and
+    // drop its leader.
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
     let option = RPCOption::new(Duration::from_secs(2));
     let vote = VoteRequest::new(Vote::new(term + 100, 3), None);
-    for (network, what) in [
-        (Network::default().with_identity(foreign), "another cluster"),
-        (Network::default(), "no cluster id"),
+    for (auth, what, expect) in [
+        (
+            peer_auth(dirs[0].path(), 3, "another-cluster", SECRET),
+            "another cluster",
+            "cluster",
+        ),
+        (
+            peer_auth(dirs[1].path(), 3, ours, "not-the-cluster-secret"),
+            "a stranger",
+            "secret",
+        ),
     ] {
-        let mut network = network;
+        let mut network = Network::new(auth, None);
         let mut peer = network.new_client(target, &members[&target]).await;
         let refused = peer
             .vote(vote.clone(), option.clone())
             .await
             .expect_err(what);
         let text = refused.to_string();
-        assert!(text.contains("cluster"), "{what}: {text}");
+        assert!(text.contains(expect), "{what}: {text}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let m = n2.raft.metrics().borrow().clone();

@@ -133,11 +133,20 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
     }
 }
 
+/// openraft logs every failed call to a peer, hundreds of lines a second
+/// while one is down, and its own fatal errors, which the node reports
+/// itself (`watch_for_fatal`). Peer failures are logged by
+/// `raft::PeerHealth`, once per peer and interval: openraft's network,
+/// replication and core chatter is off unless a filter names openraft.
+const QUIET_OPENRAFT: &str = "openraft=error,openraft::replication=off,openraft::network=off,openraft::core=off,openraft::engine=off,openraft::progress=off";
+
 fn init_logging(config: &NodeConfig) {
     let filter = if config.log_level == "info" {
-        "info,openraft=error,sled=warn,h2=warn,hyper=warn,tower=warn".to_owned()
-    } else {
+        format!("info,{QUIET_OPENRAFT},sled=warn,h2=warn,hyper=warn,tower=warn")
+    } else if config.log_level.contains("openraft") {
         config.log_level.clone()
+    } else {
+        format!("{},{QUIET_OPENRAFT}", config.log_level)
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

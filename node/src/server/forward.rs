@@ -3,7 +3,9 @@
 //! One lazily connected channel per peer address. A forwarded call that
 //! fails in transit is classified by what may have happened: refused before
 //! sending means nothing was done (the client may retry), anything later is
-//! indeterminate for a write.
+//! indeterminate for a write. Every call carries this node's peer
+//! credentials (`raft::PeerAuth`): the receiving node admits forwarded
+//! calls, read barriers, joins and campaigns from peers only.
 
 use super::error::NodeError;
 use super::tls::Tls;
@@ -16,10 +18,26 @@ use client::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+/// A client whose every call carries this node's peer credentials.
+type PeerClient = QuorumliteClient<InterceptedService<Channel, Stamp>>;
+
+/// Stamps each outgoing call with this node's peer credentials.
+#[derive(Clone)]
+struct Stamp(raft::PeerAuth);
+
+impl tonic::service::Interceptor for Stamp {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        self.0.stamp(&mut req, None);
+        Ok(req)
+    }
+}
+
 pub struct Forwarder {
-    clients: Mutex<HashMap<String, QuorumliteClient<Channel>>>,
+    clients: Mutex<HashMap<String, PeerClient>>,
+    auth: raft::PeerAuth,
     /// TLS toward the leader (presenting this node's certificate, so the
     /// leader sees a peer); `None`: plain text.
     tls: Option<Arc<Tls>>,
@@ -28,15 +46,16 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(write_timeout: Duration, tls: Option<Arc<Tls>>) -> Forwarder {
+    pub fn new(write_timeout: Duration, tls: Option<Arc<Tls>>, auth: raft::PeerAuth) -> Forwarder {
         Forwarder {
             clients: Mutex::new(HashMap::new()),
+            auth,
             tls,
             write_deadline: write_timeout + Duration::from_secs(2),
         }
     }
 
-    fn client(&self, addr: &str) -> Result<QuorumliteClient<Channel>, NodeError> {
+    fn client(&self, addr: &str) -> Result<PeerClient, NodeError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
@@ -59,7 +78,7 @@ impl Forwarder {
             .keep_alive_while_idle(true)
             .tcp_nodelay(true)
             .connect_lazy();
-        let c = QuorumliteClient::new(channel)
+        let c = QuorumliteClient::with_interceptor(channel, Stamp(self.auth.clone()))
             .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(client::MAX_MESSAGE_BYTES);
         clients.insert(addr.to_owned(), c.clone());

@@ -19,6 +19,7 @@ pub mod error;
 mod forward;
 pub mod hrana;
 mod members;
+mod peers;
 mod read;
 mod service;
 pub mod tls;
@@ -32,8 +33,7 @@ use forward::Forwarder;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use raft::{
-    ClusterIdentity, LeaderContact, LogStore, Network, NodeId, StateMachine, TransportService,
-    TypeConfig,
+    LeaderContact, LogStore, Network, NodeId, PeerAuth, StateMachine, TransportService, TypeConfig,
 };
 use read::ReadIndex;
 use std::collections::BTreeMap;
@@ -59,6 +59,10 @@ pub enum StartError {
     InUse(PathBuf),
     #[error("opening the Raft log in {path}: {source}")]
     Log { path: PathBuf, source: sled::Error },
+    #[error(transparent)]
+    Identity(#[from] raft::IdentityError),
+    #[error("{0}")]
+    Peers(String),
     #[error("opening the state machine: {0}")]
     StateMachine(#[from] raft::OpenError),
     #[error("opening the writer: {0}")]
@@ -93,8 +97,8 @@ pub struct Node {
     contact: LeaderContact,
     /// False once shutdown began: new requests are refused.
     accepting: AtomicBool,
-    /// TLS material when TLS is on: decides who is a peer.
-    tls: Option<Arc<tls::Tls>>,
+    /// Who is a peer: node-to-node calls are admitted by it.
+    auth: PeerAuth,
     /// Hrana streams this node owns (the HTTP API).
     streams: hrana::Streams,
 }
@@ -595,6 +599,7 @@ impl DirLock {
 
 /// Run a node until `shutdown` completes (or the node hits a fatal error).
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    tokio::pin!(shutdown);
     let dir = config.data_dir.clone();
     let _lock = DirLock::acquire(&dir)?;
     let storage_config = config.storage();
@@ -603,40 +608,27 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         path: log_path.clone(),
         source,
     })?;
-    // The cluster's id goes with every Raft call, and calls from another
-    // cluster are refused (raft::ClusterIdentity). Founders derive it from
-    // the peer list at the first start; a joining node adopts it from the
-    // first member that calls it.
-    let identity = log
-        .identity()
-        .and_then(|identity| {
-            if identity.get().is_none() && config.join.is_none() {
-                let peers = config.peers.iter().map(|(id, addr)| (*id, addr.as_str()));
-                identity.adopt(&ClusterIdentity::of_peers(peers))?;
-            }
-            Ok(identity)
-        })
-        .map_err(|source| StartError::Log {
-            path: log_path.clone(),
-            source,
-        })?;
-    let sm = StateMachine::open(&dir, &storage_config)?;
-    let executor = storage::Executor::open(dir.join("data.db"), &storage_config)?;
     let raft_config = Arc::new(config.raft()?);
     let tls = match &config.tls {
         Some(files) => Some(tls::Tls::load(files.clone())?),
         None => None,
     };
+    // The cluster's id and the peers' credentials, before any data is
+    // opened or Raft starts: a node without them waits for its founder (or
+    // the member it joins), and a refused one stops holding nothing.
+    let auth = peers::establish(&config, &log, tls.as_ref(), &mut shutdown).await?;
+    let sm = StateMachine::open(&dir, &storage_config)?;
+    let executor = storage::Executor::open(dir.join("data.db"), &storage_config)?;
     if let Some(addr) = config.metrics_listen {
         crate::metrics::install(addr, tls.clone())?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(listen = %addr, "serving metrics at {scheme}://{addr}/metrics");
     }
-    let network = match &tls {
-        Some(t) => Network::with_tls(Arc::clone(t) as Arc<dyn raft::PeerTls>),
-        None => Network::default(),
-    }
-    .with_identity(identity.clone());
+    let network = Network::new(
+        auth.clone(),
+        tls.as_ref()
+            .map(|t| Arc::clone(t) as Arc<dyn raft::PeerTls>),
+    );
     let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -661,7 +653,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         Arc::clone(&fatal),
     )
     .map_err(|e| StartError::Raft(format!("starting the writer thread: {e}")))?;
-    let forward = Arc::new(Forwarder::new(config.write_timeout, tls.clone()));
+    let forward = Arc::new(Forwarder::new(
+        config.write_timeout,
+        tls.clone(),
+        auth.clone(),
+    ));
     let read_index = ReadIndex::new(
         raft.clone(),
         sm.clone(),
@@ -680,7 +676,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         forward,
         contact: contact.clone(),
         accepting: AtomicBool::new(true),
-        tls: tls.clone(),
+        auth: auth.clone(),
         streams: hrana::Streams::new(config.id)
             .map_err(|e| StartError::Raft(format!("drawing the HTTP baton key: {e}")))?,
     });
@@ -710,17 +706,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let stopped = async {
         let _ = serving_stopped.await;
     };
-    let guard: Option<raft::PeerGuard> = tls.as_ref().map(|_| Arc::new(tls::require_peer) as _);
     // Ends the leader's append streams and the clients' `Calls` streams to
     // this node when it stops serving: the server's orderly stop would
     // otherwise wait for them.
     let (close_streams, streams_closing) = tokio::sync::watch::channel(false);
     let router = tonic::transport::Server::builder()
-        .add_service(TransportService::guarded(
+        .add_service(TransportService::server(
             raft.clone(),
             contact,
-            guard,
-            Some(identity),
+            auth.clone(),
             streams_closing.clone(),
         ))
         .add_service(service::server(Arc::clone(&node), streams_closing));
@@ -759,14 +753,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         (Some(via), false) => Some(tokio::spawn(join_cluster(Arc::clone(&node), via.clone()))),
         _ => None,
     };
-    if !initialized && config.join.is_none() {
+    // Only the founder initializes: the others learn the membership from
+    // its leader, so the first entry cannot differ between nodes.
+    let founds = peers::founder(&config).is_some_and(|(id, _)| id == config.id);
+    if !initialized && founds {
         let members: BTreeMap<NodeId, BasicNode> = config
             .peers
             .iter()
             .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
             .collect();
         match raft.initialize(members).await {
-            Ok(()) => tracing::info!(peers = ?config.peers, "new cluster member: initialized Raft"),
+            Ok(()) => {
+                tracing::info!(peers = ?config.peers, "founded the cluster: initialized Raft with every voter of --peers")
+            }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(e) => return Err(StartError::Raft(format!("initializing: {e}"))),
         }

@@ -11,7 +11,7 @@
 
 use super::auth::{self, Permission};
 use super::error::NodeError;
-use super::{tls, Node};
+use super::Node;
 use client::pb;
 use client::pb::quorumlite_server::{Quorumlite, QuorumliteServer};
 use std::sync::Arc;
@@ -59,16 +59,12 @@ impl Service {
             })
     }
 
-    /// Admit a peer-only call: with TLS, the caller must have presented a
-    /// cluster certificate; without, anyone (peers are not authenticated).
-    fn admit_peer<T>(&self, request: &Request<T>) -> Result<(), NodeError> {
-        match &self.node.tls {
-            Some(_) => tls::require_peer(request.extensions()).map_err(|s| {
-                crate::metrics::auth_failure("not-a-peer");
-                NodeError::Unauthenticated(s.message().to_owned())
-            }),
-            None => Ok(()),
-        }
+    /// Admit a node-to-node call (`raft::PeerAuth`: a peer certificate or
+    /// the cluster secret, this cluster's id, meant for this node).
+    fn admit_peer<T>(&self, request: &Request<T>, what: &'static str) -> Result<(), Status> {
+        self.node.auth.admit(request, what).inspect_err(|_| {
+            crate::metrics::auth_failure("not-a-peer");
+        })
     }
 }
 
@@ -86,6 +82,9 @@ async fn serve_call(
         })
     };
     let outcome = match req.call {
+        Some(Call::Execute(batch)) if batch.writes.iter().any(|w| w.forwarded) => Err(
+            NodeError::BadRequest("`forwarded` is for node-to-node calls: leave it unset".into()),
+        ),
         Some(Call::Execute(batch)) => match admit(Permission::Write) {
             Ok(_) => node
                 .execute_batch(batch, bearer.as_deref())
@@ -132,6 +131,9 @@ impl Quorumlite for Service {
         if let Err(e) = self.admit(&request, Permission::Write) {
             return self.reply(Err(e));
         }
+        if request.get_ref().forwarded {
+            self.admit_peer(&request, "forwarded write")?;
+        }
         let bearer = bearer(&request).map(str::to_owned);
         self.reply(
             self.node
@@ -157,6 +159,9 @@ impl Quorumlite for Service {
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
         if let Err(e) = self.admit(&request, Permission::Write) {
             return self.reply(Err(e));
+        }
+        if request.get_ref().writes.iter().any(|w| w.forwarded) {
+            self.admit_peer(&request, "forwarded writes")?;
         }
         let bearer = bearer(&request).map(str::to_owned);
         self.reply(
@@ -239,8 +244,10 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::HranaPipelineRequest>,
     ) -> Result<Response<pb::HranaPipelineResponse>, Status> {
-        // The pipeline checks the caller's bearer token itself, per request
-        // (reads need `read`, writes `write`).
+        // Only a peer passes a pipeline on; the pipeline checks the
+        // caller's bearer token itself, per request (reads need `read`,
+        // writes `write`).
+        self.admit_peer(&request, "forwarded HTTP pipeline")?;
         let bearer = bearer(&request).map(str::to_owned);
         let req = request.into_inner();
         let reply = super::hrana::pipeline(
@@ -295,9 +302,7 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
-        if let Err(e) = self.admit_peer(&request) {
-            return self.reply(Err(e));
-        }
+        self.admit_peer(&request, "join")?;
         self.reply(self.node.join(request.into_inner()).await)
     }
 
@@ -305,9 +310,7 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
-        if let Err(e) = self.admit_peer(&request) {
-            return self.reply(Err(e));
-        }
+        self.admit_peer(&request, "campaign")?;
         self.node.campaign(request.into_inner());
         Ok(Response::new(pb::CampaignResponse {}))
     }
@@ -316,9 +319,7 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        if let Err(e) = self.admit_peer(&request) {
-            return self.reply(Err(e));
-        }
+        self.admit_peer(&request, "read index")?;
         self.reply(self.node.read_index().await)
     }
 

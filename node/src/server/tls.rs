@@ -192,12 +192,7 @@ impl raft::PeerTls for Tls {
     }
 }
 
-/// What the server knows of a TLS connection, in every request's extensions.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    /// The client presented a certificate of the cluster CA.
-    pub peer: bool,
-}
+pub use raft::ConnInfo;
 
 /// A server-side TLS connection, as tonic serves it.
 pub struct TlsConn {
@@ -270,7 +265,10 @@ pub fn incoming(
                     Ok(Ok(stream)) => {
                         let peer = tls.is_peer(stream.get_ref().1.peer_certificates());
                         tracing::debug!(%remote, peer, "TLS connection");
-                        let info = ConnInfo { peer };
+                        let info = ConnInfo {
+                            peer,
+                            remote: Some(remote),
+                        };
                         let _ = tx.send(Ok(TlsConn { stream, info })).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
@@ -280,17 +278,6 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// The guard on peer-only calls when TLS is on: the connection must have
-/// presented a certificate of the cluster CA.
-pub fn require_peer(ext: &tonic::Extensions) -> Result<(), tonic::Status> {
-    match ext.get::<ConnInfo>() {
-        Some(info) if info.peer => Ok(()),
-        _ => Err(tonic::Status::unauthenticated(
-            "only cluster members may call this: present a node certificate signed by the cluster CA",
-        )),
-    }
 }
 
 /// Serve `GET /metrics` over HTTPS (HTTP/1.1) with the node's certificate.

@@ -158,9 +158,19 @@ impl Cluster {
     }
 
     /// Start a new node that joins through node `via` (`--join`), with
-    /// `extra` flags of its own; its id.
+    /// `extra` flags of its own; its id. Without TLS it is given the
+    /// cluster secret the founder drew (a copy of node 1's file), as an
+    /// operator hands it over.
     pub fn join(&mut self, via: u64, extra: &[&str]) -> u64 {
         let id = self.nodes.len() as u64 + 1;
+        let secret = self.data_dir(1).join("cluster-secret");
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if secret.exists() && !extra.iter().any(|f| f.starts_with("--tls")) {
+            let copy = self.root.path().join(format!("node{id}.secret"));
+            std::fs::copy(&secret, &copy).expect("copy the cluster secret");
+            extra.push("--cluster-secret-file".into());
+            extra.push(copy.to_string_lossy().into_owned());
+        }
         let via = self.addr(via);
         self.nodes.push(NodeProc {
             id,
@@ -171,8 +181,7 @@ impl Cluster {
             starts: 0,
             join: Some(via),
         });
-        self.per_node
-            .push(extra.iter().map(|s| s.to_string()).collect());
+        self.per_node.push(extra);
         self.launch(id);
         id
     }

@@ -4,7 +4,10 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use openraft::{BasicNode, Config, Raft};
-use raft::{LeaderContact, LogStore, Network, StateMachine, TransportService, TypeConfig};
+use raft::{
+    ClusterIdentity, LeaderContact, LogStore, Network, PeerAuth, PeerSecret, StateMachine,
+    TransportService, TypeConfig,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use storage::StorageConfig;
@@ -54,19 +57,34 @@ pub async fn listeners(n: u64) -> (Vec<TcpListener>, BTreeMap<u64, BasicNode>) {
     (listeners, members)
 }
 
+/// The cluster secret of the test clusters.
+pub const SECRET: &str = "a-test-cluster-secret";
+
 pub async fn start(
     id: u64,
     listener: TcpListener,
     root: &std::path::Path,
     config: Arc<Config>,
 ) -> TestNode {
-    start_in(None, id, listener, root, config).await
+    start_in("test-cluster", id, listener, root, config).await
 }
 
-/// As [`start`], as a member of `cluster` (its id sent and checked), or
-/// with no cluster id at all (`None`).
+/// Node `id`'s peer credentials in `dir`, as a member of `cluster` holding
+/// `secret`.
+pub fn peer_auth(dir: &std::path::Path, id: u64, cluster: &str, secret: &str) -> PeerAuth {
+    let identity = ClusterIdentity::open(dir, id, None).expect("identity");
+    identity.adopt(cluster).expect("adopt");
+    PeerAuth::new(
+        identity,
+        false,
+        Some(PeerSecret::new(secret).expect("secret")),
+        false,
+    )
+}
+
+/// As [`start`], as a member of `cluster` (its id sent and checked).
 pub async fn start_in(
-    cluster: Option<&str>,
+    cluster: &str,
     id: u64,
     listener: TcpListener,
     root: &std::path::Path,
@@ -75,27 +93,14 @@ pub async fn start_in(
     let dir = root.join(format!("node{id}"));
     let log = LogStore::open(dir.join("log")).expect("log");
     let sm = StateMachine::open(&dir, &StorageConfig::default()).expect("state machine");
-    let identity = cluster.map(|cluster| {
-        let identity = log.identity().expect("identity");
-        identity.adopt(cluster).expect("adopt");
-        identity
-    });
-    let network = match &identity {
-        Some(identity) => Network::default().with_identity(identity.clone()),
-        None => Network::default(),
-    };
+    let auth = peer_auth(&dir, id, cluster, SECRET);
+    let network = Network::new(auth.clone(), None);
     let raft = Raft::new(id, config, network, log.clone(), sm.clone())
         .await
         .expect("raft");
     // Never closing: the test servers are aborted, not drained.
     let closing = tokio::sync::watch::channel(false).1;
-    let service = TransportService::guarded(
-        raft.clone(),
-        LeaderContact::default(),
-        None,
-        identity,
-        closing,
-    );
+    let service = TransportService::server(raft.clone(), LeaderContact::default(), auth, closing);
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service)
