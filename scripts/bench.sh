@@ -2,7 +2,11 @@
 # Start a fresh three-node release cluster on loopback, run every bench
 # workload against it, stop it. Knobs: CLIENTS (32), DURATION (10 s),
 # REPS (1), BASE_PORT (7401), NODE_ARGS (extra flags for each node, e.g.
-# "--worker-threads 1": what `quorumlite dev` gives each node on 2 cores).
+# "--worker-threads 1": what `quorumlite dev` gives each node on 2 cores),
+# NODE_BIN (the nodes' binary, for an A/B against another build; the bench
+# client is always this build's), WORKLOADS (a subset, space-separated,
+# of: write1 write32 write32-follower write32-alone read-session
+# read-session-alone read-stale read-linearizable write32-heavy).
 # Prints quorumlite bench's own lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +17,8 @@ BASE_PORT="${BASE_PORT:-7401}"
 
 cargo build --release --locked -p quorumlite >&2
 Q="${CARGO_TARGET_DIR:-$PWD/target}/release/quorumlite"
+NODE_BIN="${NODE_BIN:-$Q}"
+WORKLOADS="${WORKLOADS:-write1 write32 write32-follower write32-alone read-session read-session-alone read-stale read-linearizable write32-heavy}"
 DATA="$(mktemp -d)"
 PEERS="1=127.0.0.1:$BASE_PORT,2=127.0.0.1:$((BASE_PORT + 1)),3=127.0.0.1:$((BASE_PORT + 2))"
 PIDS=()
@@ -23,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for i in 1 2 3; do
-  "$Q" node --id "$i" --data-dir "$DATA/n$i" --listen "127.0.0.1:$((BASE_PORT + i - 1))" \
+  "$NODE_BIN" node --id "$i" --data-dir "$DATA/n$i" --listen "127.0.0.1:$((BASE_PORT + i - 1))" \
     --peers "$PEERS" --log-level warn ${NODE_ARGS:-} 2>"$DATA/n$i.log" &
   PIDS+=($!)
 done
@@ -37,12 +43,24 @@ LEADER_ID=$(echo "$STATUS" | sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p')
 FOLLOWER_ID=$(( LEADER_ID % 3 + 1 ))
 FOLLOWER="127.0.0.1:$((BASE_PORT + FOLLOWER_ID - 1))"
 echo "leader $LEADER, follower used for reads $FOLLOWER"
+ALL="127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2))"
+B=("$Q" bench --clients "$CLIENTS" --duration "$DURATION")
 for rep in $(seq 1 "$REPS"); do
   echo "== rep $rep"
-  "$Q" bench --addr "$LEADER" --clients 1 --duration "$DURATION" --workload write
-  "$Q" bench --addr "$LEADER" --clients "$CLIENTS" --duration "$DURATION" --workload write
-  "$Q" bench --addr "$FOLLOWER" --clients "$CLIENTS" --duration "$DURATION" --workload write
-  for w in read-session read-stale read-linearizable; do
-    "$Q" bench --addr "$FOLLOWER" --clients "$CLIENTS" --duration "$DURATION" --workload "$w"
+  for w in $WORKLOADS; do
+    echo "-- $w"
+    case "$w" in
+      write1) "$Q" bench --addr "$LEADER" --clients 1 --duration "$DURATION" --workload write ;;
+      write32) "${B[@]}" --addr "$LEADER" --workload write ;;
+      write32-follower) "${B[@]}" --addr "$FOLLOWER" --workload write ;;
+      # What the peers' benchmarks do: a connection per client, no batching.
+      write32-alone) "${B[@]}" --addr "$LEADER" --workload write --connections "$CLIENTS" --max-batch 1 ;;
+      read-session|read-stale|read-linearizable) "${B[@]}" --addr "$FOLLOWER" --workload "$w" ;;
+      read-session-alone) "${B[@]}" --addr "$FOLLOWER" --workload read-session --connections "$CLIENTS" --max-batch 1 ;;
+      # Writes while two reads of seconds of CPU each run on every node
+      # (the client finds the leader from the first reply).
+      write32-heavy) "${B[@]}" --addr "$ALL" --workload write --heavy-reads 6 ;;
+      *) echo "unknown workload $w" >&2; exit 2 ;;
+    esac
   done
 done

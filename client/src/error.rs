@@ -72,10 +72,21 @@ pub enum ErrorCode {
     PermissionDenied,
     /// A bug or a broken node. Report it.
     Internal,
+    /// A statement ran past its time limit and was stopped; nothing was
+    /// written. Make it cheaper, page it, or ask for a longer limit. Not
+    /// retried: it would run as long on another node.
+    StatementTimeout,
+    /// The leader cannot reach a majority of the voters, so it cannot
+    /// commit: nothing was written (the message names the unreachable
+    /// members). Retry, elsewhere: another node may lead by now.
+    NoQuorum,
+    /// The leader's disk is (nearly) full: nothing was written. Free space
+    /// on it (the message names the directory); reads still work.
+    DiskFull,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::SqlError,
         ErrorCode::NotAllowed,
         ErrorCode::BadParams,
@@ -96,6 +107,9 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
         ErrorCode::Internal,
+        ErrorCode::StatementTimeout,
+        ErrorCode::NoQuorum,
+        ErrorCode::DiskFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +134,9 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
+            ErrorCode::NoQuorum => "NO_QUORUM",
+            ErrorCode::DiskFull => "DISK_FULL",
         }
     }
 
@@ -147,6 +164,9 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => C::Unauthenticated,
             ErrorCode::PermissionDenied => C::PermissionDenied,
             ErrorCode::Internal => C::Internal,
+            ErrorCode::StatementTimeout => C::DeadlineExceeded,
+            ErrorCode::NoQuorum => C::Unavailable,
+            ErrorCode::DiskFull => C::ResourceExhausted,
         }
     }
 

@@ -66,8 +66,15 @@ pub const MAX_BATCH_ITEMS: usize = 1024;
 /// Timeouts and retry budget of a [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Deadline of one call to one node.
+    /// Deadline of one call to one node (a read's is longer: see
+    /// `statement_timeout`).
     pub request_timeout: Duration,
+    /// Longest a read statement may run on the node before the node stops
+    /// it (`STATEMENT_TIMEOUT`, not retried); sent with every read. A read
+    /// call waits this plus a second for its answer, or the request
+    /// timeout if that is longer. [`Client::query_with_timeout`] asks for
+    /// another limit for one read.
+    pub statement_timeout: Duration,
     /// How long a call keeps retrying what is safe to retry (leader
     /// changes, unreachable nodes) before it gives up.
     pub retry_budget: Duration,
@@ -126,6 +133,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
             retry_budget: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             tls: None,
@@ -281,10 +289,17 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
             addr.to_owned(),
             wrap,
             config.max_batch,
-            config.request_timeout,
+            read_deadline(config, config.statement_timeout),
         )),
         rpc,
     })
+}
+
+/// How long a read call that may run `statement` waits for its answer.
+fn read_deadline(config: &ClientConfig, statement: Duration) -> Duration {
+    config
+        .request_timeout
+        .max(statement + Duration::from_secs(1))
 }
 
 /// A request with the deadline and bearer token of `config`.
@@ -405,11 +420,35 @@ impl Client {
         }
     }
 
-    /// Run one read-only statement at `consistency`.
+    /// Run one read-only statement at `consistency`, within the client's
+    /// `statement_timeout`.
     pub async fn query(
         &self,
         statement: impl Into<Statement>,
         consistency: Consistency,
+    ) -> Result<QueryResult, Error> {
+        self.query_limited(statement.into(), consistency, None)
+            .await
+    }
+
+    /// [`Client::query`], with the statement allowed to run for `timeout`
+    /// on the node instead of the client's `statement_timeout`. Sent as a
+    /// call of its own (not batched with others).
+    pub async fn query_with_timeout(
+        &self,
+        statement: impl Into<Statement>,
+        consistency: Consistency,
+        timeout: Duration,
+    ) -> Result<QueryResult, Error> {
+        self.query_limited(statement.into(), consistency, Some(timeout))
+            .await
+    }
+
+    async fn query_limited(
+        &self,
+        statement: Statement,
+        consistency: Consistency,
+        timeout: Option<Duration>,
     ) -> Result<QueryResult, Error> {
         let (level, token, max_lag) = match consistency {
             Consistency::Linearizable => (pb::Consistency::Linearizable, self.token(), None),
@@ -420,18 +459,24 @@ impl Client {
             ),
             Consistency::Stale { max_lag } => (pb::Consistency::Stale, self.token(), max_lag),
         };
+        let limit = timeout.unwrap_or(self.inner.config.statement_timeout);
         let request = pb::QueryRequest {
-            statement: Some(statement.into().into()),
+            statement: Some(statement.into()),
             consistency: level as i32,
             token: token.to_string(),
             max_lag_ms: max_lag.map_or(0, |d| d.as_millis().max(1) as u64),
+            timeout_ms: limit.as_millis().max(1) as u64,
         };
         let started = Instant::now();
         let first = self.inner.next_read.fetch_add(1, Ordering::Relaxed);
         let mut tried = 0usize;
         loop {
             let node = self.nth(first + tried);
-            let err = match node.reads.call(request.clone()).await {
+            let answer = match timeout {
+                None => node.reads.call(request.clone()).await,
+                Some(t) => self.query_alone(&node, request.clone(), t).await,
+            };
+            let err = match answer {
                 Ok(resp) => {
                     let token = self.accept_token(&resp.token, &node.addr)?;
                     return Ok(types::query_result(resp, token));
@@ -448,6 +493,24 @@ impl Client {
                 tokio::time::sleep(backoff(tried)).await;
             }
         }
+    }
+
+    /// A read as a unary call of its own, waiting as long as `timeout`
+    /// allows the statement to run.
+    async fn query_alone(
+        &self,
+        node: &Node,
+        query: pb::QueryRequest,
+        timeout: Duration,
+    ) -> Result<pb::QueryResponse, Error> {
+        let mut req = request(&self.inner.config, query)?;
+        req.set_timeout(read_deadline(&self.inner.config, timeout));
+        node.rpc
+            .clone()
+            .query(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Error::from_status(&s, &node.addr))
     }
 
     /// The status of the first node that answers, in the order given.

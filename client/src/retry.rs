@@ -34,7 +34,7 @@ pub fn after(op: Op, code: ErrorCode) -> Next {
     use ErrorCode as E;
     match (op, code) {
         (_, E::NotLeader) => Next::Leader,
-        (_, E::NoLeader) | (_, E::Conflict) => Next::PauseThenOther,
+        (_, E::NoLeader) | (_, E::Conflict) | (_, E::NoQuorum) => Next::PauseThenOther,
         (_, E::Unavailable) | (_, E::ShuttingDown) => Next::OtherNode,
         (Op::Read, E::ReplicaBehind | E::TooStale | E::Timeout) => Next::OtherNode,
         (Op::Write, E::Timeout | E::Indeterminate) => Next::Fail,
@@ -53,7 +53,9 @@ pub fn after(op: Op, code: ErrorCode) -> Next {
             | E::Superseded
             | E::Unauthenticated
             | E::PermissionDenied
-            | E::Internal,
+            | E::Internal
+            | E::StatementTimeout
+            | E::DiskFull,
         ) => Next::Fail,
     }
 }
@@ -87,6 +89,9 @@ mod tests {
             (E::Internal, Next::Fail),
             (E::Unauthenticated, Next::Fail),
             (E::PermissionDenied, Next::Fail),
+            (E::NoQuorum, Next::PauseThenOther),
+            (E::DiskFull, Next::Fail),
+            (E::StatementTimeout, Next::Fail),
         ];
         for (code, next) in table {
             assert_eq!(after(Op::Write, code), next, "{code}");
@@ -113,6 +118,9 @@ mod tests {
             (E::BadToken, Next::Fail),
             (E::SqlError, Next::Fail),
             (E::NotAllowed, Next::Fail),
+            (E::NoQuorum, Next::PauseThenOther),
+            // As long on any other node: not sent again.
+            (E::StatementTimeout, Next::Fail),
         ];
         for (code, next) in table {
             assert_eq!(after(Op::Read, code), next, "{code}");

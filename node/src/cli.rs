@@ -161,6 +161,10 @@ pub struct QueryArgs {
     /// For `stale`: refuse if the node last heard from a leader longer ago (ms).
     #[arg(long, value_name = "MS")]
     pub max_lag_ms: Option<u64>,
+    /// Let the statement run this long on the node before it is stopped
+    /// (ms) [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub statement_timeout_ms: Option<u64>,
     /// A read-only SQL statement.
     #[arg(value_name = "SQL")]
     pub sql: String,

@@ -101,9 +101,20 @@ pub struct NodeArgs {
     /// batch smaller than the previous one, in microseconds [default: 500].
     #[arg(long, env = "QUORUMLITE_BATCH_LINGER_US", value_name = "US")]
     pub batch_linger_us: Option<u64>,
-    /// Read connections to the database [default: 8].
+    /// Read connections to the database, each with a thread of its own
+    /// that runs reads off the network and Raft threads [default: 8].
     #[arg(long, env = "QUORUMLITE_READ_CONNECTIONS", value_name = "N")]
     pub read_connections: Option<usize>,
+    /// Longest a read statement may run before it is stopped, in
+    /// milliseconds; a request may ask for another limit [default: 30000].
+    #[arg(long, env = "QUORUMLITE_STATEMENT_TIMEOUT_MS", value_name = "MS")]
+    pub statement_timeout_ms: Option<u64>,
+    /// Most rows one statement's result may hold; 0: no cap [default: 1000000].
+    #[arg(long, env = "QUORUMLITE_MAX_RESULT_ROWS", value_name = "N")]
+    pub max_result_rows: Option<u64>,
+    /// Most bytes one statement's result may hold; 0: no cap [default: 67108864].
+    #[arg(long, env = "QUORUMLITE_MAX_RESULT_BYTES", value_name = "BYTES")]
+    pub max_result_bytes: Option<u64>,
     /// Threads running the node's network and Raft tasks [default: one per
     /// CPU]. Nodes sharing a machine do better with their share of it
     /// (`quorumlite dev` gives each a third).
@@ -174,6 +185,9 @@ pub struct FileConfig {
     pub max_batch_requests: Option<usize>,
     pub batch_linger_us: Option<u64>,
     pub read_connections: Option<usize>,
+    pub statement_timeout_ms: Option<u64>,
+    pub max_result_rows: Option<u64>,
+    pub max_result_bytes: Option<u64>,
     pub worker_threads: Option<usize>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -237,6 +251,11 @@ pub struct NodeConfig {
     pub max_batch_requests: usize,
     pub batch_linger: Duration,
     pub read_connections: usize,
+    /// Longest a read statement may run (a request may ask for another).
+    pub statement_timeout: Duration,
+    /// Result caps of one statement; 0: none.
+    pub max_result_rows: u64,
+    pub max_result_bytes: u64,
     /// Tokio worker threads; `None`: one per CPU.
     pub worker_threads: Option<usize>,
     /// TLS on the listener and toward peers; `None`: plain text.
@@ -322,6 +341,9 @@ impl NodeConfig {
             max_batch_requests: 1000,
             batch_linger: Duration::from_micros(500),
             read_connections: 8,
+            statement_timeout: Duration::from_secs(30),
+            max_result_rows: 1_000_000,
+            max_result_bytes: 64 * 1024 * 1024,
             worker_threads: None,
             tls: None,
             cluster_secret_file: None,
@@ -421,6 +443,15 @@ impl NodeConfig {
         if let Some(v) = pick!(read_connections) {
             c.read_connections = v;
         }
+        if let Some(v) = pick!(statement_timeout_ms) {
+            c.statement_timeout = ms(v);
+        }
+        if let Some(v) = pick!(max_result_rows) {
+            c.max_result_rows = v;
+        }
+        if let Some(v) = pick!(max_result_bytes) {
+            c.max_result_bytes = v;
+        }
         if let Some(v) = pick!(worker_threads) {
             c.worker_threads = Some(v);
         }
@@ -508,6 +539,12 @@ impl NodeConfig {
                 self.max_request_bytes
             )));
         }
+        if self.statement_timeout < Duration::from_millis(10) {
+            return Err(err(format!(
+                "--statement-timeout-ms (statement_timeout_ms) = {}: must be at least 10",
+                self.statement_timeout.as_millis()
+            )));
+        }
         if self.max_batch_requests == 0 {
             return Err(err(
                 "--max-batch-requests (max_batch_requests) = 0: must be positive",
@@ -580,6 +617,8 @@ impl NodeConfig {
         storage::StorageConfig {
             max_batch_bytes: self.max_batch_bytes,
             read_pool_size: self.read_connections,
+            max_result_rows: self.max_result_rows,
+            max_result_bytes: self.max_result_bytes,
             ..storage::StorageConfig::default()
         }
     }

@@ -202,6 +202,7 @@ async fn a_batch_call_answers_each_item_in_order_and_refuses_empty_or_huge_batch
         consistency: pb::Consistency::Session as i32,
         token: token.clone(),
         max_lag_ms: 0,
+        timeout_ms: 0,
     };
     let reply = rpc
         .query_batch(pb::QueryBatchRequest {

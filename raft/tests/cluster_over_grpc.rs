@@ -90,7 +90,10 @@ async fn three_nodes_replicate_batches_and_a_late_node_catches_up_by_snapshot() 
     let rows = n3
         .sm
         .reads()
-        .query(&Statement::new("SELECT count(*) FROM t"))
+        .query(
+            &Statement::new("SELECT count(*) FROM t"),
+            &storage::Limits::none(),
+        )
         .expect("query")
         .rows;
     assert_eq!(rows, vec![vec![Value::Integer(60)]]);

@@ -17,6 +17,12 @@ pub struct StorageConfig {
     pub busy_timeout: Duration,
     /// Page cache of each connection, in KiB.
     pub cache_size_kib: u32,
+    /// Most rows one statement's result may hold (reads, and `RETURNING`
+    /// rows of writes); 0: no cap.
+    pub max_result_rows: u64,
+    /// Most bytes one statement's result may hold (see
+    /// `limits::value_bytes`); 0: no cap.
+    pub max_result_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -27,11 +33,22 @@ impl Default for StorageConfig {
             read_pool_size: 8,
             busy_timeout: Duration::from_secs(5),
             cache_size_kib: 16 * 1024,
+            max_result_rows: 1_000_000,
+            max_result_bytes: 64 * 1024 * 1024,
         }
     }
 }
 
 impl StorageConfig {
+    /// The result caps of one statement, without a time limit.
+    pub fn result_limits(&self) -> crate::Limits {
+        crate::Limits {
+            max_rows: self.max_result_rows,
+            max_bytes: self.max_result_bytes,
+            ..crate::Limits::none()
+        }
+    }
+
     /// Check the values; the message names the offending setting.
     pub fn validate(&self) -> Result<(), String> {
         if !self.page_size.is_power_of_two() || !(512..=65536).contains(&self.page_size) {

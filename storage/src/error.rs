@@ -33,6 +33,26 @@ pub enum RequestError {
     /// A request must hold at least one statement.
     #[error("the request holds no statement")]
     Empty,
+    /// The statement ran past its time limit and was stopped (see
+    /// `limits`). Nothing it did was kept.
+    #[error("statement {index} ran longer than its {} ms time limit and was stopped: make it cheaper (an index, a narrower WHERE), fetch the result in pages, or allow it longer (per request: timeout_ms, `quorumlite query --statement-timeout-ms`; per node: statement_timeout_ms)", .limit.as_millis())]
+    TimedOut {
+        index: usize,
+        limit: std::time::Duration,
+    },
+    /// The statement's caller went away (it cancelled, or its connection
+    /// closed), so the statement was stopped.
+    #[error("statement {index} was stopped: its caller went away")]
+    Cancelled { index: usize },
+    /// The statement's result passed a cap (see `limits`); nothing of it
+    /// is returned.
+    #[error("statement {index}: the result holds more than {cap} {unit} (the node's {option}): fetch it in pages (WHERE key > last_key ORDER BY key LIMIT n, or LIMIT n OFFSET m), select fewer columns, or raise {option}")]
+    ResultTooLarge {
+        index: usize,
+        cap: u64,
+        unit: &'static str,
+        option: &'static str,
+    },
     /// The write arrived after its session had moved past it (see
     /// `value::Fence`): it was not applied, and its caller is gone.
     #[error("write {seq} of this session arrived after the client had been told the outcome of every write up to {floor}; it was not applied")]
@@ -49,6 +69,8 @@ impl RequestError {
             RequestError::TooLarge { .. } => "SQLITE_TOOBIG",
             RequestError::Empty => "SQLITE_MISUSE",
             RequestError::Superseded { .. } => "SQLITE_ABORT",
+            RequestError::TimedOut { .. } | RequestError::Cancelled { .. } => "SQLITE_INTERRUPT",
+            RequestError::ResultTooLarge { .. } => "SQLITE_TOOBIG",
         }
     }
 

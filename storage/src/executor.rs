@@ -67,6 +67,8 @@ pub struct Executor {
     path: PathBuf,
     page_size: u32,
     max_batch_bytes: u64,
+    /// Caps on the rows a write returns (`RETURNING`).
+    results: crate::Limits,
 }
 
 /// The executor's fields, borrowed apart (see `txn`).
@@ -76,6 +78,7 @@ pub(crate) struct Parts<'a> {
     pub(crate) capture: &'a mut Capture,
     pub(crate) page_size: u32,
     pub(crate) cap_bytes: u64,
+    pub(crate) results: &'a crate::Limits,
 }
 
 /// How one attempt at a transaction ended.
@@ -108,6 +111,7 @@ impl Executor {
             path: path.to_owned(),
             page_size,
             max_batch_bytes: config.max_batch_bytes,
+            results: config.result_limits(),
         })
     }
 
@@ -118,6 +122,7 @@ impl Executor {
             capture: &mut self.capture,
             page_size: self.page_size,
             cap_bytes: self.max_batch_bytes,
+            results: &self.results,
         }
     }
 
@@ -255,7 +260,7 @@ impl Executor {
                 continue;
             }
             internal("SAVEPOINT ql_request").map_err(Error::sqlite("opening a savepoint"))?;
-            let result = run_request(conn, gate, request, base + 1);
+            let result = run_request(conn, gate, request, base + 1, &self.results);
             if armed.state().over_cap() {
                 return Ok(Attempt::OverCap { during: Some(i) });
             }
@@ -364,6 +369,7 @@ fn run_request(
     gate: &Gate,
     request: &WriteRequest,
     version: u64,
+    limits: &crate::Limits,
 ) -> RequestResult {
     if request.statements.is_empty() {
         return Err(RequestError::Empty);
@@ -392,7 +398,7 @@ fn run_request(
             }
             Leading::Other => {}
         }
-        results.push(stmt::run(conn, gate, index, st)?);
+        results.push(stmt::run(conn, gate, index, st, limits, None)?);
     }
     Ok(results)
 }

@@ -8,11 +8,13 @@
 use crate::config::StorageConfig;
 use crate::conn::{self, data_version};
 use crate::error::{Error, RequestError};
+use crate::limits::{watched, Limits, Watch};
 use crate::policy::{Gate, Role};
 use crate::stmt;
 use crate::value::{Column, Statement, Value};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 
 /// The data version, as [`ReadPool::query`] reads it (kept active during the query).
@@ -59,6 +61,11 @@ struct Inner {
     /// Invariant: `open <= config.read_pool_size`.
     idle: Mutex<Idle>,
     returned: Condvar,
+    /// One more connection, for `describe`, `lineage` and `version` only:
+    /// they prepare or read one row, and must never wait behind user
+    /// queries holding every pooled connection (the state machine reads
+    /// the lineage while it applies). Opened on first use.
+    internal: Mutex<Option<Reader>>,
 }
 
 struct Idle {
@@ -84,6 +91,12 @@ impl std::ops::Deref for Pooled {
     }
 }
 
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Reader {
+        self.reader.as_mut().expect("present until drop")
+    }
+}
+
 impl Drop for Pooled {
     fn drop(&mut self) {
         let Some(reader) = self.reader.take() else {
@@ -105,8 +118,10 @@ fn run_one(
     gate: &Gate,
     st: &Statement,
     version: u64,
+    limits: &Limits,
+    watch: &Watch,
 ) -> Result<QueryResult, ReadError> {
-    let r = stmt::run(conn, gate, 0, st)?;
+    let r = stmt::run(conn, gate, 0, st, limits, Some(watch))?;
     Ok(QueryResult {
         columns: r.columns,
         rows: r.rows,
@@ -129,10 +144,25 @@ impl ReadPool {
                     open: 0,
                 }),
                 returned: Condvar::new(),
+                internal: Mutex::new(None),
             }),
         };
         drop(pool.checkout()?);
         Ok(pool)
+    }
+
+    /// A connection if one is idle or may be opened now; `None` if every
+    /// one is in use (never waits).
+    fn try_checkout(&self) -> Result<Option<Pooled>, Error> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reader) = idle.conns.pop() {
+            return Ok(Some(self.pooled(reader)));
+        }
+        if idle.open < self.inner.config.read_pool_size {
+            drop(idle);
+            return self.checkout().map(Some);
+        }
+        Ok(None)
     }
 
     pub(crate) fn checkout(&self) -> Result<Pooled, Error> {
@@ -171,9 +201,55 @@ impl ReadPool {
         }
     }
 
-    /// Run one read-only statement. A statement that writes is refused.
-    pub fn query(&self, st: &Statement) -> Result<QueryResult, ReadError> {
-        self.in_snapshot(|conn, gate, version| run_one(conn, gate, st, version))?
+    /// Run one read-only statement within `limits`. A statement that
+    /// writes is refused.
+    pub fn query(&self, st: &Statement, limits: &Limits) -> Result<QueryResult, ReadError> {
+        self.in_snapshot(limits.cancel.clone(), |conn, gate, version, watch| {
+            run_one(conn, gate, st, version, limits, watch)
+        })?
+    }
+
+    /// [`ReadPool::query`] if a connection is free right now; `None` (and
+    /// nothing run) if every connection is in use.
+    pub fn try_query(
+        &self,
+        st: &Statement,
+        limits: &Limits,
+    ) -> Option<Result<QueryResult, ReadError>> {
+        match self.try_checkout() {
+            Ok(Some(reader)) => Some(
+                Self::snapshot_on(
+                    reader,
+                    limits.cancel.clone(),
+                    |conn, gate, version, watch| run_one(conn, gate, st, version, limits, watch),
+                )
+                .and_then(|r| r),
+            ),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+
+    /// [`ReadPool::query_many`] if a connection is free right now; `None`
+    /// (and nothing run) if every connection is in use.
+    pub fn try_query_many(
+        &self,
+        reads: &[(&Statement, &Limits)],
+    ) -> Option<Result<Vec<Result<QueryResult, ReadError>>, ReadError>> {
+        match self.try_checkout() {
+            Ok(Some(reader)) => Some(Self::snapshot_on(
+                reader,
+                None,
+                |conn, gate, version, watch| {
+                    reads
+                        .iter()
+                        .map(|(st, limits)| run_one(conn, gate, st, version, limits, watch))
+                        .collect()
+                },
+            )),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        }
     }
 
     /// Run read-only statements one after the other in one read
@@ -182,57 +258,78 @@ impl ReadPool {
     /// storage failing. One transaction for a batch saves the file locking
     /// SQLite does at each transaction's start and end (measured: about
     /// half of the SQLite time of a point read).
+    /// Each statement runs within its own limits; `cancel` stops them all.
     pub fn query_many(
         &self,
-        sts: &[&Statement],
+        reads: &[(&Statement, &Limits)],
+        cancel: Option<Arc<AtomicBool>>,
     ) -> Result<Vec<Result<QueryResult, ReadError>>, ReadError> {
-        self.in_snapshot(|conn, gate, version| {
-            sts.iter()
-                .map(|st| run_one(conn, gate, st, version))
+        self.in_snapshot(cancel, |conn, gate, version, watch| {
+            reads
+                .iter()
+                .map(|(st, limits)| run_one(conn, gate, st, version, limits, watch))
                 .collect()
         })
     }
 
     /// Run `f` in one read transaction on a pooled connection, with the
-    /// data version of its snapshot.
+    /// data version of its snapshot, under a progress handler that stops
+    /// its statements past their time or once `cancel` is set (`limits`).
     ///
     /// No BEGIN/COMMIT of its own: the version statement is stepped to its
     /// row and kept active (not reset) while `f` runs, and SQLite holds an
     /// implicit read transaction for as long as any statement of the
     /// connection is active. That saves two statement executions per read
     /// (a quarter of the SQLite work of a point read).
-    fn in_snapshot<T>(&self, f: impl FnOnce(&Connection, &Gate, u64) -> T) -> Result<T, ReadError> {
-        let reader = self.checkout()?;
-        let (conn, gate) = (&reader.conn, &*reader.gate);
+    fn in_snapshot<T>(
+        &self,
+        cancel: Option<Arc<AtomicBool>>,
+        f: impl FnOnce(&Connection, &Gate, u64, &Watch) -> T,
+    ) -> Result<T, ReadError> {
+        Self::snapshot_on(self.checkout()?, cancel, f)
+    }
+
+    /// [`ReadPool::in_snapshot`] on the connection `reader`.
+    fn snapshot_on<T>(
+        mut reader: Pooled,
+        cancel: Option<Arc<AtomicBool>>,
+        f: impl FnOnce(&Connection, &Gate, u64, &Watch) -> T,
+    ) -> Result<T, ReadError> {
+        let gate = Arc::clone(&reader.gate);
         let version_of = |e| ReadError::Storage(Error::sqlite("reading the data version")(e));
-        let mut version_stmt = match gate.internal(|| conn.prepare_cached(VERSION_SQL)) {
-            Ok(s) => s,
-            // No batch applied yet: nothing to be consistent with.
-            Err(rusqlite::Error::SqliteFailure(_, Some(msg)))
-                if msg.starts_with("no such table") =>
-            {
-                return Ok(f(conn, gate, 0));
-            }
-            Err(e) => return Err(version_of(e)),
-        };
-        let mut version_rows = version_stmt.raw_query();
-        let version = match version_rows.next().map_err(version_of)? {
-            Some(row) => row.get::<_, i64>(0).map_err(version_of)? as u64,
-            None => 0,
-        };
-        // `version_rows` is still active here: `f` runs in the same read
-        // transaction.
-        let out = f(conn, gate, version);
-        drop(version_rows);
-        Ok(out)
+        watched(&mut reader.conn, cancel, |conn, watch| {
+            let mut version_stmt = match gate.internal(|| conn.prepare_cached(VERSION_SQL)) {
+                Ok(s) => s,
+                // No batch applied yet: nothing to be consistent with.
+                Err(rusqlite::Error::SqliteFailure(_, Some(msg)))
+                    if msg.starts_with("no such table") =>
+                {
+                    return Ok(f(conn, &gate, 0, watch));
+                }
+                Err(e) => return Err(version_of(e)),
+            };
+            let mut version_rows = version_stmt.raw_query();
+            let version = match version_rows.next().map_err(version_of)? {
+                Some(row) => row.get::<_, i64>(0).map_err(version_of)? as u64,
+                None => 0,
+            };
+            // `version_rows` is still active here: `f` runs in the same
+            // read transaction.
+            let out = f(conn, &gate, version, watch);
+            drop(version_rows);
+            Ok(out)
+        })
+        .map_err(Error::sqlite("setting the progress handler"))?
     }
 
     /// Prepare `sql` against the current schema and describe it. Statements
     /// that write are described too (preparing runs nothing); the error is
     /// the one SQLite gives for a statement that does not prepare.
     pub fn describe(&self, sql: &str) -> Result<Description, ReadError> {
-        let reader = self.checkout()?;
-        let (conn, gate) = (&reader.conn, &*reader.gate);
+        self.with_internal(|conn, gate| Self::describe_on(conn, gate, sql))?
+    }
+
+    fn describe_on(conn: &Connection, gate: &Gate, sql: &str) -> Result<Description, ReadError> {
         // Not cached: prepared with the authorizer open, it must never run.
         gate.internal(|| {
             let st = conn.prepare(sql)?;
@@ -258,19 +355,33 @@ impl ReadPool {
 
     /// The cluster lineage (drawn by the first batch), `None` before it.
     pub fn lineage(&self) -> Result<Option<String>, Error> {
-        let reader = self.checkout()?;
-        reader
-            .gate
-            .internal(|| conn::lineage(&reader.conn))
+        self.with_internal(|conn, gate| gate.internal(|| conn::lineage(conn)))?
             .map_err(Error::sqlite("reading the lineage"))
     }
 
     /// The data version as of now.
     pub fn version(&self) -> Result<u64, Error> {
-        let reader = self.checkout()?;
-        reader
-            .gate
-            .internal(|| data_version(&reader.conn))
+        self.with_internal(|conn, gate| gate.internal(|| data_version(conn)))?
             .map_err(Error::sqlite("reading the data version"))
+    }
+
+    /// Run `f` on the internal connection (see [`Inner::internal`]).
+    fn with_internal<T>(&self, f: impl FnOnce(&Connection, &Gate) -> T) -> Result<T, Error> {
+        let mut slot = self
+            .inner
+            .internal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let (conn, gate) = conn::open_role(&self.inner.path, &self.inner.config, Role::Read)?;
+            *slot = Some(Reader { conn, gate });
+        }
+        match slot.as_ref() {
+            Some(r) => Ok(f(&r.conn, &r.gate)),
+            None => Err(Error::corrupt(
+                "read pool",
+                "the internal connection vanished",
+            )),
+        }
     }
 }

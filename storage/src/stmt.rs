@@ -2,6 +2,7 @@
 //! collect. Shared by the write executor and the read pool.
 
 use crate::error::RequestError;
+use crate::limits::{value_bytes, Limits, Stop, Watch, ROW_BYTES};
 use crate::policy::Gate;
 use crate::value::{Column, Params, Statement, StatementResult, Value};
 use rusqlite::{CachedStatement, Connection};
@@ -45,14 +46,17 @@ pub(crate) fn is_readonly(conn: &Connection, gate: &Gate, sql: &str, keyed: Keye
     readonly
 }
 
-/// Run `st` (the `index`th statement of its request) and collect its rows.
+/// Run `st` (the `index`th statement of its request) and collect its rows,
+/// within `limits` (its time through `watch`, when one is installed).
 pub(crate) fn run(
     conn: &Connection,
     gate: &Gate,
     index: usize,
     st: &Statement,
+    limits: &Limits,
+    watch: Option<&Watch>,
 ) -> Result<StatementResult, RequestError> {
-    run_keyed(conn, gate, index, st, Keyed::Plain)
+    run_keyed(conn, gate, index, st, Keyed::Plain, limits, watch)
 }
 
 /// [`run`], with the statement cached under `keyed`'s key.
@@ -62,7 +66,12 @@ pub(crate) fn run_keyed(
     index: usize,
     st: &Statement,
     keyed: Keyed,
+    limits: &Limits,
+    watch: Option<&Watch>,
 ) -> Result<StatementResult, RequestError> {
+    if let Some(w) = watch {
+        w.arm(limits.timeout);
+    }
     gate.clear();
     // rusqlite caches statements by their trimmed text, ours and users'
     // alike. Every user text gets this leading comment, which none of our
@@ -70,14 +79,20 @@ pub(crate) fn run_keyed(
     // meet: without it a user sending "COMMIT" would be handed our cached,
     // already-authorized COMMIT.
     let key = keyed.key(&st.sql);
-    let fail = |e| match gate.take_refusal() {
-        Some(reason) => RequestError::Refused { index, reason },
-        None => RequestError::from_sqlite(index, e),
+    let fail = |e| match (gate.take_refusal(), watch.and_then(Watch::stopped)) {
+        (Some(reason), _) => RequestError::Refused { index, reason },
+        (None, Some(Stop::TimedOut)) => RequestError::TimedOut {
+            index,
+            limit: limits.timeout.unwrap_or_default(),
+        },
+        (None, Some(Stop::Cancelled)) => RequestError::Cancelled { index },
+        (None, None) => RequestError::from_sqlite(index, e),
     };
     let mut stmt = conn.prepare_cached(&key).map_err(fail)?;
     bind(&mut stmt, &st.params, index)?;
     let before = conn.total_changes();
     let mut out_rows = Vec::new();
+    let mut bytes = 0u64;
     let mut rows = stmt.raw_query();
     loop {
         match rows.next() {
@@ -87,11 +102,14 @@ pub(crate) fn run_keyed(
                 // schema change, and `SELECT *` may then have more columns.
                 let width = row.as_ref().column_count();
                 let mut values = Vec::with_capacity(width);
+                bytes += ROW_BYTES;
                 for i in 0..width {
-                    let v = row.get_ref(i).map_err(fail)?;
-                    values.push(Value::from_ref(v));
+                    let v = Value::from_ref(row.get_ref(i).map_err(fail)?);
+                    bytes += value_bytes(&v);
+                    values.push(v);
                 }
                 out_rows.push(values);
+                over_cap(index, limits, out_rows.len() as u64, bytes)?;
             }
             Ok(None) => break,
             // A statement re-prepared after a schema change meets the
@@ -119,6 +137,28 @@ pub(crate) fn run_keyed(
         rows_affected,
         last_insert_rowid: conn.last_insert_rowid(),
     })
+}
+
+/// The error of a result that passed a cap of `limits` with `rows` rows
+/// of `bytes` bytes.
+fn over_cap(index: usize, limits: &Limits, rows: u64, bytes: u64) -> Result<(), RequestError> {
+    if limits.max_rows != 0 && rows > limits.max_rows {
+        return Err(RequestError::ResultTooLarge {
+            index,
+            cap: limits.max_rows,
+            unit: "rows",
+            option: "max_result_rows",
+        });
+    }
+    if limits.max_bytes != 0 && bytes > limits.max_bytes {
+        return Err(RequestError::ResultTooLarge {
+            index,
+            cap: limits.max_bytes,
+            unit: "bytes",
+            option: "max_result_bytes",
+        });
+    }
+    Ok(())
 }
 
 fn bind(stmt: &mut CachedStatement<'_>, params: &Params, index: usize) -> Result<(), RequestError> {

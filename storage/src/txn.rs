@@ -70,6 +70,8 @@ pub struct Txn<'a> {
     /// Some statement that may write succeeded.
     wrote: bool,
     cap_bytes: u64,
+    /// Caps on the rows a statement returns.
+    results: crate::Limits,
     /// Why the transaction ended early, for the statements that follow.
     ended: Option<String>,
 }
@@ -107,8 +109,9 @@ impl Txn<'_> {
                 message: "attempt to write in a read-only transaction".into(),
             });
         }
-        let result =
-            gate.with_savepoints(|| stmt::run_keyed(conn, gate, 0, st, Keyed::Interactive));
+        let result = gate.with_savepoints(|| {
+            stmt::run_keyed(conn, gate, 0, st, Keyed::Interactive, &self.results, None)
+        });
         if self.armed.state().over_cap() {
             self.end(format!(
                 "the transaction was rolled back: its changes exceed the batch size cap of {} bytes",
@@ -173,6 +176,7 @@ impl Executor {
                 open: true,
                 wrote: false,
                 cap_bytes: parts.cap_bytes,
+                results: parts.results.clone(),
                 ended: None,
             };
             let end = drive(&mut txn);

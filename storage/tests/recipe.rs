@@ -450,14 +450,14 @@ fn a_cached_select_star_sees_a_column_added_by_a_later_batch() {
     let before = p
         .leader
         .reads
-        .query(&Statement::new("SELECT * FROM t"))
+        .query(&Statement::new("SELECT * FROM t"), &storage::Limits::none())
         .expect("query");
     assert_eq!(before.columns.len(), 1);
     p.exec("ALTER TABLE t ADD COLUMN x TEXT DEFAULT 'd'");
     for node in [&p.leader, &p.replica] {
         let after = node
             .reads
-            .query(&Statement::new("SELECT * FROM t"))
+            .query(&Statement::new("SELECT * FROM t"), &storage::Limits::none())
             .expect("query");
         assert_eq!(
             after

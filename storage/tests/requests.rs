@@ -315,9 +315,10 @@ fn reads_return_columns_with_declared_types_and_the_version() {
     let r = p
         .replica
         .reads
-        .query(&Statement::new(
-            "SELECT id, name, score * 2 AS doubled FROM t",
-        ))
+        .query(
+            &Statement::new("SELECT id, name, score * 2 AS doubled FROM t"),
+            &storage::Limits::none(),
+        )
         .expect("query");
     assert_eq!(
         r.columns,
@@ -346,7 +347,11 @@ fn reads_return_columns_with_declared_types_and_the_version() {
         params: Params::Named(vec![("id".into(), Value::Integer(1))]),
     };
     assert_eq!(
-        p.replica.reads.query(&named).expect("named").rows,
+        p.replica
+            .reads
+            .query(&named, &storage::Limits::none())
+            .expect("named")
+            .rows,
         vec![vec![text("a")]]
     );
 }
@@ -363,7 +368,11 @@ fn a_write_sent_as_a_read_is_refused_and_changes_nothing() {
         "BEGIN",
         "ATTACH 'x.db' AS x",
     ] {
-        match p.replica.reads.query(&Statement::new(sql)) {
+        match p
+            .replica
+            .reads
+            .query(&Statement::new(sql), &storage::Limits::none())
+        {
             Err(ReadError::Request(RequestError::Refused { reason, .. })) => {
                 assert!(!reason.is_empty())
             }
@@ -371,9 +380,10 @@ fn a_write_sent_as_a_read_is_refused_and_changes_nothing() {
         }
     }
     assert!(matches!(
-        p.replica
-            .reads
-            .query(&Statement::new("PRAGMA user_version = 3")),
+        p.replica.reads.query(
+            &Statement::new("PRAGMA user_version = 3"),
+            &storage::Limits::none()
+        ),
         Err(ReadError::Request(RequestError::Sql { .. }))
     ));
     assert_eq!(
@@ -581,7 +591,10 @@ fn a_syntax_error_reports_sqlites_message_without_internal_text() {
     let err = p
         .leader
         .reads
-        .query(&Statement::new("SELECT * FROM nowhere"))
+        .query(
+            &Statement::new("SELECT * FROM nowhere"),
+            &storage::Limits::none(),
+        )
         .expect_err("no table");
     assert!(err.to_string().contains("no such table: nowhere"), "{err}");
     assert!(!err.to_string().contains("/*"), "{err}");
@@ -599,8 +612,9 @@ fn reads_run_together_share_one_snapshot_and_fail_alone() {
         Statement::new("DELETE FROM t"),
         Statement::new("SELECT count(*) FROM t"),
     ];
-    let refs: Vec<&Statement> = statements.iter().collect();
-    let results = p.replica.reads.query_many(&refs).expect("storage");
+    let none = storage::Limits::none();
+    let refs: Vec<(&Statement, &storage::Limits)> = statements.iter().map(|s| (s, &none)).collect();
+    let results = p.replica.reads.query_many(&refs, None).expect("storage");
     assert_eq!(results.len(), 4);
     let ok = |i: usize| results[i].as_ref().unwrap_or_else(|e| panic!("{i}: {e}"));
     assert_eq!(ok(0).rows, vec![vec![text("a")]]);

@@ -11,6 +11,12 @@
 //!   primary key over `--rows` rows (loaded first if missing); session reads
 //!   carry the token of the load, so they are served without waiting.
 //!
+//! `--heavy-reads N` runs N heavy `stale` reads at a time (a recursive
+//! count of about 3 s of CPU each, spread over the `--addr` nodes) for the
+//! whole run, beside the workload: the workload's latency then shows what
+//! long reads cost the rest (the node runs them on read threads of their
+//! own, never where Raft's heartbeats are sent).
+//!
 //! Errors are counted by code and do not stop the run. This is a
 //! measurement command, not a test: it asserts nothing.
 
@@ -58,6 +64,10 @@ pub struct BenchArgs {
     /// Rows in the table point reads select from.
     #[arg(long, default_value_t = 10_000)]
     pub rows: i64,
+    /// Heavy reads (about 3 s of CPU each) kept running at a time beside
+    /// the workload, spread over the --addr nodes.
+    #[arg(long, default_value_t = 0)]
+    pub heavy_reads: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +95,29 @@ struct Report {
     elapsed: Duration,
     latency_us: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    /// Heavy reads completed beside the workload.
+    heavy: u64,
+}
+
+/// About 3 s of CPU on the 2-core machine, in a release build.
+const HEAVY_SQL: &str = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<30000000) SELECT count(*) FROM c";
+
+/// Heavy reads on the node at `addr`, one after the other, until `end`;
+/// how many completed.
+async fn heavy_reads(
+    addr: &str,
+    config: client::ClientConfig,
+    end: Instant,
+) -> Result<u64, client::Error> {
+    let client = Client::with_config([addr], config)?;
+    let mut done = 0;
+    while Instant::now() < end {
+        client
+            .query(HEAVY_SQL, Consistency::Stale { max_lag: None })
+            .await?;
+        done += 1;
+    }
+    Ok(done)
 }
 
 impl Report {
@@ -107,6 +140,7 @@ impl Report {
                     "p99_ms": ms(0.99),
                     "p999_ms": ms(0.999),
                     "max_ms": self.latency_us.max() as f64 / 1000.0,
+                    "heavy_reads": self.heavy,
                     "errors": self.errors,
                 })
             );
@@ -129,6 +163,13 @@ impl Report {
             ms(0.999),
             self.latency_us.max() as f64 / 1000.0
         );
+        if args.heavy_reads > 0 {
+            outln!(
+                "beside it: {} heavy reads at a time, {} completed",
+                args.heavy_reads,
+                self.heavy
+            );
+        }
         for (code, n) in &self.errors {
             outln!("errors {code}: {n}");
         }
@@ -164,12 +205,35 @@ async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
             worker(client, workload, rows, i as u64, warmup_end, end).await
         }));
     }
+    let heavy: Vec<_> = (0..args.heavy_reads)
+        .map(|i| {
+            let addr = args.addr[i % args.addr.len()].clone();
+            let config = client::ClientConfig {
+                statement_timeout: Duration::from_secs(120),
+                ..config.clone()
+            };
+            tokio::spawn(async move { heavy_reads(&addr, config, end).await })
+        })
+        .collect();
     let mut report = Report {
         ops: 0,
         elapsed: Duration::from_secs(args.duration),
         latency_us: new_histogram(),
         errors: BTreeMap::new(),
+        heavy: 0,
     };
+    for task in heavy {
+        match task.await {
+            Ok(Ok(n)) => report.heavy += n,
+            Ok(Err(e)) => {
+                *report
+                    .errors
+                    .entry(format!("heavy read {}", e.code))
+                    .or_default() += 1
+            }
+            Err(_) => {}
+        }
+    }
     for task in tasks {
         let Ok(part) = task.await else { continue };
         report.ops += part.ops;

@@ -350,7 +350,14 @@ async fn query(client: Client, args: QueryArgs) -> Result<(), client::Error> {
         client.observe(token);
     }
     let statement = bind(args.sql, &args.param).map_err(bad_request)?;
-    let result = client.query(statement, consistency).await?;
+    let result = match args.statement_timeout_ms {
+        Some(ms) => {
+            client
+                .query_with_timeout(statement, consistency, Duration::from_millis(ms))
+                .await?
+        }
+        None => client.query(statement, consistency).await?,
+    };
     if args.connect.json {
         outln!(
             "{}",

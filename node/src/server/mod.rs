@@ -21,6 +21,7 @@ pub mod hrana;
 mod members;
 mod peers;
 mod read;
+mod readers;
 mod service;
 pub mod tls;
 mod write;
@@ -93,6 +94,8 @@ pub struct Node {
     sm: StateMachine,
     writer: Writer,
     read_index: Arc<ReadIndex>,
+    /// The threads reads run on (never the async runtime's).
+    readers: readers::Readers,
     forward: Arc<Forwarder>,
     contact: LeaderContact,
     /// False once shutdown began: new requests are refused.
@@ -348,18 +351,89 @@ impl Node {
         })
     }
 
-    /// A read at the requested consistency.
+    /// A read at the requested consistency: inline if it is quick, else
+    /// on a read thread ([`Node::read_inline`]).
     pub async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
+        self.query_cancellable(req, None).await
+    }
+
+    /// [`Node::query`]; a read still running when `gone` is set is stopped.
+    pub async fn query_cancellable(
+        &self,
+        req: pb::QueryRequest,
+        gone: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<pb::QueryResponse, NodeError> {
         self.check_accepting()?;
-        let ready = self.ready_to_read(req).await?;
-        let result = self.sm.reads().query(&ready.statement)?;
+        let (statement, ready) = self.ready_to_read(req).await?;
+        let result = match self.read_inline(&[(&statement, &ready.limits)]) {
+            Some(Ok(mut results)) => results
+                .pop()
+                .ok_or_else(|| NodeError::Internal("an inline read returned nothing".into()))??,
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                let reads = self.sm.reads().clone();
+                let limits = ready.limits.clone();
+                self.readers
+                    .run_until(gone, move |cancel| {
+                        let limits = storage::Limits {
+                            cancel: Some(cancel),
+                            ..limits
+                        };
+                        reads.query(&statement, &limits)
+                    })
+                    .await??
+            }
+        };
         self.query_reply(&ready, result, &mut None)
+    }
+
+    /// Run `reads` in one read transaction right here, on the async worker,
+    /// if a read connection is free and they finish within
+    /// [`INLINE_BUDGET`]; `None` if they must go to a read thread (nothing
+    /// of theirs is kept then; reads have no effect, so running one again
+    /// there is safe).
+    ///
+    /// A point read costs microseconds, and handing it to a read thread
+    /// cost a third of the read throughput; a read of seconds must never
+    /// hold the worker. The budget bounds what any read costs the worker.
+    fn read_inline(
+        &self,
+        reads: &[(&storage::Statement, &storage::Limits)],
+    ) -> Option<Result<Vec<Result<storage::QueryResult, storage::ReadError>>, storage::ReadError>>
+    {
+        let budget = |l: &storage::Limits| storage::Limits {
+            timeout: Some(l.timeout.map_or(INLINE_BUDGET, |t| t.min(INLINE_BUDGET))),
+            ..l.clone()
+        };
+        let bounded: Vec<storage::Limits> = reads.iter().map(|(_, l)| budget(l)).collect();
+        let attempt: Vec<(&storage::Statement, &storage::Limits)> = reads
+            .iter()
+            .zip(&bounded)
+            .map(|((st, _), l)| (*st, l))
+            .collect();
+        let done = self.sm.reads().try_query_many(&attempt)?;
+        let over_budget = |(r, (_, l)): (
+            &Result<storage::QueryResult, storage::ReadError>,
+            &(&storage::Statement, &storage::Limits),
+        )| {
+            matches!(
+                r,
+                Err(storage::ReadError::Request(
+                    storage::RequestError::TimedOut { .. }
+                ))
+            ) && l.timeout.is_none_or(|t| t > INLINE_BUDGET)
+        };
+        match &done {
+            Ok(results) if results.iter().zip(reads).any(over_budget) => None,
+            _ => Some(done),
+        }
     }
 
     /// Several independent reads (`QueryBatch`), each served as `query`
     /// would. Their checks and waits run concurrently (linearizable ones
     /// share read barriers); then every read that may run does, in one
-    /// read transaction (one snapshot).
+    /// read transaction (one snapshot): inline if they are quick, else on
+    /// a read thread.
     pub async fn query_batch(
         &self,
         req: pb::QueryBatchRequest,
@@ -370,11 +444,33 @@ impl Node {
             .record(req.queries.len() as f64);
         let ready =
             futures::future::join_all(req.queries.into_iter().map(|q| self.ready_to_read(q))).await;
-        let statements: Vec<&storage::Statement> = ready
-            .iter()
-            .filter_map(|r| r.as_ref().ok().map(|r| &r.statement))
+        let mut runs = Vec::with_capacity(ready.len());
+        let ready: Vec<Result<ReadyRead, NodeError>> = ready
+            .into_iter()
+            .map(|r| {
+                r.map(|(statement, ready)| {
+                    runs.push((statement, ready.limits.clone()));
+                    ready
+                })
+            })
             .collect();
-        let mut results = self.sm.reads().query_many(&statements)?.into_iter();
+        let refs: Vec<(&storage::Statement, &storage::Limits)> =
+            runs.iter().map(|(st, l)| (st, l)).collect();
+        let inline = self.read_inline(&refs);
+        let mut results = match inline {
+            Some(done) => done?,
+            None => {
+                let reads = self.sm.reads().clone();
+                self.readers
+                    .run(move |cancel| {
+                        let refs: Vec<(&storage::Statement, &storage::Limits)> =
+                            runs.iter().map(|(st, l)| (st, l)).collect();
+                        reads.query_many(&refs, Some(cancel))
+                    })
+                    .await??
+            }
+        }
+        .into_iter();
         let (mut hint, mut token) = (None, None);
         let outcomes = ready
             .into_iter()
@@ -399,10 +495,27 @@ impl Node {
         Ok(pb::QueryBatchResponse { outcomes })
     }
 
+    /// Whether SQLite deems `sql` read-only against this node's schema
+    /// (`false` when it does not prepare). Prepares on the read pool's
+    /// internal connection: microseconds, never behind user queries.
+    pub fn is_read_only(&self, sql: &str) -> bool {
+        self.sm.reads().describe(sql).is_ok_and(|d| d.is_readonly)
+    }
+
     /// Check a read and wait until this node may serve it at its
     /// consistency level.
-    async fn ready_to_read(&self, req: pb::QueryRequest) -> Result<ReadyRead, NodeError> {
+    async fn ready_to_read(
+        &self,
+        req: pb::QueryRequest,
+    ) -> Result<(storage::Statement, ReadyRead), NodeError> {
         let token = self.check_token(&req.token)?;
+        let limits = storage::Limits {
+            timeout: Some(match req.timeout_ms {
+                0 => self.config.statement_timeout,
+                ms => Duration::from_millis(ms),
+            }),
+            ..self.config.storage().result_limits()
+        };
         let statement = req
             .statement
             .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
@@ -437,11 +550,14 @@ impl Node {
             }
         };
         self.check_lineage(token.as_ref())?;
-        Ok(ReadyRead {
+        Ok((
             statement,
-            consistency,
-            started,
-        })
+            ReadyRead {
+                consistency,
+                started,
+                limits,
+            },
+        ))
     }
 
     /// The reply to a read. `token` keeps the last token made, by
@@ -538,12 +654,17 @@ impl Node {
     }
 }
 
+/// How long a read may run inline on the async worker that took it before
+/// it is stopped and run again on a read thread (see `Node::read_inline`).
+const INLINE_BUDGET: Duration = Duration::from_millis(1);
+
 /// A read that passed its checks and waits: it may run now.
 struct ReadyRead {
-    statement: storage::Statement,
     /// The level's name, for the metrics.
     consistency: &'static str,
     started: std::time::Instant,
+    /// Its time limit and result caps.
+    limits: storage::Limits,
 }
 
 /// A batch call holds at least one item and at most
@@ -597,6 +718,42 @@ impl DirLock {
     }
 }
 
+/// The runtime openraft runs on. Dropped from async code (the node's
+/// `run`, on any return), so it is shut down in the background: a Tokio
+/// runtime dropped there in the ordinary way panics.
+struct RaftRuntime(Option<tokio::runtime::Runtime>);
+
+impl RaftRuntime {
+    fn start() -> Result<RaftRuntime, StartError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("quorumlite-raft")
+            .enable_all()
+            .build()
+            .map(|rt| RaftRuntime(Some(rt)))
+            .map_err(|e| StartError::Raft(format!("starting the Raft runtime: {e}")))
+    }
+
+    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(f),
+            None => tokio::spawn(f),
+        }
+    }
+}
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Run a node until `shutdown` completes (or the node hits a fatal error).
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     tokio::pin!(shutdown);
@@ -629,9 +786,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tls.as_ref()
             .map(|t| Arc::clone(t) as Arc<dyn raft::PeerTls>),
     );
-    let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+    // openraft's core, replication and state-machine tasks run on a
+    // runtime of their own: whatever the request handlers do (encode a
+    // 64 MiB reply, queue behind thousands of calls), heartbeats, votes
+    // and appends go out on time.
+    let raft_runtime = RaftRuntime::start()?;
+    let raft = {
+        let (id, sm) = (config.id, sm.clone());
+        raft_runtime
+            .spawn(async move { Raft::new(id, raft_config, network, log, sm).await })
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?
+            .map_err(|e| StartError::Raft(e.to_string()))?
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -673,6 +840,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         sm,
         writer: writer.clone(),
         read_index,
+        readers: readers::Readers::start(config.read_connections)
+            .map_err(|e| StartError::Raft(format!("starting the read threads: {e}")))?,
         forward,
         contact: contact.clone(),
         accepting: AtomicBool::new(true),
@@ -838,6 +1007,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     if let Err(e) = node.sm.flush().await {
         tracing::warn!(error = %e, "recording the applied position; a restart replays the log since the last snapshot");
     }
+    drop(raft_runtime);
     tracing::info!("node stopped");
     if failed {
         return Err(StartError::Fatal(FATAL_STOP));

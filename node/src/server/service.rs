@@ -212,8 +212,15 @@ impl Quorumlite for Service {
                 };
                 let (node, bearer, replies) = (Arc::clone(&node), bearer.clone(), replies.clone());
                 serving.spawn(async move {
-                    let reply = serve_call(node, bearer, req).await;
-                    let _ = replies.send(Ok(reply)).await;
+                    // A client that went away (its connection closed) drops
+                    // the reply stream: the call is dropped with it, and a
+                    // read it was running is stopped (`readers`).
+                    tokio::select! {
+                        reply = serve_call(node, bearer, req) => {
+                            let _ = replies.send(Ok(reply)).await;
+                        }
+                        _ = replies.closed() => {}
+                    }
                 });
             };
             // The requests taken are answered (dropping the set would
@@ -258,6 +265,7 @@ impl Quorumlite for Service {
                 consistency: req.consistency,
                 bearer,
                 forwarded: true,
+                gone: None,
             },
         )
         .await;

@@ -169,6 +169,12 @@ impl Tls {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// An acceptor for an HTTP/1.1 connection (the HTTP API), with the
+    /// certificate current now.
+    pub fn http_acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(&self.material().http))
+    }
+
     /// For this node's own client connections (forwarding, read barriers).
     pub fn client_tls(&self) -> client::TlsConfig {
         self.material().client.clone()
@@ -329,50 +335,6 @@ pub async fn serve_metrics(
                 .await
             {
                 tracing::debug!(%remote, error = %e, "metrics connection");
-            }
-        });
-    }
-}
-
-/// Serve an HTTP app over HTTPS (HTTP/1.1) with the node's certificate
-/// until `stop` fires; connections already open finish their requests.
-pub async fn serve_https(
-    listener: TcpListener,
-    tls: Arc<Tls>,
-    app: axum::Router,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    tokio::pin!(stop);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = TlsAcceptor::from(Arc::clone(&tls.material().http));
-        let app = app.clone();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                _ => {
-                    tracing::debug!(%remote, "HTTP TLS handshake failed");
-                    return;
-                }
-            };
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(%remote, error = %e, "HTTP connection");
             }
         });
     }

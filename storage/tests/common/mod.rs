@@ -27,7 +27,7 @@ impl Node {
 
     pub fn query(&self, sql: &str) -> Vec<Vec<Value>> {
         self.reads
-            .query(&Statement::new(sql))
+            .query(&Statement::new(sql), &storage::Limits::none())
             .unwrap_or_else(|e| panic!("query {sql}: {e}"))
             .rows
     }
@@ -115,7 +115,7 @@ impl Pair {
 pub fn logical_dump(reads: &ReadPool) -> String {
     let q = |sql: &str| {
         reads
-            .query(&Statement::new(sql))
+            .query(&Statement::new(sql), &storage::Limits::none())
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     };
     let mut out = String::new();

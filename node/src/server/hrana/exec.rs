@@ -69,6 +69,8 @@ pub struct Ctx<'a> {
     pub consistency: pb::Consistency,
     /// The newest token: the request's, then each result's.
     pub newest: Option<Token>,
+    /// Set once the client is gone (see `Input::gone`).
+    pub gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Ctx<'_> {
@@ -326,12 +328,16 @@ impl Ctx<'_> {
         };
         let resp = self
             .node
-            .query(pb::QueryRequest {
-                statement: Some(statement),
-                consistency: self.consistency as i32,
-                token,
-                max_lag_ms: 0,
-            })
+            .query_cancellable(
+                pb::QueryRequest {
+                    statement: Some(statement),
+                    consistency: self.consistency as i32,
+                    token,
+                    max_lag_ms: 0,
+                    timeout_ms: 0,
+                },
+                self.gone.clone(),
+            )
             .await
             .map_err(node_error)?;
         self.observe(&resp.token);
@@ -383,7 +389,7 @@ impl Ctx<'_> {
 /// against this node's schema. A statement that does not prepare here goes
 /// to the leader, whose schema may be newer and whose error is the real one.
 pub fn is_read(node: &Node, sql: &str) -> bool {
-    node.sm.reads().describe(sql).is_ok_and(|d| d.is_readonly)
+    node.is_read_only(sql)
 }
 
 /// The SQL of a request: inline, or stored on the stream by `store_sql`.

@@ -30,6 +30,7 @@
 //! `application/json` `{"message", "code"}` with a 4xx/5xx status; errors of
 //! one request are that request's result, and the others still run.
 
+mod conn;
 mod exec;
 mod proto;
 mod stream;
@@ -65,6 +66,10 @@ pub struct Input {
     pub bearer: Option<String>,
     /// Passed on by another node: serve it here, never pass it on again.
     pub forwarded: bool,
+    /// Set once the client is gone: its reads still running are stopped
+    /// (the pipeline's other requests still run, so it is never cut
+    /// between two of them).
+    pub gone: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What to answer.
@@ -236,6 +241,7 @@ async fn serve(node: &Node, input: Input) -> Reply {
         bearer: input.bearer.as_deref(),
         consistency,
         newest: token,
+        gone: input.gone.clone(),
     };
     let mut results = Vec::with_capacity(requests.len());
     for request in requests {
@@ -416,7 +422,12 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn http_pipeline(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+async fn http_pipeline(
+    State(node): State<Arc<Node>>,
+    conn: Option<axum::Extension<conn::ClientConn>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let cap = node.config.max_request_bytes;
     let body = match axum::body::to_bytes(body, cap).await {
         Ok(b) => b.to_vec(),
@@ -445,11 +456,27 @@ async fn http_pipeline(State(node): State<Arc<Node>>, headers: HeaderMap, body: 
         consistency: header(&headers, CONSISTENCY_HEADER).unwrap_or_default(),
         bearer: header(&headers, "authorization"),
         forwarded: false,
+        gone: Some(Arc::default()),
     };
     // Run to completion even if the client goes away, so a pipeline is
-    // never cut between two of its requests.
+    // never cut between two of its requests; but a read still running
+    // when it goes is stopped.
+    let watch = match (conn, &input.gone) {
+        (Some(axum::Extension(conn)), Some(gone)) => {
+            let gone = Arc::clone(gone);
+            Some(tokio::spawn(async move {
+                conn.closed().await;
+                gone.store(true, std::sync::atomic::Ordering::Relaxed);
+            }))
+        }
+        _ => None,
+    };
     let task = tokio::spawn(async move { pipeline(&node, input).await });
-    let reply = match task.await {
+    let finished = task.await;
+    if let Some(w) = watch {
+        w.abort();
+    }
+    let reply = match finished {
         Ok(r) => r,
         Err(e) => Reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -472,18 +499,7 @@ pub async fn serve_http(
     tls: Option<Arc<super::tls::Tls>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let app = router(node);
-    match tls {
-        None => {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "the HTTP API stopped");
-            }
-        }
-        Some(tls) => super::tls::serve_https(listener, tls, app, stop).await,
-    }
+    conn::serve(listener, tls, router(node), stop).await
 }
 
 #[cfg(test)]
