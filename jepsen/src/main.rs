@@ -43,7 +43,8 @@ struct TestArgs {
     /// register, bank, set or session.
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Faults, comma-separated: none, partition, kill, pause, all.
+    /// Faults, comma-separated: none, partition, kill, pause, heavy-read,
+    /// stray-node, all.
     #[arg(long, default_value = "partition,kill")]
     nemesis: String,
     /// Seconds of workload (the final reads come after).

@@ -182,6 +182,8 @@ where
             crate::nemesis::Fault::Partition => RGBColor(120, 120, 255).mix(0.15),
             crate::nemesis::Fault::Kill => RGBColor(255, 80, 80).mix(0.15),
             crate::nemesis::Fault::Pause => RGBColor(200, 160, 0).mix(0.18),
+            crate::nemesis::Fault::HeavyRead => RGBColor(170, 60, 200).mix(0.15),
+            crate::nemesis::Fault::StrayNode => RGBColor(60, 160, 60).mix(0.18),
         };
         chart
             .draw_series(std::iter::once(Rectangle::new(

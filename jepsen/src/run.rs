@@ -1,9 +1,15 @@
 //! One test run, start to verdict.
+//!
+//! Network, then (with `stray-node`) the throwaway cluster in the real
+//! cluster's slots, then the real cluster; workload and nemesis side by
+//! side; heal; final reads; the workload's checkers, then, with
+//! `stray-node`, `stray` (the throwaway's data never reached the real
+//! cluster).
 
 use crate::checker::{Validity, Verdict};
 use crate::db::{self, Cluster};
 use crate::history::Recorder;
-use crate::nemesis::{self, Fault, Window};
+use crate::nemesis::{self, stray, Fault, Window};
 use crate::net::{Net, NetMode};
 use crate::report::{self, Counts, Results};
 use crate::workload::{Ctx, Workload};
@@ -65,9 +71,18 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     if cfg.broken_reads {
         extra.push("--unsafe-local-reads".into());
     }
-    let cluster = Cluster::start(net, &cfg.bin, &cfg.dir.join("data"), cfg.nodes, &extra)?;
+    let data = cfg.dir.join("data");
+    let cluster = Cluster::plan(net, &cfg.bin, &data, cfg.nodes, &extra)?;
     let nodes: Vec<(u64, String)> = ids.iter().map(|id| (*id, cluster.addr(*id))).collect();
     let cluster = Arc::new(Mutex::new(cluster));
+    // Same slots, same addresses: the throwaway must be gone before the
+    // real cluster starts.
+    let strays = if cfg.faults.contains(&Fault::StrayNode) {
+        Some(stray::prepare(&cluster, &data.join("stray")).await?)
+    } else {
+        None
+    };
+    lock(&cluster).start_all()?;
     let addrs: Vec<String> = nodes.iter().map(|(_, a)| a.clone()).collect();
     if let Err(e) = db::wait_ready(&addrs, Duration::from_secs(60)).await {
         return Err(with_logs(&cluster, e));
@@ -77,7 +92,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         .map_err(|e| format!("history file: {e}"))?;
     let start = rec.start();
     let ctx = Arc::new(Ctx {
-        nodes,
+        nodes: nodes.clone(),
         rec: rec.clone(),
         until: Instant::now() + cfg.time,
         seed: cfg.seed,
@@ -93,16 +108,17 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         cfg.nemesis,
         cfg.seed
     );
-    let nemesis = tokio::spawn(nemesis::run(
-        Arc::clone(&cluster),
-        cfg.faults.clone(),
-        cfg.seed,
+    let plan = nemesis::Plan {
+        faults: cfg.faults.clone(),
+        seed: cfg.seed,
         start,
-        ctx.until,
-    ));
+        until: ctx.until,
+        strays: strays.clone(),
+    };
+    let nemesis = tokio::spawn(nemesis::run(Arc::clone(&cluster), plan));
     cfg.workload.run(Arc::clone(&ctx)).await;
     let windows = nemesis.await.unwrap_or_default();
-    nemesis::heal_all(&cluster);
+    nemesis::heal_all(&cluster, start.elapsed().as_secs_f64());
     if let Err(e) = db::wait_ready(&addrs, Duration::from_secs(60)).await {
         eprintln!("[jepsen] after healing: {e}");
     }
@@ -110,7 +126,10 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     rec.finish().map_err(|e| format!("history file: {e}"))?;
 
     let history = rec.snapshot();
-    let verdicts = cfg.workload.check(&history);
+    let mut verdicts = cfg.workload.check(&history);
+    if strays.is_some() {
+        verdicts.push(stray::leak_check(&nodes, cfg.op_timeout).await);
+    }
     let valid = report::overall(&verdicts);
     let counts = Counts::of(&history);
     let results = Results {
@@ -151,8 +170,12 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     })
 }
 
+fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn with_logs(cluster: &Mutex<Cluster>, e: String) -> String {
-    let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+    let c = lock(cluster);
     let mut out = e;
     for id in c.ids() {
         out.push_str(&format!("\n--- node {id} log ---\n{}", c.log_tail(id, 15)));
