@@ -17,8 +17,10 @@ use std::time::Duration;
 
 /// Fault injection and consistency checking against a real quorumlite cluster.
 ///
-/// Exits 0 when every checker says valid, 1 when one says invalid, 2 when
-/// one could not decide, 3 when the harness itself failed.
+/// Exits 0 when every checker says valid, 1 when one says invalid (a
+/// consistency checker, or availability: a fault window over the bound, a
+/// node that exited on its own), 2 when one could not decide, 3 when the
+/// harness itself failed.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -75,6 +77,10 @@ struct TestArgs {
     /// checker must find.
     #[arg(long)]
     broken_reads: bool,
+    /// Longest a fault window may go, from its start, without a successful
+    /// write or read on some node; longer fails the run.
+    #[arg(long, default_value_t = jepsen::checker::availability::DEFAULT_BOUND.as_millis() as u64)]
+    availability_bound_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -180,5 +186,6 @@ fn config(a: TestArgs) -> Result<RunConfig, String> {
         concurrency: a.concurrency,
         broken_reads: a.broken_reads,
         op_timeout: Duration::from_millis(a.op_timeout_ms),
+        availability_bound: Duration::from_millis(a.availability_bound_ms),
     })
 }

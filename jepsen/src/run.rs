@@ -2,10 +2,12 @@
 //!
 //! Network, then (with `stray-node`) the throwaway cluster in the real
 //! cluster's slots, then the real cluster; workload and nemesis side by
-//! side; heal; final reads; the workload's checkers, then, with
-//! `stray-node`, `stray` (the throwaway's data never reached the real
-//! cluster).
+//! side; heal; final reads; the workload's checkers, then the run's own:
+//! `availability` (every window's first ok write and read within the
+//! bound), `nodes` (no node exited on its own) and, with `stray-node`,
+//! `stray` (the throwaway's data never reached the real cluster).
 
+use crate::checker::availability::{self, WindowAvailability};
 use crate::checker::{Validity, Verdict};
 use crate::db::{self, Cluster};
 use crate::history::Recorder;
@@ -38,6 +40,9 @@ pub struct RunConfig {
     pub broken_reads: bool,
     /// Deadline of one client operation.
     pub op_timeout: Duration,
+    /// Longest a fault window may go without a successful write or read
+    /// (`checker::availability`).
+    pub availability_bound: Duration,
 }
 
 /// What a run found.
@@ -46,6 +51,9 @@ pub struct RunResult {
     pub verdicts: Vec<Verdict>,
     pub counts: Counts,
     pub windows: Vec<Window>,
+    /// One row per window.
+    pub availability: Vec<WindowAvailability>,
+    pub availability_bound: Duration,
     pub network: String,
     pub dir: PathBuf,
 }
@@ -117,6 +125,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     };
     let nemesis = tokio::spawn(nemesis::run(Arc::clone(&cluster), plan));
     cfg.workload.run(Arc::clone(&ctx)).await;
+    let run_end_s = start.elapsed().as_secs_f64();
     let windows = nemesis.await.unwrap_or_default();
     nemesis::heal_all(&cluster, start.elapsed().as_secs_f64());
     if let Err(e) = db::wait_ready(&addrs, Duration::from_secs(60)).await {
@@ -127,6 +136,16 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
 
     let history = rec.snapshot();
     let mut verdicts = cfg.workload.check(&history);
+    let table = availability::measure(&history, &windows, run_end_s, cfg.availability_bound);
+    verdicts.push(availability::check(&table, cfg.availability_bound));
+    // Exits noticed after healing (a node that died in the final reads)
+    // count too.
+    let exits = {
+        let mut c = lock(&cluster);
+        c.reap_exited(start.elapsed().as_secs_f64());
+        c.exits().to_vec()
+    };
+    verdicts.push(availability::check_exits(&exits));
     if strays.is_some() {
         verdicts.push(stray::leak_check(&nodes, cfg.op_timeout).await);
     }
@@ -143,6 +162,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         counts: counts.clone(),
         events: history.len(),
         windows: &windows,
+        availability: report::AvailabilityReport {
+            bound_ms: cfg.availability_bound.as_millis() as u64,
+            windows: &table,
+        },
+        exits: &exits,
         verdicts: &verdicts,
     };
     report::write_json(&cfg.dir.join("results.json"), &results)?;
@@ -165,6 +189,8 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         verdicts,
         counts,
         windows,
+        availability: table,
+        availability_bound: cfg.availability_bound,
         network,
         dir: cfg.dir.clone(),
     })
@@ -205,6 +231,12 @@ pub fn print_summary(r: &RunResult) {
                 );
             }
         }
+    }
+    if !r.availability.is_empty() {
+        print!(
+            "{}",
+            availability::format_table(&r.availability, r.availability_bound)
+        );
     }
     println!("verdict:  {:?}", r.valid);
     println!("files:    {}", r.dir.display());

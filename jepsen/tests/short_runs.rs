@@ -41,6 +41,7 @@ fn short_run(
         concurrency: 6,
         broken_reads: broken,
         op_timeout: Duration::from_secs(2),
+        availability_bound: jepsen::checker::availability::DEFAULT_BOUND,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
