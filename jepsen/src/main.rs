@@ -20,7 +20,7 @@ use std::time::Duration;
 /// Exits 0 when every checker says valid, 1 when one says invalid (a
 /// consistency checker, or availability: a fault window over the bound, a
 /// node that exited on its own), 2 when one could not decide, 3 when the
-/// harness itself failed.
+/// harness itself failed or was interrupted.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -135,12 +135,38 @@ fn test(args: TestArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return harness_error(e),
     };
-    match rt.block_on(run::run(&cfg)) {
+    // On an interrupt the run is dropped where it stands: dropping the
+    // cluster kills the nodes, dropping the network deletes the namespaces.
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = run::run(&cfg) => r,
+            why = interrupted() => Err(format!("{why}: stopped the run, killed the nodes, removed the namespaces")),
+        }
+    });
+    // The nemesis task holds the cluster too; dropping the runtime drops it.
+    drop(rt);
+    match outcome {
         Ok(r) => {
             run::print_summary(&r);
             exit_for(r.valid)
         }
         Err(e) => harness_error(e),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without handlers the default action (exit) stands; never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted (SIGINT)",
+        _ = term.recv() => "terminated (SIGTERM)",
     }
 }
 
