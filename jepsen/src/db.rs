@@ -379,14 +379,25 @@ pub async fn wait_ready(addrs: &[String], within: Duration) -> Result<u64, Strin
     Err(format!("cluster not ready after {within:?}: {last}"))
 }
 
-/// The node that says it leads, if one answers now.
-pub async fn leader(addrs: &[(u64, String)]) -> Option<u64> {
+/// What the nodes that answer now say about leadership.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// The node that says it leads.
+    pub leader: Option<u64>,
+    /// The highest term any node reports: it grows with every election.
+    pub term: Option<u64>,
+}
+
+/// Ask every node for its status (half a second each at most).
+pub async fn view(addrs: &[(u64, String)]) -> View {
+    let mut v = View::default();
     for (id, a) in addrs {
         if let Some(s) = status(a).await {
             if s.role == "leader" {
-                return Some(*id);
+                v.leader = Some(*id);
             }
+            v.term = v.term.max(Some(s.term));
         }
     }
-    None
+    v
 }

@@ -4,8 +4,10 @@
 //! cluster's slots, then the real cluster; workload and nemesis side by
 //! side; heal; final reads; the workload's checkers, then the run's own:
 //! `availability` (every window's first ok write and read within the
-//! bound), `nodes` (no node exited on its own) and, with `stray-node`,
-//! `stray` (the throwaway's data never reached the real cluster).
+//! bound), `nodes` (no node exited on its own), with `heavy-read`
+//! `elections` (no heavy-read window changed the term) and, with
+//! `stray-node`, `stray` (the throwaway's data never reached the real
+//! cluster).
 
 use crate::checker::availability::{self, WindowAvailability};
 use crate::checker::{Validity, Verdict};
@@ -146,6 +148,9 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         c.exits().to_vec()
     };
     verdicts.push(availability::check_exits(&exits));
+    if cfg.faults.contains(&Fault::HeavyRead) {
+        verdicts.push(availability::check_elections(&windows));
+    }
     if strays.is_some() {
         verdicts.push(stray::leak_check(&nodes, cfg.op_timeout).await);
     }

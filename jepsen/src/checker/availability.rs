@@ -25,9 +25,13 @@
 //! does during the run (the `set` workload reads only after healing) is
 //! `n/a`, not a failure.
 //!
-//! [`check`] turns the table into the `availability` verdict, and
+//! [`check`] turns the table into the `availability` verdict,
 //! [`check_exits`] the nodes that exited on their own into the `nodes`
-//! verdict.
+//! verdict, and [`check_elections`] the terms around `heavy-read` windows
+//! into the `elections` verdict: a read, however heavy, must not cost the
+//! cluster its leader (issue 20), so a heavy-read window whose term moved
+//! is a failure. Other faults may elect (a killed leader must be
+//! replaced); their term changes are in the windows' descriptions.
 
 use super::{Found, Validity, Verdict};
 use crate::db::Exit;
@@ -255,6 +259,44 @@ pub fn check_exits(exits: &[Exit]) -> Verdict {
     v
 }
 
+/// The `elections` verdict: invalid when a `heavy-read` window's term
+/// moved. A window whose terms are unknown (no node answered) is not
+/// judged; the summary counts them.
+pub fn check_elections(windows: &[Window]) -> Verdict {
+    let heavy: Vec<&Window> = windows
+        .iter()
+        .filter(|w| w.fault == Fault::HeavyRead)
+        .collect();
+    let mut found = Found::default();
+    let mut unknown = 0;
+    for w in &heavy {
+        match (w.term_changes(), w.term_before, w.term_after) {
+            (Some(n), Some(b), Some(a)) if n > 0 => found.push(
+                "election-under-load",
+                format!(
+                    "window at {:.2} s ({}): term {b} -> {a}",
+                    w.start_s,
+                    short(&w.what)
+                ),
+                Vec::new(),
+            ),
+            (None, _, _) => unknown += 1,
+            _ => {}
+        }
+    }
+    let moved = found.counts.values().sum::<usize>();
+    let summary = format!(
+        "{} heavy-read windows: {moved} changed the term{}",
+        heavy.len(),
+        if unknown > 0 {
+            format!(", {unknown} with terms unknown")
+        } else {
+            String::new()
+        }
+    );
+    Verdict::from_anomalies("elections", summary, found.anomalies)
+}
+
 /// The table as text, one window a line, for a terminal.
 pub fn format_table(table: &[WindowAvailability], bound: Duration) -> String {
     let mut out = format!(
@@ -316,6 +358,8 @@ mod tests {
             target: Some(1),
             start_s,
             end_s,
+            term_before: Some(2),
+            term_after: Some(3),
         }
     }
 
@@ -481,6 +525,31 @@ mod tests {
         assert_eq!(json(FirstOk::After(912.345)), "912.3");
         assert_eq!(json(FirstOk::None), "\"none\"");
         assert_eq!(json(FirstOk::NotApplicable), "\"n/a\"");
+    }
+
+    #[test]
+    fn only_a_heavy_read_window_whose_term_moved_fails_the_elections_verdict() {
+        let heavy = |before: Option<u64>, after: Option<u64>| Window {
+            fault: Fault::HeavyRead,
+            term_before: before,
+            term_after: after,
+            ..window(1.0, 4.0)
+        };
+        let kill_that_elected = window(5.0, 8.0);
+        assert_eq!(kill_that_elected.term_changes(), Some(1));
+        let cases = [
+            (vec![kill_that_elected.clone()], Validity::Valid),
+            (vec![heavy(Some(3), Some(3))], Validity::Valid),
+            (vec![heavy(Some(3), None)], Validity::Valid),
+            (
+                vec![heavy(Some(3), Some(3)), heavy(Some(3), Some(4))],
+                Validity::Invalid,
+            ),
+        ];
+        for (windows, expected) in cases {
+            let v = check_elections(&windows);
+            assert_eq!(v.valid, expected, "{}", v.summary);
+        }
     }
 
     #[test]

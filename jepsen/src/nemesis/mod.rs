@@ -20,7 +20,9 @@
 //!
 //! Before each window, and before healing, the nemesis reaps node
 //! processes that exited on their own ([`Cluster::reap_exited`]; the run
-//! reports them) and starts them again.
+//! reports them) and starts them again. Each window records the highest
+//! term before the fault and after its undo, so elections show in its
+//! description.
 //!
 //! Same seed, same sequence of choices; which node leads when a choice is
 //! applied is the cluster's, so two runs need not match fault for fault.
@@ -122,6 +124,18 @@ pub struct Window {
     pub target: Option<u64>,
     pub start_s: f64,
     pub end_s: f64,
+    /// The highest term the nodes reported just before the fault, and
+    /// just after it was undone (none answered: `None`). Every election,
+    /// won or not, takes a term.
+    pub term_before: Option<u64>,
+    pub term_after: Option<u64>,
+}
+
+impl Window {
+    /// How many terms went by during the window, when both ends are known.
+    pub fn term_changes(&self) -> Option<u64> {
+        Some(self.term_after?.saturating_sub(self.term_before?))
+    }
 }
 
 /// What the schedule needs besides the cluster.
@@ -180,7 +194,6 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, plan: Plan) -> Vec<Window> {
     let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x006e_656d_6573_6973);
     let mut deck = Deck::new(&plan.faults);
     let mut windows = Vec::new();
-    let now_s = || plan.start.elapsed().as_secs_f64();
     if plan.faults.is_empty() {
         tokio::time::sleep_until(plan.until.into()).await;
         return windows;
@@ -189,7 +202,6 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, plan: Plan) -> Vec<Window> {
         let c = lock(&cluster);
         c.ids().into_iter().map(|id| (id, c.addr(id))).collect()
     };
-    let ids: Vec<u64> = addrs.iter().map(|(id, _)| *id).collect();
     loop {
         let quiet = Duration::from_millis(rng.gen_range(1000..3000));
         let hold = Duration::from_millis(rng.gen_range(2000..5000));
@@ -197,42 +209,66 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, plan: Plan) -> Vec<Window> {
             break;
         }
         tokio::time::sleep(quiet).await;
-        reap(&cluster, now_s());
+        let _ = reap(&cluster, plan.start.elapsed().as_secs_f64());
         let Some(fault) = deck.deal(&mut rng) else {
             break;
         };
-        let leader = db::leader(&addrs).await;
-        let target = match leader {
-            Some(l) if rng.gen_bool(0.5) => l,
-            _ => *ids.choose(&mut rng).unwrap_or(&1),
-        };
-        let began = now_s();
-        let aim = Aim {
-            fault,
-            target,
-            leader,
-            ids: &ids,
-            hold_until: Instant::now() + hold,
-            window: windows.len() + 1,
-        };
-        let (mut what, undo) = inject(&cluster, &aim, plan.strays.as_ref(), &mut rng);
-        eprintln!("[jepsen {began:7.2}s] nemesis: {what}");
-        tokio::time::sleep(hold).await;
-        if let Some(tail) = undo_fault(&cluster, undo).await {
-            what = format!("{what}; {tail}");
-        }
-        let ended = now_s();
-        eprintln!("[jepsen {ended:7.2}s] nemesis: healed {what}");
-        windows.push(Window {
-            what,
-            fault,
-            target: (fault != Fault::Partition).then_some(target),
-            start_s: began,
-            end_s: ended,
-        });
+        let number = windows.len() + 1;
+        let w = one_window(&cluster, &plan, &addrs, fault, hold, number, &mut rng).await;
+        windows.push(w);
     }
-    heal_all(&cluster, now_s());
+    heal_all(&cluster, plan.start.elapsed().as_secs_f64());
     windows
+}
+
+/// Aim `fault` (the leader half the time), inject it, hold it, undo it;
+/// the window, with the highest term before and after.
+async fn one_window(
+    cluster: &Mutex<Cluster>,
+    plan: &Plan,
+    addrs: &[(u64, String)],
+    fault: Fault,
+    hold: Duration,
+    number: usize,
+    rng: &mut StdRng,
+) -> Window {
+    let now_s = || plan.start.elapsed().as_secs_f64();
+    let ids: Vec<u64> = addrs.iter().map(|(id, _)| *id).collect();
+    let before = db::view(addrs).await;
+    let target = match before.leader {
+        Some(l) if rng.gen_bool(0.5) => l,
+        _ => *ids.choose(rng).unwrap_or(&1),
+    };
+    let began = now_s();
+    let aim = Aim {
+        fault,
+        target,
+        leader: before.leader,
+        ids: &ids,
+        hold_until: Instant::now() + hold,
+        window: number,
+    };
+    let (mut what, undo) = inject(cluster, &aim, plan.strays.as_ref(), rng);
+    eprintln!("[jepsen {began:7.2}s] nemesis: {what}");
+    tokio::time::sleep(hold).await;
+    if let Some(tail) = undo_fault(cluster, undo).await {
+        what = format!("{what}; {tail}");
+    }
+    let ended = now_s();
+    let after = db::view(addrs).await;
+    if let (Some(b), Some(a)) = (before.term, after.term) {
+        what = format!("{what}; term {b} -> {a}");
+    }
+    eprintln!("[jepsen {ended:7.2}s] nemesis: healed {what}");
+    Window {
+        what,
+        fault,
+        target: (fault != Fault::Partition).then_some(target),
+        start_s: began,
+        end_s: ended,
+        term_before: before.term,
+        term_after: after.term,
+    }
 }
 
 fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
@@ -242,10 +278,11 @@ fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
 /// Reap node processes that exited on their own, say so, and start them
 /// again on their data dirs: the exit is already a finding (the `nodes`
 /// verdict), and the windows that follow should still meet a whole
-/// cluster.
-fn reap(cluster: &Mutex<Cluster>, now_s: f64) {
+/// cluster. Whether any was restarted.
+fn reap(cluster: &Mutex<Cluster>, now_s: f64) -> bool {
     let mut c = lock(cluster);
-    for e in c.reap_exited(now_s) {
+    let exits = c.reap_exited(now_s);
+    for e in &exits {
         eprintln!(
             "[jepsen {now_s:7.2}s] node {} exited on its own ({}); restarting it; its log ends:\n{}",
             e.node, e.status, e.log_tail
@@ -254,6 +291,7 @@ fn reap(cluster: &Mutex<Cluster>, now_s: f64) {
             eprintln!("[jepsen] nemesis: restart failed: {err}");
         }
     }
+    !exits.is_empty()
 }
 
 /// One window's choices.
@@ -410,7 +448,7 @@ async fn undo_fault(cluster: &Mutex<Cluster>, undo: Undo) -> Option<String> {
 /// every node that is down (after reaping, at `now_s`, those that exited
 /// on their own).
 pub fn heal_all(cluster: &Mutex<Cluster>, now_s: f64) {
-    reap(cluster, now_s);
+    let _ = reap(cluster, now_s);
     let mut c = lock(cluster);
     if let Err(e) = c.net.heal() {
         eprintln!("[jepsen] nemesis: heal failed: {e}");
