@@ -200,8 +200,10 @@ pub fn check(table: &[WindowAvailability], bound: Duration) -> Verdict {
     }
     let over = table.iter().filter(|r| r.over_bound(bound)).count();
     let worst = |pick: fn(&WindowAvailability) -> FirstOk| {
+        // The first of equally bad windows (max_by keeps the last).
         table
             .iter()
+            .rev()
             .max_by(|a, b| rank(pick(a)).total_cmp(&rank(pick(b))))
             .map(|r| format!("{} ({})", pick(r), short(&r.what)))
             .unwrap_or_default()

@@ -20,9 +20,9 @@
 //!
 //! Before each window, and before healing, the nemesis reaps node
 //! processes that exited on their own ([`Cluster::reap_exited`]; the run
-//! reports them) and starts them again. Each window records the highest
-//! term before the fault and after its undo, so elections show in its
-//! description.
+//! reports them), starts them again, and gives them up to 10 s to settle
+//! before the next fault. Each window records the highest term before
+//! the fault and after its undo, so elections show in its description.
 //!
 //! Same seed, same sequence of choices; which node leads when a choice is
 //! applied is the cluster's, so two runs need not match fault for fault.
@@ -176,6 +176,9 @@ impl Deck {
     }
 }
 
+/// Longest the nemesis waits for nodes it restarted after an exit.
+const RESETTLE: Duration = Duration::from_secs(10);
+
 /// What was done, to be undone at the end of the window.
 enum Undo {
     Heal,
@@ -209,7 +212,17 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, plan: Plan) -> Vec<Window> {
             break;
         }
         tokio::time::sleep(quiet).await;
-        let _ = reap(&cluster, plan.start.elapsed().as_secs_f64());
+        if reap(&cluster, plan.start.elapsed().as_secs_f64()) {
+            // Let the restarted nodes settle (bounded), so the next window
+            // is not charged with their elections.
+            let all: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
+            if let Err(e) = db::wait_ready(&all, RESETTLE).await {
+                eprintln!("[jepsen] nemesis: after restarting: {e}");
+            }
+        }
+        if Instant::now() + hold > plan.until {
+            break;
+        }
         let Some(fault) = deck.deal(&mut rng) else {
             break;
         };
