@@ -19,8 +19,9 @@ use std::time::Duration;
 ///
 /// Exits 0 when every checker says valid, 1 when one says invalid (a
 /// consistency checker, or availability: a fault window over the bound, a
-/// node that exited on its own), 2 when one could not decide, 3 when the
-/// harness itself failed or was interrupted.
+/// node that exited on its own, a heavy-read window that moved the term),
+/// 2 when one could not decide, 3 when the harness itself failed or was
+/// interrupted.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
