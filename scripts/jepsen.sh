@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jepsen/setup.sh
 cargo build --release --locked -p quorumlite -p jepsen
+jepsen="${CARGO_TARGET_DIR:-target}/release/jepsen"
 if [ "${1:-}" = "" ] || [[ "${1}" =~ ^[0-9]+$ ]]; then
     secs="${1:-60}"
     seed="${2:-1}"
@@ -27,7 +28,7 @@ if [ "${1:-}" = "" ] || [[ "${1}" =~ ^[0-9]+$ ]]; then
     run() { # workload nemesis seconds
         echo "== $1 / $2 / ${3}s / seed $seed"
         local code=0
-        target/release/jepsen --workload "$1" --nemesis "$2" --time "$3" --seed "$seed" || code=$?
+        "$jepsen" --workload "$1" --nemesis "$2" --time "$3" --seed "$seed" || code=$?
         case $code in
             0) summary+=("valid    $1 / $2 / ${3}s") ;;
             1) summary+=("INVALID  $1 / $2 / ${3}s (a checker or availability)"); status=1 ;;
@@ -47,4 +48,4 @@ if [ "${1:-}" = "" ] || [[ "${1}" =~ ^[0-9]+$ ]]; then
     printf '%s\n' "${summary[@]}"
     exit $status
 fi
-exec target/release/jepsen "$@"
+exec "$jepsen" "$@"

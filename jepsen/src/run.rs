@@ -129,6 +129,12 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     cfg.workload.run(Arc::clone(&ctx)).await;
     let run_end_s = start.elapsed().as_secs_f64();
     let windows = nemesis.await.unwrap_or_default();
+    if !cfg.faults.is_empty() && windows.is_empty() {
+        eprintln!(
+            "[jepsen] the nemesis injected no fault: --time {:?} left no room for one window (1-3 s quiet, then 2-5 s of fault)",
+            cfg.time
+        );
+    }
     nemesis::heal_all(&cluster, start.elapsed().as_secs_f64());
     if let Err(e) = db::wait_ready(&addrs, Duration::from_secs(60)).await {
         eprintln!("[jepsen] after healing: {e}");
