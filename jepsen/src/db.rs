@@ -230,13 +230,20 @@ impl Cluster {
         &self.exits
     }
 
-    /// Whether node `id`'s process has exited (without reaping it).
-    pub fn has_exited(&mut self, id: u64) -> Option<String> {
-        let child = self.node_mut(id).child.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
-        }
+    /// If node `id`'s process has exited, reap it (the slot is then down)
+    /// and give its exit status. Not remembered as an exit: for a process
+    /// whose exit the caller expects to explain (a stray).
+    pub fn take_exit(&mut self, id: u64) -> Option<String> {
+        let node = self.node_mut(id);
+        let status = match node.child.as_mut()?.try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            _ => return None,
+        };
+        // Reaped: the pid may be reused, so it must never be signalled.
+        node.child = None;
+        node.paused = false;
+        node.foreign = false;
+        Some(status)
     }
 
     /// Whether node `id` has a process (running or paused).

@@ -149,7 +149,7 @@ pub fn inject(
 /// Kill the stray in slot `target`, restart the real node there. What
 /// became of the stray, for the description.
 pub fn undo(c: &mut Cluster, target: u64) -> Result<String, String> {
-    let fate = match c.has_exited(target) {
+    let fate = match c.take_exit(target) {
         Some(status) => format!("the stray exited on its own ({status})"),
         None if c.is_up(target) => "the stray ran until the end of the window".to_owned(),
         None => "the stray was gone".to_owned(),
