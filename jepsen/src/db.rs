@@ -5,6 +5,14 @@
 //! / SIGCONT (a process that stops being scheduled: a GC pause, a VM
 //! migration), SIGTERM (graceful stop). Each node logs to its own file in
 //! the run directory. Dropping the cluster kills every node.
+//!
+//! A node's slot (id, address, `--peers`) can also run a process on a data
+//! dir that is not its own: the throwaway cluster of the `stray-node` fault
+//! runs in the same slots on its own dirs before the real cluster starts,
+//! and the fault later puts one such process back in a slot (see
+//! `nemesis::stray`). A process that exits without being told to is
+//! reaped and remembered ([`Cluster::reap_exited`]): a node that stops on
+//! its own is a finding, not noise.
 
 use crate::net::Net;
 use client::pb::StatusResponse;
@@ -24,6 +32,21 @@ pub struct NodeProc {
     /// Whether the node is SIGSTOPped (and so must be SIGCONTed before a
     /// kill can be reaped).
     paused: bool,
+    /// Invariant: `true` only while `child` is `Some` and runs on a data
+    /// dir other than `dir` (the throwaway cluster's).
+    foreign: bool,
+}
+
+/// A node process that exited without the harness stopping it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Exit {
+    pub node: u64,
+    /// Seconds into the run when the harness noticed (not when it died:
+    /// the node's log has that).
+    pub noticed_s: f64,
+    pub status: String,
+    /// The last lines of the node's log.
+    pub log_tail: String,
 }
 
 /// A cluster of node processes on a [`Net`].
@@ -34,6 +57,8 @@ pub struct Cluster {
     extra: Vec<String>,
     /// Indexed by id - 1.
     nodes: Vec<NodeProc>,
+    /// Nodes that exited on their own, in the order noticed.
+    exits: Vec<Exit>,
 }
 
 /// A port the kernel just handed out on loopback, free when we looked.
@@ -56,6 +81,20 @@ impl Cluster {
         n: u64,
         extra: &[String],
     ) -> Result<Cluster, String> {
+        let mut cluster = Cluster::plan(net, bin, dir, n, extra)?;
+        cluster.start_all()?;
+        Ok(cluster)
+    }
+
+    /// Lay out `n` nodes (ids, addresses, `--peers`, data dirs under
+    /// `dir`) without starting any.
+    pub fn plan(
+        net: Net,
+        bin: &Path,
+        dir: &Path,
+        n: u64,
+        extra: &[String],
+    ) -> Result<Cluster, String> {
         let nodes: Vec<NodeProc> = (1..=n)
             .map(|id| {
                 Ok(NodeProc {
@@ -65,6 +104,7 @@ impl Cluster {
                     log: dir.join(format!("n{id}.log")),
                     child: None,
                     paused: false,
+                    foreign: false,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -75,7 +115,10 @@ impl Cluster {
             .join(",");
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         // Nodes in namespaces talk over non-loopback addresses: without TLS
-        // they prove a shared cluster secret to each other.
+        // they prove a shared cluster secret to each other. The throwaway
+        // cluster of the stray-node fault gets the same flags, hence the
+        // same secret: the operator's mistake it models reuses the whole
+        // configuration.
         let secret = dir.join("cluster.secret");
         let text: String = {
             use rand::Rng;
@@ -88,17 +131,22 @@ impl Cluster {
         let mut extra = extra.to_vec();
         extra.push("--cluster-secret-file".into());
         extra.push(secret.to_string_lossy().into_owned());
-        let mut cluster = Cluster {
+        Ok(Cluster {
             net,
             bin: bin.to_owned(),
             peers,
             extra,
             nodes,
-        };
-        for id in 1..=n {
-            cluster.launch(id)?;
+            exits: Vec::new(),
+        })
+    }
+
+    /// Start every node that is not running, on its own data dir.
+    pub fn start_all(&mut self) -> Result<(), String> {
+        for id in self.ids() {
+            self.restart(id)?;
         }
-        Ok(cluster)
+        Ok(())
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -117,19 +165,20 @@ impl Cluster {
         &mut self.nodes[(id - 1) as usize]
     }
 
-    fn launch(&mut self, id: u64) -> Result<(), String> {
+    /// Start node `id`'s process on `data_dir`, logging to `log`.
+    fn launch(&mut self, id: u64, data_dir: &Path, log_path: &Path) -> Result<(), String> {
         let mut cmd = self.net.command(id, &self.bin);
-        let node = &self.nodes[(id - 1) as usize];
+        let node = self.node(id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&node.log)
-            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+            .open(log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
         cmd.arg("node")
             .args(["--id", &id.to_string(), "--listen", &node.addr])
             .args(["--peers", &self.peers])
             .arg("--data-dir")
-            .arg(&node.dir)
+            .arg(data_dir)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -137,10 +186,81 @@ impl Cluster {
         let child = cmd
             .spawn()
             .map_err(|e| format!("start node {id} ({}): {e}", self.bin.display()))?;
+        let foreign = data_dir != node.dir;
         let node = self.node_mut(id);
         node.child = Some(child);
         node.paused = false;
+        node.foreign = foreign;
         Ok(())
+    }
+
+    /// Start node `id` (not running) on another data dir, with the same
+    /// id, address and `--peers`: what an operator does who reuses an old,
+    /// unwiped data dir. Its log goes to `log`.
+    pub fn start_foreign(&mut self, id: u64, data_dir: &Path, log: &Path) -> Result<(), String> {
+        if self.is_up(id) {
+            return Err(format!("node {id} is running; kill it first"));
+        }
+        self.launch(id, data_dir, log)
+    }
+
+    /// Whether node `id` runs on a data dir that is not its own.
+    pub fn is_foreign(&self, id: u64) -> bool {
+        self.node(id).foreign
+    }
+
+    /// Reap every process that exited on its own and remember the nodes
+    /// that did (`now_s`: seconds into the run). A process on a foreign
+    /// data dir is reaped but not remembered: the harness put it there to
+    /// be refused, and may find it gone. Returns the exits found now.
+    pub fn reap_exited(&mut self, now_s: f64) -> Vec<Exit> {
+        let mut found = Vec::new();
+        for i in 0..self.nodes.len() {
+            let node = &mut self.nodes[i];
+            let Some(child) = node.child.as_mut() else {
+                continue;
+            };
+            let status = match child.try_wait() {
+                Ok(Some(status)) => status.to_string(),
+                Ok(None) => continue,
+                Err(e) => format!("unknown ({e})"),
+            };
+            node.child = None;
+            node.paused = false;
+            if std::mem::take(&mut node.foreign) {
+                continue;
+            }
+            let id = node.id;
+            found.push(Exit {
+                node: id,
+                noticed_s: now_s,
+                status,
+                log_tail: self.log_tail(id, 5),
+            });
+        }
+        self.exits.extend(found.iter().cloned());
+        found
+    }
+
+    /// Every exit [`Cluster::reap_exited`] has remembered.
+    pub fn exits(&self) -> &[Exit] {
+        &self.exits
+    }
+
+    /// If node `id`'s process has exited, reap it (the slot is then down)
+    /// and give its exit status. Not remembered as an exit: for a process
+    /// whose exit the caller expects to explain (a stray).
+    pub fn take_exit(&mut self, id: u64) -> Option<String> {
+        let node = self.node_mut(id);
+        let status = match node.child.as_mut()?.try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            _ => return None,
+        };
+        // Reaped: the pid may be reused, so it must never be signalled.
+        node.child = None;
+        node.paused = false;
+        node.foreign = false;
+        Some(status)
     }
 
     /// Whether node `id` has a process (running or paused).
@@ -171,6 +291,7 @@ impl Cluster {
             let _ = child.wait();
         }
         node.paused = false;
+        node.foreign = false;
     }
 
     /// SIGTERM node `id` and wait up to `within` for it to exit, then kill.
@@ -184,6 +305,7 @@ impl Cluster {
             while started.elapsed() < within {
                 if let Ok(Some(_)) = child.try_wait() {
                     node.child = None;
+                    node.foreign = false;
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -197,7 +319,9 @@ impl Cluster {
         if self.is_up(id) {
             return Ok(());
         }
-        self.launch(id)
+        let node = self.node(id);
+        let (dir, log) = (node.dir.clone(), node.log.clone());
+        self.launch(id, &dir, &log)
     }
 
     /// SIGSTOP node `id`.
@@ -279,14 +403,25 @@ pub async fn wait_ready(addrs: &[String], within: Duration) -> Result<u64, Strin
     Err(format!("cluster not ready after {within:?}: {last}"))
 }
 
-/// The node that says it leads, if one answers now.
-pub async fn leader(addrs: &[(u64, String)]) -> Option<u64> {
+/// What the nodes that answer now say about leadership.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// The node that says it leads.
+    pub leader: Option<u64>,
+    /// The highest term any node reports: it grows with every election.
+    pub term: Option<u64>,
+}
+
+/// Ask every node for its status (half a second each at most).
+pub async fn view(addrs: &[(u64, String)]) -> View {
+    let mut v = View::default();
     for (id, a) in addrs {
         if let Some(s) = status(a).await {
             if s.role == "leader" {
-                return Some(*id);
+                v.leader = Some(*id);
             }
+            v.term = v.term.max(Some(s.term));
         }
     }
-    None
+    v
 }

@@ -75,6 +75,30 @@ pub enum Call {
     },
 }
 
+/// Whether an operation reads or writes, for the availability table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Call {
+    /// Whether this operation reads or writes.
+    pub fn access(&self) -> Access {
+        match self {
+            Call::Read { .. }
+            | Call::Balances { .. }
+            | Call::ReadSet { .. }
+            | Call::SessionRead { .. } => Access::Read,
+            Call::Write { .. }
+            | Call::Cas { .. }
+            | Call::Transfer { .. }
+            | Call::Add { .. }
+            | Call::SessionWrite { .. } => Access::Write,
+        }
+    }
+}
+
 /// Maps with integer keys, written as JSON objects (whose keys are
 /// strings). Needed by hand: inside the flattened, tagged [`Call`] serde
 /// buffers the map and no longer turns `"0"` back into `0` by itself.

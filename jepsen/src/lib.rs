@@ -6,17 +6,23 @@
 //! ```text
 //!   db::Cluster ── real node processes, each in its own network namespace
 //!        │              (net::Net: veth + bridge, nftables drops for partitions)
-//!   nemesis ─── seeded schedule: partition / kill / pause, then heal
+//!   nemesis ─── seeded schedule: partition / kill / pause / heavy-read /
+//!        │       stray-node, then heal
 //!   workload ── concurrent clients ──> history::Recorder (invoke/ok/fail/info)
 //!        │
 //!   checker ─── verdict per property ──> report (results.json, latency.png)
+//!               (consistency, and availability per fault window)
 //! ```
 //!
-//! A run: build the network, start the nodes, let the workload's workers
+//! A run: build the network, (for `stray-node`) run and stop a throwaway
+//! cluster in the same slots, start the nodes, let the workload's workers
 //! run for `--time` while the nemesis injects faults on its schedule, heal
 //! everything, let the workload do its final reads, then check the history
 //! and write the report. A verdict is `valid`, `invalid` (with the
-//! operations that show it) or `unknown` (the checker gave up).
+//! operations that show it) or `unknown` (the checker gave up). Besides
+//! the workload's checkers every run is judged on availability: each fault
+//! window's first successful write and read must come within a bound, and
+//! no node may exit on its own.
 pub mod checker;
 pub mod db;
 pub mod history;

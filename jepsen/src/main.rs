@@ -17,8 +17,11 @@ use std::time::Duration;
 
 /// Fault injection and consistency checking against a real quorumlite cluster.
 ///
-/// Exits 0 when every checker says valid, 1 when one says invalid, 2 when
-/// one could not decide, 3 when the harness itself failed.
+/// Exits 0 when every checker says valid, 1 when one says invalid (a
+/// consistency checker, or availability: a fault window over the bound, a
+/// node that exited on its own, a heavy-read window that moved the term),
+/// 2 when one could not decide, 3 when the harness itself failed or was
+/// interrupted.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -43,7 +46,8 @@ struct TestArgs {
     /// register, bank, set or session.
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Faults, comma-separated: none, partition, kill, pause, all.
+    /// Faults, comma-separated: none, partition, kill, pause, heavy-read,
+    /// stray-node, all.
     #[arg(long, default_value = "partition,kill")]
     nemesis: String,
     /// Seconds of workload (the final reads come after).
@@ -74,6 +78,10 @@ struct TestArgs {
     /// checker must find.
     #[arg(long)]
     broken_reads: bool,
+    /// Longest a fault window may go, from its start, without a successful
+    /// write or read on some node; longer fails the run.
+    #[arg(long, default_value_t = jepsen::checker::availability::DEFAULT_BOUND.as_millis() as u64)]
+    availability_bound_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -128,12 +136,38 @@ fn test(args: TestArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return harness_error(e),
     };
-    match rt.block_on(run::run(&cfg)) {
+    // On an interrupt the run is dropped where it stands: dropping the
+    // cluster kills the nodes, dropping the network deletes the namespaces.
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = run::run(&cfg) => r,
+            why = interrupted() => Err(format!("{why}: stopped the run, killed the nodes, removed the namespaces")),
+        }
+    });
+    // The nemesis task holds the cluster too; dropping the runtime drops it.
+    drop(rt);
+    match outcome {
         Ok(r) => {
             run::print_summary(&r);
             exit_for(r.valid)
         }
         Err(e) => harness_error(e),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without handlers the default action (exit) stands; never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted (SIGINT)",
+        _ = term.recv() => "terminated (SIGTERM)",
     }
 }
 
@@ -179,5 +213,6 @@ fn config(a: TestArgs) -> Result<RunConfig, String> {
         concurrency: a.concurrency,
         broken_reads: a.broken_reads,
         op_timeout: Duration::from_millis(a.op_timeout_ms),
+        availability_bound: Duration::from_millis(a.availability_bound_ms),
     })
 }

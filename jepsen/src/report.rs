@@ -1,7 +1,10 @@
-//! Reports: `results.json` (verdicts, counts, fault windows) and
-//! `latency.png` (latency over time, fault windows shaded, throughput).
+//! Reports: `results.json` (verdicts, counts, fault windows, the
+//! availability table, nodes that exited on their own) and `latency.png`
+//! (latency over time, fault windows shaded, throughput).
 
+use crate::checker::availability::WindowAvailability;
 use crate::checker::{Validity, Verdict};
+use crate::db::Exit;
 use crate::history::{pairs, Op, OpType};
 use crate::nemesis::Window;
 use plotters::prelude::*;
@@ -45,7 +48,17 @@ pub struct Results<'a> {
     pub counts: Counts,
     pub events: usize,
     pub windows: &'a [Window],
+    pub availability: AvailabilityReport<'a>,
+    /// Nodes that exited without the harness stopping them.
+    pub exits: &'a [Exit],
     pub verdicts: &'a [Verdict],
+}
+
+/// The availability table and the bound it was judged by.
+#[derive(Serialize)]
+pub struct AvailabilityReport<'a> {
+    pub bound_ms: u64,
+    pub windows: &'a [WindowAvailability],
 }
 
 /// Invalid wins over unknown, unknown over valid.
@@ -182,6 +195,8 @@ where
             crate::nemesis::Fault::Partition => RGBColor(120, 120, 255).mix(0.15),
             crate::nemesis::Fault::Kill => RGBColor(255, 80, 80).mix(0.15),
             crate::nemesis::Fault::Pause => RGBColor(200, 160, 0).mix(0.18),
+            crate::nemesis::Fault::HeavyRead => RGBColor(170, 60, 200).mix(0.15),
+            crate::nemesis::Fault::StrayNode => RGBColor(60, 160, 60).mix(0.18),
         };
         chart
             .draw_series(std::iter::once(Rectangle::new(

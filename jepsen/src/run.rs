@@ -1,9 +1,19 @@
 //! One test run, start to verdict.
+//!
+//! Network, then (with `stray-node`) the throwaway cluster in the real
+//! cluster's slots, then the real cluster; workload and nemesis side by
+//! side; heal; final reads; the workload's checkers, then the run's own:
+//! `availability` (every window's first ok write and read within the
+//! bound), `nodes` (no node exited on its own), with `heavy-read`
+//! `elections` (no heavy-read window changed the term) and, with
+//! `stray-node`, `stray` (the throwaway's data never reached the real
+//! cluster).
 
+use crate::checker::availability::{self, WindowAvailability};
 use crate::checker::{Validity, Verdict};
 use crate::db::{self, Cluster};
 use crate::history::Recorder;
-use crate::nemesis::{self, Fault, Window};
+use crate::nemesis::{self, stray, Fault, Window};
 use crate::net::{Net, NetMode};
 use crate::report::{self, Counts, Results};
 use crate::workload::{Ctx, Workload};
@@ -32,6 +42,9 @@ pub struct RunConfig {
     pub broken_reads: bool,
     /// Deadline of one client operation.
     pub op_timeout: Duration,
+    /// Longest a fault window may go without a successful write or read
+    /// (`checker::availability`).
+    pub availability_bound: Duration,
 }
 
 /// What a run found.
@@ -40,6 +53,9 @@ pub struct RunResult {
     pub verdicts: Vec<Verdict>,
     pub counts: Counts,
     pub windows: Vec<Window>,
+    /// One row per window.
+    pub availability: Vec<WindowAvailability>,
+    pub availability_bound: Duration,
     pub network: String,
     pub dir: PathBuf,
 }
@@ -65,9 +81,18 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     if cfg.broken_reads {
         extra.push("--unsafe-local-reads".into());
     }
-    let cluster = Cluster::start(net, &cfg.bin, &cfg.dir.join("data"), cfg.nodes, &extra)?;
+    let data = cfg.dir.join("data");
+    let cluster = Cluster::plan(net, &cfg.bin, &data, cfg.nodes, &extra)?;
     let nodes: Vec<(u64, String)> = ids.iter().map(|id| (*id, cluster.addr(*id))).collect();
     let cluster = Arc::new(Mutex::new(cluster));
+    // Same slots, same addresses: the throwaway must be gone before the
+    // real cluster starts.
+    let strays = if cfg.faults.contains(&Fault::StrayNode) {
+        Some(stray::prepare(&cluster, &data.join("stray")).await?)
+    } else {
+        None
+    };
+    lock(&cluster).start_all()?;
     let addrs: Vec<String> = nodes.iter().map(|(_, a)| a.clone()).collect();
     if let Err(e) = db::wait_ready(&addrs, Duration::from_secs(60)).await {
         return Err(with_logs(&cluster, e));
@@ -77,7 +102,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         .map_err(|e| format!("history file: {e}"))?;
     let start = rec.start();
     let ctx = Arc::new(Ctx {
-        nodes,
+        nodes: nodes.clone(),
         rec: rec.clone(),
         until: Instant::now() + cfg.time,
         seed: cfg.seed,
@@ -93,16 +118,24 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         cfg.nemesis,
         cfg.seed
     );
-    let nemesis = tokio::spawn(nemesis::run(
-        Arc::clone(&cluster),
-        cfg.faults.clone(),
-        cfg.seed,
+    let plan = nemesis::Plan {
+        faults: cfg.faults.clone(),
+        seed: cfg.seed,
         start,
-        ctx.until,
-    ));
+        until: ctx.until,
+        strays: strays.clone(),
+    };
+    let nemesis = tokio::spawn(nemesis::run(Arc::clone(&cluster), plan));
     cfg.workload.run(Arc::clone(&ctx)).await;
+    let run_end_s = start.elapsed().as_secs_f64();
     let windows = nemesis.await.unwrap_or_default();
-    nemesis::heal_all(&cluster);
+    if !cfg.faults.is_empty() && windows.is_empty() {
+        eprintln!(
+            "[jepsen] the nemesis injected no fault: --time {:?} left no room for one window (1-3 s quiet, then 2-5 s of fault)",
+            cfg.time
+        );
+    }
+    nemesis::heal_all(&cluster, start.elapsed().as_secs_f64());
     if let Err(e) = db::wait_ready(&addrs, Duration::from_secs(60)).await {
         eprintln!("[jepsen] after healing: {e}");
     }
@@ -110,7 +143,23 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     rec.finish().map_err(|e| format!("history file: {e}"))?;
 
     let history = rec.snapshot();
-    let verdicts = cfg.workload.check(&history);
+    let mut verdicts = cfg.workload.check(&history);
+    let table = availability::measure(&history, &windows, run_end_s, cfg.availability_bound);
+    verdicts.push(availability::check(&table, cfg.availability_bound));
+    // Exits noticed after healing (a node that died in the final reads)
+    // count too.
+    let exits = {
+        let mut c = lock(&cluster);
+        c.reap_exited(start.elapsed().as_secs_f64());
+        c.exits().to_vec()
+    };
+    verdicts.push(availability::check_exits(&exits));
+    if cfg.faults.contains(&Fault::HeavyRead) {
+        verdicts.push(availability::check_elections(&windows));
+    }
+    if strays.is_some() {
+        verdicts.push(stray::leak_check(&nodes, cfg.op_timeout).await);
+    }
     let valid = report::overall(&verdicts);
     let counts = Counts::of(&history);
     let results = Results {
@@ -124,6 +173,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         counts: counts.clone(),
         events: history.len(),
         windows: &windows,
+        availability: report::AvailabilityReport {
+            bound_ms: cfg.availability_bound.as_millis() as u64,
+            windows: &table,
+        },
+        exits: &exits,
         verdicts: &verdicts,
     };
     report::write_json(&cfg.dir.join("results.json"), &results)?;
@@ -146,13 +200,19 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         verdicts,
         counts,
         windows,
+        availability: table,
+        availability_bound: cfg.availability_bound,
         network,
         dir: cfg.dir.clone(),
     })
 }
 
+fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn with_logs(cluster: &Mutex<Cluster>, e: String) -> String {
-    let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+    let c = lock(cluster);
     let mut out = e;
     for id in c.ids() {
         out.push_str(&format!("\n--- node {id} log ---\n{}", c.log_tail(id, 15)));
@@ -182,6 +242,12 @@ pub fn print_summary(r: &RunResult) {
                 );
             }
         }
+    }
+    if !r.availability.is_empty() {
+        print!(
+            "{}",
+            availability::format_table(&r.availability, r.availability_bound)
+        );
     }
     println!("verdict:  {:?}", r.valid);
     println!("files:    {}", r.dir.display());

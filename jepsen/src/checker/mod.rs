@@ -5,11 +5,14 @@
 //! - [`bank`]: every balance read sees the total conserved;
 //! - [`set`]: the final reads hold every acknowledged insert, nothing never
 //!   attempted, nothing twice;
-//! - [`session`]: read-your-writes and monotonic reads per session.
+//! - [`session`]: read-your-writes and monotonic reads per session;
+//! - [`availability`]: every fault window's first successful write and
+//!   read came within a bound, and no node exited on its own.
 //!
 //! A checker that cannot decide (the search exceeded its budget) says
 //! `unknown`, never `valid`.
 
+pub mod availability;
 pub mod bank;
 pub mod linear;
 pub mod session;
