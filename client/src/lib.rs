@@ -60,6 +60,17 @@ use tonic::transport::{Channel, Endpoint};
 /// Largest message the client sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// How long a write to the leader waits before the client asks the other
+/// nodes whether someone else leads (see `Client::leader_moved`): a write
+/// takes milliseconds, an election about a second.
+const SILENT_AFTER: Duration = Duration::from_millis(400);
+
+/// How often, and how long, the other nodes are asked after that.
+const PROBE_EVERY: Duration = Duration::from_millis(150);
+
+/// Interval and timeout of the HTTP/2 pings on each node's connection.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
 /// Most items one `ExecuteBatch` or `QueryBatch` call may hold.
 pub const MAX_BATCH_ITEMS: usize = 1024;
 
@@ -157,6 +168,10 @@ struct Inner {
     extra: Mutex<Vec<Node>>,
     /// Address of the node believed to lead, if any.
     leader: Mutex<Option<String>>,
+    /// A leader whose write just failed in a way that says it may be gone
+    /// (no answer, no majority, an indeterminate outcome): with no leader
+    /// known, the next write starts at another node.
+    suspect: Mutex<Option<String>>,
     /// Round-robin position for reads.
     next_read: AtomicUsize,
     /// The newest token this session has seen.
@@ -265,8 +280,11 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
     let channel = endpoint
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        // A node that stopped answering (frozen, cut off) is noticed in
+        // 1-2 s: its calls fail instead of waiting out their deadlines.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
         .connect_lazy();
     let rpc = QuorumliteClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -357,6 +375,7 @@ impl Client {
                 nodes,
                 extra: Mutex::new(Vec::new()),
                 leader: Mutex::new(None),
+                suspect: Mutex::new(None),
                 next_read: AtomicUsize::new(0),
                 session: Mutex::new(Token::empty()),
                 session_id: new_session_id(),
@@ -399,7 +418,12 @@ impl Client {
         let mut node = self.write_target(None);
         let mut tried = 0usize;
         loop {
-            let err = match node.writes.call(request.clone()).await {
+            let call = node.writes.call(request.clone());
+            let answer = tokio::select! {
+                answer = call => answer,
+                moved = self.leader_moved(&node.addr) => Err(moved),
+            };
+            let err = match answer {
                 Ok(resp) => {
                     let token = self.accept_token(&resp.token, &node.addr)?;
                     // The leader that ran it, not the follower that passed
@@ -485,7 +509,10 @@ impl Client {
             };
             tried += 1;
             let next = retry::after(Op::Read, err.code);
-            if next == Next::Fail || started.elapsed() >= self.inner.config.retry_budget {
+            if next == Next::Fail
+                || started.elapsed() >= self.inner.config.retry_budget
+                || self.nowhere_else(err.code)
+            {
                 return Err(err);
             }
             tracing::debug!(node = %node.addr, error = %err, "read not served; trying another node");
@@ -585,9 +612,15 @@ impl Client {
     ) -> Result<Node, Error> {
         *tried += 1;
         let next = retry::after(Op::Write, err.code);
-        if next == Next::Fail || started.elapsed() >= self.inner.config.retry_budget {
+        if next == Next::Fail
+            || started.elapsed() >= self.inner.config.retry_budget
+            || self.nowhere_else(err.code)
+        {
             let mut err = err;
             err.code = retry::write_outcome(err.code);
+            if retry::leader_may_be_gone(err.code) {
+                self.suspect(&node.addr);
+            }
             return Err(err);
         }
         tracing::debug!(node = %node.addr, error = %err, "{what} not done; retrying");
@@ -601,6 +634,124 @@ impl Client {
                 self.nth(*tried)
             }
         })
+    }
+
+    /// Ask every node at once, for at most `within`, who leads, and send
+    /// the next write there: the node that says it leads in the highest
+    /// term, else the leader the others name in the highest term. For a
+    /// fresh client (the CLI, one write per process), whose first write
+    /// would otherwise go to the first address even if that node froze.
+    /// Nodes that do not answer in time are left out; nothing changes if
+    /// none does.
+    pub async fn discover_leader(&self, within: Duration) {
+        if self.inner.nodes.len() < 2 {
+            return;
+        }
+        let asks = self.inner.nodes.iter().map(|n| async move {
+            let mut req = self.request(pb::StatusRequest { digest: false }).ok()?;
+            req.set_timeout(within);
+            let s = tokio::time::timeout(within, n.rpc.clone().status(req))
+                .await
+                .ok()?
+                .ok()?
+                .into_inner();
+            Some((n.addr.clone(), s))
+        });
+        let answers: Vec<(String, pb::StatusResponse)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let claimed = answers
+            .iter()
+            .filter(|(_, s)| s.role == "leader")
+            .max_by_key(|(_, s)| s.term)
+            .map(|(addr, s)| (addr.clone(), s.term));
+        let named = answers
+            .iter()
+            .filter(|(_, s)| !s.leader_addr.is_empty())
+            .max_by_key(|(_, s)| s.term)
+            .map(|(_, s)| (s.leader_addr.clone(), s.term));
+        let leader = match (claimed, named) {
+            (Some(c), Some(n)) if n.1 > c.1 => Some(n.0),
+            (Some(c), _) => Some(c.0),
+            (None, n) => n.map(|n| n.0),
+        };
+        if let Some(leader) = leader {
+            *lock(&self.inner.leader) = Some(leader);
+        }
+    }
+
+    /// Resolves when a write to `addr` has waited [`SILENT_AFTER`] and
+    /// another node then says someone else leads (asked every
+    /// [`PROBE_EVERY`]); the error the write gets: `INDETERMINATE`, since
+    /// `addr` may still apply it. Never resolves with a single address.
+    ///
+    /// A leader that froze or was cut off keeps its connections open for
+    /// the keepalive's second or two, and a cut-off one keeps answering
+    /// pings; its writes wait while the others have elected a new leader.
+    async fn leader_moved(&self, addr: &str) -> Error {
+        let others: Vec<Node> = self
+            .inner
+            .nodes
+            .iter()
+            .filter(|n| n.addr != addr)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(SILENT_AFTER).await;
+        loop {
+            let asks = others.iter().map(|n| {
+                Box::pin(async move {
+                    let mut req = self
+                        .request(pb::StatusRequest { digest: false })
+                        .map_err(drop)?;
+                    req.set_timeout(PROBE_EVERY);
+                    let s = n.rpc.clone().status(req).await.map_err(drop)?.into_inner();
+                    let leader = if s.role == "leader" {
+                        n.addr.clone()
+                    } else {
+                        s.leader_addr
+                    };
+                    if leader.is_empty() || leader == addr {
+                        Err(())
+                    } else {
+                        Ok(leader)
+                    }
+                })
+            });
+            let found = futures::future::select_ok(asks).await.ok().map(|(l, _)| l);
+            if let Some(leader) = found {
+                *lock(&self.inner.leader) = Some(leader.clone());
+                *lock(&self.inner.suspect) = Some(addr.to_owned());
+                return Error::new(
+                    ErrorCode::Indeterminate,
+                    format!(
+                        "{addr} did not answer the write and {leader} leads now; the write may or may not have been applied: read to find out before retrying"
+                    ),
+                );
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    }
+
+    /// Stop taking `addr` for the leader: the next write starts at another
+    /// node, which passes it on to whoever leads by then.
+    fn suspect(&self, addr: &str) {
+        let mut leader = lock(&self.inner.leader);
+        if leader.as_deref() == Some(addr) {
+            *leader = None;
+        }
+        *lock(&self.inner.suspect) = Some(addr.to_owned());
+    }
+
+    /// Whether `code` says "another node may serve this" and there is no
+    /// other node to ask: a leader without a majority (`NO_QUORUM`) is
+    /// asked again and again for nothing when it is the only address.
+    fn nowhere_else(&self, code: ErrorCode) -> bool {
+        code == ErrorCode::NoQuorum && self.inner.nodes.len() == 1
     }
 
     /// Run an admin call on the first node that can be reached; any answer
@@ -643,7 +794,14 @@ impl Client {
             None => known,
         };
         let Some(addr) = addr else {
-            return self.inner.nodes[0].clone();
+            let suspect = lock(&self.inner.suspect).clone();
+            return self
+                .inner
+                .nodes
+                .iter()
+                .find(|n| Some(&n.addr) != suspect.as_ref())
+                .unwrap_or(&self.inner.nodes[0])
+                .clone();
         };
         *lock(&self.inner.leader) = Some(addr.clone());
         if let Some(n) = self.inner.nodes.iter().find(|n| n.addr == addr) {

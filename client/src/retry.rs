@@ -60,6 +60,17 @@ pub fn after(op: Op, code: ErrorCode) -> Next {
     }
 }
 
+/// Whether a write to the leader that failed with `code` (already past
+/// [`write_outcome`]) says the leader may be gone: it did not answer, it
+/// cannot reach a majority, or the outcome is unknown. The next write then
+/// starts elsewhere.
+pub fn leader_may_be_gone(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Indeterminate | ErrorCode::NoQuorum | ErrorCode::Unavailable
+    )
+}
+
 /// A write that failed with `code`: what the caller is told. A write whose
 /// reply was lost is indeterminate, whatever the transport said.
 pub fn write_outcome(code: ErrorCode) -> ErrorCode {

@@ -58,6 +58,15 @@ pub const REPLICATION_LAG: &str = "quorumlite_raft_replication_lag_entries";
 pub const ELECTIONS: &str = "quorumlite_raft_elections_total";
 /// Counter: terms in which this node learned of a leader.
 pub const LEADER_CHANGES: &str = "quorumlite_raft_leader_changes_total";
+/// Gauge, label `peer`: 1 when this node's last call to that peer was
+/// answered, 0 when it failed.
+pub const PEER_REACHABLE: &str = "quorumlite_peer_reachable";
+/// Gauge, label `peer`: seconds since that peer last answered a call of
+/// this node (-1: never).
+pub const PEER_LAST_CONTACT: &str = "quorumlite_peer_last_contact_seconds";
+/// Gauge: 1 when this node can do its part (`/health` answers 200), 0 when
+/// it leads without a majority or hears from no leader.
+pub const HEALTHY: &str = "quorumlite_healthy";
 /// Histogram: a write's time in the leader's writer, queue to reply.
 pub const WRITE_DURATION: &str = "quorumlite_write_duration_seconds";
 /// Histogram: requests per write batch.
@@ -154,6 +163,9 @@ pub const SPECS: &[Spec] = &[
     spec(RAFT_LOG_ENTRIES, Gauge, COUNT, &[], "entries in this node's Raft log (not yet purged behind a snapshot)"),
     spec(RAFT_LOG_DISK_BYTES, Gauge, BYTES, &[], "bytes of this node's Raft log directory on disk"),
     spec(REPLICATION_LAG, Gauge, COUNT, &["follower"], "on the leader: log entries a follower has not yet acknowledged; 0 on other nodes"),
+    spec(PEER_REACHABLE, Gauge, None, &["peer"], "1 when this node's last Raft call to the peer (by node id) was answered, 0 when it failed; a leader calls every member every heartbeat"),
+    spec(PEER_LAST_CONTACT, Gauge, SECONDS, &["peer"], "seconds since the peer last answered a Raft call of this node; -1 if it never did"),
+    spec(HEALTHY, Gauge, None, &[], "1 when /health answers 200; 0 when this node leads without hearing from a majority, hears from no leader, or is stopping"),
     spec(ELECTIONS, Counter, None, &[], "terms in which this node campaigned (was seen as candidate or leader)"),
     spec(LEADER_CHANGES, Counter, None, &[], "terms in which this node learned of a leader, the first one after start included"),
     spec(WRITE_DURATION, Histogram, SECONDS, &[], "time of a write in the leader's writer, from queueing to its reply (committed or not)"),
@@ -337,6 +349,16 @@ impl RaftGauges {
             gauge!(REPLICATION_LAG, "follower" => gone.to_string()).set(0.0);
         }
         self.followers = seen;
+    }
+}
+
+/// Each peer's reachability and last contact, from this node's calls.
+pub fn observe_peers(peers: &[raft::PeerView]) {
+    for p in peers {
+        let id = p.id.to_string();
+        gauge!(PEER_REACHABLE, "peer" => id.clone()).set(if p.reachable { 1.0 } else { 0.0 });
+        gauge!(PEER_LAST_CONTACT, "peer" => id)
+            .set(p.last_answer.map_or(-1.0, |d| d.as_secs_f64()));
     }
 }
 

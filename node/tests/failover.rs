@@ -261,3 +261,206 @@ async fn a_write_sent_to_a_follower_as_the_leader_dies_waits_for_the_next_leader
     let ids = rows(&cluster.client_of(follower), "SELECT id FROM t ORDER BY id").await;
     assert_eq!(ids, vec![vec![int(1)], vec![int(2)]]);
 }
+
+/// How one path's writes fared around a fault: when the first write sent
+/// after the fault succeeded.
+type FirstOk = Arc<Mutex<Option<Duration>>>;
+
+/// Write through `write` in a loop until `stop`; note in `first` how long
+/// after `fault` the first write sent after it succeeded.
+fn keep_writing<F, Fut>(
+    write: F,
+    fault: Arc<Mutex<Option<Instant>>>,
+    first: FirstOk,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(i64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    tokio::spawn(async move {
+        let mut id = 0i64;
+        while !stop.load(Ordering::Relaxed) {
+            id += 1;
+            let sent = Instant::now();
+            let ok = write(id).await;
+            let at = *fault.lock().expect("fault");
+            if let (true, Some(at)) = (ok, at) {
+                let mut f = first.lock().expect("first");
+                if sent > at && f.is_none() {
+                    *f = Some(Instant::now() - at);
+                }
+            }
+            if !ok {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    })
+}
+
+/// A leader that freezes (SIGSTOP: its sockets stay open, nothing answers)
+/// or is cut off must not stall its clients: writes succeed again within
+/// 1.5 s through the Rust client that knew the old leader, a follower that
+/// forwards, the HTTP API on a follower, and the CLI. Issue 20, "failover
+/// that clients see".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_resume_within_1500ms_of_the_leader_freezing_through_every_path() {
+    let http: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect();
+    let h = http.clone();
+    let cluster = Cluster::start_with(3, &[], move |id| {
+        vec!["--http".into(), h[(id - 1) as usize].clone()]
+    });
+    let leader = cluster.leader(SECONDS_10).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    cluster
+        .client()
+        .execute(vec!["CREATE TABLE w(id INTEGER, path TEXT)".into()])
+        .await
+        .expect("create");
+
+    let fault: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut firsts: Vec<(&str, FirstOk)> = Vec::new();
+    let mut tasks = Vec::new();
+    let insert = |path: &'static str| {
+        move |id: i64| {
+            stmt(
+                "INSERT INTO w VALUES (?, ?)",
+                vec![int(id), client::Value::Text(path.into())],
+            )
+        }
+    };
+
+    // The Rust client, all addresses, which learns the leader.
+    let rust = cluster.client();
+    let first = FirstOk::default();
+    let s = insert("rust");
+    tasks.push(keep_writing(
+        move |id| {
+            let (c, st) = (rust.clone(), s(id));
+            async move { c.execute(vec![st]).await.is_ok() }
+        },
+        Arc::clone(&fault),
+        Arc::clone(&first),
+        Arc::clone(&stop),
+    ));
+    firsts.push(("Rust client", first));
+
+    // A client of one follower, which forwards.
+    let forwarding = Client::with_config(
+        [cluster.addr(follower)],
+        ClientConfig {
+            retry_budget: Duration::from_secs(3),
+            ..ClientConfig::default()
+        },
+    )
+    .expect("client");
+    let first = FirstOk::default();
+    let s = insert("forwarded");
+    tasks.push(keep_writing(
+        move |id| {
+            let (c, st) = (forwarding.clone(), s(id));
+            async move { c.execute(vec![st]).await.is_ok() }
+        },
+        Arc::clone(&fault),
+        Arc::clone(&first),
+        Arc::clone(&stop),
+    ));
+    firsts.push(("a forwarding follower", first));
+
+    // The HTTP API on that follower.
+    let first = FirstOk::default();
+    let addr = http[(follower - 1) as usize].clone();
+    tasks.push(keep_writing(
+        move |id| {
+            let addr = addr.clone();
+            async move {
+                tokio::task::spawn_blocking(move || http_insert(&addr, id))
+                    .await
+                    .unwrap_or(false)
+            }
+        },
+        Arc::clone(&fault),
+        Arc::clone(&first),
+        Arc::clone(&stop),
+    ));
+    firsts.push(("the HTTP API", first));
+
+    // The CLI, a process per write, every address.
+    let first = FirstOk::default();
+    let addrs = cluster.addrs().join(",");
+    tasks.push(keep_writing(
+        move |id| {
+            let addrs = addrs.clone();
+            async move {
+                tokio::process::Command::new(common::BIN)
+                    .args(["exec", "--addr", &addrs, "--timeout-ms", "3000"])
+                    .arg(format!("INSERT INTO w VALUES ({id}, 'cli')"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .await
+                    .is_ok_and(|s| s.success())
+            }
+        },
+        Arc::clone(&fault),
+        Arc::clone(&first),
+        Arc::clone(&stop),
+    ));
+    firsts.push(("the CLI", first));
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    common::signal(cluster.pid(leader), libc::SIGSTOP);
+    *fault.lock().expect("fault") = Some(Instant::now());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    common::signal(cluster.pid(leader), libc::SIGCONT);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+    let mut report = Vec::new();
+    for (path, first) in &firsts {
+        let took = *first.lock().expect("first");
+        report.push(format!("{path}: {took:?}"));
+    }
+    println!(
+        "first successful write after the leader froze: {}",
+        report.join(", ")
+    );
+    for (path, first) in firsts {
+        let took = first.lock().expect("first").expect("a write succeeded");
+        assert!(
+            took < Duration::from_millis(1500),
+            "{path}: writes resumed only after {took:?} ({})",
+            report.join(", ")
+        );
+    }
+}
+
+/// One INSERT through the HTTP API at `addr`; whether it succeeded.
+fn http_insert(addr: &str, id: i64) -> bool {
+    use std::io::{Read, Write};
+    let body = format!(
+        r#"{{"requests":[{{"type":"execute","stmt":{{"sql":"INSERT INTO w VALUES ({id}, 'http')"}}}},{{"type":"close"}}]}}"#
+    );
+    let Ok(mut tcp) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(
+        tcp,
+        "POST /v2/pipeline HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = tcp.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
+        && response.contains("\"type\":\"ok\"")
+        && !response.contains("\"type\":\"error\"")
+}

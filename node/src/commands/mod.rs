@@ -293,6 +293,9 @@ fn exec_statements(args: &ExecArgs, matches: &clap::ArgMatches) -> Result<Vec<St
         .collect()
 }
 
+/// How long `exec` asks the nodes who leads before its write.
+const LEADER_DISCOVERY: Duration = Duration::from_millis(150);
+
 async fn exec(
     client: Client,
     args: ExecArgs,
@@ -301,6 +304,9 @@ async fn exec(
     if let Some(token) = parse_token(args.token.as_deref())? {
         client.observe(token);
     }
+    // A fresh process knows no leader: ask every --addr at once who leads,
+    // so the write does not start at a node that stopped answering.
+    client.discover_leader(LEADER_DISCOVERY).await;
     let result = client.execute(statements).await?;
     if args.connect.json {
         let results: Vec<_> = result
@@ -401,6 +407,8 @@ async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
                 "purged_index": s.purged_index,
                 "leader_contact_ms": s.leader_contact_ms,
                 "token": s.token,
+                "health": s.health,
+                "health_reason": s.health_reason,
             })
         );
         return Ok(());
@@ -428,8 +436,13 @@ pub fn status_summary(s: &client::pb::StatusResponse) -> String {
     } else {
         format!("{} ({})", s.leader_id, s.leader_addr)
     };
+    let health = match (s.health.as_str(), s.health_reason.as_str()) {
+        ("ok" | "", _) => String::new(),
+        (status, "") => format!("health    {status}\n"),
+        (status, reason) => format!("health    {status}: {reason}\n"),
+    };
     format!(
-        "leader    {leader}, term {}\nlineage   {}\nasked     node {} ({}): version {}, log last {}, applied {}, snapshot {}, purged {}\n",
+        "leader    {leader}, term {}\nlineage   {}\nasked     node {} ({}): version {}, log last {}, applied {}, snapshot {}, purged {}\n{health}",
         s.term,
         if s.lineage.is_empty() { "none yet" } else { &s.lineage },
         s.id,

@@ -23,6 +23,9 @@ pub enum NodeError {
     NotLeader { leader: Option<String> },
     #[error("no leader is known (an election is under way); nothing was written, retry shortly")]
     NoLeader,
+    /// A leader without a majority; the message names who does not answer.
+    #[error("{0}; nothing was written: retry, another node may lead by now")]
+    NoQuorum(String),
     #[error(
         "the write was computed on a state a leader change replaced; nothing was written, retry"
     )]
@@ -82,6 +85,7 @@ impl NodeError {
             NodeError::LineageMismatch { .. } => ErrorCode::LineageMismatch,
             NodeError::NotLeader { .. } => ErrorCode::NotLeader,
             NodeError::NoLeader => ErrorCode::NoLeader,
+            NodeError::NoQuorum(_) => ErrorCode::NoQuorum,
             NodeError::Conflict => ErrorCode::Conflict,
             NodeError::Indeterminate(_) => ErrorCode::Indeterminate,
             NodeError::ReplicaBehind { .. } => ErrorCode::ReplicaBehind,

@@ -20,6 +20,7 @@ mod forward;
 pub mod hrana;
 mod members;
 mod peers;
+mod quorum;
 mod read;
 mod readers;
 mod service;
@@ -94,6 +95,8 @@ pub struct Node {
     sm: StateMachine,
     writer: Writer,
     read_index: Arc<ReadIndex>,
+    /// Whether this node, leading, still hears from a majority.
+    quorum: quorum::Quorum,
     /// The threads reads run on (never the async runtime's).
     readers: readers::Readers,
     forward: Arc<Forwarder>,
@@ -242,12 +245,51 @@ impl Node {
     {
         let until = tokio::time::Instant::now() + self.leader_wait_limit();
         while let Some(addr) = self.write_route(forwarded).await? {
-            match send(addr.clone()).await {
+            match self.unless_leader_moves(&addr, send(addr.clone())).await {
                 Err(NodeError::NoLeader) => self.next_leader(&addr, until).await?,
                 other => return other.map(Some),
             }
         }
         Ok(None)
+    }
+
+    /// `call` to the leader at `addr`, abandoned when another node becomes
+    /// leader while it is out (plus a grace for its answer): the old
+    /// leader froze or was cut off, and the caller hears `INDETERMINATE` at
+    /// once instead of after a dead connection's timeout, so its next
+    /// write goes to the new leader.
+    async fn unless_leader_moves<T>(
+        &self,
+        addr: &str,
+        call: impl Future<Output = Result<T, NodeError>>,
+    ) -> Result<T, NodeError> {
+        // The server metrics change only with the role, vote, leader and
+        // membership, not with every entry.
+        let mut server = self.raft.server_metrics();
+        let moved = async move {
+            loop {
+                let elsewhere = {
+                    let m = server.borrow_and_update();
+                    let leader = m.current_leader.and_then(|id| {
+                        m.membership_config
+                            .membership()
+                            .get_node(&id)
+                            .map(|n| n.addr.clone())
+                    });
+                    m.state == ServerState::Leader || leader.is_some_and(|a| a != addr)
+                };
+                if elsewhere || server.changed().await.is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(LEADER_MOVED_GRACE).await;
+        };
+        tokio::select! {
+            done = call => done,
+            () = moved => Err(NodeError::Indeterminate(format!(
+                "the leader at {addr} did not answer and another node leads now; the write may or may not have been applied there"
+            ))),
+        }
     }
 
     /// How long a write waits for a leader to be known.
@@ -594,6 +636,7 @@ impl Node {
 
     /// This node's view of the cluster.
     pub async fn status(&self, req: pb::StatusRequest) -> Result<pb::StatusResponse, NodeError> {
+        let health = self.health();
         let m = self.raft.metrics().borrow().clone();
         let version = *self.sm.applied_version().borrow();
         let (digest, digest_version) = if req.digest {
@@ -645,7 +688,41 @@ impl Node {
             token: self.token(version)?.to_string(),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
+            health: health.status.to_owned(),
+            health_reason: health.reason.unwrap_or_default(),
         })
+    }
+
+    /// Whether this node can do its part now (`/health`, `status`): "ok";
+    /// "no_quorum" (it leads without a majority); "no_leader" (it has not
+    /// heard from a leader for over twice the longest election timeout:
+    /// it is cut off, or an election keeps failing); "shutting_down".
+    pub fn health(&self) -> Health {
+        if self.check_accepting().is_err() {
+            return Health::not("shutting_down", "this node is shutting down".into());
+        }
+        match self.quorum.contact() {
+            quorum::Contact::Lost { silent, voters } => {
+                return Health::not(
+                    "no_quorum",
+                    quorum::no_quorum(&silent, voters, self.quorum.window()).to_string(),
+                )
+            }
+            quorum::Contact::Majority { .. } => return Health::ok(),
+            quorum::Contact::NotLeader => {}
+        }
+        let limit = self.config.election_timeout_max * 2;
+        match (self.role().1, self.contact.age()) {
+            (Some(_), Some(age)) if age <= limit => Health::ok(),
+            (leader, age) => Health::not(
+                "no_leader",
+                format!(
+                    "this node has not heard from a leader for {} (leader known: {}): it is cut off from the cluster, or the cluster has no majority",
+                    age.map_or_else(|| "ever".to_owned(), |a| format!("{} ms", a.as_millis())),
+                    leader.as_deref().unwrap_or("none")
+                ),
+            ),
+        }
     }
 
     /// The address to hint at in errors.
@@ -654,9 +731,36 @@ impl Node {
     }
 }
 
+/// How long a call to an old leader may still answer after another node
+/// became leader (see `Node::unless_leader_moves`).
+const LEADER_MOVED_GRACE: Duration = Duration::from_millis(50);
+
 /// How long a read may run inline on the async worker that took it before
 /// it is stopped and run again on a read thread (see `Node::read_inline`).
 const INLINE_BUDGET: Duration = Duration::from_millis(1);
+
+/// What `Node::health` found.
+pub struct Health {
+    pub status: &'static str,
+    /// Why, when not "ok".
+    pub reason: Option<String>,
+}
+
+impl Health {
+    fn ok() -> Health {
+        Health {
+            status: "ok",
+            reason: None,
+        }
+    }
+
+    fn not(status: &'static str, reason: String) -> Health {
+        Health {
+            status,
+            reason: Some(reason),
+        }
+    }
+}
 
 /// A read that passed its checks and waits: it may run now.
 struct ReadyRead {
@@ -786,6 +890,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tls.as_ref()
             .map(|t| Arc::clone(t) as Arc<dyn raft::PeerTls>),
     );
+    let peer_health = network.health();
     // openraft's core, replication and state-machine tasks run on a
     // runtime of their own: whatever the request handlers do (encode a
     // 64 MiB reply, queue behind thousands of calls), heartbeats, votes
@@ -806,6 +911,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             source,
         })?;
     let fatal = Arc::new(Notify::new());
+    let quorum = quorum::Quorum::new(raft.clone(), peer_health, config.election_timeout_max);
     let (writer, writer_thread) = Writer::start(
         executor,
         raft.clone(),
@@ -817,6 +923,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             linger: config.batch_linger,
             txn_timeout: config.txn_timeout,
         },
+        quorum.clone(),
         Arc::clone(&fatal),
     )
     .map_err(|e| StartError::Raft(format!("starting the writer thread: {e}")))?;
@@ -828,6 +935,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let read_index = ReadIndex::new(
         raft.clone(),
         sm.clone(),
+        quorum.clone(),
         Arc::clone(&forward),
         config.write_timeout,
         config.election_timeout_max * 3,
@@ -840,6 +948,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         sm,
         writer: writer.clone(),
         read_index,
+        quorum: quorum.clone(),
         readers: readers::Readers::start(config.read_connections)
             .map_err(|e| StartError::Raft(format!("starting the read threads: {e}")))?,
         forward,
@@ -939,7 +1048,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Err(e) => return Err(StartError::Raft(format!("initializing: {e}"))),
         }
     }
-    let roles = tokio::spawn(watch_roles(raft.clone(), node.sm.clone(), writer.clone()));
+    let roles = tokio::spawn(watch_roles(Arc::clone(&node)));
     watch_for_fatal(raft.metrics(), Arc::clone(&fatal))
         .map_err(|e| StartError::Raft(format!("starting the fatal-error watcher: {e}")))?;
     let disk = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
@@ -1053,9 +1162,11 @@ async fn join_cluster(node: Arc<Node>, via: String) {
 /// which change only with those, and every `GAUGE_REFRESH` for the gauges
 /// of log and apply progress. The full metrics change with every entry:
 /// following them cost each node ~3 % of its CPU under write load.
-async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
+async fn watch_roles(node: Arc<Node>) {
+    let (raft, sm, writer) = (&node.raft, &node.sm, &node.writer);
     let mut server = raft.server_metrics();
     let metrics = raft.metrics();
+    let mut healthy = true;
     let mut refresh = tokio::time::interval(GAUGE_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<(ServerState, Option<NodeId>, u64)> = None;
@@ -1090,6 +1201,18 @@ async fn watch_roles(raft: Raft<TypeConfig>, sm: StateMachine, writer: Writer) {
             }
             last = Some(now);
         }
+        // Health and peers: logged when it changes, exported every refresh.
+        let health = node.health();
+        let ok = health.status == "ok";
+        if ok != healthy {
+            match &health.reason {
+                Some(reason) => tracing::warn!(status = health.status, "{reason}"),
+                None => tracing::info!("healthy again: this node can do its part"),
+            }
+            healthy = ok;
+        }
+        ::metrics::gauge!(crate::metrics::HEALTHY).set(if ok { 1.0 } else { 0.0 });
+        crate::metrics::observe_peers(&node.quorum.health().view());
         tokio::select! {
             changed = server.changed() => {
                 if changed.is_err() {

@@ -33,6 +33,8 @@ type Barrier = Result<u64, NodeError>;
 pub struct ReadIndex {
     raft: Raft<TypeConfig>,
     sm: StateMachine,
+    /// A leader without a majority answers `NoQuorum` at once.
+    quorum: super::quorum::Quorum,
     forward: Arc<Forwarder>,
     /// Readers waiting for the next round, and whether a round task runs.
     /// Invariant: when `running` is false, `waiting` is empty.
@@ -52,6 +54,7 @@ impl ReadIndex {
     pub fn new(
         raft: Raft<TypeConfig>,
         sm: StateMachine,
+        quorum: super::quorum::Quorum,
         forward: Arc<Forwarder>,
         round_timeout: Duration,
         leader_wait: Duration,
@@ -59,6 +62,7 @@ impl ReadIndex {
         Arc::new(ReadIndex {
             raft,
             sm,
+            quorum,
             forward,
             state: Mutex::new(RoundState::default()),
             round_timeout,
@@ -152,20 +156,34 @@ impl ReadIndex {
         }
     }
 
-    /// On the leader: confirm leadership with a quorum and catch up.
+    /// On the leader: confirm leadership with a quorum and catch up. A
+    /// leader that has not heard from a majority for an election timeout
+    /// answers `NoQuorum` at once (or as soon as it stops hearing).
     pub async fn local_round(&self) -> Barrier {
-        match tokio::time::timeout(self.round_timeout, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(*self.sm.applied_version().borrow()),
-            Ok(Err(e)) => {
-                let leader = {
-                    let metrics = self.raft.metrics();
-                    let m = metrics.borrow();
-                    leader_addr(&m)
-                };
-                tracing::debug!(error = %e, "read barrier failed");
-                Err(NodeError::NotLeader { leader })
-            }
-            Err(_) => Err(NodeError::NoLeader),
+        self.quorum.require()?;
+        let barrier = tokio::time::timeout(self.round_timeout, self.raft.ensure_linearizable());
+        tokio::select! {
+            done = barrier => match done {
+                Ok(Ok(_)) => Ok(*self.sm.applied_version().borrow()),
+                Ok(Err(e)) => {
+                    let (leads, leader) = {
+                        let metrics = self.raft.metrics();
+                        let m = metrics.borrow();
+                        (m.state == ServerState::Leader, leader_addr(&m))
+                    };
+                    tracing::debug!(error = %e, "read barrier failed");
+                    if leads {
+                        // Still leader of its term, yet unconfirmed: the
+                        // read cannot be served here; nothing names
+                        // another leader yet.
+                        Err(self.quorum.require().err().unwrap_or(NodeError::NoLeader))
+                    } else {
+                        Err(NodeError::NotLeader { leader })
+                    }
+                }
+                Err(_) => Err(NodeError::NoLeader),
+            },
+            lost = self.quorum.lost() => Err(lost),
         }
     }
 }

@@ -162,6 +162,7 @@ impl Writer {
         notices: CommitNotices,
         applied: AppliedVersion,
         settings: WriterSettings,
+        quorum: super::quorum::Quorum,
         fatal: Arc<Notify>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -181,6 +182,7 @@ impl Writer {
                     runtime,
                     rx,
                     settings,
+                    quorum,
                     ready_term: None,
                     expect: 0,
                     fatal,
@@ -275,6 +277,10 @@ struct WriterLoop {
     runtime: Handle,
     rx: mpsc::UnboundedReceiver<Job>,
     settings: WriterSettings,
+    /// Whether this node still hears from a majority: no batch is proposed
+    /// without one, and one proposed before it was lost is answered
+    /// `INDETERMINATE` about an election timeout later.
+    quorum: super::quorum::Quorum,
     /// The term in which the read barrier last passed; `None` forces one.
     ready_term: Option<u64>,
     /// Callers likely to be waiting by the next batch: those the last batch
@@ -593,6 +599,7 @@ impl WriterLoop {
                 None => NodeError::NoLeader,
             });
         }
+        self.quorum.require()?;
         if self.ready_term == Some(term) {
             return Ok(());
         }
@@ -800,16 +807,31 @@ impl WriterLoop {
         });
         let registered = early.as_ref().map(|(proposal, _, _)| *proposal);
         let mut applied = self.applied.clone();
+        let quorum = &self.quorum;
         let outcome = self.runtime.block_on(async {
             let write = tokio::time::timeout(left, raft.client_write(command));
             tokio::pin!(write);
+            // A leader that stops hearing from a majority cannot commit:
+            // say so after an election timeout, not after write_timeout.
+            let lost = async {
+                let NodeError::NoQuorum(why) = quorum.lost().await else {
+                    return String::new();
+                };
+                why
+            };
+            tokio::pin!(lost);
             let Some((_, notice, on_commit)) = early else {
-                return Replicated::Returned(write.await);
+                return tokio::select! {
+                    biased;
+                    done = &mut write => Replicated::Returned(done),
+                    why = &mut lost => Replicated::Lost(why),
+                };
             };
             let version = tokio::select! {
                 biased;
                 done = &mut write => return Replicated::Returned(done),
                 Ok(version) = notice => version,
+                why = &mut lost => return Replicated::Lost(why),
             };
             on_commit(version, rx.len());
             // Announced to apply at `version`: go on once it has, without
@@ -826,6 +848,11 @@ impl WriterLoop {
         let proposal = match outcome {
             Replicated::Applied(version) => return Ok(Response::Applied { version }),
             Replicated::Returned(proposal) => proposal,
+            Replicated::Lost(why) => {
+                return Err(NodeError::Indeterminate(format!(
+                    "the leader lost its majority after proposing the batch ({why})"
+                )))
+            }
         };
         match proposal {
             Err(_) => Err(NodeError::Indeterminate(format!(
@@ -858,10 +885,12 @@ impl WriterLoop {
 type OnCommit<'a> = &'a mut dyn FnMut(u64, usize);
 
 /// How a proposal ended for the writer: `client_write` returned (or timed
-/// out), or the announced batch was seen applied first.
+/// out), the announced batch was seen applied first, or the leader lost
+/// its majority while it waited (why).
 enum Replicated<T> {
     Returned(T),
     Applied(u64),
+    Lost(String),
 }
 
 /// The callers of one batch, answered once: at its commit notice, or when

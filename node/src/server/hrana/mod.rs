@@ -206,19 +206,23 @@ async fn serve(node: &Node, input: Input) -> Reply {
         None => None,
     };
     if let Some(addr) = target {
-        let forwarded = node
-            .forward
-            .hrana(
-                &addr,
-                pb::HranaPipelineRequest {
-                    body: input.body,
-                    token: input.token,
-                    consistency: input.consistency,
-                    version: 2,
-                },
-                input.bearer.as_deref(),
-            )
-            .await;
+        let call = node.forward.hrana(
+            &addr,
+            pb::HranaPipelineRequest {
+                body: input.body,
+                token: input.token,
+                consistency: input.consistency,
+                version: 2,
+            },
+            input.bearer.as_deref(),
+        );
+        // A stream's owner is not the leader: only a call to the leader
+        // is given up when the leader changes.
+        let forwarded = if owner.is_none() {
+            node.unless_leader_moves(&addr, call).await
+        } else {
+            call.await
+        };
         return match forwarded {
             Ok(r) => Reply {
                 status: if r.status == 200 { 0 } else { r.status as u16 },
@@ -397,17 +401,22 @@ async fn server_version() -> Response {
         .into_response()
 }
 
+/// `/health`: 200 when this node can do its part, 503 with the reason
+/// otherwise (`Node::health`).
 async fn health(State(node): State<Arc<Node>>) -> Response {
     let (leads, leader) = node.role();
-    let accepting = node.check_accepting().is_ok();
-    let body = serde_json::json!({
-        "status": if accepting { "ok" } else { "shutting_down" },
+    let health = node.health();
+    let mut body = serde_json::json!({
+        "status": health.status,
         "id": node.id,
         "role": if leads { "leader" } else { "follower" },
         "leader": leader,
         "version": *node.sm.applied_version().borrow(),
     });
-    let status = if accepting {
+    if let Some(reason) = &health.reason {
+        body["reason"] = serde_json::Value::from(reason.as_str());
+    }
+    let status = if health.status == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
