@@ -413,6 +413,30 @@ pub struct View {
 }
 
 /// Ask every node for its status (half a second each at most).
+/// [`view`] once the cluster has settled: a leader known and the highest
+/// term unchanged for `stable` (at most `limit`, then as it is). A window
+/// that judges elections (heavy-read) must not count one still under way
+/// from the previous window.
+pub async fn settled_view(addrs: &[(u64, String)], stable: Duration, limit: Duration) -> View {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = view(addrs).await;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        if last.leader.is_some() && since.elapsed() >= stable {
+            return last;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = view(addrs).await;
+        if now.term != last.term || now.leader.is_none() {
+            since = tokio::time::Instant::now();
+        }
+        last = now;
+    }
+}
+
 pub async fn view(addrs: &[(u64, String)]) -> View {
     let mut v = View::default();
     for (id, a) in addrs {

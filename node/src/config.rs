@@ -77,9 +77,18 @@ pub struct NodeArgs {
     /// Build a snapshot (and compact the log) every this many log entries [default: 10000].
     #[arg(long, env = "QUORUMLITE_SNAPSHOT_THRESHOLD", value_name = "ENTRIES")]
     pub snapshot_threshold: Option<u64>,
-    /// Log entries kept behind a snapshot for followers slightly behind [default: 1000].
+    /// Log entries kept behind a snapshot for followers slightly behind [default: 100].
     #[arg(long, env = "QUORUMLITE_LOG_KEEP", value_name = "ENTRIES")]
     pub log_keep: Option<u64>,
+    /// Also build a snapshot (and compact the log) once this many bytes of
+    /// entries were appended since the last one [default: 16777216].
+    #[arg(long, env = "QUORUMLITE_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
+    pub snapshot_log_bytes: Option<u64>,
+    /// Bytes kept free on the data directory's disk: below it the leader
+    /// refuses writes (DISK_FULL) and a follower refuses new entries, and
+    /// both go on serving reads [default: 134217728].
+    #[arg(long, env = "QUORUMLITE_MIN_FREE_DISK_BYTES", value_name = "BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
     /// How long a write may take from proposal to apply before its outcome is
     /// reported as indeterminate, in milliseconds [default: 10000].
     #[arg(long, env = "QUORUMLITE_WRITE_TIMEOUT_MS", value_name = "MS")]
@@ -178,6 +187,8 @@ pub struct FileConfig {
     pub election_timeout_max_ms: Option<u64>,
     pub snapshot_threshold: Option<u64>,
     pub log_keep: Option<u64>,
+    pub snapshot_log_bytes: Option<u64>,
+    pub min_free_disk_bytes: Option<u64>,
     pub write_timeout_ms: Option<u64>,
     pub session_wait_ms: Option<u64>,
     pub max_request_bytes: Option<usize>,
@@ -244,6 +255,10 @@ pub struct NodeConfig {
     pub election_timeout_max: Duration,
     pub snapshot_threshold: u64,
     pub log_keep: u64,
+    /// Bytes of entries appended that also trigger a snapshot.
+    pub snapshot_log_bytes: u64,
+    /// Bytes kept free on the data directory's disk.
+    pub min_free_disk_bytes: u64,
     pub write_timeout: Duration,
     pub session_wait: Duration,
     pub max_request_bytes: usize,
@@ -333,7 +348,9 @@ impl NodeConfig {
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(500),
             snapshot_threshold: 10_000,
-            log_keep: 1000,
+            log_keep: 100,
+            snapshot_log_bytes: 16 * 1024 * 1024,
+            min_free_disk_bytes: 128 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             session_wait: Duration::from_secs(2),
             max_request_bytes: 16 * 1024 * 1024,
@@ -421,6 +438,12 @@ impl NodeConfig {
         }
         if let Some(v) = pick!(log_keep) {
             c.log_keep = v;
+        }
+        if let Some(v) = pick!(snapshot_log_bytes) {
+            c.snapshot_log_bytes = v;
+        }
+        if let Some(v) = pick!(min_free_disk_bytes) {
+            c.min_free_disk_bytes = v;
         }
         if let Some(v) = pick!(write_timeout_ms) {
             c.write_timeout = ms(v);
@@ -527,6 +550,12 @@ impl NodeConfig {
                 "--snapshot-threshold (snapshot_threshold) = 0: must be positive",
             ));
         }
+        if self.snapshot_log_bytes < 1024 * 1024 {
+            return Err(err(format!(
+                "--snapshot-log-bytes (snapshot_log_bytes) = {}: must be at least 1048576 (1 MiB)",
+                self.snapshot_log_bytes
+            )));
+        }
         if self.write_timeout < Duration::from_millis(100) {
             return Err(err(format!(
                 "--write-timeout-ms (write_timeout_ms) = {}: must be at least 100",
@@ -630,7 +659,9 @@ impl NodeConfig {
             election_timeout_min: self.election_timeout_min.as_millis() as u64,
             election_timeout_max: self.election_timeout_max.as_millis() as u64,
             install_snapshot_timeout: 5_000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
+            // The node decides when to build one (by entries and by bytes,
+            // and only with room on disk): `server::compaction`.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.log_keep,
             snapshot_max_chunk_size: 1024 * 1024,
             max_payload_entries: 64,

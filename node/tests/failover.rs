@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 const SECONDS_10: Duration = Duration::from_secs(10);
 
+/// The tests here time failovers: run one at a time, so that the clusters
+/// of the others do not take the two cores from the one being timed.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
 #[derive(Default)]
 struct Record {
     acked: Vec<i64>,
@@ -22,6 +30,7 @@ struct Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_elects_another_writes_resume_within_1500ms_and_nothing_acked_is_lost() {
+    let _serial = one_at_a_time().await;
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(SECONDS_10).await;
     let setup = cluster.client();
@@ -150,6 +159,7 @@ async fn killing_the_leader_elects_another_writes_resume_within_1500ms_and_nothi
 /// the old leader. Found by the Jepsen register runs (docs/jepsen.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_reads_on_a_follower_resume_soon_after_the_leader_goes_silent() {
+    let _serial = one_at_a_time().await;
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(SECONDS_10).await;
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
@@ -220,6 +230,7 @@ async fn linearizable_reads_on_a_follower_resume_soon_after_the_leader_goes_sile
 /// instead of answering `NO_LEADER` for the client to poll again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_sent_to_a_follower_as_the_leader_dies_waits_for_the_next_leader() {
+    let _serial = one_at_a_time().await;
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(SECONDS_10).await;
     cluster
@@ -305,6 +316,7 @@ where
 /// that clients see".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_resume_within_1500ms_of_the_leader_freezing_through_every_path() {
+    let _serial = one_at_a_time().await;
     let http: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", common::free_port()))
         .collect();

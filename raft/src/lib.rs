@@ -40,6 +40,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+mod disk;
 mod health;
 mod identity;
 mod log_store;
@@ -49,6 +50,7 @@ mod notice;
 mod peer;
 mod state_machine;
 
+pub use disk::{DiskFull, DiskSpace};
 pub use health::{PeerHealth, PeerView};
 pub use identity::{random_hex, ClusterIdentity, IdentityError, IDENTITY_FILE};
 pub use log_store::LogStore;

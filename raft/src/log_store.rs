@@ -42,6 +42,9 @@ pub struct LogStore {
     /// The first index above the purge point (0 before any purge). Reads
     /// start here: the entries below may still be waiting for the purger.
     unpurged: Arc<AtomicU64>,
+    /// Bytes of entries appended since this store was opened: how much the
+    /// log grew, for compaction by size.
+    appended: Arc<AtomicU64>,
 }
 
 /// A named thread that takes jobs from a channel, in order. Dropping it
@@ -209,6 +212,7 @@ impl LogStore {
             log,
             db,
             flush_delay_us: Arc::default(),
+            appended: Arc::default(),
         })
     }
 
@@ -219,6 +223,12 @@ impl LogStore {
             .meta
             .get(b"cluster")?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Bytes of entries appended since the store was opened (this store and
+    /// its clones).
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
     }
 
     /// Make every later append (on this store and its clones) wait `delay`
@@ -346,6 +356,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|e| (e.log_id.index.to_be_bytes(), codec::encode_entry(&e)))
             .collect();
         let n = encoded.len();
+        let bytes: usize = encoded.iter().map(|(_, v)| v.len()).sum();
+        self.appended.fetch_add(bytes as u64, Ordering::Relaxed);
         match <[_; 1]>::try_from(encoded) {
             // One entry (one proposal; one entry per AppendEntries at steady
             // state): a plain insert is atomic on its own and skips the

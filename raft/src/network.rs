@@ -200,7 +200,8 @@ fn status<E: std::error::Error>(target: NodeId, s: tonic::Status) -> RPCError<No
         | tonic::Code::Cancelled
         | tonic::Code::FailedPrecondition
         | tonic::Code::Unauthenticated
-        | tonic::Code::PermissionDenied => unreachable(msg),
+        | tonic::Code::PermissionDenied
+        | tonic::Code::ResourceExhausted => unreachable(msg),
         _ => network(msg),
     }
 }
@@ -565,6 +566,9 @@ pub struct TransportService {
     closing: watch::Receiver<bool>,
     /// Admits only peers of this cluster; stamps the answers.
     auth: PeerAuth,
+    /// Appends and snapshots are refused while the disk is below its
+    /// reserve (`None`: not checked).
+    disk: Option<Arc<crate::DiskSpace>>,
 }
 
 impl TransportService {
@@ -579,6 +583,7 @@ impl TransportService {
         raft: Raft<TypeConfig>,
         contact: LeaderContact,
         auth: PeerAuth,
+        disk: Option<Arc<crate::DiskSpace>>,
         closing: watch::Receiver<bool>,
     ) -> RaftTransportServer<TransportService> {
         RaftTransportServer::new(TransportService {
@@ -586,6 +591,7 @@ impl TransportService {
             contact,
             closing,
             auth,
+            disk,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -626,15 +632,28 @@ struct StreamState {
     requests: tonic::Streaming<pb::AppendEntriesRequest>,
     raft: Raft<TypeConfig>,
     contact: LeaderContact,
+    disk: Option<Arc<crate::DiskSpace>>,
     closing: watch::Receiver<bool>,
 }
 
-/// Decode one AppendEntries, hand it to Raft, encode the answer.
+/// Decode one AppendEntries, hand it to Raft, encode the answer. Entries
+/// are refused while the disk is below its reserve: the leader then takes
+/// this node for one that does not answer, and sends them again later.
 async fn append(
     raft: &Raft<TypeConfig>,
     contact: &LeaderContact,
+    disk: Option<&crate::DiskSpace>,
     req: pb::AppendEntriesRequest,
 ) -> Result<pb::AppendEntriesResponse, tonic::Status> {
+    if !req.entries.is_empty() {
+        // Room for the entries in the log, in the WAL when they are
+        // applied, and in the database after the checkpoint, beside the
+        // reserve.
+        let bytes: usize = req.entries.iter().map(Vec::len).sum();
+        if let Some(full) = disk.and_then(|d| d.check(3 * bytes as u64).err()) {
+            return Err(tonic::Status::resource_exhausted(full.to_string()));
+        }
+    }
     let entries = req
         .entries
         .iter()
@@ -672,7 +691,13 @@ impl RaftTransport for TransportService {
         request: tonic::Request<pb::AppendEntriesRequest>,
     ) -> Result<tonic::Response<pb::AppendEntriesResponse>, tonic::Status> {
         self.auth.admit(&request, "append entries")?;
-        let resp = append(&self.raft, &self.contact, request.into_inner()).await?;
+        let resp = append(
+            &self.raft,
+            &self.contact,
+            self.disk.as_deref(),
+            request.into_inner(),
+        )
+        .await?;
         Ok(self.answer(resp))
     }
 
@@ -691,6 +716,7 @@ impl RaftTransport for TransportService {
             requests: request.into_inner(),
             raft: self.raft.clone(),
             contact: self.contact.clone(),
+            disk: self.disk.clone(),
             closing: self.closing.clone(),
         });
         let responses = futures::stream::unfold(open, |state| async move {
@@ -701,7 +727,8 @@ impl RaftTransport for TransportService {
                 next = st.requests.message() => next,
             };
             match next {
-                Ok(Some(req)) => match append(&st.raft, &st.contact, req).await {
+                Ok(Some(req)) => match append(&st.raft, &st.contact, st.disk.as_deref(), req).await
+                {
                     Ok(resp) => Some((Ok(resp), Some(st))),
                     Err(e) => Some((Err(e), None)),
                 },
@@ -735,6 +762,9 @@ impl RaftTransport for TransportService {
         request: tonic::Request<pb::InstallSnapshotRequest>,
     ) -> Result<tonic::Response<pb::InstallSnapshotResponse>, tonic::Status> {
         self.auth.admit(&request, "install snapshot")?;
+        if let Some(full) = self.disk.as_deref().and_then(|d| d.check(0).err()) {
+            return Err(tonic::Status::resource_exhausted(full.to_string()));
+        }
         let req = request.into_inner();
         let rpc = InstallSnapshotRequest {
             vote: codec::decode_vote(&req.vote).map_err(bad_request)?,

@@ -247,7 +247,11 @@ async fn one_window(
 ) -> Window {
     let now_s = || plan.start.elapsed().as_secs_f64();
     let ids: Vec<u64> = addrs.iter().map(|(id, _)| *id).collect();
-    let before = db::view(addrs).await;
+    let before = if fault == Fault::HeavyRead {
+        db::settled_view(addrs, Duration::from_secs(1), Duration::from_secs(10)).await
+    } else {
+        db::view(addrs).await
+    };
     let target = match before.leader {
         Some(l) if rng.gen_bool(0.5) => l,
         _ => *ids.choose(rng).unwrap_or(&1),

@@ -23,6 +23,10 @@ pub enum NodeError {
     NotLeader { leader: Option<String> },
     #[error("no leader is known (an election is under way); nothing was written, retry shortly")]
     NoLeader,
+    /// The leader's disk is below its reserve; the message says how much
+    /// is free and what to do.
+    #[error("{0}; nothing was written (reads still work)")]
+    DiskFull(String),
     /// A leader without a majority; the message names who does not answer.
     #[error("{0}; nothing was written: retry, another node may lead by now")]
     NoQuorum(String),
@@ -86,6 +90,7 @@ impl NodeError {
             NodeError::NotLeader { .. } => ErrorCode::NotLeader,
             NodeError::NoLeader => ErrorCode::NoLeader,
             NodeError::NoQuorum(_) => ErrorCode::NoQuorum,
+            NodeError::DiskFull(_) => ErrorCode::DiskFull,
             NodeError::Conflict => ErrorCode::Conflict,
             NodeError::Indeterminate(_) => ErrorCode::Indeterminate,
             NodeError::ReplicaBehind { .. } => ErrorCode::ReplicaBehind,

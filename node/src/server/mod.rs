@@ -14,6 +14,7 @@
 
 pub mod auth;
 mod backup;
+mod compaction;
 mod convert;
 pub mod error;
 mod forward;
@@ -59,7 +60,7 @@ pub enum StartError {
     },
     #[error("data directory {0} is in use by another quorumlite process; stop it or choose another --data-dir")]
     InUse(PathBuf),
-    #[error("opening the Raft log in {path}: {source}")]
+    #[error("opening the Raft log in {path}: {source}{}", disk_hint(.source))]
     Log { path: PathBuf, source: sled::Error },
     #[error(transparent)]
     Identity(#[from] raft::IdentityError),
@@ -85,6 +86,15 @@ pub enum StartError {
     /// recovers once the cause is gone.
     #[error("{0}")]
     Fatal(&'static str),
+}
+
+/// The fix to name when the log cannot be opened for lack of space.
+fn disk_hint(e: &sled::Error) -> &'static str {
+    if e.to_string().contains("No space left") {
+        "; free space on that disk (or grow it) and start the node again"
+    } else {
+        ""
+    }
 }
 
 /// The running node, shared by the gRPC handlers.
@@ -896,6 +906,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     // 64 MiB reply, queue behind thousands of calls), heartbeats, votes
     // and appends go out on time.
     let raft_runtime = RaftRuntime::start()?;
+    let disk = Arc::new(raft::DiskSpace::new(&dir, config.min_free_disk_bytes));
+    let log_handle = log.clone();
     let raft = {
         let (id, sm) = (config.id, sm.clone());
         raft_runtime
@@ -923,7 +935,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             linger: config.batch_linger,
             txn_timeout: config.txn_timeout,
         },
-        quorum.clone(),
+        write::WriterGuards {
+            quorum: quorum.clone(),
+            disk: Arc::clone(&disk),
+        },
         Arc::clone(&fatal),
     )
     .map_err(|e| StartError::Raft(format!("starting the writer thread: {e}")))?;
@@ -993,6 +1008,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             raft.clone(),
             contact,
             auth.clone(),
+            Some(Arc::clone(&disk)),
             streams_closing.clone(),
         ))
         .add_service(service::server(Arc::clone(&node), streams_closing));
@@ -1051,7 +1067,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let roles = tokio::spawn(watch_roles(Arc::clone(&node)));
     watch_for_fatal(raft.metrics(), Arc::clone(&fatal))
         .map_err(|e| StartError::Raft(format!("starting the fatal-error watcher: {e}")))?;
-    let disk = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
+    let sampler = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
+    let compacting = tokio::spawn(compaction::drive(
+        raft.clone(),
+        log_handle,
+        Arc::clone(&disk),
+        compaction::Settings {
+            entries: config.snapshot_threshold,
+            bytes: config.snapshot_log_bytes,
+            db: dir.join("data.db"),
+        },
+    ));
     tracing::info!(id = config.id, listen = %config.listen, advertised = config.advertised(), data_dir = %dir.display(), "node serving");
     if config.unsafe_local_reads {
         tracing::warn!("unsafe_local_reads is on: linearizable reads skip the read index and may be stale (testing only)");
@@ -1070,8 +1096,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     if let Some(j) = joining {
         j.abort();
     }
-    // 0. A leader hands over first, so no election timeout is lost.
-    if node.role().0 {
+    // 0. A leader hands over first, so no election timeout is lost (not
+    //    after a fatal error: the node must be gone within FATAL_GRACE).
+    if !failed && node.role().0 {
         if let Some(to) = node.best_successor() {
             match tokio::time::timeout(Duration::from_secs(6), node.transfer_leadership(to)).await {
                 Ok(Ok(())) => tracing::info!(to, "handed leadership over before stopping"),
@@ -1107,7 +1134,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::warn!("some connections did not close in 5 s; stopping anyway");
     }
     roles.abort();
-    disk.abort();
+    sampler.abort();
+    compacting.abort();
     // 4. Stop Raft (the log is flushed at every append already), then
     //    record the applied position, so a restart replays nothing.
     if let Err(e) = raft.shutdown().await {
@@ -1231,8 +1259,10 @@ const GAUGE_REFRESH: Duration = Duration::from_millis(250);
 const FATAL_STOP: &str = "the node stopped after a fatal error (logged above: a full disk, a broken file); it recovers on restart once the cause is fixed";
 
 /// How long the orderly stop after a fatal error may take before the
-/// process exits without it.
-const FATAL_GRACE: Duration = Duration::from_secs(10);
+/// process exits without it: a node that cannot go on must be gone at
+/// once, so that it is restarted (its data directory lock released) and
+/// its clients go elsewhere.
+const FATAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Stop the node if its Raft core stops on its own (openraft ends it on a
 /// storage error): a node whose Raft is gone must not linger, answering

@@ -68,6 +68,13 @@ use storage::{
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+/// What the writer checks before each batch: a majority heard from, and
+/// room on disk.
+pub struct WriterGuards {
+    pub quorum: super::quorum::Quorum,
+    pub disk: Arc<raft::DiskSpace>,
+}
+
 /// A write that committed.
 #[derive(Debug)]
 pub struct Committed {
@@ -162,9 +169,10 @@ impl Writer {
         notices: CommitNotices,
         applied: AppliedVersion,
         settings: WriterSettings,
-        quorum: super::quorum::Quorum,
+        guards: WriterGuards,
         fatal: Arc<Notify>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
+        let WriterGuards { quorum, disk } = guards;
         let (tx, rx) = mpsc::unbounded_channel();
         let runtime = Handle::current();
         let handover = Arc::new(std::sync::Mutex::new(None));
@@ -183,6 +191,7 @@ impl Writer {
                     rx,
                     settings,
                     quorum,
+                    disk,
                     ready_term: None,
                     expect: 0,
                     fatal,
@@ -281,6 +290,9 @@ struct WriterLoop {
     /// without one, and one proposed before it was lost is answered
     /// `INDETERMINATE` about an election timeout later.
     quorum: super::quorum::Quorum,
+    /// No batch is executed while the disk is below its reserve
+    /// (`DISK_FULL`: nothing written; reads go on).
+    disk: Arc<raft::DiskSpace>,
     /// The term in which the read barrier last passed; `None` forces one.
     ready_term: Option<u64>,
     /// Callers likely to be waiting by the next batch: those the last batch
@@ -600,6 +612,9 @@ impl WriterLoop {
             });
         }
         self.quorum.require()?;
+        self.disk
+            .check(0)
+            .map_err(|full| NodeError::DiskFull(full.to_string()))?;
         if self.ready_term == Some(term) {
             return Ok(());
         }
@@ -727,6 +742,11 @@ impl WriterLoop {
         on_commit: Option<OnCommit<'_>>,
     ) -> Result<u64, NodeError> {
         let bytes = batch.encode();
+        // Room for it in the log, the WAL and the database, beside the
+        // reserve: refused here, nothing is written anywhere.
+        self.disk
+            .check(3 * bytes.len() as u64)
+            .map_err(|full| NodeError::DiskFull(full.to_string()))?;
         let deadline = Instant::now() + self.settings.write_timeout;
         let outcome = if bytes.len() <= raft::MAX_ENTRY_BYTES {
             let number = self.next_proposal;

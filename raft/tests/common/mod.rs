@@ -100,7 +100,8 @@ pub async fn start_in(
         .expect("raft");
     // Never closing: the test servers are aborted, not drained.
     let closing = tokio::sync::watch::channel(false).1;
-    let service = TransportService::server(raft.clone(), LeaderContact::default(), auth, closing);
+    let service =
+        TransportService::server(raft.clone(), LeaderContact::default(), auth, None, closing);
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service)
