@@ -84,7 +84,7 @@ openraft::declare_raft_types!(
 /// time with a pause between chunks; how many. For the bulk deletions
 /// behind a snapshot (the purged log, the pruned version records): done in
 /// one go, their page rewrites landed in the next log flushes and stalled
-/// writes for 100-250 ms (`node/DESIGN.md`, ninth session).
+/// writes for 100-250 ms (measured 2026-11-30: `docs/benchmarks.md`).
 pub(crate) fn delete_below(tree: &sled::Tree, end: u64) -> Result<usize, sled::Error> {
     const CHUNK: usize = 128;
     const PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
