@@ -1505,10 +1505,25 @@ where
             let utime = self.engine.state.vote_last_modified();
             let timer_config = &self.engine.config.timer_config;
 
+            // QUORUMLITE PATCH (election jitter): a new random election
+            // timeout for every vote this node holds, not one drawn at start
+            // for its whole life. With fixed timeouts, two followers whose
+            // draws lie within a vote's round trip of each other split the
+            // vote at every election; drawn anew per vote (its term and
+            // leader, and this node's id), a split is not repeated.
+            let randomized = {
+                use std::hash::{Hash, Hasher};
+                let min = self.config.election_timeout_min;
+                let spread = self.config.election_timeout_max.saturating_sub(min).max(1);
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                current_vote.to_string().hash(&mut h);
+                self.id.hash(&mut h);
+                Duration::from_millis(min + h.finish() % spread)
+            };
             let mut election_timeout = if current_vote.is_committed() {
-                timer_config.leader_lease + timer_config.election_timeout
+                timer_config.leader_lease + randomized
             } else {
-                timer_config.election_timeout
+                randomized
             };
 
             if self.engine.is_there_greater_log() {
