@@ -1194,7 +1194,7 @@ async fn watch_roles(node: Arc<Node>) {
     let (raft, sm, writer) = (&node.raft, &node.sm, &node.writer);
     let mut server = raft.server_metrics();
     let metrics = raft.metrics();
-    let mut healthy = true;
+    let mut healthy: Option<bool> = None;
     let mut refresh = tokio::time::interval(GAUGE_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<(ServerState, Option<NodeId>, u64)> = None;
@@ -1229,15 +1229,18 @@ async fn watch_roles(node: Arc<Node>) {
             }
             last = Some(now);
         }
-        // Health and peers: logged when it changes, exported every refresh.
+        // Health and peers: logged when it changes (not while the node
+        // starts and waits for its first leader), exported every refresh.
         let health = node.health();
         let ok = health.status == "ok";
-        if ok != healthy {
+        if healthy.is_some_and(|was| was != ok) {
             match &health.reason {
                 Some(reason) => tracing::warn!(status = health.status, "{reason}"),
                 None => tracing::info!("healthy again: this node can do its part"),
             }
-            healthy = ok;
+        }
+        if ok || healthy.is_some() {
+            healthy = Some(ok);
         }
         ::metrics::gauge!(crate::metrics::HEALTHY).set(if ok { 1.0 } else { 0.0 });
         crate::metrics::observe_peers(&node.quorum.health().view());
