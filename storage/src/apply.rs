@@ -34,6 +34,8 @@ use rusqlite::Connection;
 use std::io::Read;
 use std::path::Path;
 
+mod image;
+
 /// What [`Applier::apply`] did with a batch. Every node reaches the same
 /// outcome for the same batch on the same state, so these are not errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -57,10 +57,10 @@ pub enum NodeError {
     /// An error another node returned to a forwarded request, passed on as is.
     #[error("{}", .0.message)]
     Remote(client::Error),
-    /// Something other than a write request is over a size cap (a restore's
-    /// file): the message names the option to raise.
+    /// A node has not the disk space the operation needs: the message says
+    /// which node, how much, and where to free it.
     #[error("{0}")]
-    TooLarge(String),
+    DiskFull(String),
 }
 
 impl NodeError {
@@ -93,7 +93,7 @@ impl NodeError {
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::TxnClosed(_) => ErrorCode::BadRequest,
             NodeError::Remote(e) => e.code,
-            NodeError::TooLarge(_) => ErrorCode::TooLarge,
+            NodeError::DiskFull(_) => ErrorCode::DiskFull,
         }
     }
 
@@ -153,9 +153,6 @@ impl From<storage::RestoreError> for NodeError {
         match e {
             R::NotSqlite(_) | R::Corrupt(_) | R::Unsupported(_) => {
                 NodeError::BadRequest(format!("restore refused, nothing was changed: {e}"))
-            }
-            R::TooLarge { .. } => {
-                NodeError::TooLarge(format!("restore refused, nothing was changed: {e}"))
             }
             R::Storage(s) => NodeError::Internal(format!(
                 "the leader could not prepare the restore: {s}; nothing was changed"

@@ -781,11 +781,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(listen = %addr, "serving metrics at {scheme}://{addr}/metrics");
     }
-    let network = Network::new(
-        auth.clone(),
-        tls.as_ref()
-            .map(|t| Arc::clone(t) as Arc<dyn raft::PeerTls>),
-    );
+    let peer_tls = tls
+        .as_ref()
+        .map(|t| Arc::clone(t) as Arc<dyn raft::PeerTls>);
+    let network = Network::new(auth.clone(), peer_tls.clone());
+    // Before Raft starts: replaying the log may install an image this node
+    // must fetch from a peer.
+    sm.images().connect(auth.clone(), peer_tls);
     // openraft's core, replication and state-machine tasks run on a
     // runtime of their own: whatever the request handlers do (encode a
     // 64 MiB reply, queue behind thousands of calls), heartbeats, votes
@@ -818,6 +820,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             txn_timeout: config.txn_timeout,
         },
         Arc::clone(&fatal),
+        sm.images().clone(),
     )
     .map_err(|e| StartError::Raft(format!("starting the writer thread: {e}")))?;
     let forward = Arc::new(Forwarder::new(
@@ -886,6 +889,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             auth.clone(),
             streams_closing.clone(),
         ))
+        .add_service(raft::ImageService::server(
+            node.sm.images().clone(),
+            auth.clone(),
+        ))
         .add_service(service::server(Arc::clone(&node), streams_closing));
     let server = match &tls {
         Some(t) => {
@@ -943,6 +950,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     watch_for_fatal(raft.metrics(), Arc::clone(&fatal))
         .map_err(|e| StartError::Raft(format!("starting the fatal-error watcher: {e}")))?;
     let disk = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
+    let images = tokio::spawn(raft::forget_purged_images(raft.clone(), node.sm.clone()));
     tracing::info!(id = config.id, listen = %config.listen, advertised = config.advertised(), data_dir = %dir.display(), "node serving");
     if config.unsafe_local_reads {
         tracing::warn!("unsafe_local_reads is on: linearizable reads skip the read index and may be stale (testing only)");
@@ -998,6 +1006,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::warn!("some connections did not close in 5 s; stopping anyway");
     }
     roles.abort();
+    images.abort();
+    node.sm.images().close();
     disk.abort();
     // 4. Stop Raft (the log is flushed at every append already), then
     //    record the applied position, so a restart replays nothing.

@@ -39,11 +39,13 @@
 //! It also rolls back within 100 ms of losing leadership. COMMIT proposes
 //! the transaction's batch like any other; its outcomes are the same.
 //!
-//! # Restores
-//! A restore (`Writer::restore`, from `backup.rs`) is a job like a write:
-//! the writer turns the prepared file into a whole-image batch on the
-//! current version (`Executor::restore`) and proposes it. Writes queued
-//! before it are executed before it; writes after it see the restored data.
+//! # VACUUM and restores
+//! A `VACUUM` request runs alone, and a restore (`Writer::restore`, from
+//! `backup.rs`) is a job like a write: the writer makes the whole new
+//! database as an image file on the current version, copies it to a
+//! majority of the members and proposes one small install entry
+//! (`write/image.rs`). Writes queued before it are executed before it;
+//! writes after it see the new data.
 //!
 //! # Invariants
 //! - Only this thread uses the executor, so there is one writer per node.
@@ -67,6 +69,8 @@ use storage::{
 };
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Notify};
+
+mod image;
 
 /// A write that committed.
 #[derive(Debug)]
@@ -163,6 +167,7 @@ impl Writer {
         applied: AppliedVersion,
         settings: WriterSettings,
         fatal: Arc<Notify>,
+        images: raft::Images,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let runtime = Handle::current();
@@ -188,6 +193,7 @@ impl Writer {
                     next_proposal: 1,
                     ended: EndedTxns::default(),
                     handover: loop_handover,
+                    images,
                 }
                 .run()
             })?;
@@ -288,6 +294,8 @@ struct WriterLoop {
     next_proposal: u64,
     ended: EndedTxns,
     handover: Arc<std::sync::Mutex<Option<String>>>,
+    /// Where VACUUM and restore images are made and staged from.
+    images: raft::Images,
 }
 
 /// Why recent transactions ended without their client asking, so a late
@@ -626,16 +634,15 @@ impl WriterLoop {
         }
     }
 
-    /// A restore's batch, built on the current version and proposed.
+    /// A restore: the prepared file becomes the next state (`image.rs`).
     fn restore(&mut self, path: &std::path::Path) -> Result<u64, NodeError> {
-        let batch = self.executor.restore(path)?;
-        let bytes = batch.payload_bytes();
-        let version = self.propose(batch, None)?;
-        tracing::info!(version, bytes, "restore committed: the data was replaced");
-        Ok(version)
+        self.restore_image(path)
     }
 
     fn write_batch(&mut self, queue: &mut Queue) {
+        if queue.requests.front().is_some_and(storage::is_vacuum) {
+            return self.vacuum(queue);
+        }
         let n = queue.requests.len().min(self.settings.max_batch_requests);
         let requests = &queue.requests.make_contiguous()[..n];
         let started = std::time::Instant::now();
