@@ -326,7 +326,13 @@ impl Executor {
 /// A request that is exactly `VACUUM`: it runs alone, as an image
 /// ([`Executor::vacuum_image`]), never inside a batch.
 pub fn is_vacuum(request: &WriteRequest) -> bool {
-    matches!(request.statements.as_slice(), [s] if policy::leading(&s.sql) == Leading::Vacuum)
+    matches!(request.statements.as_slice(), [s] if is_vacuum_sql(&s.sql))
+}
+
+/// Whether the SQL text is a `VACUUM` (not `VACUUM INTO`), comments and
+/// case aside.
+pub fn is_vacuum_sql(sql: &str) -> bool {
+    policy::leading(sql) == Leading::Vacuum
 }
 
 fn run_request(

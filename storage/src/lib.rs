@@ -62,7 +62,7 @@ pub use batch::{FrameBatch, Page};
 pub use config::StorageConfig;
 pub use digest::Digest;
 pub use error::{code_name, Error, RequestError, Result};
-pub use executor::{is_vacuum, BatchOutcome, Executor, RequestResult};
+pub use executor::{is_vacuum, is_vacuum_sql, BatchOutcome, Executor, RequestResult};
 pub use image::{hash_file, hash_reader, hex, remove_with_journal, Image, IMAGE_CHUNK_BYTES};
 pub use limits::{value_bytes, Limits, PROGRESS_OPS};
 pub use policy::{sql_words, META_TABLE};

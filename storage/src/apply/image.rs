@@ -19,7 +19,9 @@ use std::path::Path;
 impl Applier {
     /// Install the image file at `path`, described by `image` (see the
     /// module docs). `Err(Error::Corrupt)`: this copy of the file is not
-    /// the image (wrong length, hash or page size); nothing was written.
+    /// the image (wrong length, hash or page size); nothing was written
+    /// (except when the image, installed, holds another version than it
+    /// was made as: then the data is suspect and the node must stop).
     /// Any other `Err` is an I/O or SQLite failure: the node must stop.
     pub fn install_image(&mut self, path: &Path, image: &Image) -> Result<ApplyOutcome> {
         let known = self.begin()?;
@@ -89,10 +91,15 @@ impl Applier {
                 .map_err(Error::io("reading the image file"))?;
             hasher.update(buf);
             if pgno == 1 && header_page_size(buf) != self.page_size {
-                return Err(Error::PageSize {
-                    local: self.page_size,
-                    remote: header_page_size(buf),
-                });
+                // A sealed image always has the cluster's page size.
+                return Err(Error::corrupt(
+                    "image",
+                    format!(
+                        "its header says {}-byte pages, this database uses {}",
+                        header_page_size(buf),
+                        self.page_size
+                    ),
+                ));
             }
             for page in buf.chunks(ps as usize) {
                 writer.put(pgno, page)?;
