@@ -46,6 +46,7 @@ impl Applier {
         let outcome = outcome?;
         finished?;
         if applied {
+            self.release_wal();
             // Read back only now, outside the transaction (see `begin`).
             let installed = self.version()?;
             if installed != image.version() {
@@ -59,6 +60,23 @@ impl Applier {
             }
         }
         Ok(outcome)
+    }
+
+    /// The install filled the WAL with every page (as large as the image)
+    /// and its commit checkpointed them into the database; give that space
+    /// back now rather than at the next write (`journal_size_limit`), if no
+    /// reader holds the WAL. Never waits: a reader (a backup) simply leaves
+    /// it for later.
+    fn release_wal(&self) {
+        let _ = self.conn.busy_timeout(std::time::Duration::ZERO);
+        // Busy (a reader holds the WAL) or failed: the next write after
+        // that reader truncates it instead (`journal_size_limit`).
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        let _ = self.conn.busy_timeout(self.busy_timeout);
     }
 
     fn write_image(&self, path: &Path, image: &Image, old_size: u32) -> Result<()> {
