@@ -632,3 +632,92 @@ async fn a_backup_needs_read_and_a_restore_needs_admin() {
     let out = cli(with("admin-secret-0123456789", &["restore", path])).await;
     assert!(out.status.success(), "an admin token may restore: {out:?}");
 }
+
+/// A tmpfs of `size` on a directory of its own; unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Disk needs (docs/operations.md): two nodes whose disks (tmpfs of 120
+/// MB) cannot take the install of a 30 MB file (the image, its WAL, the
+/// growth, 64 MiB of margin: 154 MB) refuse it before anything changes,
+/// and the client is told which node, and how much it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_the_members_have_no_room_for_is_refused_with_disk_full_and_changes_nothing() {
+    let small: Vec<Tmpfs> = (0..2).filter_map(|_| Tmpfs::mount("120m")).collect();
+    if small.len() < 2 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot mount a tmpfs (root needed): this test must run in CI"
+        );
+        eprintln!("skipped: cannot mount a tmpfs (run as root)");
+        return;
+    }
+    let dirs: Vec<std::path::PathBuf> = small.iter().map(|t| t.0.path().join("node")).collect();
+    let cluster = Cluster::start_prepared(
+        3,
+        &[],
+        |_| Vec::new(),
+        |id, dir| {
+            // Nodes 2 and 3 keep their data on the small disks.
+            if id > 1 {
+                let target = &dirs[(id - 2) as usize];
+                std::fs::create_dir_all(target).expect("mkdir");
+                std::os::unix::fs::symlink(target, dir).expect("symlink");
+            }
+        },
+    );
+    cluster.leader(Duration::from_secs(10)).await;
+    let c = cluster.client();
+    let w = c
+        .execute(vec![
+            "CREATE TABLE keep(x)".into(),
+            "INSERT INTO keep VALUES (1)".into(),
+        ])
+        .await
+        .expect("write");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file.db");
+    common::sqlite_file_of(&file, 30);
+    let out = cli(args(&cluster, &["restore", file.to_str().expect("utf-8")])).await;
+    let (code, message) = error_code(&out);
+    assert_eq!(code, "DISK_FULL", "{message}");
+    assert!(
+        message.contains("nothing was changed")
+            && message.contains("not enough free space")
+            && message.contains("bytes free"),
+        "{message}"
+    );
+    for id in 1..=3 {
+        let s = cluster
+            .wait_version(id, w.token.version(), Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            (s.version, s.lineage.as_str()),
+            (w.token.version(), w.token.lineage()),
+            "node {id} changed"
+        );
+        let left = common::partial_image_files(cluster.data_dir(id));
+        assert!(left.is_empty(), "node {id} kept {left:?}");
+    }
+    assert_eq!(rows(&c, "SELECT x FROM keep").await, vec![vec![int(1)]]);
+}

@@ -623,10 +623,9 @@ impl ImageTransport for ImageService {
         if self.images.key_path(&key).is_file() {
             return Ok(self.answer(pb::StageImageResponse { already_held: true }));
         }
-        let me = self.auth.identity().node();
         self.images
-            .check_space(header.size, "staging an image")
-            .map_err(|e| Status::resource_exhausted(format!("node {me}: {e}")))?;
+            .check_space(header.size, "installing the image")
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         tracing::info!(image = %key.stem(), bytes = header.size, "receiving an image from the leader");
         let data =
             futures::stream::iter((!first.data.is_empty()).then_some(Ok::<_, String>(first.data)))
@@ -636,7 +635,7 @@ impl ImageTransport for ImageService {
             .await
             .map_err(|e| {
                 tracing::warn!(image = %key.stem(), error = %e, "staging an image failed; its partial file was removed");
-                Status::aborted(format!("node {me}: staging the image failed: {e}"))
+                Status::aborted(format!("staging the image failed: {e}"))
             })?;
         tracing::info!(image = %key.stem(), "image staged");
         Ok(self.answer(pb::StageImageResponse {
