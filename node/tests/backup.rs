@@ -700,6 +700,7 @@ async fn a_restore_the_members_have_no_room_for_is_refused_with_disk_full_and_ch
     common::sqlite_file_of(&file, 30);
     let out = cli(args(&cluster, &["restore", file.to_str().expect("utf-8")])).await;
     let (code, message) = error_code(&out);
+    eprintln!("refused: {message}");
     assert_eq!(code, "DISK_FULL", "{message}");
     assert!(
         message.contains("nothing was changed")

@@ -1,7 +1,7 @@
 //! `VACUUM` of a database over 64 MB (issue 20): it was refused with
-//! TOO_LARGE, since the whole file travelled as one batch capped by
-//! `max_batch_bytes`, so the space a large DELETE freed could never be
-//! given back. Now the leader vacuums into an image file, copies it to the
+//! TOO_LARGE whenever the compacted copy was over 64 MB, since the whole
+//! file travelled as one batch capped by `max_batch_bytes`, so the space a
+//! DELETE freed in a large database could never be given back. Now the leader vacuums into an image file, copies it to the
 //! members and every node installs it like a snapshot: the file shrinks on
 //! every node, the replicas stay byte-identical, and a node that was down
 //! meanwhile fetches the image from a peer when it applies the entry. A
@@ -19,16 +19,17 @@ fn db_bytes(cluster: &Cluster, id: u64) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn vacuum_of_an_80_mb_database_shrinks_every_node_and_a_node_down_meanwhile_fetches_it() {
+async fn vacuum_of_a_100_mb_database_shrinks_every_node_and_a_node_down_meanwhile_fetches_it() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let c = cluster.client();
     c.execute(vec!["CREATE TABLE f(id INTEGER PRIMARY KEY, v BLOB)".into()])
         .await
         .expect("create");
-    // 80 MB in ten writes of 8 MB (each replicated in parts).
+    // 100 MB in writes of 8 MB (each replicated in parts); a quarter
+    // deleted leaves a compacted copy of about 75 MB, over 64 MiB.
     let mut version = 0;
-    for _ in 0..10 {
+    for _ in 0..12 {
         let w = c
             .execute(vec![
                 "INSERT INTO f(v) SELECT randomblob(8000) FROM (WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 1000) SELECT x FROM s)".into(),
@@ -38,7 +39,7 @@ async fn vacuum_of_an_80_mb_database_shrinks_every_node_and_a_node_down_meanwhil
         version = w.token.version();
     }
     let deleted = c
-        .execute(vec!["DELETE FROM f WHERE id % 10 != 0".into()])
+        .execute(vec!["DELETE FROM f WHERE id % 4 = 0".into()])
         .await
         .expect("delete");
     for id in 1..=3 {
@@ -48,7 +49,7 @@ async fn vacuum_of_an_80_mb_database_shrinks_every_node_and_a_node_down_meanwhil
     }
     let before: Vec<u64> = (1..=3).map(|id| db_bytes(&cluster, id)).collect();
     assert!(
-        before.iter().all(|b| *b > 64 << 20),
+        before.iter().all(|b| *b > 90 << 20),
         "files before VACUUM: {before:?} (version {version})"
     );
 
@@ -85,7 +86,7 @@ async fn vacuum_of_an_80_mb_database_shrinks_every_node_and_a_node_down_meanwhil
             .await;
         let after = db_bytes(&cluster, id);
         assert!(
-            after < before[(id - 1) as usize] / 5,
+            after > 64 << 20 && after < before[(id - 1) as usize] / 100 * 85,
             "node {id}: {after} bytes after VACUUM, {} before",
             before[(id - 1) as usize]
         );
@@ -98,7 +99,7 @@ async fn vacuum_of_an_80_mb_database_shrinks_every_node_and_a_node_down_meanwhil
         .wait_version(down, token.version(), Duration::from_secs(60))
         .await;
     assert!(
-        db_bytes(&cluster, down) < before[(down - 1) as usize] / 5,
+        db_bytes(&cluster, down) < before[(down - 1) as usize] / 100 * 85,
         "node {down} did not shrink"
     );
     assert!(
@@ -119,7 +120,7 @@ async fn vacuum_of_an_80_mb_database_shrinks_every_node_and_a_node_down_meanwhil
             .await
             .expect("read")
             .rows;
-        assert_eq!(n, vec![vec![int(1000)]], "node {id}");
+        assert_eq!(n, vec![vec![int(9000)]], "node {id}");
         let left = common::partial_image_files(cluster.data_dir(id));
         assert!(left.is_empty(), "node {id} kept {left:?}");
     }
