@@ -267,7 +267,7 @@ impl Progress {
                 let style = ProgressStyle::with_template("{prefix} {spinner} {msg} ({elapsed})")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner());
                 bar.set_style(style);
-                bar.set_message(INSTALLING);
+                bar.set_message("installing on the cluster");
                 bar.enable_steady_tick(Duration::from_millis(120));
             }
             None => eprintln!(
