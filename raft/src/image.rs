@@ -1,8 +1,8 @@
 //! Image files: whole databases that travel beside the Raft log, not in it.
 //!
 //! A VACUUM or a restore rewrites every page. Sent as a frame batch it sat
-//! in memory on every node, in the log as 1 MiB parts that each had to
-//! commit in time, and in every snapshot of the log; past 64 MiB it was
+//! in memory on every node and in the log, as 1 MiB parts that each had
+//! to commit in time, until the next compaction; past 64 MiB it was
 //! refused. Instead, the leader makes the new database as a file
 //! (`storage::Image`) and:
 //!
@@ -35,8 +35,8 @@
 //! - Any other image is kept while it may still be installed here: while
 //!   its version is above the node's data version. Once the node has moved
 //!   past it (an install of it elsewhere in the log came first, or it was
-//!   never proposed), it is deleted (`StateMachine::tidy_images`), and at
-//!   the next start at the latest.
+//!   never proposed), it is deleted (`Images::tidy`, after each install,
+//!   each purge and at open).
 //! - The leader deletes the copies of an image it staged but never
 //!   proposed (`DiscardImage`).
 //!
