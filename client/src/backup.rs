@@ -11,13 +11,19 @@
 //! must arrive within the request timeout, and the stream is checked at
 //! its end (length and CRC-32), so a cut stream is never taken for a file.
 //!
-//! A restore is a write: it is sent again only when the node said nothing
-//! was done ([`crate::retry`]), and re-uploaded from the file each time.
+//! A restore is a write: it is sent again only when nothing was done
+//! ([`crate::retry`]), and re-uploaded from the file each time. The node
+//! starts installing only after the whole upload arrived, so a connection
+//! lost before the last byte was handed over changed nothing (`Unavailable`,
+//! retried); one lost after it may have (`Indeterminate`: check the
+//! lineage before trying again).
 
 use crate::error::{Error, ErrorCode};
 use crate::retry::{self, Next, Op};
 use crate::{backoff, pb, Client, Consistency, Token};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bytes per message of an upload.
@@ -230,7 +236,11 @@ impl Client {
 
     /// Replace the cluster's data with the SQLite file at `path`, through
     /// Raft, starting a new lineage. `progress` is called with the bytes
-    /// uploaded so far (from 0 again if the upload restarts on the leader).
+    /// uploaded so far (from 0 again if the upload restarts on the leader);
+    /// once it reaches the file's size, the leader checks the file, copies
+    /// it to the members and installs it, and the call returns when that is
+    /// done. All or nothing: on any error but `Indeterminate`, the old data
+    /// and lineage are still in place.
     /// Tokens of the old lineage, this session's included, are refused
     /// afterwards: this session continues from the restore's token.
     pub async fn restore(
@@ -245,7 +255,13 @@ impl Client {
         let mut node = self.write_target(None);
         let mut tried = 0usize;
         loop {
-            let chunks = upload(path.to_owned(), total_bytes, progress.clone());
+            let handed_over = Arc::new(AtomicBool::new(false));
+            let chunks = upload(
+                path.to_owned(),
+                total_bytes,
+                progress.clone(),
+                handed_over.clone(),
+            );
             let mut req = self.request(chunks)?;
             req.metadata_mut().remove("grpc-timeout");
             let err = match node.rpc.clone().restore(req).await {
@@ -269,7 +285,7 @@ impl Client {
                         node: node.addr.clone(),
                     });
                 }
-                Err(status) => Error::from_status(&status, &node.addr),
+                Err(status) => cut_upload(Error::from_status(&status, &node.addr), &handed_over),
             };
             node = self
                 .next_write_target(err, &node, started, &mut tried, "restore")
@@ -278,12 +294,32 @@ impl Client {
     }
 }
 
+/// A restore call that failed on the way (no answer from the node): if the
+/// upload was not all handed over, the node cannot have started the
+/// install, so nothing changed and the restore may be sent again.
+fn cut_upload(err: Error, handed_over: &AtomicBool) -> Error {
+    let lost = matches!(err.code, ErrorCode::Timeout | ErrorCode::Unavailable)
+        && !err.message.contains("nothing was changed");
+    if lost && !handed_over.load(Ordering::Acquire) {
+        return Error::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{}; the upload did not finish, so nothing was changed",
+                err.message
+            ),
+        );
+    }
+    err
+}
+
 /// The upload of one attempt: the size first, then the file in chunks, read
-/// by a task as the call consumes them.
+/// by a task as the call consumes them. `handed_over` becomes true once the
+/// last byte is handed to the call.
 fn upload(
     path: std::path::PathBuf,
     total_bytes: u64,
     progress: impl Fn(u64) + Send + 'static,
+    handed_over: Arc<AtomicBool>,
 ) -> tokio_stream::wrappers::ReceiverStream<pb::RestoreChunk> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
@@ -304,7 +340,11 @@ fn upload(
         loop {
             let mut buf = vec![0u8; CHUNK_BYTES];
             let n = match file.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) => {
+                    handed_over.store(sent == total_bytes, Ordering::Release);
+                    return;
+                }
+                Err(_) => return,
                 Ok(n) => n,
             };
             buf.truncate(n);
@@ -323,4 +363,32 @@ fn upload(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_cut_before_its_last_byte_changed_nothing_and_one_cut_after_may_have() {
+        let lost = || Error::new(ErrorCode::Timeout, "n1: the connection failed mid-request");
+        let before = cut_upload(lost(), &AtomicBool::new(false));
+        assert_eq!(before.code, ErrorCode::Unavailable);
+        assert!(before.message.contains("nothing was changed"), "{before}");
+        assert!(
+            crate::retry::after(crate::retry::Op::Write, before.code) != crate::retry::Next::Fail
+        );
+        let after = cut_upload(lost(), &AtomicBool::new(true));
+        assert_eq!(after.code, ErrorCode::Timeout);
+        assert_eq!(
+            crate::retry::write_outcome(after.code),
+            ErrorCode::Indeterminate
+        );
+        // A node's own answer is kept as it is.
+        let refused = Error::new(ErrorCode::BadRequest, "not a SQLite database");
+        assert_eq!(
+            cut_upload(refused.clone(), &AtomicBool::new(false)),
+            refused
+        );
+    }
 }

@@ -5,8 +5,16 @@
 //! depends on them. Each record starts with a format byte; a record of an
 //! unknown format, or a short or malformed one, is an error, never a guess.
 //! All integers are little-endian.
+//!
+//! A log entry is `format | log id | tag | payload`, by tag: 0 blank;
+//! 1 a batch (bytes); 2 a membership; 3 a part of a batch (id, index,
+//! total, bytes); 4 a batch with its proposal number; 5 an image install
+//! (hash as 32 bytes, size, base, new-lineage flag 0/1, proposal number).
+//! A node that does not know a tag refuses the entry rather than guess, so
+//! every member must run a version that knows tag 5 before the first
+//! VACUUM or restore.
 
-use crate::{Command, Entry, NodeId, Part, TypeConfig};
+use crate::{Command, Entry, Install, NodeId, Part, TypeConfig};
 use openraft::{
     BasicNode, CommittedLeaderId, EntryPayload, LeaderId, LogId, Membership, StoredMembership, Vote,
 };
@@ -155,6 +163,30 @@ impl<'a> Reader<'a> {
         }
         Ok(Membership::new(configs, nodes))
     }
+    fn install(&mut self) -> Result<Install, DecodeError> {
+        let hash: [u8; 32] = self
+            .bytes()?
+            .try_into()
+            .map_err(|_| bad(self.what, "an image hash is not 32 bytes"))?;
+        let size = self.u64()?;
+        let base = self.u64()?;
+        if base == u64::MAX {
+            return Err(bad(self.what, "an image at an impossible version"));
+        }
+        let new_lineage = match self.u8()? {
+            0 => false,
+            1 => true,
+            t => return Err(bad(self.what, format!("bad new-lineage flag {t}"))),
+        };
+        let proposal = self.u64()?;
+        Ok(Install {
+            hash,
+            size,
+            base,
+            new_lineage,
+            proposal,
+        })
+    }
     fn done<T>(self, v: T) -> Result<T, DecodeError> {
         if self.buf.is_empty() {
             Ok(v)
@@ -190,6 +222,14 @@ pub fn encode_entry(e: &Entry) -> Vec<u8> {
             w.u64(u64::from(p.total));
             w.bytes(&p.bytes);
         }
+        EntryPayload::Normal(Command::Install(i)) => {
+            w.u8(5);
+            w.bytes(&i.hash);
+            w.u64(i.size);
+            w.u64(i.base);
+            w.u8(u8::from(i.new_lineage));
+            w.u64(i.proposal);
+        }
     }
     w.0
 }
@@ -222,6 +262,7 @@ pub fn decode_entry(buf: &[u8]) -> Result<Entry, DecodeError> {
                 proposal,
             })
         }
+        5 => EntryPayload::Normal(Command::Install(r.install()?)),
         t => return Err(bad("log entry", format!("unknown payload tag {t}"))),
     };
     r.done(Entry { log_id, payload })
@@ -358,6 +399,13 @@ mod tests {
                 total: 3,
                 bytes: vec![9; 5],
             })),
+            EntryPayload::Normal(Command::Install(Install {
+                hash: [7; 32],
+                size: 500 << 20,
+                base: 41,
+                new_lineage: true,
+                proposal: 12,
+            })),
         ] {
             let e = Entry {
                 log_id: id,
@@ -417,5 +465,28 @@ mod tests {
             })),
         };
         assert!(decode_entry(&encode_entry(&past)).is_err());
+        // An install whose hash is not 32 bytes, or whose flag is not 0 or 1.
+        let install = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Command::Install(Install {
+                hash: [1; 32],
+                size: 4096,
+                base: 1,
+                new_lineage: false,
+                proposal: 0,
+            })),
+        };
+        let good = encode_entry(&install);
+        for cut in 0..good.len() {
+            assert!(decode_entry(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut short_hash = good.clone();
+        // format 1, log id 24, tag 1: the hash's length field at 26.
+        short_hash[26] = 31;
+        assert!(decode_entry(&short_hash).is_err());
+        let mut flag = good;
+        let at = flag.len() - 9;
+        flag[at] = 2;
+        assert!(decode_entry(&flag).is_err());
     }
 }

@@ -14,14 +14,20 @@
 //! ```
 //!
 //! A batch over [`MAX_ENTRY_BYTES`] travels as several [`Command::Part`]
-//! entries and is applied with its last part (`raft/DESIGN.md`).
+//! entries and is applied with its last part (`raft/DESIGN.md`). A change
+//! that rewrites the whole database (VACUUM, a restore) is no batch: the
+//! leader copies its image file to the members out of band ([`Images`]),
+//! then proposes one small [`Command::Install`] entry naming it, which every
+//! node applies from its own copy, fetching one from a peer if it has none.
 //!
 //! - [`LogStore`]: entries, vote, committed and purged ids in sled. Every
 //!   append, vote, truncate and purge is flushed before it is acknowledged
 //!   (sled alone syncs only every 500 ms).
-//! - [`StateMachine`]: applies batches, remembers the last applied log id and
-//!   membership, builds snapshots (a consistent SQLite image streamed to a
-//!   file) and installs them.
+//! - [`StateMachine`]: applies batches and image installs, remembers the
+//!   last applied log id and membership, builds snapshots (a consistent
+//!   SQLite image streamed to a file) and installs them.
+//! - [`Images`] / [`ImageService`]: the image files of a node, and the peer
+//!   calls that stage, fetch and discard them.
 //! - [`Network`] / [`TransportService`]: the gRPC transport between nodes
 //!   (client and server of `proto/raft.proto`).
 //! - [`ClusterIdentity`] / [`PeerAuth`]: which cluster and node a data
@@ -43,6 +49,7 @@ pub mod codec;
 mod disk;
 mod health;
 mod identity;
+mod image;
 mod log_store;
 pub mod metrics;
 pub mod network;
@@ -53,6 +60,7 @@ mod state_machine;
 pub use disk::{DiskFull, DiskSpace};
 pub use health::{PeerHealth, PeerView};
 pub use identity::{random_hex, ClusterIdentity, IdentityError, IDENTITY_FILE};
+pub use image::{disk_needed, ImageError, ImageService, Images, Staged, IMAGES_DIR};
 pub use log_store::LogStore;
 pub use network::{closed, identify, LeaderContact, Network, PeerTls, TransportService};
 pub use notice::{CommitNotices, Proposal};
@@ -60,7 +68,7 @@ pub use peer::{
     is_loopback_addr, remote_addr, ConnInfo, PeerAuth, PeerSecret, CLUSTER_HEADER, FROM_HEADER,
     MIN_SECRET_LEN, PROOF_HEADER, TO_HEADER,
 };
-pub use state_machine::{AppliedVersion, OpenError, StateMachine};
+pub use state_machine::{forget_purged_images, AppliedVersion, OpenError, StateMachine};
 
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +137,9 @@ pub enum Command {
     },
     /// One piece of an encoded batch too big for one entry ([`Part::split`]).
     Part(Part),
+    /// Replace the whole database with an image every node holds or
+    /// fetches (`image.rs`): a VACUUM or a restore.
+    Install(Install),
 }
 
 impl Command {
@@ -185,6 +196,50 @@ impl Part {
 
     pub fn is_last(&self) -> bool {
         self.index + 1 == self.total
+    }
+}
+
+/// The entry that installs an image: a whole database at data version
+/// `base + 1`, named by its hash, copied to the members out of band
+/// ([`Images`]) before this entry is proposed.
+///
+/// Invariants: the leader proposes it only once it and a majority of the
+/// voters hold the image, verified; it applies only on a node at version
+/// `base`, exactly like a batch (`Conflict` otherwise, on every node alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Install {
+    /// BLAKE3 of the image file.
+    pub hash: [u8; 32],
+    /// Bytes of the image file.
+    pub size: u64,
+    /// The data version the image was made on.
+    pub base: u64,
+    /// A restore: the image starts a new lineage.
+    pub new_lineage: bool,
+    /// The proposer's name for this entry, or 0 (as `Command::Batch`'s).
+    pub proposal: u64,
+}
+
+impl Install {
+    /// The entry for `image`, named `proposal` by its proposer.
+    pub fn new(image: &storage::Image, proposal: u64) -> Install {
+        Install {
+            hash: image.hash,
+            size: image.size,
+            base: image.base,
+            new_lineage: image.new_lineage,
+            proposal,
+        }
+    }
+
+    /// The image the entry installs.
+    pub fn image(&self) -> storage::Image {
+        storage::Image {
+            hash: self.hash,
+            size: self.size,
+            base: self.base,
+            new_lineage: self.new_lineage,
+        }
     }
 }
 

@@ -36,6 +36,9 @@ use storage::{Applier, FrameBatch, ReadPool, StorageConfig};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
+mod install;
+pub use install::forget_purged_images;
+
 /// The data version applied so far; reads wait on it (`wait_for`).
 pub type AppliedVersion = watch::Receiver<u64>;
 
@@ -77,6 +80,11 @@ struct Inner {
     /// Microseconds each apply call waits before it writes: a slow disk,
     /// for tests (`delay_applies`). Zero in production.
     apply_delay_us: AtomicU64,
+    /// Image files (`images/`): staged, fetched, installed, kept for peers.
+    images: crate::Images,
+    /// Log index (big-endian) -> the image the entry there installed here
+    /// (`install.rs`): kept until the log is purged past it.
+    images_tree: sled::Tree,
 }
 
 /// A snapshot's metadata and its image, open for reading (the handle
@@ -142,10 +150,16 @@ impl StateMachine {
             .open()?;
         let meta = sled.open_tree("meta")?;
         let versions = sled.open_tree("versions")?;
+        let images_tree = sled.open_tree("images")?;
+        let images = crate::Images::open(dir).map_err(|source| OpenError::Dir {
+            path: dir.join(crate::IMAGES_DIR),
+            source,
+        })?;
         let state = recover(applier.version()?, &meta, &versions)?;
         let (version_tx, _) = watch::channel(state.version);
         let lineage = Mutex::new(reads.lineage()?.map(Arc::from));
-        Ok(Self {
+        let version = state.version;
+        let sm = Self {
             inner: Arc::new(Inner {
                 applier: Mutex::new(applier),
                 reads,
@@ -161,8 +175,15 @@ impl StateMachine {
                 staged: Mutex::new(None),
                 notices: CommitNotices::default(),
                 apply_delay_us: AtomicU64::new(0),
+                images,
+                images_tree,
             }),
-        })
+        };
+        // Images this node installed stay for its peers; any other one it
+        // has moved past goes (a staging never proposed, or superseded).
+        sm.inner.load_pins()?;
+        sm.inner.images.tidy(version);
+        Ok(sm)
     }
 
     /// Make the recorded applied position durable (at shutdown: without it
@@ -265,6 +286,24 @@ impl Inner {
                     }
                 }
                 EntryPayload::Normal(Command::Part(_)) => return,
+                EntryPayload::Normal(Command::Install(install)) => {
+                    let (base, next) = (install.base, install.base + 1);
+                    let applies = next > version && base == version;
+                    if applies {
+                        version = next;
+                    }
+                    if install.proposal != 0 {
+                        let proposal = Proposal {
+                            leader: entry.log_id.leader_id,
+                            number: install.proposal,
+                        };
+                        if applies {
+                            self.notices.committed(&proposal, next);
+                        } else {
+                            self.notices.skipped(&proposal);
+                        }
+                    }
+                }
                 EntryPayload::Blank | EntryPayload::Membership(_) => {}
             }
         }
@@ -300,6 +339,17 @@ impl Inner {
                     abandon(&mut state, &mut staged, log_id);
                     state.last_log_id = Some(log_id);
                     self.apply_batch(&mut applier, &mut state, log_id, &bytes, &mut new_lineage)?
+                }
+                EntryPayload::Normal(Command::Install(install)) => {
+                    abandon(&mut state, &mut staged, log_id);
+                    state.last_log_id = Some(log_id);
+                    self.apply_install(
+                        &mut applier,
+                        &mut state,
+                        log_id,
+                        &install,
+                        &mut new_lineage,
+                    )?
                 }
                 EntryPayload::Normal(Command::Part(part)) => {
                     match stage(&mut state, &mut staged, log_id, part) {
@@ -534,6 +584,8 @@ impl Inner {
         drop(current);
         self.refresh_lineage()?;
         self.version_tx.send_replace(installed.version);
+        // Images staged for states the snapshot passed will never install here.
+        self.images.tidy(installed.version);
         ::metrics::counter!(crate::metrics::SNAPSHOT_INSTALLS).increment(1);
         tracing::info!(
             snapshot = %meta.snapshot_id,

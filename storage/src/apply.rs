@@ -34,6 +34,8 @@ use rusqlite::Connection;
 use std::io::Read;
 use std::path::Path;
 
+mod image;
+
 /// What [`Applier::apply`] did with a batch. Every node reaches the same
 /// outcome for the same batch on the same state, so these are not errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +55,9 @@ pub enum ApplyOutcome {
 pub struct Applier {
     conn: Connection,
     page_size: u32,
+    /// The connection's busy timeout, restored after a checkpoint that
+    /// must not wait (`release_wal`).
+    busy_timeout: std::time::Duration,
     /// What the file holds, as of our last commit. `None`: read it (outside
     /// any transaction) before the next one.
     known: Option<Known>,
@@ -84,6 +89,7 @@ impl Applier {
         Ok(Self {
             conn,
             page_size,
+            busy_timeout: config.busy_timeout,
             known: None,
         })
     }

@@ -22,9 +22,10 @@
 //!   `TooLarge` when it alone is too big;
 //! - the cap was crossed at commit: the batch is cut in half.
 //!
-//! `VACUUM` cannot run inside a transaction. It is executed as a batch of its
-//! own: `VACUUM INTO` a scratch file, bump the version there, and ship the
-//! whole image.
+//! `VACUUM` cannot run inside a transaction, and it rewrites every page: it
+//! is no batch at all. [`Executor::execute`] stops before it, and the
+//! caller runs it alone as an image ([`Executor::vacuum_image`],
+//! `image.rs`), installed on every node like a snapshot.
 
 use crate::batch::{FrameBatch, Page};
 use crate::config::StorageConfig;
@@ -37,7 +38,7 @@ use crate::vfs::{self, Capture};
 use rusqlite::Connection;
 use rusqlite::OptionalExtension;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Per request: its statements' results, or why it failed.
@@ -64,7 +65,6 @@ pub struct Executor {
     gate: Arc<Gate>,
     /// Frames of the transaction in flight, written by the VFS.
     capture: Capture,
-    path: PathBuf,
     page_size: u32,
     max_batch_bytes: u64,
     /// Caps on the rows a write returns (`RETURNING`).
@@ -108,7 +108,6 @@ impl Executor {
             conn,
             gate,
             capture: Capture::new(),
-            path: path.to_owned(),
             page_size,
             max_batch_bytes: config.max_batch_bytes,
             results: config.result_limits(),
@@ -165,9 +164,18 @@ impl Executor {
             });
         };
         if is_vacuum(first) {
-            return self.vacuum();
+            // Only reachable by a caller that skipped `is_vacuum`.
+            return Ok(BatchOutcome {
+                results: vec![Err(RequestError::Refused {
+                    index: 0,
+                    reason:
+                        "VACUUM runs alone, as an image (Executor::vacuum_image), not in a batch"
+                            .into(),
+                })],
+                batch: None,
+            });
         }
-        // A VACUUM further down waits for the next call, where it runs alone.
+        // A VACUUM further down waits for a call of its own.
         let mut take = requests
             .iter()
             .position(is_vacuum)
@@ -313,55 +321,18 @@ impl Executor {
             batch: Some(batch),
         }))
     }
-
-    /// `VACUUM` as a batch of its own: a whole, compacted image.
-    fn vacuum(&mut self) -> Result<BatchOutcome> {
-        let scratch = self.path.with_extension("vacuum-scratch");
-        let outcome = self.vacuum_into(&scratch);
-        for suffix in ["", "-journal"] {
-            let mut p = scratch.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-        outcome
-    }
-
-    fn vacuum_into(&mut self, scratch: &Path) -> Result<BatchOutcome> {
-        let _ = std::fs::remove_file(scratch);
-        let target = scratch
-            .to_str()
-            .ok_or_else(|| Error::Capture("database path is not valid UTF-8".into()))?;
-        self.gate
-            .internal(|| self.conn.execute("VACUUM INTO ?1", [target]))
-            .map_err(Error::sqlite("VACUUM INTO a scratch file"))?;
-        // Bump the version inside the compacted copy, with an ordinary commit.
-        let copy = Connection::open(scratch).map_err(Error::sqlite("opening the VACUUM copy"))?;
-        let base = data_version(&copy).map_err(Error::sqlite("reading the copy's version"))?;
-        copy.execute_batch("BEGIN")
-            .and_then(|()| bump_version(&copy, base))
-            .and_then(|()| copy.execute_batch("COMMIT"))
-            .map_err(Error::sqlite("bumping the version of the VACUUM copy"))?;
-        drop(copy);
-        let size = std::fs::metadata(scratch)
-            .map_err(Error::io("reading the VACUUM copy"))?
-            .len();
-        if size > self.max_batch_bytes {
-            return Ok(BatchOutcome {
-                results: vec![Err(self.too_large())],
-                batch: None,
-            });
-        }
-        let image = std::fs::read(scratch).map_err(Error::io("reading the VACUUM copy"))?;
-        let batch = image_batch(&image, self.page_size, base)?;
-        Ok(BatchOutcome {
-            results: vec![Ok(vec![StatementResult::default()])],
-            batch: Some(batch),
-        })
-    }
 }
 
-fn is_vacuum(request: &WriteRequest) -> bool {
-    matches!(request.statements.as_slice(), [s] if policy::leading(&s.sql) == Leading::Vacuum)
+/// A request that is exactly `VACUUM`: it runs alone, as an image
+/// ([`Executor::vacuum_image`]), never inside a batch.
+pub fn is_vacuum(request: &WriteRequest) -> bool {
+    matches!(request.statements.as_slice(), [s] if is_vacuum_sql(&s.sql))
+}
+
+/// Whether the SQL text is a `VACUUM` (not `VACUUM INTO`), comments and
+/// case aside.
+pub fn is_vacuum_sql(sql: &str) -> bool {
+    policy::leading(sql) == Leading::Vacuum
 }
 
 fn run_request(
@@ -515,31 +486,4 @@ pub(crate) fn build_batch(
         })
         .collect();
     FrameBatch::new(page_size, commit.db_size, base, pages)
-}
-
-/// A batch carrying a whole database image, marked as a WAL-mode file.
-pub(crate) fn image_batch(image: &[u8], page_size: u32, base: u64) -> Result<FrameBatch> {
-    let ps = page_size as usize;
-    if !image.len().is_multiple_of(ps) || image.len() < ps {
-        return Err(Error::corrupt(
-            "database image",
-            "size is not a whole number of pages",
-        ));
-    }
-    let pending = crate::pending_byte_page(page_size);
-    let mut pages = Vec::with_capacity(image.len() / ps);
-    for (i, chunk) in image.chunks(ps).enumerate() {
-        let pgno = i as u32 + 1;
-        if pgno == pending {
-            continue;
-        }
-        let mut data = chunk.to_vec();
-        if pgno == 1 {
-            // File format read/write versions: 2 = WAL, as on every node.
-            data[18] = 2;
-            data[19] = 2;
-        }
-        pages.push(Page { pgno, data });
-    }
-    FrameBatch::new(page_size, (image.len() / ps) as u32, base, pages)
 }

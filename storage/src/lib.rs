@@ -29,9 +29,12 @@
 //! - [`ReadPool`] serves reads, [`SnapshotReader`] streams consistent images
 //!   (and [`BackupReader`] the same as an ordinary SQLite file),
 //!   [`Digest`] proves two replicas are byte-identical.
-//! - [`prepare_restore`] checks and prepares an uploaded SQLite file, and
-//!   [`Executor::restore`] turns it into the whole-image batch of a restore
-//!   (a new lineage).
+//! - [`Image`]: a whole database made on the leader for the changes that
+//!   rewrite every page ([`Executor::vacuum_image`], and a restore:
+//!   [`prepare_restore`] checks an uploaded SQLite file,
+//!   [`Executor::restore_image`] makes it the next state with a new
+//!   lineage), installed on every node by [`Applier::install_image`] as a
+//!   snapshot is, never carried in a batch.
 //!
 //! `storage/DESIGN.md` gives the invariants and traps, and the tests that
 //! guard each. All `unsafe` code of the project lives in the `vfs` module.
@@ -43,6 +46,7 @@ mod conn;
 mod digest;
 mod error;
 mod executor;
+mod image;
 mod limits;
 mod policy;
 mod read;
@@ -58,7 +62,8 @@ pub use batch::{FrameBatch, Page};
 pub use config::StorageConfig;
 pub use digest::Digest;
 pub use error::{code_name, Error, RequestError, Result};
-pub use executor::{BatchOutcome, Executor, RequestResult};
+pub use executor::{is_vacuum, is_vacuum_sql, BatchOutcome, Executor, RequestResult};
+pub use image::{hash_file, hash_reader, hex, remove_with_journal, Image, IMAGE_CHUNK_BYTES};
 pub use limits::{value_bytes, Limits, PROGRESS_OPS};
 pub use policy::{sql_words, META_TABLE};
 pub use read::{Description, QueryResult, ReadError, ReadPool};

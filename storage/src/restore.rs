@@ -7,14 +7,14 @@
 //!                        converts another page size (VACUUM);
 //!                        drops _quorumlite_sessions; writes a fresh
 //!                        _quorumlite_meta with a NEW lineage
-//!   Executor::restore    on the writer thread, right before proposing:
-//!                        version = current + 1, schema cookie moved past the
-//!                        current one, whole-image FrameBatch flagged
-//!                        NEW_LINEAGE
+//!   Executor::restore_image  on the writer thread, right before it is
+//!                        installed: version = current + 1, sealed as an
+//!                        Image (image.rs) marked as a new lineage
 //! ```
-//! The batch then goes through Raft like any other and replaces every
-//! page on every node. Its `NEW_LINEAGE` flag makes each state machine
-//! re-read the lineage, so tokens of the old lineage are refused.
+//! The image is then installed on every node like a snapshot, replacing
+//! every page. Its new-lineage mark makes each state machine re-read the
+//! lineage, so tokens of the old lineage are refused. The file's size is
+//! bounded only by the disks (docs/operations.md, "Disk needs").
 //!
 //! Two traps, each guarded by a test:
 //! - **The schema cookie.** Every other connection (readers, the writer,
@@ -24,11 +24,9 @@
 //!   image's cookie is set past both.
 //! - **The journal mode.** The scratch copy is switched to rollback mode
 //!   (header bytes 18-19) before SQLite opens it, so it never looks for a
-//!   WAL file it does not have; the batch marks it WAL again, as on every node.
+//!   WAL file it does not have; sealing marks it WAL again, as on every node.
 
-use crate::batch::FrameBatch;
 use crate::error::Error;
-use crate::executor::{image_batch, Executor};
 use rusqlite::{Connection, OpenFlags};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -45,9 +43,6 @@ pub enum RestoreError {
     /// The file is a SQLite database this cluster cannot take as it is.
     #[error("{0}")]
     Unsupported(String),
-    /// A restore ships the whole file as one batch, bounded by the cap.
-    #[error("the database is {size} bytes, more than max_batch_bytes ({cap} bytes): a restore replicates the whole file as one batch; raise max_batch_bytes on every node (or make the file smaller, e.g. with VACUUM) and retry")]
-    TooLarge { size: u64, cap: u64 },
     /// The node failed (I/O, SQLite): retry, or look at the node's log.
     #[error(transparent)]
     Storage(#[from] Error),
@@ -66,23 +61,15 @@ pub struct RestoreImage {
 }
 
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
-const HEADER_BYTES: usize = 100;
+pub(crate) const HEADER_BYTES: usize = 100;
 
 /// Check the SQLite file at `path` and prepare it, in place, for a restore
-/// into a cluster using `page_size` whose batches are capped at `cap`
-/// bytes (see the module docs). `path` must be a scratch copy: it is
-/// modified.
-pub fn prepare_restore(
-    path: &Path,
-    page_size: u32,
-    cap: u64,
-) -> Result<RestoreImage, RestoreError> {
+/// into a cluster using `page_size` (see the module docs). `path` must be a
+/// scratch copy: it is modified.
+pub fn prepare_restore(path: &Path, page_size: u32) -> Result<RestoreImage, RestoreError> {
     let size = std::fs::metadata(path)
         .map_err(Error::io("reading the uploaded file"))?
         .len();
-    if size > cap {
-        return Err(RestoreError::TooLarge { size, cap });
-    }
     let header = check_header(path, size)?;
     mark_rollback(path)?;
     let conn = Connection::open_with_flags(
@@ -102,9 +89,6 @@ pub fn prepare_restore(
     let bytes = std::fs::metadata(path)
         .map_err(Error::io("reading the prepared file"))?
         .len();
-    if bytes > cap {
-        return Err(RestoreError::TooLarge { size: bytes, cap });
-    }
     Ok(RestoreImage {
         bytes,
         page_size,
@@ -260,7 +244,7 @@ fn stamp(conn: &Connection) -> rusqlite::Result<String> {
     )
 }
 
-/// Set the version of a prepared file (`Executor::restore`).
+/// Set the version of a prepared file (`Executor::restore_image`).
 pub(crate) fn set_version(path: &Path, version: u64) -> rusqlite::Result<()> {
     let conn = Connection::open_with_flags(
         path,
@@ -282,53 +266,3 @@ pub(crate) fn set_version(path: &Path, version: u64) -> rusqlite::Result<()> {
 
 /// Page 1's schema cookie (bytes 40..44, big-endian).
 pub(crate) const SCHEMA_COOKIE: std::ops::Range<usize> = 40..44;
-
-impl Executor {
-    /// The batch of a restore: the file at `path`, prepared by
-    /// [`prepare_restore`], as a whole image at the next version, marked
-    /// as a new lineage. Run it right before proposing, on the writer
-    /// thread, so its base is the current version.
-    pub fn restore(&mut self, path: &Path) -> Result<FrameBatch, RestoreError> {
-        let base = self.version()?;
-        let parts = self.parts();
-        let (page_size, cap) = (parts.page_size, parts.cap_bytes);
-        let cookie: u32 = parts
-            .gate
-            .internal(|| {
-                parts
-                    .conn
-                    .pragma_query_value(None, "schema_version", |r| r.get(0))
-            })
-            .map_err(Error::sqlite("reading the schema cookie"))?;
-        // The restore replaces the schema: statements prepared for the old
-        // one are dropped rather than re-prepared behind our back.
-        parts.conn.flush_prepared_statement_cache();
-        set_version(path, base + 1)
-            .map_err(Error::sqlite("setting the restored file's version"))?;
-        let mut image = std::fs::read(path).map_err(Error::io("reading the prepared file"))?;
-        let size = image.len() as u64;
-        if size > cap {
-            return Err(RestoreError::TooLarge { size, cap });
-        }
-        if image.len() < HEADER_BYTES {
-            return Err(RestoreError::Corrupt(
-                "the prepared file lost its header".into(),
-            ));
-        }
-        let file_page_size = match u16::from_be_bytes([image[16], image[17]]) {
-            1 => 65536,
-            n => u32::from(n),
-        };
-        if file_page_size != page_size {
-            return Err(Error::PageSize {
-                local: page_size,
-                remote: file_page_size,
-            }
-            .into());
-        }
-        let theirs = u32::from_be_bytes([image[40], image[41], image[42], image[43]]);
-        let moved = cookie.max(theirs).wrapping_add(1).max(1);
-        image[SCHEMA_COOKIE].copy_from_slice(&moved.to_be_bytes());
-        Ok(image_batch(&image, page_size, base)?.with_new_lineage())
-    }
-}

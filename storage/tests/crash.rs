@@ -1,23 +1,69 @@
-//! Replay after a real crash: a child process applies batches and is killed
-//! with SIGKILL at arbitrary points. Each time, the replica reopens intact,
-//! at exactly a state the leader went through (its digest matches the
-//! leader's digest at that version), and replaying every batch from the
-//! start skips what was applied and ends byte-identical to the leader.
+//! Replay after a real crash: a child process applies batches (and the
+//! images of VACUUMs) and is killed with SIGKILL at arbitrary points. Each
+//! time, the replica reopens intact, at exactly a state the leader went
+//! through (its digest matches the leader's digest at that version), and
+//! replaying every entry from the start skips what was applied and ends
+//! byte-identical to the leader.
 
 mod common;
 use common::Node;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use storage::{Applier, ApplyOutcome, FrameBatch, Statement, StorageConfig, WriteRequest};
+use storage::{Applier, ApplyOutcome, FrameBatch, Image, Statement, StorageConfig, WriteRequest};
 
 const CHILD_ENV: &str = "QUORUMLITE_CRASH_CHILD_DIR";
 
-fn batch_path(dir: &Path, i: usize) -> PathBuf {
-    dir.join(format!("batch-{i:05}.bin"))
+/// One entry of the "log": a batch, or the image of a VACUUM.
+enum Entry {
+    Batch(FrameBatch),
+    Image(Image),
 }
 
-/// Runs only inside the child process: apply every batch file in order.
+fn batch_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("entry-{i:05}.batch"))
+}
+
+fn image_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("entry-{i:05}.image"))
+}
+
+/// An image's description beside it: hash, size, base.
+fn meta_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("entry-{i:05}.meta"))
+}
+
+fn read_meta(path: &Path) -> Option<Image> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut f = text.split_whitespace();
+    let hex = f.next()?;
+    let mut hash = [0u8; 32];
+    for (i, b) in hash.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Image {
+        hash,
+        size: f.next()?.parse().ok()?,
+        base: f.next()?.parse().ok()?,
+        new_lineage: false,
+    })
+}
+
+/// Apply entry `i` of `dir` with `applier`; false when there is none.
+fn apply_entry(applier: &mut Applier, dir: &Path, i: usize) -> Option<ApplyOutcome> {
+    if let Ok(bytes) = std::fs::read(batch_path(dir, i)) {
+        let batch = FrameBatch::decode(&bytes).expect("decode");
+        return Some(applier.apply(&batch).expect("apply"));
+    }
+    let image = read_meta(&meta_path(dir, i))?;
+    Some(
+        applier
+            .install_image(&image_path(dir, i), &image)
+            .expect("install"),
+    )
+}
+
+/// Runs only inside the child process: apply every entry in order.
 #[test]
 fn crash_child_applies_batches() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
@@ -27,9 +73,7 @@ fn crash_child_applies_batches() {
     let mut applier =
         Applier::open(dir.join("replica.db"), &StorageConfig::default()).expect("open");
     let mut i = 0;
-    while let Ok(bytes) = std::fs::read(batch_path(&dir, i)) {
-        let batch = FrameBatch::decode(&bytes).expect("decode");
-        applier.apply(&batch).expect("apply");
+    while apply_entry(&mut applier, &dir, i).is_some() {
         i += 1;
     }
 }
@@ -42,15 +86,29 @@ fn apply_killed_at_random_points_resumes_to_an_identical_replica() {
     let mut digests = vec![leader.digest()];
     let mut batches = Vec::new();
     let mut run = |leader: &mut Node, sql: String| {
-        let out = leader
-            .executor
-            .execute(&[WriteRequest::new(vec![Statement::new(sql)])])
-            .expect("execute");
-        assert!(out.results[0].is_ok(), "{:?}", out.results[0]);
-        let batch = out.batch.expect("batch");
-        leader.applier.apply(&batch).expect("apply");
-        std::fs::write(batch_path(dir.path(), batches.len()), batch.encode()).expect("write batch");
-        batches.push(batch);
+        let request = WriteRequest::new(vec![Statement::new(sql)]);
+        let i = batches.len();
+        if storage::is_vacuum(&request) {
+            let path = image_path(dir.path(), i);
+            let image = leader.executor.vacuum_image(&path).expect("vacuum");
+            leader
+                .applier
+                .install_image(&path, &image)
+                .expect("install");
+            std::fs::write(
+                meta_path(dir.path(), i),
+                format!("{} {} {}", image.hex(), image.size, image.base),
+            )
+            .expect("write meta");
+            batches.push(Entry::Image(image));
+        } else {
+            let out = leader.executor.execute(&[request]).expect("execute");
+            assert!(out.results[0].is_ok(), "{:?}", out.results[0]);
+            let batch = out.batch.expect("batch");
+            leader.applier.apply(&batch).expect("apply");
+            std::fs::write(batch_path(dir.path(), i), batch.encode()).expect("write batch");
+            batches.push(Entry::Batch(batch));
+        }
         digests.push(leader.digest());
     };
     run(
@@ -102,17 +160,16 @@ fn apply_killed_at_random_points_resumes_to_an_identical_replica() {
     // Final replay of the whole log, as Raft does on restart.
     let mut replica = Node::open(&replica_db, &StorageConfig::default());
     let start = replica.applier.version().expect("version");
-    for b in &batches {
-        let outcome = replica.applier.apply(b).expect("replay");
-        if b.version() <= start {
+    for (i, entry) in batches.iter().enumerate() {
+        let outcome = apply_entry(&mut replica.applier, dir.path(), i).expect("an entry");
+        let version = match entry {
+            Entry::Batch(b) => b.version(),
+            Entry::Image(image) => image.version(),
+        };
+        if version <= start {
             assert!(matches!(outcome, ApplyOutcome::AlreadyApplied { .. }));
         } else {
-            assert_eq!(
-                outcome,
-                ApplyOutcome::Applied {
-                    version: b.version()
-                }
-            );
+            assert_eq!(outcome, ApplyOutcome::Applied { version });
         }
     }
     assert_eq!(replica.digest(), leader.digest());
@@ -120,5 +177,9 @@ fn apply_killed_at_random_points_resumes_to_an_identical_replica() {
     assert!(
         seen_partial > 0,
         "no kill landed before the end: the test proved nothing"
+    );
+    assert!(
+        batches.iter().any(|e| matches!(e, Entry::Image(_))),
+        "the log holds no image"
     );
 }

@@ -36,14 +36,18 @@ fn a_restore_whose_schema_cookie_equals_the_current_one_is_still_read_with_its_o
         )
         .expect("fill");
     }
-    let image = prepare_restore(&file, 4096, 1 << 30).expect("prepare");
+    let image = prepare_restore(&file, 4096).expect("prepare");
     Connection::open(&file)
         .and_then(|c| c.pragma_update(None, "schema_version", cookie))
         .expect("set the cookie");
 
-    let batch = pair.leader.executor.restore(&file).expect("restore batch");
-    assert!(batch.new_lineage());
-    pair.apply_both(&batch);
+    let restored = pair
+        .leader
+        .executor
+        .restore_image(&file)
+        .expect("restore image");
+    assert!(restored.new_lineage);
+    pair.install_both(&file, &restored);
     for node in [&pair.leader, &pair.replica] {
         assert_eq!(
             node.query("SELECT x, z FROM a"),
@@ -109,12 +113,12 @@ fn files_that_cannot_be_restored_are_refused_before_anything_changes() {
         b"hello, this is not a database at all, not even close....",
     );
     assert!(matches!(
-        prepare_restore(&not, 4096, 1 << 20),
+        prepare_restore(&not, 4096),
         Err(RestoreError::NotSqlite(_))
     ));
     let empty = write("empty.db", b"");
     assert!(matches!(
-        prepare_restore(&empty, 4096, 1 << 20),
+        prepare_restore(&empty, 4096),
         Err(RestoreError::NotSqlite(_))
     ));
     let good = dir.path().join("good.db");
@@ -130,24 +134,107 @@ fn files_that_cannot_be_restored_are_refused_before_anything_changes() {
     let bytes = std::fs::read(&good).expect("read");
     let cut = write("cut.db", &bytes[..bytes.len() - 4096]);
     assert!(matches!(
-        prepare_restore(&cut, 4096, 1 << 20),
+        prepare_restore(&cut, 4096),
         Err(RestoreError::Corrupt(m)) if m.contains("truncated")
     ));
     let mut damaged = bytes.clone();
     damaged[4096 + 8..2 * 4096].fill(0xA5);
     let damaged = write("damaged.db", &damaged);
     assert!(matches!(
-        prepare_restore(&damaged, 4096, 1 << 20),
+        prepare_restore(&damaged, 4096),
         Err(RestoreError::Corrupt(_))
     ));
     let big = write("big.db", &bytes);
-    match prepare_restore(&big, 4096, 4096 * 4) {
-        Err(e @ RestoreError::TooLarge { .. }) => {
-            assert!(e.to_string().contains("max_batch_bytes"), "{e}")
-        }
-        other => panic!("expected TooLarge, got {other:?}"),
-    }
-    let ok = prepare_restore(&big, 1024, 1 << 20).expect("converted");
+    let ok = prepare_restore(&big, 1024).expect("converted");
     assert_eq!(ok.converted_from, Some(4096));
     assert_eq!(ok.page_size, 1024);
+}
+
+/// An image applies only on the state it was made from, like a batch: on
+/// a node behind that state it is a conflict, and once installed a replay
+/// is skipped. Neither writes anything, nor reads the file.
+#[test]
+fn an_image_installs_only_on_the_state_it_was_made_from() {
+    let mut pair = Pair::new();
+    pair.exec("CREATE TABLE a(x)");
+    // The leader moves on alone: the replica stays a version behind.
+    let batch = pair
+        .leader
+        .executor
+        .execute(&[storage::WriteRequest::sql("INSERT INTO a VALUES (1)")])
+        .expect("execute")
+        .batch
+        .expect("batch");
+    pair.leader.applier.apply(&batch).expect("apply");
+    let path = pair.dir.path().join("v.image");
+    let image = pair.leader.executor.vacuum_image(&path).expect("image");
+    assert!(!image.new_lineage);
+    let before = pair.replica.digest();
+    assert_eq!(
+        pair.replica
+            .applier
+            .install_image(&path, &image)
+            .expect("install"),
+        storage::ApplyOutcome::Conflict {
+            base: image.base,
+            current: image.base - 1
+        }
+    );
+    assert_eq!(pair.replica.digest(), before);
+    // On the state it was made from it installs, then a replay is skipped.
+    pair.replica.applier.apply(&batch).expect("apply");
+    for node in [&mut pair.leader, &mut pair.replica] {
+        assert_eq!(
+            node.applier.install_image(&path, &image).expect("install"),
+            storage::ApplyOutcome::Applied {
+                version: image.version()
+            }
+        );
+    }
+    std::fs::remove_file(&path).expect("remove");
+    assert_eq!(
+        pair.leader
+            .applier
+            .install_image(&path, &image)
+            .expect("replay"),
+        storage::ApplyOutcome::AlreadyApplied {
+            current: image.version()
+        }
+    );
+    pair.assert_identical();
+}
+
+/// A copy damaged on disk (one byte, or cut short) is refused before
+/// COMMIT: the data and its version are untouched, and the error says the
+/// copy is corrupt, so the node can fetch another.
+#[test]
+fn a_damaged_image_file_is_refused_before_commit_and_changes_nothing() {
+    let mut pair = Pair::new();
+    pair.exec("CREATE TABLE a(x)");
+    pair.exec("INSERT INTO a SELECT randomblob(500) FROM (WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 500) SELECT n FROM s)");
+    let path = pair.dir.path().join("v.image");
+    let image = pair.leader.executor.vacuum_image(&path).expect("image");
+    let good = std::fs::read(&path).expect("read");
+    let before = pair.replica.digest();
+    let flipped = {
+        let mut b = good.clone();
+        let at = b.len() / 2;
+        b[at] ^= 1;
+        b
+    };
+    let short = good[..good.len() - 4096].to_vec();
+    for bad in [flipped, short] {
+        std::fs::write(&path, &bad).expect("write");
+        match pair.replica.applier.install_image(&path, &image) {
+            Err(storage::Error::Corrupt { .. }) => {}
+            other => panic!("expected a corrupt copy, got {other:?}"),
+        }
+        assert_eq!(pair.replica.digest(), before);
+        assert_eq!(pair.replica.applier.version().expect("version"), image.base);
+        pair.replica.integrity_ok();
+    }
+    std::fs::write(&path, &good).expect("write");
+    assert_eq!(storage::hash_file(&path).expect("hash"), image.hash);
+    pair.install_both(&path, &image);
+    pair.assert_identical();
 }

@@ -155,9 +155,12 @@ async fn restore(client: Client, args: RestoreArgs) -> Result<(), client::Error>
     let report = Arc::clone(&progress);
     let result = client
         .restore(&args.file, move |sent| {
-            report.set(sent);
             if sent == total {
-                report.message("uploaded; the leader checks and replicates it");
+                report.set(sent);
+                report.installing();
+            } else {
+                report.uploading();
+                report.set(sent);
             }
         })
         .await;
@@ -196,13 +199,22 @@ async fn restore(client: Client, args: RestoreArgs) -> Result<(), client::Error>
     Ok(())
 }
 
-/// Progress on stderr: a bar on a terminal, plain lines otherwise.
+/// Progress on stderr: a bar on a terminal, plain lines otherwise. A
+/// restore has two phases: the upload (bytes), then the install on the
+/// cluster (a spinner and the time it has taken: the leader checks the
+/// file, copies it to the members, and every node installs it).
 struct Progress {
     what: &'static str,
     total: u64,
     bar: Option<ProgressBar>,
     plain: Mutex<Plain>,
+    /// Since when the install phase runs (`None`: uploading).
+    installing: Mutex<Option<Instant>>,
 }
+
+/// What the install phase says it does.
+const INSTALLING: &str =
+    "installing on the cluster: the leader checks the file, copies it to the members, every node installs it";
 
 /// When the last plain line was printed, and at what share (in tenths).
 struct Plain {
@@ -216,12 +228,7 @@ impl Progress {
     fn new(what: &'static str, total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            bar.set_style(style);
+            bar.set_style(Self::bytes_style());
             bar.set_prefix(what);
             bar
         });
@@ -236,6 +243,50 @@ impl Progress {
                 last_tenth: 0,
                 done: 0,
             }),
+            installing: Mutex::new(None),
+        }
+    }
+
+    fn bytes_style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+    }
+
+    /// The upload is complete: show the install phase until the end.
+    fn installing(&self) {
+        let mut since = self.installing.lock().unwrap_or_else(|e| e.into_inner());
+        if since.is_some() {
+            return;
+        }
+        *since = Some(Instant::now());
+        match &self.bar {
+            Some(bar) => {
+                let style = ProgressStyle::with_template("{prefix} {spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                bar.set_style(style);
+                bar.set_message("installing on the cluster");
+                bar.enable_steady_tick(Duration::from_millis(120));
+            }
+            None => eprintln!(
+                "{}: uploaded {}; {INSTALLING}",
+                self.what,
+                HumanBytes(self.total)
+            ),
+        }
+    }
+
+    /// The upload (re)starts (a retry on another node): bytes again.
+    fn uploading(&self) {
+        let mut since = self.installing.lock().unwrap_or_else(|e| e.into_inner());
+        if since.take().is_some() {
+            if let Some(bar) = &self.bar {
+                bar.disable_steady_tick();
+                bar.set_style(Self::bytes_style());
+                bar.set_message("");
+            }
         }
     }
 
@@ -266,23 +317,25 @@ impl Progress {
         )
     }
 
-    fn message(&self, text: &'static str) {
-        match &self.bar {
-            Some(bar) => bar.set_message(text),
-            None => eprintln!("{}: {text}", self.what),
-        }
-    }
-
     fn finish(&self) {
+        let installed = *self.installing.lock().unwrap_or_else(|e| e.into_inner());
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
             None => {
                 let p = self.plain.lock().unwrap_or_else(|e| e.into_inner());
-                eprintln!(
-                    "{} done in {:.1} s",
-                    self.line(&p),
-                    p.started.elapsed().as_secs_f64()
-                );
+                match installed {
+                    Some(since) => eprintln!(
+                        "{}: installed on the cluster in {:.1} s ({:.1} s in all)",
+                        self.what,
+                        since.elapsed().as_secs_f64(),
+                        p.started.elapsed().as_secs_f64()
+                    ),
+                    None => eprintln!(
+                        "{} done in {:.1} s",
+                        self.line(&p),
+                        p.started.elapsed().as_secs_f64()
+                    ),
+                }
             }
         }
     }

@@ -7,21 +7,23 @@
 //!           ordinary SQLite file (a blocking task feeds the gRPC stream)
 //!           header (version, lineage, size) · chunks · crc32
 //! Restore ─ leader only (else NOT_LEADER + its address)
-//!         ─ upload to <data_dir>/restore-N.upload (size checked as it comes)
+//!         ─ disk check for the announced size (DISK_FULL, before any byte)
+//!         ─ upload to <data_dir>/images/upload-N.db (length checked as it comes)
 //!         ─ storage::prepare_restore: magic, integrity, page size, new lineage
-//!         ─ writer thread: Executor::restore (version = current + 1) → Raft
+//!         ─ writer thread (write/image.rs): the upload becomes an image at
+//!           version current + 1, staged on a majority, one install entry
 //! ```
 //! A backup never blocks writes: the applier keeps committing while the
 //! backup's read transaction holds its state (WAL). A restore changes
-//! nothing until its batch commits through Raft, like any write; every
-//! refusal happens before.
+//! nothing until its install entry commits through Raft; every refusal and
+//! failure before that leaves the old data and lineage, and removes the
+//! upload.
 
 use super::error::NodeError;
 use super::{read, Node};
 use client::pb;
 use client::Token;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -29,20 +31,13 @@ use tonic::Status;
 /// The messages of a backup, as the gRPC stream sends them.
 pub type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
 
-/// Names uploads apart when several restores arrive at once.
-static UPLOADS: AtomicU64 = AtomicU64::new(0);
-
 /// Removes an upload's scratch file (and SQLite's journal beside it) when
 /// the restore ends, whatever the outcome.
 struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        for suffix in ["", "-journal"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
+        storage::remove_with_journal(&self.0);
     }
 }
 
@@ -157,18 +152,15 @@ impl Node {
                 return Err(NodeError::NotLeader { leader });
             }
         }
-        let cap = self.config.max_batch_bytes;
-        let path = self.config.data_dir.join(format!(
-            "restore-{}.upload",
-            UPLOADS.fetch_add(1, Ordering::Relaxed)
-        ));
+        let images = self.sm.images().clone();
+        let path = images.upload();
         let scratch = Scratch(path.clone());
-        let received = receive(&mut upload, &scratch.0, cap).await?;
+        let received = receive(&mut upload, &scratch.0, &images).await?;
         tracing::info!(bytes = received, "restore uploaded; checking the file");
         let page_size = self.config.storage().page_size;
         let checked = path.clone();
         let image =
-            tokio::task::spawn_blocking(move || storage::prepare_restore(&checked, page_size, cap))
+            tokio::task::spawn_blocking(move || storage::prepare_restore(&checked, page_size))
                 .await
                 .map_err(|e| NodeError::Internal(e.to_string()))??;
         let version = self.writer.restore(path).await?;
@@ -196,14 +188,14 @@ impl Node {
     }
 }
 
-/// Write the upload to `path`; its size in bytes. Refused as soon as it is
-/// known to be over `cap`, or if it ends short of the size it announced.
+/// Write the upload to `path`; its size in bytes. Refused before any byte
+/// is written if this node has not the disk space the restore needs for
+/// the size it announces, and as soon as it passes or falls short of it.
 async fn receive(
     upload: &mut tonic::Streaming<pb::RestoreChunk>,
     path: &Path,
-    cap: u64,
+    images: &raft::Images,
 ) -> Result<u64, NodeError> {
-    let too_large = |size: u64| NodeError::from(storage::RestoreError::TooLarge { size, cap });
     let io = |e: std::io::Error| {
         NodeError::Unavailable(format!(
             "writing the upload to {}: {e}; nothing was changed",
@@ -221,17 +213,18 @@ async fn receive(
             NodeError::BadRequest("the upload was empty; nothing was changed".into())
         })?;
     let total = first.total_bytes;
-    if total > cap {
-        return Err(too_large(total));
-    }
+    images
+        .check_space(total, "the restore (the file, then its install)")
+        .map_err(|e| {
+            NodeError::DiskFull(format!(
+                "the restore was refused on the leader, nothing was changed: {e}"
+            ))
+        })?;
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut received = 0u64;
     let mut chunk = Some(first);
     while let Some(c) = chunk {
         received += c.data.len() as u64;
-        if received > cap {
-            return Err(too_large(received));
-        }
         if received > total {
             return Err(NodeError::BadRequest(format!(
                 "the upload is longer than the {total} bytes it announced; nothing was changed"

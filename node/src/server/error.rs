@@ -23,10 +23,6 @@ pub enum NodeError {
     NotLeader { leader: Option<String> },
     #[error("no leader is known (an election is under way); nothing was written, retry shortly")]
     NoLeader,
-    /// The leader's disk is below its reserve; the message says how much
-    /// is free and what to do.
-    #[error("{0}; nothing was written (reads still work)")]
-    DiskFull(String),
     /// A leader without a majority; the message names who does not answer.
     #[error("{0}; nothing was written: retry, another node may lead by now")]
     NoQuorum(String),
@@ -64,10 +60,11 @@ pub enum NodeError {
     /// An error another node returned to a forwarded request, passed on as is.
     #[error("{}", .0.message)]
     Remote(client::Error),
-    /// Something other than a write request is over a size cap (a restore's
-    /// file): the message names the option to raise.
+    /// A node has not the disk space the operation needs (below its
+    /// reserve, or too little for an image): the message says which node,
+    /// how much, and where to free it.
     #[error("{0}")]
-    TooLarge(String),
+    DiskFull(String),
 }
 
 impl NodeError {
@@ -90,7 +87,6 @@ impl NodeError {
             NodeError::NotLeader { .. } => ErrorCode::NotLeader,
             NodeError::NoLeader => ErrorCode::NoLeader,
             NodeError::NoQuorum(_) => ErrorCode::NoQuorum,
-            NodeError::DiskFull(_) => ErrorCode::DiskFull,
             NodeError::Conflict => ErrorCode::Conflict,
             NodeError::Indeterminate(_) => ErrorCode::Indeterminate,
             NodeError::ReplicaBehind { .. } => ErrorCode::ReplicaBehind,
@@ -102,7 +98,7 @@ impl NodeError {
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::TxnClosed(_) => ErrorCode::BadRequest,
             NodeError::Remote(e) => e.code,
-            NodeError::TooLarge(_) => ErrorCode::TooLarge,
+            NodeError::DiskFull(_) => ErrorCode::DiskFull,
         }
     }
 
@@ -162,9 +158,6 @@ impl From<storage::RestoreError> for NodeError {
         match e {
             R::NotSqlite(_) | R::Corrupt(_) | R::Unsupported(_) => {
                 NodeError::BadRequest(format!("restore refused, nothing was changed: {e}"))
-            }
-            R::TooLarge { .. } => {
-                NodeError::TooLarge(format!("restore refused, nothing was changed: {e}"))
             }
             R::Storage(s) => NodeError::Internal(format!(
                 "the leader could not prepare the restore: {s}; nothing was changed"

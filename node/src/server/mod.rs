@@ -895,12 +895,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(listen = %addr, "serving metrics at {scheme}://{addr}/metrics");
     }
-    let network = Network::new(
-        auth.clone(),
-        tls.as_ref()
-            .map(|t| Arc::clone(t) as Arc<dyn raft::PeerTls>),
-    );
+    let peer_tls = tls
+        .as_ref()
+        .map(|t| Arc::clone(t) as Arc<dyn raft::PeerTls>);
+    let network = Network::new(auth.clone(), peer_tls.clone());
     let peer_health = network.health();
+    // Before Raft starts: replaying the log may install an image this node
+    // must fetch from a peer.
+    sm.images().connect(auth.clone(), peer_tls);
     // openraft's core, replication and state-machine tasks run on a
     // runtime of their own: whatever the request handlers do (encode a
     // 64 MiB reply, queue behind thousands of calls), heartbeats, votes
@@ -935,11 +937,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             linger: config.batch_linger,
             txn_timeout: config.txn_timeout,
         },
-        write::WriterGuards {
+        write::WriterLinks {
             quorum: quorum.clone(),
             disk: Arc::clone(&disk),
+            images: sm.images().clone(),
+            fatal: Arc::clone(&fatal),
         },
-        Arc::clone(&fatal),
     )
     .map_err(|e| StartError::Raft(format!("starting the writer thread: {e}")))?;
     let forward = Arc::new(Forwarder::new(
@@ -1011,6 +1014,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Some(Arc::clone(&disk)),
             streams_closing.clone(),
         ))
+        .add_service(raft::ImageService::server(
+            node.sm.images().clone(),
+            auth.clone(),
+        ))
         .add_service(service::server(Arc::clone(&node), streams_closing));
     let server = match &tls {
         Some(t) => {
@@ -1078,6 +1085,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             db: dir.join("data.db"),
         },
     ));
+    let images = tokio::spawn(raft::forget_purged_images(raft.clone(), node.sm.clone()));
     tracing::info!(id = config.id, listen = %config.listen, advertised = config.advertised(), data_dir = %dir.display(), "node serving");
     if config.unsafe_local_reads {
         tracing::warn!("unsafe_local_reads is on: linearizable reads skip the read index and may be stale (testing only)");
@@ -1136,6 +1144,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     roles.abort();
     sampler.abort();
     compacting.abort();
+    images.abort();
+    node.sm.images().close();
     // 4. Stop Raft (the log is flushed at every append already), then
     //    record the applied position, so a restart replays nothing.
     if let Err(e) = raft.shutdown().await {

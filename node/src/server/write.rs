@@ -39,11 +39,13 @@
 //! It also rolls back within 100 ms of losing leadership. COMMIT proposes
 //! the transaction's batch like any other; its outcomes are the same.
 //!
-//! # Restores
-//! A restore (`Writer::restore`, from `backup.rs`) is a job like a write:
-//! the writer turns the prepared file into a whole-image batch on the
-//! current version (`Executor::restore`) and proposes it. Writes queued
-//! before it are executed before it; writes after it see the restored data.
+//! # VACUUM and restores
+//! A `VACUUM` request runs alone, and a restore (`Writer::restore`, from
+//! `backup.rs`) is a job like a write: the writer makes the whole new
+//! database as an image file on the current version, copies it to a
+//! majority of the members and proposes one small install entry
+//! (`write/image.rs`). Writes queued before it are executed before it;
+//! writes after it see the new data.
 //!
 //! # Invariants
 //! - Only this thread uses the executor, so there is one writer per node.
@@ -68,11 +70,16 @@ use storage::{
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-/// What the writer checks before each batch: a majority heard from, and
-/// room on disk.
-pub struct WriterGuards {
+mod image;
+
+/// What the writer works with beside its settings: what it checks before
+/// each batch (a majority heard from, room on disk), the image store of
+/// VACUUM and restore, and whom to tell when it breaks.
+pub struct WriterLinks {
     pub quorum: super::quorum::Quorum,
     pub disk: Arc<raft::DiskSpace>,
+    pub images: raft::Images,
+    pub fatal: Arc<Notify>,
 }
 
 /// A write that committed.
@@ -169,10 +176,14 @@ impl Writer {
         notices: CommitNotices,
         applied: AppliedVersion,
         settings: WriterSettings,
-        guards: WriterGuards,
-        fatal: Arc<Notify>,
+        links: WriterLinks,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
-        let WriterGuards { quorum, disk } = guards;
+        let WriterLinks {
+            quorum,
+            disk,
+            images,
+            fatal,
+        } = links;
         let (tx, rx) = mpsc::unbounded_channel();
         let runtime = Handle::current();
         let handover = Arc::new(std::sync::Mutex::new(None));
@@ -199,6 +210,7 @@ impl Writer {
                     next_proposal: 1,
                     ended: EndedTxns::default(),
                     handover: loop_handover,
+                    images,
                 }
                 .run()
             })?;
@@ -306,6 +318,8 @@ struct WriterLoop {
     next_proposal: u64,
     ended: EndedTxns,
     handover: Arc<std::sync::Mutex<Option<String>>>,
+    /// Where VACUUM and restore images are made and staged from.
+    images: raft::Images,
 }
 
 /// Why recent transactions ended without their client asking, so a late
@@ -612,9 +626,7 @@ impl WriterLoop {
             });
         }
         self.quorum.require()?;
-        self.disk
-            .check(0)
-            .map_err(|full| NodeError::DiskFull(full.to_string()))?;
+        self.disk.check(0).map_err(disk_full)?;
         if self.ready_term == Some(term) {
             return Ok(());
         }
@@ -648,16 +660,15 @@ impl WriterLoop {
         }
     }
 
-    /// A restore's batch, built on the current version and proposed.
+    /// A restore: the prepared file becomes the next state (`image.rs`).
     fn restore(&mut self, path: &std::path::Path) -> Result<u64, NodeError> {
-        let batch = self.executor.restore(path)?;
-        let bytes = batch.payload_bytes();
-        let version = self.propose(batch, None)?;
-        tracing::info!(version, bytes, "restore committed: the data was replaced");
-        Ok(version)
+        self.restore_image(path)
     }
 
     fn write_batch(&mut self, queue: &mut Queue) {
+        if queue.requests.front().is_some_and(storage::is_vacuum) {
+            return self.vacuum(queue);
+        }
         let n = queue.requests.len().min(self.settings.max_batch_requests);
         let requests = &queue.requests.make_contiguous()[..n];
         let started = std::time::Instant::now();
@@ -744,9 +755,7 @@ impl WriterLoop {
         let bytes = batch.encode();
         // Room for it in the log, the WAL and the database, beside the
         // reserve: refused here, nothing is written anywhere.
-        self.disk
-            .check(3 * bytes.len() as u64)
-            .map_err(|full| NodeError::DiskFull(full.to_string()))?;
+        self.disk.check(3 * bytes.len() as u64).map_err(disk_full)?;
         let deadline = Instant::now() + self.settings.write_timeout;
         let outcome = if bytes.len() <= raft::MAX_ENTRY_BYTES {
             let number = self.next_proposal;
@@ -934,6 +943,11 @@ impl Callers {
             let _ = reply.send(answer);
         }
     }
+}
+
+/// A write refused for lack of disk: nothing was written anywhere.
+fn disk_full(full: raft::DiskFull) -> NodeError {
+    NodeError::DiskFull(format!("{full}; nothing was written (reads still work)"))
 }
 
 /// The outcome of a whole batch from its (last) entry's response.

@@ -469,3 +469,55 @@ pub fn dump(s: &BTreeMap<String, f64>) -> String {
         .map(|(k, v)| format!("{k} {v}\n"))
         .collect()
 }
+
+/// Bytes of every file under `dir`, recursively (0 if it does not exist).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The partial files a restore or a VACUUM may leave in a data directory:
+/// uploads, staging files, scratch copies (and earlier versions' uploads).
+pub fn partial_image_files(data_dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in [data_dir.to_path_buf(), data_dir.join("images")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("restore-")
+                || name.starts_with("upload-")
+                || name.starts_with("scratch-")
+                || name.ends_with(".staging")
+                || name.contains("vacuum-scratch")
+            {
+                found.push(format!("{}/{name}", dir.display()));
+            }
+        }
+    }
+    found
+}
+
+/// A SQLite file of about `mb` MB made here: `big(id, v)` with 4000-byte
+/// random blobs, 4 KiB pages.
+pub fn sqlite_file_of(path: &Path, mb: u32) {
+    let rows = mb * 250;
+    let db = rusqlite::Connection::open(path).expect("create");
+    db.execute_batch(&format!(
+        "PRAGMA page_size = 4096;
+         CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows})
+         INSERT INTO big SELECT n, randomblob(4000) FROM s;"
+    ))
+    .expect("fill");
+}

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use storage::{
-    Applier, ApplyOutcome, BatchOutcome, Executor, FrameBatch, ReadPool, Statement, StorageConfig,
-    Value, WriteRequest,
+    Applier, ApplyOutcome, BatchOutcome, Executor, FrameBatch, Image, ReadPool, Statement,
+    StatementResult, StorageConfig, Value, WriteRequest,
 };
 
 pub struct Node {
@@ -50,6 +50,8 @@ pub struct Pair {
     pub dir: tempfile::TempDir,
     pub leader: Node,
     pub replica: Node,
+    /// The image of the last VACUUM or restore, installed on both.
+    pub last_image: Option<Image>,
 }
 
 impl Pair {
@@ -65,11 +67,27 @@ impl Pair {
             dir,
             leader,
             replica,
+            last_image: None,
         }
     }
 
-    /// Execute on the leader; apply the batch on both nodes.
+    /// Execute on the leader; apply the batch on both nodes. A request
+    /// that is `VACUUM`, first, runs alone as an image installed on both,
+    /// as the node's writer does.
     pub fn write(&mut self, requests: &[WriteRequest]) -> BatchOutcome {
+        if requests.first().is_some_and(storage::is_vacuum) {
+            let path = self.dir.path().join("vacuum.image");
+            let image = self
+                .leader
+                .executor
+                .vacuum_image(&path)
+                .expect("vacuum image");
+            self.install_both(&path, &image);
+            return BatchOutcome {
+                results: vec![Ok(vec![StatementResult::default()])],
+                batch: None,
+            };
+        }
         let outcome = self.leader.executor.execute(requests).expect("execute");
         if let Some(batch) = &outcome.batch {
             self.apply_both(batch);
@@ -89,6 +107,21 @@ impl Pair {
                 }
             );
         }
+    }
+
+    /// Install the image file at `path` on both nodes (then delete it).
+    pub fn install_both(&mut self, path: &Path, image: &Image) {
+        for node in [&mut self.leader, &mut self.replica] {
+            let outcome = node.applier.install_image(path, image).expect("install");
+            assert_eq!(
+                outcome,
+                ApplyOutcome::Applied {
+                    version: image.version()
+                }
+            );
+        }
+        std::fs::remove_file(path).expect("remove the image");
+        self.last_image = Some(*image);
     }
 
     /// Execute one SQL text as one request, expecting success.

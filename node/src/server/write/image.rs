@@ -1,0 +1,261 @@
+//! VACUUM and restores on the writer thread: changes that rewrite the
+//! whole database travel as an image, not as a batch.
+//!
+//! ```text
+//! writer thread, holding the write path (nothing else is executed or
+//! proposed until this ends, so the image stays valid on the current state)
+//!   1. disk check on this node                              -> DISK_FULL, nothing changed
+//!   2. the image: VACUUM INTO images/scratch-N.db, or the prepared upload;
+//!      version + 1 inside it, sealed and hashed (storage::Executor)
+//!   3. stage: copy it to the other members until a majority of the
+//!      voters (this node included) holds it (raft::Images::stage)
+//!                                                           -> UNAVAILABLE, nothing changed
+//!   4. propose Command::Install { hash, size, base, new_lineage }
+//!      committed within write_timeout?                      -> else INDETERMINATE
+//!   5. wait, however long, until this node installed it     -> the version
+//! ```
+//! Until step 4 commits, nothing of the cluster changed: a failure removes
+//! the image here and asks the members to drop their copies. Only the
+//! small entry must commit in time; the copy and the install take as long
+//! as the size needs, so neither `max_batch_bytes` nor `write_timeout`
+//! bounds the size of a VACUUM or a restore.
+
+use super::{Committed, Queue, WriterLoop};
+use crate::server::error::NodeError;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::CommittedLeaderId;
+use raft::{Command, ImageError, Install, Proposal, Response};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+use storage::{Image, StatementResult};
+
+/// What a VACUUM or a restore is called in its messages.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Whole {
+    Vacuum,
+    Restore,
+}
+
+impl Whole {
+    fn name(self) -> &'static str {
+        match self {
+            Whole::Vacuum => "VACUUM",
+            Whole::Restore => "the restore",
+        }
+    }
+}
+
+/// How the install entry's proposal ended.
+enum Installed {
+    /// `client_write` returned (an error, or the entry's response).
+    Returned(Result<Response, NodeError>),
+    /// Announced committed at this version, and installed here since.
+    Applied(u64),
+    /// Not committed within `write_timeout`.
+    NotCommitted,
+    /// The leader stopped hearing from a majority before it committed.
+    Lost(String),
+}
+
+impl WriterLoop {
+    /// Run the VACUUM request at the head of the queue alone, as an image.
+    pub(super) fn vacuum(&mut self, queue: &mut Queue) {
+        let (Some(_), Some(reply)) = (queue.requests.pop_front(), queue.replies.pop_front()) else {
+            return;
+        };
+        let started = Instant::now();
+        let outcome = self.vacuum_image().map(|version| Committed {
+            results: vec![StatementResult::default()],
+            version,
+        });
+        match &outcome {
+            Ok(c) => tracing::info!(
+                version = c.version,
+                secs = started.elapsed().as_secs_f64(),
+                "VACUUM installed on the cluster"
+            ),
+            Err(e) => tracing::warn!(error = %e, "VACUUM failed"),
+        }
+        ::metrics::histogram!(crate::metrics::WRITE_BATCH_DURATION).record(started.elapsed());
+        let _ = reply.send(outcome);
+        self.expect = queue.requests.len();
+    }
+
+    fn vacuum_image(&mut self) -> Result<u64, NodeError> {
+        let estimate = self.executor.vacuum_estimate().map_err(|e| {
+            NodeError::Unavailable(format!(
+                "VACUUM was not done, nothing was changed: reading the database's size: {e}"
+            ))
+        })?;
+        self.images
+            .check_space(estimate, "VACUUM (a compacted copy of the database)")
+            .map_err(|e| refusal(Whole::Vacuum, e))?;
+        let scratch = self.images.scratch();
+        let image = self.executor.vacuum_image(&scratch).map_err(|e| {
+            self.broken(&e);
+            NodeError::Unavailable(format!(
+                "VACUUM was not done, nothing was changed: the leader could not make the compacted copy: {e}"
+            ))
+        })?;
+        if let Err(e) = self.images.adopt(&scratch, &image) {
+            storage::remove_with_journal(&scratch);
+            return Err(refusal(Whole::Vacuum, e));
+        }
+        self.install(image, Whole::Vacuum)
+    }
+
+    /// A restore: the upload at `path`, already checked and prepared
+    /// (`storage::prepare_restore`), becomes the next state.
+    pub(super) fn restore_image(&mut self, path: &std::path::Path) -> Result<u64, NodeError> {
+        let image = self.executor.restore_image(path)?;
+        self.images
+            .adopt(path, &image)
+            .map_err(|e| refusal(Whole::Restore, e))?;
+        let version = self.install(image, Whole::Restore)?;
+        tracing::info!(
+            version,
+            bytes = image.size,
+            "restore committed: the data was replaced"
+        );
+        Ok(version)
+    }
+
+    /// Stage `image` (complete here) on a majority, propose its entry, and
+    /// wait until it is installed here; the version it made.
+    fn install(&mut self, image: Image, what: Whole) -> Result<u64, NodeError> {
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        let started = Instant::now();
+        let sent = Arc::new(AtomicU64::new(0));
+        let staged =
+            self.runtime
+                .block_on(self.images.stage(&image, self.node_id, &membership, sent));
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                self.discard(&image, &membership);
+                return Err(refusal(what, e));
+            }
+        };
+        tracing::info!(
+            what = what.name(),
+            bytes = image.size,
+            held_by = ?staged.held,
+            secs = started.elapsed().as_secs_f64(),
+            "image staged on a majority; proposing its install"
+        );
+        let result = self.propose_install(&image);
+        // Never proposed, or skipped on every node: no one installs it. On
+        // any other failure it may still commit: every copy stays.
+        if let Err(NodeError::NotLeader { .. } | NodeError::NoLeader | NodeError::Conflict) =
+            &result
+        {
+            self.discard(&image, &membership);
+        }
+        if result.is_err() {
+            self.ready_term = None;
+        }
+        result.map_err(|e| match e {
+            NodeError::Indeterminate(why) => NodeError::Indeterminate(format!(
+                "{} was proposed but {why}; it may still be installed on every node: read the lineage and version (quorumlite status) before retrying",
+                what.name()
+            )),
+            other => other,
+        })
+    }
+
+    fn discard(&self, image: &Image, membership: &openraft::Membership<u64, openraft::BasicNode>) {
+        self.runtime
+            .block_on(self.images.discard(image, self.node_id, membership));
+    }
+
+    /// Propose the install entry of `image`. It must commit within
+    /// `write_timeout`; once committed it is waited for without a limit,
+    /// since every node will install it and the install takes as long as
+    /// the image's size needs.
+    fn propose_install(&mut self, image: &Image) -> Result<u64, NodeError> {
+        let Some(term) = self.ready_term else {
+            return Err(NodeError::NoLeader);
+        };
+        let number = self.next_proposal;
+        self.next_proposal += 1;
+        let proposal = Proposal {
+            leader: CommittedLeaderId::new(term, self.node_id),
+            number,
+        };
+        let notice = self.notices.register(proposal);
+        let (raft, timeout) = (&self.raft, self.settings.write_timeout);
+        let mut applied = self.applied.clone();
+        let command = Command::Install(Install::new(image, number));
+        let quorum = &self.quorum;
+        let outcome = self.runtime.block_on(async {
+            let write = raft.client_write(command);
+            tokio::pin!(write);
+            let version = tokio::select! {
+                biased;
+                done = &mut write => return Installed::Returned(returned(done)),
+                Ok(version) = notice => version,
+                _ = tokio::time::sleep(timeout) => return Installed::NotCommitted,
+                lost = quorum.lost() => return Installed::Lost(lost.to_string()),
+            };
+            tokio::select! {
+                biased;
+                done = &mut write => Installed::Returned(returned(done)),
+                Ok(_) = applied.wait_for(|v| *v >= version) => Installed::Applied(version),
+            }
+        });
+        self.notices.forget(&proposal);
+        match outcome {
+            Installed::Applied(version) => Ok(version),
+            Installed::Returned(r) => r.and_then(super::applied),
+            Installed::NotCommitted => Err(NodeError::Indeterminate(format!(
+                "its entry was not committed within {} ms",
+                timeout.as_millis()
+            ))),
+            Installed::Lost(why) => Err(NodeError::Indeterminate(format!(
+                "the leader lost its majority before its entry committed ({why})"
+            ))),
+        }
+    }
+}
+
+/// What `client_write` returned, as the writer's outcome.
+fn returned(
+    done: Result<
+        openraft::raft::ClientWriteResponse<raft::TypeConfig>,
+        RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>,
+    >,
+) -> Result<Response, NodeError> {
+    match done {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(NodeError::NotLeader {
+                leader: f.leader_node.map(|n| n.addr),
+            })
+        }
+        Err(e) => Err(NodeError::Indeterminate(format!("raft failed: {e}"))),
+    }
+}
+
+/// An image that could not be made or staged: nothing was changed.
+fn refusal(what: Whole, e: ImageError) -> NodeError {
+    let what = match what {
+        Whole::Vacuum => "VACUUM was not done",
+        Whole::Restore => "the restore was not done",
+    };
+    match e {
+        ImageError::NoSpace { .. } | ImageError::NotStaged { no_space: true, .. } => {
+            NodeError::DiskFull(format!("{what}, nothing was changed: {e}"))
+        }
+        ImageError::NotStaged { .. } => NodeError::Unavailable(format!(
+            "{what}, nothing was changed: {e}; retry once the members are reachable"
+        )),
+        ImageError::Io(_) => NodeError::Internal(format!("{what}, nothing was changed: {e}")),
+    }
+}

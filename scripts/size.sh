@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Restore a large backup with default settings and measure what it costs.
+#
+#  1. A fresh three-node release cluster (A) is filled to SIZE_MB (500)
+#     with writes of 8 MB, then backed up with `quorumlite backup`.
+#  2. A second fresh cluster (B), default settings, restores that file with
+#     `quorumlite restore`. Meanwhile every node's data directory size is
+#     sampled every 0.2 s.
+#  3. Prints the restore's time, each node's peak disk use during it, peak
+#     RSS (VmHWM, the process's high-water mark), and final database size;
+#     checks the three replicas are byte-identical (status --digest).
+#  4. Deletes 90 % of the rows and times a VACUUM (`quorumlite exec`),
+#     with each node's database size after it and the digests again.
+#
+# Knobs: SIZE_MB (500), BASE_PORT (7501; uses 3 ports from there and 3
+# after), KEEP=1 (keep the data directory, printed at the end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MB="${SIZE_MB:-500}"
+BASE_PORT="${BASE_PORT:-7501}"
+
+cargo build --release --locked -p quorumlite >&2
+Q="${CARGO_TARGET_DIR:-$PWD/target}/release/quorumlite"
+DATA="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "data kept in $DATA"; else rm -rf "$DATA"; fi
+}
+trap cleanup EXIT
+
+# start_cluster NAME PORT: three nodes with default settings; sets ADDRS
+# and NODE_PIDS.
+start_cluster() {
+  local name=$1 port=$2
+  local peers="1=127.0.0.1:$port,2=127.0.0.1:$((port + 1)),3=127.0.0.1:$((port + 2))"
+  NODE_PIDS=()
+  for i in 1 2 3; do
+    "$Q" node --id "$i" --data-dir "$DATA/$name$i" --listen "127.0.0.1:$((port + i - 1))" \
+      --peers "$peers" --log-level info 2>"$DATA/$name$i.log" &
+    PIDS+=($!)
+    NODE_PIDS+=($!)
+  done
+  ADDRS="127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))"
+  for _ in $(seq 1 100); do
+    if "$Q" status --addr "127.0.0.1:$port" --json 2>/dev/null | grep -q '"leader_id":[1-9]'; then return; fi
+    sleep 0.1
+  done
+  echo "cluster $name has no leader" >&2
+  exit 1
+}
+
+stop_cluster() {
+  for p in "${NODE_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${NODE_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+echo "== cluster A: $SIZE_MB MB of writes, then a backup"
+start_cluster a "$BASE_PORT"
+"$Q" exec --addr "$ADDRS" "CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB)" >/dev/null
+for _ in $(seq 1 $(( SIZE_MB / 8 ))); do
+  "$Q" exec --addr "$ADDRS" --timeout-ms 60000 \
+    "INSERT INTO big(v) SELECT randomblob(8000) FROM (WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 1000) SELECT x FROM s)" >/dev/null
+done
+"$Q" backup --addr "$ADDRS" "$DATA/backup.db" 2>/dev/null
+BYTES=$(stat -c %s "$DATA/backup.db")
+echo "backup: $BYTES bytes"
+stop_cluster
+rm -rf "$DATA"/a?
+
+echo "== cluster B: restore it, default settings"
+start_cluster b "$((BASE_PORT + 3))"
+: >"$DATA/peaks"
+sample() {
+  while :; do
+    for i in 1 2 3; do echo "$i $(du -sb "$DATA/b$i" 2>/dev/null | cut -f1)"; done >>"$DATA/peaks"
+    sleep 0.2
+  done
+}
+sample &
+SAMPLER=$!
+START=$(date +%s.%N)
+"$Q" restore --addr "$ADDRS" "$DATA/backup.db"
+END=$(date +%s.%N)
+sleep 1
+kill "$SAMPLER" 2>/dev/null || true
+wait "$SAMPLER" 2>/dev/null || true
+echo "restore of $BYTES bytes: $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s (upload, check, copy to the members, install on every node)"
+for i in 1 2 3; do
+  peak=$(awk -v n="$i" '$1 == n && $2 > m { m = $2 } END { print m + 0 }' "$DATA/peaks")
+  pid=${NODE_PIDS[$((i - 1))]}
+  hwm=$(awk '/VmHWM/ { print $2 * 1024 }' "/proc/$pid/status")
+  db=$(stat -c %s "$DATA/b$i/data.db")
+  now=$(du -sb "$DATA/b$i" | cut -f1)
+  echo "node $i: peak disk $peak bytes ($(( peak / BYTES )).$(( peak * 10 / BYTES % 10 ))x the file), peak RSS $hwm bytes, data.db $db bytes, data dir now $now bytes"
+done
+for i in 1 2 3; do
+  "$Q" status --addr "127.0.0.1:$((BASE_PORT + 2 + i))" --digest --json |
+    sed -n 's/.*"digest":"\([0-9a-f]*\)".*/\1/p'
+done | sort -u | awk 'END { if (NR == 1) print "replicas: byte-identical (one digest)"; else print "replicas DIFFER: " NR " digests" }'
+
+echo "== VACUUM after deleting 90 % of the rows"
+"$Q" exec --addr "$ADDRS" --timeout-ms 120000 "DELETE FROM big WHERE id % 10 != 0" >/dev/null
+sleep 1
+BEFORE=$(stat -c %s "$DATA/b1/data.db")
+START=$(date +%s.%N)
+"$Q" exec --addr "$ADDRS" "VACUUM" >/dev/null
+END=$(date +%s.%N)
+echo "VACUUM of a $BEFORE-byte database: $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s"
+sleep 1
+for i in 1 2 3; do
+  echo "node $i: data.db $(stat -c %s "$DATA/b$i/data.db") bytes, data dir $(du -sb "$DATA/b$i" | cut -f1) bytes"
+done
+for i in 1 2 3; do
+  "$Q" status --addr "127.0.0.1:$((BASE_PORT + 2 + i))" --digest --json |
+    sed -n 's/.*"digest":"\([0-9a-f]*\)".*/\1/p'
+done | sort -u | awk 'END { if (NR == 1) print "replicas: byte-identical (one digest)"; else print "replicas DIFFER: " NR " digests" }'
