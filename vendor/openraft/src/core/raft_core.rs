@@ -1150,6 +1150,35 @@ where
             when: None,
             resp: Respond::new(Ok(resp), tx),
         });
+        if let Some(term) = self.engine.smaller_log_candidate.take() {
+            self.campaign_above(term);
+        }
+    }
+
+    /// QUORUMLITE PATCH (smaller-log candidate): a candidate at `term` was
+    /// refused by this node for its shorter log while no leader held a
+    /// lease here. Campaign at once, above `term`, if this node may: it is
+    /// a voter, not the leader, elections are on. The candidate, having
+    /// the shorter log, grants the vote; without this, both would time out
+    /// at the candidate's term and split the vote.
+    fn campaign_above(&mut self, term: u64) {
+        if self.engine.state.server_state == ServerState::Leader
+            || self.engine.leader.is_some()
+            || !self.engine.state.membership_state.effective().is_voter(&self.id)
+            || !self.runtime_config.enable_elect.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let new_term = term.max(self.engine.state.vote_ref().leader_id().term) + 1;
+        // Under a target of its own: the node silences openraft::core.
+        tracing::info!(
+            target: "raft::election",
+            term,
+            new_term,
+            "refused a candidate with a shorter log: campaigning above its term"
+        );
+        self.engine.reset_greater_log();
+        self.engine.elect_at(new_term);
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -80,6 +80,13 @@ where C: RaftTypeConfig
     /// should be greater.
     pub(crate) seen_greater_log: bool,
 
+    /// QUORUMLITE PATCH (smaller-log candidate): the term of a candidate
+    /// whose vote this node refused for its shorter log, once the leader
+    /// lease had run out. The core then campaigns above that term at once
+    /// (`RaftCore::campaign_above`) instead of waiting out its own timer,
+    /// which would end in a split vote at the candidate's term.
+    pub(crate) smaller_log_candidate: Option<u64>,
+
     /// Represents the Leader state.
     pub(crate) leader: LeaderState<C>,
 
@@ -105,6 +112,7 @@ where C: RaftTypeConfig
             config,
             state: Valid::new(init_state),
             seen_greater_log: false,
+            smaller_log_candidate: None,
             leader: None,
             candidate: None,
             output: EngineOutput::new(4096),
@@ -216,6 +224,14 @@ where C: RaftTypeConfig
     /// Start to elect this node as leader
     #[tracing::instrument(level = "debug", skip(self))]
     pub(crate) fn elect(&mut self) {
+        let new_term = self.state.vote.leader_id().term + 1;
+        self.elect_at(new_term);
+    }
+
+    /// QUORUMLITE PATCH (smaller-log candidate): campaign at `new_term`,
+    /// which must be above this node's term; `elect` is this with the next
+    /// term.
+    pub(crate) fn elect_at(&mut self, new_term: u64) {
         // Leadership must be relinquished before campaigning: a Leader that campaigns keeps
         // `leader.vote` at the old term while `state.vote` moves to the new one, which breaks the
         // invariant `LeaderHandler` relies on.
@@ -225,7 +241,6 @@ where C: RaftTypeConfig
             self.leader.as_ref().map(|l| l.vote.to_string()).unwrap_or_default()
         );
 
-        let new_term = self.state.vote.leader_id().term + 1;
         let new_vote = Vote::new(new_term, self.config.id.clone());
 
         let candidate = self.new_candidate(new_vote.clone());
@@ -329,6 +344,16 @@ where C: RaftTypeConfig
             );
             // The res is not used yet.
             // let _res = Err(RejectVoteRequest::ByLastLogId(self.state.last_log_id().copied()));
+
+            // QUORUMLITE PATCH (smaller-log candidate): the candidate cannot
+            // win this node's vote, and this node's own timer runs out about
+            // when the candidate's did, at the same term: a split vote and
+            // another round. When no leader holds a lease here (checked
+            // above for a committed vote), campaign above its term now.
+            let req_term = req.vote.leader_id().term;
+            if req_term >= vote.leader_id().term {
+                self.smaller_log_candidate = Some(req_term);
+            }
 
             // Return the updated vote, this way the candidate knows which vote is granted, in case
             // the candidate's vote is changed after sending the vote request.
