@@ -11,6 +11,10 @@
 #     checks the three replicas are byte-identical (status --digest).
 #  4. Deletes 90 % of the rows and times a VACUUM (`quorumlite exec`),
 #     with each node's database size after it and the digests again.
+#  5. Writes a million rows of 200 bytes and reads them on a follower:
+#     whole (refused by the default 64 MiB result cap, with how to page)
+#     and in pages of 200,000 through the CLI; the node's RSS before and
+#     after, the CLI's peak RSS.
 #
 # Knobs: SIZE_MB (500), BASE_PORT (7501; uses 3 ports from there and 3
 # after), KEEP=1 (keep the data directory, printed at the end).
@@ -116,3 +120,45 @@ for i in 1 2 3; do
   "$Q" status --addr "127.0.0.1:$((BASE_PORT + 2 + i))" --digest --json |
     sed -n 's/.*"digest":"\([0-9a-f]*\)".*/\1/p'
 done | sort -u | awk 'END { if (NR == 1) print "replicas: byte-identical (one digest)"; else print "replicas DIFFER: " NR " digests" }'
+
+echo "== a read of a million rows of 200 bytes"
+"$Q" exec --addr "$ADDRS" "CREATE TABLE wide(id INTEGER PRIMARY KEY, v TEXT)" >/dev/null
+# In writes of 100,000 rows (about 25 MB of pages, under max_batch_bytes).
+for k in $(seq 0 9); do
+  "$Q" exec --addr "$ADDRS" --timeout-ms 60000 \
+    "INSERT INTO wide SELECT x, printf('%0200d', x) FROM (WITH RECURSIVE s(x) AS (SELECT $(( k * 100000 + 1 )) UNION ALL SELECT x + 1 FROM s WHERE x < $(( (k + 1) * 100000 ))) SELECT x FROM s)" >/dev/null
+done
+LEADER=$("$Q" status --addr "$ADDRS" --json | sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p')
+FOLLOWER=$(( LEADER % 3 + 1 ))
+FADDR="127.0.0.1:$((BASE_PORT + 2 + FOLLOWER))"
+FPID=${NODE_PIDS[$((FOLLOWER - 1))]}
+rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
+"$Q" query --addr "$FADDR" --consistency stale "SELECT count(*) FROM wide" >/dev/null
+sleep 1
+echo "follower $FOLLOWER: RSS $(rss "$FPID") bytes before"
+START=$(date +%s.%N)
+"$Q" query --addr "$FADDR" --consistency stale --json "SELECT * FROM wide" >"$DATA/all.json" 2>&1 || true
+END=$(date +%s.%N)
+echo "SELECT * (about 210 MB, default cap): $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.2f", b - a }') s: $(head -c 300 "$DATA/all.json")"
+# The same rows in pages of 200,000 (about 42 MB each) through the CLI;
+# its peak RSS with GNU time where there is one.
+TIME=()
+[ -x /usr/bin/time ] && TIME=(/usr/bin/time -f "%M" -o "$DATA/cli.time")
+START=$(date +%s.%N)
+last=0 pages=0 rows=0 cli_peak=0
+while :; do
+  "${TIME[@]}" "$Q" query --addr "$FADDR" --consistency stale --json \
+    "SELECT * FROM wide WHERE id > $last ORDER BY id LIMIT 200000" >"$DATA/page.json"
+  n=$(python3 -c 'import json, sys; print(len(json.load(sys.stdin)["rows"]))' <"$DATA/page.json")
+  [ "$n" -gt 0 ] || break
+  if [ -f "$DATA/cli.time" ]; then
+    kb=$(tail -n 1 "$DATA/cli.time")
+    [ "$kb" -gt "$cli_peak" ] && cli_peak=$kb
+  fi
+  rows=$(( rows + n )); pages=$(( pages + 1 )); last=$(( last + 200000 ))
+  [ "$n" -eq 200000 ] || break
+done
+END=$(date +%s.%N)
+echo "paged: $rows rows in $pages pages, $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s, CLI peak RSS $(( cli_peak * 1024 )) bytes (0: no GNU time)"
+sleep 2
+echo "follower $FOLLOWER: RSS $(rss "$FPID") bytes after, peak $(awk '/VmHWM/ { print $2 * 1024 }' "/proc/$FPID/status") bytes over the whole run"

@@ -8,22 +8,7 @@
 mod common;
 
 use common::{stmt, Cluster};
-use std::path::Path;
 use std::time::Duration;
-
-/// Bytes the files under `dir` take.
-fn du(dir: &Path) -> u64 {
-    let out = std::process::Command::new("du")
-        .arg("-sb")
-        .arg(dir)
-        .output()
-        .expect("du");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_small_writes_leave_each_node_near_twice_its_database_on_disk() {
@@ -71,14 +56,14 @@ async fn many_small_writes_leave_each_node_near_twice_its_database_on_disk() {
     for id in 1..=3 {
         let dir = cluster.data_dir(id);
         let db = std::fs::metadata(dir.join("data.db")).expect("db").len();
-        let used = du(dir);
+        let used = common::dir_bytes(dir);
         let mb = |b: u64| b as f64 / 1e6;
         println!(
             "node {id}: {:.1} MB on disk for a {:.1} MB database (log {:.1} MB, snapshots {:.1} MB)",
             mb(used),
             mb(db),
-            mb(du(&dir.join("log"))),
-            mb(du(&dir.join("snapshots")))
+            mb(common::dir_bytes(&dir.join("log"))),
+            mb(common::dir_bytes(&dir.join("snapshots")))
         );
         assert!(
             used <= 2 * db + margin,

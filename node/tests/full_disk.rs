@@ -67,20 +67,6 @@ fn tmpfs(size: &str) -> Option<Tmpfs> {
     t
 }
 
-/// Bytes the files under `dir` take.
-fn du(dir: &Path) -> u64 {
-    let out = Command::new("du")
-        .args(["-sb"])
-        .arg(dir)
-        .output()
-        .expect("du");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A follower whose disk fills: it refuses new entries instead of
 /// stopping, goes on serving reads, the other two go on writing, and it
 /// catches up, without a restart, once there is room.
@@ -293,5 +279,5 @@ async fn a_node_started_on_a_full_disk_stops_at_once_and_starts_once_there_is_ro
         .execute(vec![stmt("INSERT INTO t VALUES (1)", vec![])])
         .await
         .expect("a write once there is room");
-    assert!(du(c.data_dir(1)) > 0);
+    assert!(common::dir_bytes(c.data_dir(1)) > 0);
 }

@@ -7,43 +7,122 @@
 //! for its own timer and campaigned at the same term the refused candidate
 //! had voted itself in, a split vote and one more round (about 0.6 s more
 //! with default settings, seen as 1.7-2.4 s failovers in the Jepsen runs).
-//! Patched (`vendor/openraft-smaller-log-candidate.patch`), the voter with
-//! the longer log campaigns above the candidate's term as soon as it
-//! refuses it.
+//! And the refused candidate stayed marked as one with a shorter log, which
+//! added twice the longest election timeout to its timer the next time a
+//! leader died, however long it had followed one since. Patched
+//! (`vendor/openraft-smaller-log-candidate.patch`), the voter with the
+//! longer log campaigns above the candidate's term as soon as it refuses
+//! it, and following a leader clears the mark.
 
 mod common;
 
-use common::{elect, listeners, start};
+use common::{elect, listeners, start, TestNode};
+use openraft::BasicNode;
 use raft::Command;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use storage::{Executor, Statement, StorageConfig, WriteRequest};
 
 /// Elections time out after 1-1.5 s (and the leader lease, the maximum, is
-/// 1.5 s), so that the test can tell a campaign triggered by the refused
-/// vote from one the longer-log voter's own timer would start.
+/// 1.5 s), so that the tests can tell a campaign the refused vote set off
+/// from one a node's own timer started.
 const ELECTION_MS: (u64, u64) = (1000, 1500);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_voter_that_refuses_a_candidate_for_its_shorter_log_campaigns_at_once_and_wins() {
+/// Three nodes, slots `1..=3` (`None` while stopped), their addresses.
+struct Cluster {
+    root: tempfile::TempDir,
+    config: Arc<openraft::Config>,
+    members: BTreeMap<u64, BasicNode>,
+    nodes: Vec<Option<TestNode>>,
+}
+
+impl Cluster {
+    fn node(&self, id: u64) -> &TestNode {
+        self.nodes[id as usize - 1].as_ref().expect("running")
+    }
+
+    async fn stop(&mut self, id: u64) {
+        self.nodes[id as usize - 1]
+            .take()
+            .expect("running")
+            .stop()
+            .await;
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let l = tokio::net::TcpListener::bind(&self.members[&id].addr)
+            .await
+            .expect("rebind the node's address");
+        let node = start(id, l, self.root.path(), self.config.clone()).await;
+        self.nodes[id as usize - 1] = Some(node);
+    }
+
+    async fn wait_log(&self, id: u64, index: Option<u64>, what: &str) {
+        self.node(id)
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .log_index(index, what)
+            .await
+            .expect(what);
+    }
+
+    async fn stop_all(self) {
+        for n in self.nodes.into_iter().flatten() {
+            n.stop().await;
+        }
+    }
+}
+
+/// What [`refused_candidate`] leaves behind.
+struct Refused {
+    cluster: Cluster,
+    /// The node whose log is shorter, which campaigned and was refused.
+    short: u64,
+    /// The node with the longer log, which refused it.
+    long: u64,
+    /// The leader that died (stopped).
+    dead: u64,
+    /// The long node's term before the campaign.
+    term: u64,
+    /// The long node's last log index before the campaign.
+    long_at: Option<u64>,
+    /// When the dead leader stopped, and when the short node campaigned.
+    stopped: Instant,
+    campaigned: Instant,
+}
+
+/// A leader dies with three entries that reached one follower (long) and
+/// not the other (short, stopped meanwhile). The short node comes back and
+/// campaigns `after` the leader stopped: the long node refuses it, for its
+/// log once its lease has run out, for the lease before. Nothing
+/// replicates to the short node before its campaign (the leader is gone),
+/// so the refusal always carries the longer log.
+async fn refused_candidate(after: Duration) -> Refused {
     let root = tempfile::tempdir().expect("tempdir");
     let config = common::config(ELECTION_MS, |c| c);
     let (listeners, members) = listeners(3).await;
-    let mut slots: Vec<Option<tokio::net::TcpListener>> = listeners.into_iter().map(Some).collect();
     let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        let l = slots[id as usize - 1].take().expect("listener");
-        nodes.push(Some(start(id, l, root.path(), config.clone()).await));
+    for (i, l) in listeners.into_iter().enumerate() {
+        nodes.push(Some(
+            start(i as u64 + 1, l, root.path(), config.clone()).await,
+        ));
     }
-    let leader_id = elect(nodes[0].as_ref().expect("n1"), members.clone()).await;
-    let others: Vec<u64> = (1..=3).filter(|&id| id != leader_id).collect();
-    let (short_id, long_id) = (others[0], others[1]);
-    let leader_dir = nodes[leader_id as usize - 1]
-        .as_ref()
-        .expect("leader")
-        .dir
-        .clone();
-    let mut executor =
-        Executor::open(leader_dir.join("data.db"), &StorageConfig::default()).expect("executor");
+    let mut cluster = Cluster {
+        root,
+        config,
+        members: members.clone(),
+        nodes,
+    };
+    let dead = elect(cluster.node(1), members).await;
+    let others: Vec<u64> = (1..=3).filter(|&id| id != dead).collect();
+    let (short, long) = (others[0], others[1]);
+
+    let mut executor = Executor::open(
+        cluster.node(dead).dir.join("data.db"),
+        &StorageConfig::default(),
+    )
+    .expect("executor");
     let mut propose = |sql: &str| {
         let out = executor
             .execute(&[WriteRequest::new(vec![Statement::new(sql)])])
@@ -53,111 +132,157 @@ async fn a_voter_that_refuses_a_candidate_for_its_shorter_log_campaigns_at_once_
     };
 
     // Every node holds the first entry.
-    let leader = nodes[leader_id as usize - 1].as_ref().expect("leader");
-    leader
+    cluster
+        .node(dead)
         .raft
         .client_write(propose("CREATE TABLE t(x)"))
         .await
         .expect("write");
-    let everyone_at = leader.raft.metrics().borrow().last_log_index;
+    let everyone_at = cluster.node(dead).raft.metrics().borrow().last_log_index;
     for id in 1..=3u64 {
-        nodes[id as usize - 1]
-            .as_ref()
-            .expect("node")
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .log_index(everyone_at, "the first entry everywhere")
-            .await
-            .expect("replicated");
+        cluster
+            .wait_log(id, everyone_at, "the first entry everywhere")
+            .await;
     }
 
     // The short node stops; the leader and the long node go on.
-    nodes[short_id as usize - 1]
-        .take()
-        .expect("short node")
-        .stop()
-        .await;
-    let short_addr = members[&short_id].addr.clone();
-    let leader = nodes[leader_id as usize - 1].as_ref().expect("leader");
+    cluster.stop(short).await;
     for i in 0..3 {
-        leader
+        cluster
+            .node(dead)
             .raft
             .client_write(propose(&format!("INSERT INTO t VALUES ({i})")))
             .await
             .expect("write without the short node");
     }
-    let long_at = leader.raft.metrics().borrow().last_log_index;
-    nodes[long_id as usize - 1]
-        .as_ref()
-        .expect("long node")
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .log_index(long_at, "the later entries on the long node")
-        .await
-        .expect("replicated");
+    let long_at = cluster.node(dead).raft.metrics().borrow().last_log_index;
+    cluster
+        .wait_log(long, long_at, "the later entries on the long node")
+        .await;
 
     // The leader dies: from now on the long node hears no heartbeat.
-    let leader_stopped = Instant::now();
-    nodes[leader_id as usize - 1]
-        .take()
-        .expect("leader")
-        .stop()
-        .await;
-    let term = nodes[long_id as usize - 1]
-        .as_ref()
-        .expect("long node")
-        .raft
-        .metrics()
-        .borrow()
-        .current_term;
+    let stopped = Instant::now();
+    cluster.stop(dead).await;
+    let term = cluster.node(long).raft.metrics().borrow().current_term;
 
-    // The short node comes back on its data dir and campaigns once the
-    // long node's lease has run out, well before the long node's own timer.
-    let l = tokio::net::TcpListener::bind(&short_addr)
-        .await
-        .expect("rebind the short node's address");
-    let short = start(short_id, l, root.path(), config.clone()).await;
-    let lease = Duration::from_millis(ELECTION_MS.1);
-    tokio::time::sleep_until((leader_stopped + lease + Duration::from_millis(100)).into()).await;
+    cluster.restart(short).await;
+    tokio::time::sleep_until((stopped + after).into()).await;
     let campaigned = Instant::now();
-    short.raft.trigger().elect().await.expect("trigger");
+    cluster
+        .node(short)
+        .raft
+        .trigger()
+        .elect()
+        .await
+        .expect("trigger");
+    Refused {
+        cluster,
+        short,
+        long,
+        dead,
+        term,
+        long_at,
+        stopped,
+        campaigned,
+    }
+}
 
-    let long = nodes[long_id as usize - 1].take().expect("long node");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_that_refuses_a_candidate_for_its_shorter_log_campaigns_at_once_and_wins() {
+    // Once the long node's lease has run out, well before its own timer.
+    let r = refused_candidate(Duration::from_millis(ELECTION_MS.1 + 100)).await;
+    let long = &r.cluster.node(r.long).raft;
     // The long node's own timer cannot fire before its last heartbeat (at
     // most one heartbeat before the leader stopped) plus lease plus the
     // smallest timeout.
-    let own_timer =
-        leader_stopped + lease + Duration::from_millis(ELECTION_MS.0) - Duration::from_millis(100);
+    let own_timer = r.stopped + Duration::from_millis(ELECTION_MS.1 + ELECTION_MS.0 - 100);
     let won = long
-        .raft
         .wait(Some(own_timer.saturating_duration_since(Instant::now())))
         .metrics(
-            |m| m.current_leader == Some(long_id) && m.state.is_leader(),
+            |m| m.current_leader == Some(r.long) && m.state.is_leader(),
             "the long node leads",
         )
         .await;
-    let m = long.raft.metrics().borrow().clone();
+    let m = long.metrics().borrow().clone();
     assert!(
         won.is_ok(),
         "the long node did not win before its own timer could fire ({:?} after the short node campaigned): term {} -> {}, leader {:?}",
-        campaigned.elapsed(),
-        term,
+        r.campaigned.elapsed(),
+        r.term,
         m.current_term,
         m.current_leader
     );
     assert!(
-        m.current_term >= term + 2,
+        m.current_term >= r.term + 2,
         "the long node campaigned above the short node's term {}: it leads in {}",
-        term + 1,
+        r.term + 1,
         m.current_term
     );
     // And the short node follows it, its log caught up.
-    short
+    r.cluster
+        .wait_log(
+            r.short,
+            Some(r.long_at.unwrap_or(0) + 1),
+            "the short node caught up",
+        )
+        .await;
+    r.cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_once_refused_for_its_log_campaigns_on_time_after_following_a_leader() {
+    // At once: the long node refuses it for its lease, and so does not
+    // campaign then; the short node waits as a candidate, marked.
+    let mut r = refused_candidate(Duration::ZERO).await;
+    // The long node wins on its own timer; the short node follows it,
+    // caught up, and the dead leader comes back as a follower.
+    r.cluster
+        .node(r.short)
         .raft
-        .wait(Some(Duration::from_secs(10)))
-        .log_index(Some(long_at.unwrap_or(0) + 1), "the short node caught up")
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(
+            |m| m.current_leader == Some(r.long) && m.last_applied.map(|l| l.index) > r.long_at,
+            "the short node follows the long node, caught up",
+        )
         .await
-        .expect("the short node follows the new leader");
-    short.stop().await;
-    long.stop().await;
+        .expect("the short node follows the long node");
+    r.cluster.restart(r.dead).await;
+    let at = r
+        .cluster
+        .node(r.long)
+        .raft
+        .metrics()
+        .borrow()
+        .last_log_index;
+    r.cluster
+        .wait_log(r.dead, at, "the old leader caught up")
+        .await;
+    r.cluster
+        .wait_log(r.short, at, "the short node caught up")
+        .await;
+
+    // The old leader does not campaign on its own: when the long node
+    // dies, the short node's timer decides.
+    r.cluster.node(r.dead).raft.runtime_config().elect(false);
+    let stopped = Instant::now();
+    r.cluster.stop(r.long).await;
+    // Its timer: the lease plus at most the longest timeout, a tick, and
+    // room for the vote. With the stale mark: seconds more.
+    let bound = Duration::from_millis(ELECTION_MS.1 * 2 + 700);
+    let led = r
+        .cluster
+        .node(r.short)
+        .raft
+        .wait(Some(bound.saturating_sub(stopped.elapsed())))
+        .metrics(
+            |m| m.current_leader == Some(r.short),
+            "the short node leads",
+        )
+        .await;
+    assert!(
+        led.is_ok(),
+        "the short node did not lead within {bound:?} of the leader's death (it waited out smaller_log_timeout, {} ms, for a refusal long settled)",
+        ELECTION_MS.1 * 2
+    );
+    r.cluster.stop_all().await;
 }

@@ -31,12 +31,26 @@ pub struct TestNode {
     pub sm: StateMachine,
     pub dir: std::path::PathBuf,
     pub server: tokio::task::JoinHandle<()>,
+    /// Set when the node stops: its open append streams end and its
+    /// server closes every connection, as a process that exits would.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl TestNode {
+    /// Stop Raft, then the server and its connections. Aborting the server
+    /// task alone would leave its connections' tasks serving the stopped
+    /// Raft, and a peer that reconnects to a node restarted at the same
+    /// address would keep reaching those instead.
     pub async fn stop(self) {
         self.raft.shutdown().await.expect("shutdown");
-        self.server.abort();
+        let _ = self.closing.send(true);
+        let mut server = self.server;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
     }
 }
 
@@ -98,14 +112,24 @@ pub async fn start_in(
     let raft = Raft::new(id, config, network, log.clone(), sm.clone())
         .await
         .expect("raft");
-    // Never closing: the test servers are aborted, not drained.
-    let closing = tokio::sync::watch::channel(false).1;
-    let service =
-        TransportService::server(raft.clone(), LeaderContact::default(), auth, None, closing);
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let service = TransportService::server(
+        raft.clone(),
+        LeaderContact::default(),
+        auth,
+        None,
+        closed.clone(),
+    );
     let server = tokio::spawn(async move {
+        let mut closed = closed;
         let _ = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move {
+                    let _ = closed.wait_for(|c| *c).await;
+                },
+            )
             .await;
     });
     TestNode {
@@ -114,6 +138,7 @@ pub async fn start_in(
         sm,
         dir,
         server,
+        closing,
     }
 }
 

@@ -462,6 +462,16 @@ where C: RaftTypeConfig
         let res = self.append_entries(vote, prev_log_id, entries);
         let is_ok = res.is_ok();
 
+        // QUORUMLITE PATCH (smaller-log candidate): a refused vote marks this
+        // node as one with a shorter log, which adds `smaller_log_timeout`
+        // (twice the longest election timeout) to its next election timer.
+        // openraft cleared the mark only at this node's next campaign, so a
+        // node refused once, long ago, waited a second longer when the
+        // leader it had followed since died. Following a leader settles it.
+        if is_ok {
+            self.reset_greater_log();
+        }
+
         if let Some(tx) = tx {
             let resp: AppendEntriesResponse<C::NodeId> = res.into();
             self.output.push_command(Command::Respond {
