@@ -69,9 +69,12 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let net = Net::new(cfg.net, &ids)?;
     let network = net.describe();
     eprintln!("[jepsen] network: {network}");
+    // JEPSEN_NODE_LOG sets the nodes' log filter (default `info`), e.g.
+    // `info,openraft=info` to see openraft's elections and replication.
+    let log_level = std::env::var("JEPSEN_NODE_LOG").unwrap_or_else(|_| "info".to_string());
     let mut extra = vec![
         "--log-level".to_string(),
-        "info".to_string(),
+        log_level,
         // Compact often, so snapshots and log truncation are exercised.
         "--snapshot-threshold".to_string(),
         "500".to_string(),
