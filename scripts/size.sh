@@ -132,8 +132,10 @@ LEADER=$("$Q" status --addr "$ADDRS" --json | sed -n 's/.*"leader_id":\([0-9]*\)
 FOLLOWER=$(( LEADER % 3 + 1 ))
 FADDR="127.0.0.1:$((BASE_PORT + 2 + FOLLOWER))"
 FPID=${NODE_PIDS[$((FOLLOWER - 1))]}
-rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
-"$Q" query --addr "$FADDR" --consistency stale "SELECT count(*) FROM wide" >/dev/null
+# Anonymous memory and mapped file pages apart: SQLite maps the database
+# (mmap_size), and its pages count in RSS without being the node's own.
+rss() { awk '/RssAnon/ { a = $2 * 1024 } /RssFile/ { f = $2 * 1024 } END { print a " anonymous, " f " mapped file" }' "/proc/$1/status"; }
+"$Q" query --addr "$FADDR" --consistency stale "SELECT count(*) FROM wide" >/dev/null 2>&1
 sleep 1
 echo "follower $FOLLOWER: RSS $(rss "$FPID") bytes before"
 START=$(date +%s.%N)
