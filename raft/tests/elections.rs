@@ -29,6 +29,10 @@ use storage::{Executor, Statement, StorageConfig, WriteRequest};
 /// from one a node's own timer started.
 const ELECTION_MS: (u64, u64) = (1000, 1500);
 
+/// The tests judge timings: one cluster at a time, so that two do not
+/// share the machine's cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Three nodes, slots `1..=3` (`None` while stopped), their addresses.
 struct Cluster {
     root: tempfile::TempDir,
@@ -189,6 +193,7 @@ async fn refused_candidate(after: Duration) -> Refused {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_that_refuses_a_candidate_for_its_shorter_log_campaigns_at_once_and_wins() {
+    let _serial = SERIAL.lock().await;
     // Once the long node's lease has run out, well before its own timer.
     let r = refused_candidate(Duration::from_millis(ELECTION_MS.1 + 100)).await;
     let long = &r.cluster.node(r.long).raft;
@@ -231,6 +236,7 @@ async fn a_voter_that_refuses_a_candidate_for_its_shorter_log_campaigns_at_once_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_once_refused_for_its_log_campaigns_on_time_after_following_a_leader() {
+    let _serial = SERIAL.lock().await;
     // At once: the long node refuses it for its lease, and so does not
     // campaign then; the short node waits as a candidate, marked.
     let mut r = refused_candidate(Duration::ZERO).await;
