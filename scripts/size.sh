@@ -55,6 +55,19 @@ start_cluster() {
   exit 1
 }
 
+# Whether cluster B's three replicas hold the same bytes (status --digest).
+check_replicas() {
+  for i in 1 2 3; do
+    "$Q" status --addr "127.0.0.1:$((BASE_PORT + 2 + i))" --digest --json |
+      sed -n 's/.*"digest":"\([0-9a-f]*\)".*/\1/p'
+  done | sort -u | awk 'END { if (NR == 1) print "replicas: byte-identical (one digest)"; else print "replicas DIFFER: " NR " digests" }'
+}
+
+# Seconds from $START to $END, with $1 decimals (1 if not given).
+elapsed() {
+  awk -v a="$START" -v b="$END" -v d="${1:-1}" 'BEGIN { printf "%.*f", d, b - a }'
+}
+
 stop_cluster() {
   for p in "${NODE_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${NODE_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -90,7 +103,7 @@ END=$(date +%s.%N)
 sleep 1
 kill "$SAMPLER" 2>/dev/null || true
 wait "$SAMPLER" 2>/dev/null || true
-echo "restore of $BYTES bytes: $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s (upload, check, copy to the members, install on every node)"
+echo "restore of $BYTES bytes: $(elapsed) s (upload, check, copy to the members, install on every node)"
 for i in 1 2 3; do
   peak=$(awk -v n="$i" '$1 == n && $2 > m { m = $2 } END { print m + 0 }' "$DATA/peaks")
   pid=${NODE_PIDS[$((i - 1))]}
@@ -99,10 +112,7 @@ for i in 1 2 3; do
   now=$(du -sb "$DATA/b$i" | cut -f1)
   echo "node $i: peak disk $peak bytes ($(( peak / BYTES )).$(( peak * 10 / BYTES % 10 ))x the file), peak RSS $hwm bytes, data.db $db bytes, data dir now $now bytes"
 done
-for i in 1 2 3; do
-  "$Q" status --addr "127.0.0.1:$((BASE_PORT + 2 + i))" --digest --json |
-    sed -n 's/.*"digest":"\([0-9a-f]*\)".*/\1/p'
-done | sort -u | awk 'END { if (NR == 1) print "replicas: byte-identical (one digest)"; else print "replicas DIFFER: " NR " digests" }'
+check_replicas
 
 echo "== VACUUM after deleting 90 % of the rows"
 "$Q" exec --addr "$ADDRS" --timeout-ms 120000 "DELETE FROM big WHERE id % 10 != 0" >/dev/null
@@ -111,15 +121,12 @@ BEFORE=$(stat -c %s "$DATA/b1/data.db")
 START=$(date +%s.%N)
 "$Q" exec --addr "$ADDRS" "VACUUM" >/dev/null
 END=$(date +%s.%N)
-echo "VACUUM of a $BEFORE-byte database: $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s"
+echo "VACUUM of a $BEFORE-byte database: $(elapsed) s"
 sleep 1
 for i in 1 2 3; do
   echo "node $i: data.db $(stat -c %s "$DATA/b$i/data.db") bytes, data dir $(du -sb "$DATA/b$i" | cut -f1) bytes"
 done
-for i in 1 2 3; do
-  "$Q" status --addr "127.0.0.1:$((BASE_PORT + 2 + i))" --digest --json |
-    sed -n 's/.*"digest":"\([0-9a-f]*\)".*/\1/p'
-done | sort -u | awk 'END { if (NR == 1) print "replicas: byte-identical (one digest)"; else print "replicas DIFFER: " NR " digests" }'
+check_replicas
 
 echo "== a read of a million rows of 200 bytes"
 "$Q" exec --addr "$ADDRS" "CREATE TABLE wide(id INTEGER PRIMARY KEY, v TEXT)" >/dev/null
@@ -139,9 +146,9 @@ rss() { awk '/RssAnon/ { a = $2 * 1024 } /RssFile/ { f = $2 * 1024 } END { print
 sleep 1
 echo "follower $FOLLOWER: RSS $(rss "$FPID") bytes before"
 START=$(date +%s.%N)
-"$Q" query --addr "$FADDR" --consistency stale --json "SELECT * FROM wide" >"$DATA/all.json" 2>&1 || true
+"$Q" query --addr "$FADDR" --consistency stale "SELECT * FROM wide" >"$DATA/all.json" 2>&1 || true
 END=$(date +%s.%N)
-echo "SELECT * (about 210 MB, default cap): $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.2f", b - a }') s: $(head -c 300 "$DATA/all.json")"
+echo "SELECT * (about 210 MB, default cap): $(elapsed 2) s: $(head -c 300 "$DATA/all.json")"
 # The same rows in pages of 200,000 (about 42 MB each) through the CLI;
 # its peak RSS with GNU time where there is one.
 TIME=()
@@ -161,6 +168,6 @@ while :; do
   [ "$n" -eq 200000 ] || break
 done
 END=$(date +%s.%N)
-echo "paged: $rows rows in $pages pages, $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s, CLI peak RSS $(( cli_peak * 1024 )) bytes (0: no GNU time)"
+echo "paged: $rows rows in $pages pages, $(elapsed) s, CLI peak RSS $(( cli_peak * 1024 )) bytes (0: no GNU time)"
 sleep 2
 echo "follower $FOLLOWER: RSS $(rss "$FPID") bytes after, peak $(awk '/VmHWM/ { print $2 * 1024 }' "/proc/$FPID/status") bytes over the whole run"
