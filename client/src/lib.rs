@@ -396,6 +396,15 @@ impl Client {
         *session = std::mem::replace(&mut *session, Token::empty()).newest(token);
     }
 
+    /// Start a new read session: forget the newest token, so reads no
+    /// longer wait for it or check its lineage. For after a restore
+    /// replaced the cluster's database: reads then fail with
+    /// `LINEAGE_MISMATCH`, because the token names a history that is gone.
+    /// Writes keep their fencing numbers, so they stay in order across it.
+    pub fn new_session(&self) {
+        *lock(&self.inner.session) = Token::empty();
+    }
+
     /// Run statements as one write transaction. Returns their results and
     /// the token of the state holding them.
     pub async fn execute(&self, statements: Vec<Statement>) -> Result<ExecuteResult, Error> {

@@ -236,3 +236,211 @@ async fn status_prints_a_row_for_every_member_with_its_role_version_and_lag() {
         assert!(row[4].parse::<u64>().is_ok(), "lag: {text}");
     }
 }
+
+/// The text `sqlite3 db .dump` prints for a database of `rows` people.
+fn sqlite3_dump(rows: usize) -> String {
+    let mut text = String::from(
+        "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n\
+         CREATE TABLE people(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, note TEXT, score REAL, pic BLOB);\n",
+    );
+    for i in 1..=rows {
+        text.push_str(&format!(
+            "INSERT INTO people VALUES({i},'n{i}',replace('it''s\\nline','\\n',char(10)),{i}.5,X'00ff');\n"
+        ));
+    }
+    text.push_str(&format!(
+        "DELETE FROM sqlite_sequence;\nINSERT INTO sqlite_sequence VALUES('people',{rows});\n\
+         CREATE INDEX people_name ON people(name);\nCOMMIT;\n"
+    ));
+    text
+}
+
+fn run_ok(addrs: &[String], input: &str) -> (String, String) {
+    let out = shell_with_stdin(addrs, input, &[]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "{input:.200}\nstdout: {stdout:.2000}\nstderr: {stderr}"
+    );
+    (stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piped_dump_imports_as_one_transaction_and_dump_reads_back_the_same_rows() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let addrs = cluster.addrs();
+
+    // sqlite3's .dump of 5,000 rows: one write, so one token line.
+    let started = std::time::Instant::now();
+    let (_, stderr) = run_ok(&addrs, &sqlite3_dump(5_000));
+    let took = started.elapsed();
+    assert_eq!(
+        stderr.matches("token:").count(),
+        2,
+        "PRAGMA, then the transaction: {stderr}"
+    );
+    assert!(stderr.contains("(5002 rows changed)"), "{stderr}");
+    // Under 1 s in a release build; a debug build on two cores is slower.
+    assert!(took < Duration::from_secs(10), "the import took {took:?}");
+    let (stdout, _) = run_ok(
+        &addrs,
+        ".mode list\n.headers off\nSELECT count(*), sum(score), max(note) FROM people;\n",
+    );
+    assert_eq!(stdout, "5000|12505000|it's\nline\n");
+
+    // All or nothing: a failing statement inside BEGIN ... COMMIT leaves
+    // none of the transaction, and says so.
+    let out = shell_with_stdin(
+        &addrs,
+        "BEGIN;\nINSERT INTO people(name) VALUES ('x');\nINSERT INTO missing VALUES (1);\nCOMMIT;\n",
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no such table: missing")
+            && stderr.contains("the transaction was not applied"),
+        "{stderr}"
+    );
+    // An input that ends inside a transaction runs none of it.
+    let out = shell_with_stdin(
+        &addrs,
+        "BEGIN;\nINSERT INTO people(name) VALUES ('y');\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BEGIN without COMMIT"));
+    let (stdout, _) = run_ok(
+        &addrs,
+        ".mode list\n.headers off\nSELECT count(*) FROM people;\n",
+    );
+    assert_eq!(stdout, "5000\n");
+
+    // `.dump` prints SQL that SQLite loads back into the same rows, types
+    // included, with the AUTOINCREMENT counter and the index.
+    let (dump, _) = run_ok(&addrs, ".dump\n");
+    assert!(
+        dump.starts_with("PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n"),
+        "{dump:.300}"
+    );
+    assert!(dump.ends_with("CREATE INDEX people_name ON people(name);\nCOMMIT;\n"));
+    assert!(!dump.contains("_quorumlite"), "internal tables stay out");
+    let copy = rusqlite::Connection::open_in_memory().expect("sqlite");
+    copy.execute_batch(&dump)
+        .expect("the dump loads into SQLite");
+    let (n, seq, kinds): (i64, i64, String) = copy
+        .query_row(
+            "SELECT count(*), (SELECT seq FROM sqlite_sequence), \
+             (SELECT typeof(id)||typeof(name)||typeof(score)||typeof(pic) FROM people LIMIT 1) FROM people",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("query the copy");
+    assert_eq!(
+        (n, seq, kinds.as_str()),
+        (5000, 5000, "integertextrealblob")
+    );
+
+    // `.import` of a CSV file creates the table from the header; the
+    // output modes and `.once` print it the way sqlite3 does.
+    let csv = cluster.root.path().join("p.csv");
+    std::fs::write(&csv, "id,name\n1,\"Ada, L\"\n2,\"two\nlines\"\n3\n").expect("write csv");
+    let once = cluster.root.path().join("once.txt");
+    let (stdout, stderr) = run_ok(
+        &addrs,
+        &format!(
+            ".import {} csvt\n.mode box\nSELECT * FROM csvt ORDER BY id;\n.mode markdown\n\
+             SELECT name FROM csvt WHERE id = '1';\n.mode line\n.nullvalue (none)\n\
+             SELECT * FROM csvt WHERE id = '3';\n.mode csv\n.once {}\nSELECT count(*) AS n FROM csvt;\n",
+            csv.display(),
+            once.display()
+        ),
+    );
+    assert!(stderr.contains("imported 3 row(s) into csvt"), "{stderr}");
+    assert!(
+        stderr.contains("1 record(s) had too few fields"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout,
+        "┌────┬────────────┐\n│ id │ name       │\n├────┼────────────┤\n\
+         │ 1  │ Ada, L     │\n│ 2  │ two\\nlines │\n│ 3  │ NULL       │\n└────┴────────────┘\n\
+         | name   |\n|--------|\n| Ada, L |\n  id = 3\nname = (none)\n"
+    );
+    assert_eq!(std::fs::read_to_string(&once).expect("once file"), "n\n3\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_running_statement_and_a_restore_starts_a_new_session() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let addrs = cluster.addrs();
+    let history = cluster.root.path().join("history");
+    let mut p = shell_at_terminal(&addrs, &history);
+
+    // A statement typed over three lines is one history entry.
+    p.send_line("CREATE TABLE t(").expect("send");
+    p.exp_string("...> ").expect("continuation prompt");
+    p.send_line("    x INTEGER").expect("send");
+    p.exp_string("...> ").expect("continuation prompt");
+    p.send_line(");").expect("send");
+    p.exp_string("token: ql1.").expect("the CREATE ran");
+    ready(&mut p);
+    let saved = std::fs::read_to_string(&history).unwrap_or_default();
+    assert!(
+        saved.contains("CREATE TABLE t(\\n    x INTEGER\\n);"),
+        "{saved:?}"
+    );
+
+    // A read that would run for minutes; Ctrl-C stops it and the prompt
+    // comes back.
+    p.send_line(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5000000000) SELECT count(*) FROM c;",
+    )
+    .expect("send");
+    std::thread::sleep(Duration::from_millis(500));
+    let interrupted = std::time::Instant::now();
+    p.send_control('c').expect("Ctrl-C");
+    p.exp_string("interrupted: the statement was cancelled")
+        .expect("the read stops");
+    assert!(interrupted.elapsed() < Duration::from_secs(5));
+    ready(&mut p);
+    p.send_line("INSERT INTO t VALUES (1);").expect("send");
+    p.exp_string("(1 row changed)").expect("the shell goes on");
+    ready(&mut p);
+
+    // A restore elsewhere replaces the database: the shell's token names a
+    // history that is gone. It says so, starts a new session, and reads.
+    let file = cluster.root.path().join("other.db");
+    {
+        let db = rusqlite::Connection::open(&file).expect("sqlite");
+        db.execute_batch("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (7), (8);")
+            .expect("fill");
+    }
+    let out = Command::new(BIN)
+        .args([
+            "restore",
+            "--addr",
+            &addrs[0],
+            file.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.send_line("SELECT sum(x) AS s FROM t;").expect("send");
+    p.exp_string("starting a new session")
+        .expect("the shell says what happened");
+    p.exp_regex(r"s\s*\r\n--\s*\r\n15\s*\r\n")
+        .expect("and reads the restored rows");
+    ready(&mut p);
+    p.send_line(".quit").expect("send");
+    p.exp_eof().expect("exit");
+}

@@ -2,26 +2,39 @@
 //! would start. Each is one line; its arguments are words, quoted with `'`
 //! or `"` when they hold spaces.
 
-use super::{consistency_name, render, Flow, Shell, MAX_READ_DEPTH};
+use super::{consistency_name, render, Flow, Interrupted, Shell, MAX_READ_DEPTH};
 use crate::cli::ConsistencyArg;
 use crate::commands::{members, status_summary};
 use client::{Consistency, Statement, Value};
 
 pub const HELP: &str = "\
 .consistency [LEVEL]   Show or set how fresh reads are: linearizable, session, stale
+.dump [PATTERN]        The database (tables matching PATTERN, LIKE) as SQL text
 .exit, .quit           Leave the shell (Ctrl-D does too)
+.headers on|off        Column names above rows in table, list and csv modes
 .help                  This list
-.mode [MODE]           Show or set the output: table (aligned), json (one object per row), csv
+.import [--skip N] FILE TABLE
+                       Insert the rows of CSV FILE into TABLE (created from the
+                       header line when missing); one write when FILE fits one
+.indexes [TABLE]       Indexes, of TABLE if given
+.mode [MODE]           Show or set the output: table, box, markdown, line, list, csv, json
+.nullvalue TEXT        How NULL prints
+.once FILE             Send the next command's output to FILE
+.output [FILE]         Send output to FILE, or back to stdout without one
 .read FILE             Run the statements and dot commands of FILE
 .schema [PATTERN]      The CREATE statements, of tables matching PATTERN (LIKE) if given
+.separator TEXT        Between values in list mode (default |)
 .status                The session (token, read level) and every member: role, version, lag
 .tables [PATTERN]      Tables and views, matching PATTERN (LIKE) if given
 .timer on|off          Show how long each statement took
-Statements end with \";\" and may span lines; reads go to any node, writes to the leader.
+.width N ...           Widest each column gets in table, box and markdown modes (0: 60)
+Statements end with \";\" and may span lines; reads go to any node, writes to the
+leader. BEGIN ... COMMIT holds the statements between and sends them as one write.
+Ctrl-C cancels a running statement.
 ";
 
 /// Internal tables of Quorumlite and SQLite, hidden by `.tables` and `.schema`.
-const HIDDEN: &str =
+pub(super) const HIDDEN: &str =
     "name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_quorumlite%' ESCAPE '\\'";
 
 impl Shell {
@@ -39,6 +52,7 @@ impl Shell {
             None => return Flow::Continue,
         };
         let arg = args.first().map(String::as_str);
+        let mut redirects = false;
         let result = match (name, args.len()) {
             (".quit" | ".exit" | ".q", _) => return Flow::Quit,
             (".help", _) => {
@@ -47,6 +61,9 @@ impl Shell {
             }
             (".tables", 0 | 1) => self.tables(arg),
             (".schema", 0 | 1) => self.schema(arg),
+            (".indexes" | ".indices", 0 | 1) => self.indexes(arg),
+            (".dump", 0 | 1) => self.dump(arg),
+            (".import", _) => self.import(args),
             (".status", 0) => self.status(),
             (".consistency", 0) => {
                 self.print(&format!("{}\n", consistency_name(self.consistency)));
@@ -54,37 +71,67 @@ impl Shell {
             }
             (".consistency", 1) => self.set_consistency(args[0].as_str()),
             (".mode", 0) => {
-                self.print(&format!("{}\n", self.mode.name()));
+                self.print(&format!("{}\n", self.style.mode.name()));
                 Ok(())
             }
             (".mode", 1) => match render::Mode::parse(&args[0]) {
                 Some(m) => {
-                    self.mode = m;
+                    self.style.mode = m;
                     Ok(())
                 }
-                None => Err(format!(
-                    "unknown mode {:?}: use table, json or csv",
-                    args[0]
-                )),
+                None => Err(format!("unknown mode {:?}: use {}", args[0], render::MODES)),
             },
-            (".timer", 1) => match args[0].to_ascii_lowercase().as_str() {
-                "on" | "1" | "yes" => {
-                    self.timer = true;
-                    Ok(())
-                }
-                "off" | "0" | "no" => {
-                    self.timer = false;
-                    Ok(())
-                }
-                _ => Err(".timer takes on or off".into()),
-            },
+            (".headers" | ".header", 1) => on_off(".headers", &args[0]).map(|on| {
+                self.style.headers = on;
+            }),
+            (".nullvalue", 1) => {
+                self.style.null = Some(args[0].clone());
+                Ok(())
+            }
+            (".separator", 1) => {
+                self.style.separator = args[0].clone();
+                Ok(())
+            }
+            (".width", _) => args
+                .iter()
+                .map(|w| {
+                    w.parse::<usize>().map_err(|_| {
+                        format!(
+                            ".width takes whole numbers of characters (0: the default), not {w:?}"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<usize>, String>>()
+                .map(|widths| {
+                    self.style.widths = widths;
+                }),
+            (".output", 0) => {
+                redirects = true;
+                self.set_output(None, false)
+            }
+            (".output", 1) => {
+                redirects = true;
+                self.set_output(arg, false)
+            }
+            (".once", 1) => {
+                redirects = true;
+                self.set_output(arg, true)
+            }
+            (".timer", 1) => on_off(".timer", &args[0]).map(|on| {
+                self.timer = on;
+            }),
             (".read", 1) => return self.read_file(&args[0]),
             (
-                ".tables" | ".schema" | ".status" | ".consistency" | ".mode" | ".timer" | ".read",
+                ".tables" | ".schema" | ".indexes" | ".indices" | ".dump" | ".status"
+                | ".consistency" | ".mode" | ".headers" | ".header" | ".nullvalue" | ".separator"
+                | ".once" | ".output" | ".timer" | ".read",
                 _,
             ) => Err(format!("wrong arguments for {name}: enter \".help\"")),
             _ => Err(format!("unknown command {name}: enter \".help\"")),
         };
+        if !redirects {
+            self.once_done();
+        }
         if let Err(message) = result {
             self.fail(&message);
             if self.bail {
@@ -116,6 +163,7 @@ impl Shell {
         );
         let level: Consistency = self.read_level();
         self.block_on(self.client.query(statement, level))
+            .map_err(|Interrupted| "interrupted".to_owned())?
             .map(|r| r.rows)
             .map_err(|e| format!("{}: {}", e.code, e.message))
     }
@@ -127,6 +175,23 @@ impl Shell {
                  AND (?1 IS NULL OR name LIKE ?1) ORDER BY name"
             ),
             pattern,
+        )?;
+        let names: String = rows
+            .iter()
+            .filter_map(|r| r.first())
+            .map(|v| format!("{}\n", crate::commands::output::value_text(v)))
+            .collect();
+        self.print(&names);
+        Ok(())
+    }
+
+    fn indexes(&mut self, table: Option<&str>) -> Result<(), String> {
+        let rows = self.schema_rows(
+            format!(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND {HIDDEN} \
+                 AND (?1 IS NULL OR tbl_name LIKE ?1) ORDER BY name"
+            ),
+            table,
         )?;
         let names: String = rows
             .iter()
@@ -158,8 +223,11 @@ impl Shell {
     fn status(&mut self) -> Result<(), String> {
         let seen = self
             .block_on(self.client.status(false))
+            .map_err(|Interrupted| "interrupted".to_owned())?
             .map_err(|e| format!("{}: {}", e.code, e.message))?;
-        let views = self.block_on(members::survey(&self.config, &seen, self.deadline));
+        let views = self
+            .block_on(members::survey(&self.config, &seen, self.deadline))
+            .map_err(|Interrupted| "interrupted".to_owned())?;
         let last_write = self
             .last_write
             .as_ref()
@@ -167,7 +235,7 @@ impl Shell {
         self.print(&format!(
             "session   reads {}, mode {}, newest token {}, last write {last_write}\n{}\n{}",
             consistency_name(self.consistency),
-            self.mode.name(),
+            self.style.mode.name(),
             self.client.token(),
             status_summary(&seen),
             members::table(&views),
@@ -201,6 +269,15 @@ impl Shell {
         let flow = self.script(std::io::BufReader::new(file), Some(path.to_owned()));
         self.depth -= 1;
         flow
+    }
+}
+
+/// `on`/`off` (or `1`/`0`, `yes`/`no`) for `command`.
+fn on_off(command: &str, word: &str) -> Result<bool, String> {
+    match word.to_ascii_lowercase().as_str() {
+        "on" | "1" | "yes" | "true" => Ok(true),
+        "off" | "0" | "no" | "false" => Ok(false),
+        _ => Err(format!("{command} takes on or off, not {word:?}")),
     }
 }
 

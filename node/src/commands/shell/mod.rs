@@ -2,33 +2,51 @@
 //! `sqlite3` shell, over the client library.
 //!
 //! ```text
-//!  line ──> dot command? ──> .tables .schema .status .mode ... (dot.rs)
+//!  line ──> dot command? ──> .tables .dump .import .mode ... (dot.rs, dump.rs, import.rs)
 //!    │
 //!    └──> buffer until complete (sql.rs) ──> split into statements
+//!           ──> BEGIN ... COMMIT? held, then sent as one write
 //!           ──> read or write? (classify.rs) ──> Client::query / execute
-//!           ──> rows in the current mode (render.rs), token line, errors
+//!           ──> rows in the current style (render.rs) to stdout or .output
 //! ```
 //!
 //! One [`Client`] lives as long as the shell, so the session is the
 //! client's: it finds and follows the leader, retries what is safe, and
 //! keeps the newest token, which `session` reads present. Reads and writes
-//! of one shell therefore see its own writes at every level.
+//! of one shell therefore see its own writes at every level. When a
+//! restore replaces the database, the token names a history that is gone
+//! (`LINEAGE_MISMATCH`): the shell says so, starts a new session
+//! ([`Client::new_session`]) and runs the read again.
 //!
-//! On a terminal, lines are edited with rustyline and kept in a history
-//! file. Otherwise SQL comes from stdin with no prompt and no history;
-//! every statement runs (or up to the first failure with `--bail`) and the
-//! exit code is 1 when any failed. `docs/shell.md` is the user's guide.
+//! **Transactions.** Every request is one transaction on the cluster, and
+//! the public API holds no transaction open between requests. So the
+//! statements between `BEGIN` and `COMMIT` (or `END`) are held by the
+//! shell and sent together as one write at `COMMIT`: all of them apply or
+//! none does, and a script piped from `sqlite3 .dump` imports as one batch
+//! instead of one round trip per row. `ROLLBACK` drops what is held.
+//! Output of statements inside the transaction (a `SELECT` sees the
+//! transaction's own writes) is printed at `COMMIT`.
+//!
+//! On a terminal, lines are edited with rustyline and each statement is
+//! kept whole in a history file. Ctrl-C while a statement runs cancels it
+//! (the node stops the read; a write may or may not have been applied)
+//! and returns to the prompt. Otherwise SQL comes from stdin with no
+//! prompt and no history; every statement runs (or up to the first
+//! failure with `--bail`) and the exit code is 1 when any failed.
+//! `docs/shell.md` is the user's guide.
 
 mod classify;
 mod dot;
+mod dump;
+mod import;
 mod render;
 mod sql;
 
 use super::{client_config, output, runtime};
 use crate::cli::{ConsistencyArg, ShellArgs};
 use classify::Kind;
-use client::{Client, ClientConfig, Column, Consistency, Token, Value};
-use render::Mode;
+use client::{Client, ClientConfig, Column, Consistency, ErrorCode, Statement, Token, Value};
+use render::{Mode, Style};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +54,8 @@ use std::time::{Duration, Instant};
 
 const PROMPT: &str = "quorumlite> ";
 const CONTINUE: &str = "       ...> ";
+/// The prompt while a `BEGIN` is open: statements are being held.
+const IN_TXN: &str = "quorumlite*> ";
 /// `.read` inside `.read` deeper than this is refused (a file reading itself).
 const MAX_READ_DEPTH: usize = 16;
 
@@ -76,13 +96,18 @@ pub fn run(args: ShellArgs) -> ExitCode {
         deadline: Duration::from_millis(args.connect.timeout_ms.min(2_000)),
         scratch: classify::scratch(),
         consistency: args.consistency,
-        mode: if args.connect.json {
-            Mode::Json
-        } else {
-            Mode::Table
+        style: Style {
+            mode: if args.connect.json {
+                Mode::Json
+            } else {
+                Mode::Table
+            },
+            ..Style::default()
         },
+        out: Sink::Stdout,
         timer: false,
         buffer: String::new(),
+        txn: None,
         at: Place::default(),
         failures: 0,
         interactive,
@@ -134,6 +159,20 @@ struct Place {
     start: usize,
 }
 
+/// Where rows go: stdout, or a file from `.output` / `.once`.
+enum Sink {
+    Stdout,
+    File {
+        path: String,
+        writer: std::io::BufWriter<std::fs::File>,
+        /// `.once`: back to stdout after the next command's output.
+        once: bool,
+    },
+}
+
+/// A call stopped by Ctrl-C before it returned.
+struct Interrupted;
+
 pub(super) struct Shell {
     runtime: tokio::runtime::Runtime,
     /// The session: leader, retries and the newest token live here.
@@ -145,15 +184,19 @@ pub(super) struct Shell {
     /// An empty in-memory database that classifies statements.
     scratch: Option<rusqlite::Connection>,
     consistency: ConsistencyArg,
-    mode: Mode,
+    style: Style,
+    out: Sink,
     timer: bool,
     /// Lines of the statement being typed. Invariant: empty, or not yet a
     /// complete statement.
     buffer: String,
+    /// Statements held since `BEGIN`, sent as one write at `COMMIT`;
+    /// `None` outside a transaction.
+    txn: Option<Vec<String>>,
     at: Place,
     /// Statements and dot commands that failed.
     failures: usize,
-    /// Input is a terminal (prompts, history, no line numbers in errors).
+    /// Input is a terminal (prompts, history, Ctrl-C cancels a statement).
     interactive: bool,
     /// Stop reading at the first failure (stdin with `--bail` only).
     bail: bool,
@@ -169,6 +212,38 @@ pub(super) struct Shell {
 enum Outcome {
     Rows(Vec<Column>, Vec<Vec<Value>>),
     Wrote(client::ExecuteResult),
+}
+
+/// Why a statement produced nothing.
+enum Failure {
+    Client(client::Error),
+    Interrupted,
+}
+
+impl From<client::Error> for Failure {
+    fn from(e: client::Error) -> Failure {
+        Failure::Client(e)
+    }
+}
+
+/// Transaction control the shell handles itself.
+#[derive(Debug, PartialEq, Eq)]
+enum TxnWord {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+fn txn_word(statement: &str) -> Option<TxnWord> {
+    let words = sql::leading_words(statement, 3);
+    match words.first().map(String::as_str) {
+        Some("BEGIN") => Some(TxnWord::Begin),
+        Some("COMMIT" | "END") => Some(TxnWord::Commit),
+        // `ROLLBACK [TRANSACTION] TO savepoint` undoes part of a
+        // transaction: it belongs in the batch.
+        Some("ROLLBACK") if !words[1..].iter().any(|w| w == "TO") => Some(TxnWord::Rollback),
+        _ => None,
+    }
 }
 
 impl Shell {
@@ -199,17 +274,21 @@ impl Shell {
             addrs.join(","),
             consistency_name(self.consistency),
         );
+        // The lines of the entry being typed: a statement goes into the
+        // history whole, not line by line.
+        let mut entry = String::new();
         loop {
-            let prompt = if self.buffer.is_empty() {
-                PROMPT
-            } else {
-                CONTINUE
+            let prompt = match (self.buffer.is_empty(), self.txn.is_some()) {
+                (false, _) => CONTINUE,
+                (true, true) => IN_TXN,
+                (true, false) => PROMPT,
             };
             let line = match editor.readline(prompt) {
                 Ok(line) => line,
                 // Ctrl-C drops the statement being typed, as in sqlite3.
                 Err(rustyline::error::ReadlineError::Interrupted) => {
                     self.buffer.clear();
+                    entry.clear();
                     continue;
                 }
                 Err(rustyline::error::ReadlineError::Eof) => break,
@@ -218,22 +297,34 @@ impl Shell {
                     break;
                 }
             };
-            if !line.trim().is_empty() && editor.add_history_entry(line.as_str()).unwrap_or(false) {
-                if let Some(path) = &history {
-                    // Appended line by line: a killed shell keeps its history.
-                    if let Err(e) = editor.append_history(path) {
-                        eprintln!("warning: history file {}: {e}", path.display());
+            if !entry.is_empty() {
+                entry.push('\n');
+            }
+            entry.push_str(&line);
+            let flow = self.feed(&line);
+            if self.buffer.is_empty() {
+                let whole = std::mem::take(&mut entry);
+                if !whole.trim().is_empty()
+                    && editor.add_history_entry(whole.trim_end()).unwrap_or(false)
+                {
+                    if let Some(path) = &history {
+                        // Appended entry by entry: a killed shell keeps its history.
+                        if let Err(e) = editor.append_history(path) {
+                            eprintln!("warning: history file {}: {e}", path.display());
+                        }
                     }
                 }
             }
-            if self.feed(&line) == Flow::Quit {
+            if flow == Flow::Quit {
                 break;
             }
         }
+        self.end_of_input();
     }
 
     /// Run every line of `input` (stdin, or a `.read` file).
     fn script(&mut self, input: impl BufRead, file: Option<String>) -> Flow {
+        let top = file.is_none();
         let outer = std::mem::replace(
             &mut self.at,
             Place {
@@ -263,7 +354,23 @@ impl Shell {
         }
         self.buffer = pending;
         self.at = outer;
+        if top {
+            self.end_of_input();
+        }
         flow
+    }
+
+    /// The input ended: a transaction still open is dropped, as SQLite
+    /// rolls back one its connection closes with; held statements did not
+    /// run, which counts as a failure.
+    fn end_of_input(&mut self) {
+        if let Some(held) = self.txn.take() {
+            self.fail(&format!(
+                "the input ended inside a transaction (BEGIN without COMMIT): its {} statement(s) were not run",
+                held.len()
+            ));
+        }
+        self.flush_output();
     }
 
     /// Take one input line.
@@ -290,34 +397,146 @@ impl Shell {
 
     /// Run each statement of a complete text in order.
     fn run_text(&mut self, text: &str) -> Flow {
+        let mut flow = Flow::Continue;
         for statement in sql::split(text) {
-            if !self.run_sql(&statement) && self.bail {
-                return Flow::Quit;
+            if !self.statement(statement) && self.bail {
+                flow = Flow::Quit;
+                break;
             }
         }
-        Flow::Continue
+        self.once_done();
+        flow
+    }
+
+    /// One statement: transaction control, held in a transaction, or run.
+    fn statement(&mut self, statement: String) -> bool {
+        match (txn_word(&statement), &mut self.txn) {
+            (Some(TxnWord::Begin), Some(_)) => {
+                self.fail("a transaction is already open: COMMIT or ROLLBACK it first");
+                false
+            }
+            (Some(TxnWord::Begin), None) => {
+                self.txn = Some(Vec::new());
+                if self.interactive {
+                    self.note(
+                        "transaction open: statements are held and run together, as one write, at COMMIT (ROLLBACK drops them)",
+                    );
+                }
+                true
+            }
+            (Some(TxnWord::Commit), None) | (Some(TxnWord::Rollback), None) => {
+                self.fail("no transaction is open (BEGIN starts one)");
+                false
+            }
+            (Some(TxnWord::Commit), Some(_)) => {
+                let held = self.txn.take().unwrap_or_default();
+                self.commit(held)
+            }
+            (Some(TxnWord::Rollback), Some(_)) => {
+                let held = self.txn.take().unwrap_or_default();
+                if self.interactive {
+                    self.note(&format!(
+                        "rolled back: {} held statement(s) dropped, none had run",
+                        held.len()
+                    ));
+                }
+                true
+            }
+            (None, Some(held)) => {
+                held.push(statement);
+                true
+            }
+            (None, None) => self.run_sql(&statement),
+        }
+    }
+
+    /// Send a transaction's held statements as one write.
+    fn commit(&mut self, held: Vec<String>) -> bool {
+        if held.is_empty() {
+            return true;
+        }
+        let started = Instant::now();
+        let count = held.len();
+        let statements: Vec<Statement> = held.into_iter().map(Statement::from).collect();
+        let outcome = self
+            .block_on(self.client.execute(statements))
+            .map_err(|Interrupted| Failure::Interrupted)
+            .and_then(|r| r.map(Outcome::Wrote).map_err(Failure::from));
+        let ok = match outcome {
+            Ok(outcome) => {
+                self.show(outcome);
+                true
+            }
+            Err(Failure::Client(e)) if e.code == ErrorCode::TooLarge => {
+                self.fail(&format!(
+                    "{}: {}; the transaction's {count} statements were not applied. A transaction is one request: make it smaller, drop BEGIN/COMMIT to send the statements one by one, or load a whole SQLite file with `quorumlite restore`",
+                    e.code, e.message
+                ));
+                false
+            }
+            Err(failure) => {
+                self.failed(failure, Kind::Write, true);
+                false
+            }
+        };
+        if self.timer {
+            self.note(&format!(
+                "run time: {:.3} s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        ok
     }
 
     /// Run one statement and print its outcome; false when it failed.
     fn run_sql(&mut self, statement: &str) -> bool {
         let started = Instant::now();
-        let outcome = match classify::classify(self.scratch.as_ref(), statement) {
+        let kind = classify::classify(self.scratch.as_ref(), statement);
+        let outcome = match kind {
             Kind::Read => match self.read(statement) {
-                Err(e) if classify::refused_as_write(&e) => self.write(statement),
+                Err(Failure::Client(e)) if classify::refused_as_write(&e) => self.write(statement),
+                Err(Failure::Client(e)) if e.code == ErrorCode::LineageMismatch => {
+                    self.note(
+                        "the cluster's database was replaced (a restore) since this session's last read: starting a new session",
+                    );
+                    self.client.new_session();
+                    self.read(statement)
+                }
                 other => other,
             },
             Kind::Write => self.write(statement),
         };
-        let elapsed = started.elapsed();
         let ok = match outcome {
-            Ok(Outcome::Rows(columns, rows)) => {
-                self.print(&render::rows(self.mode, &columns, &rows));
+            Ok(outcome) => {
+                self.show(outcome);
                 true
             }
-            Ok(Outcome::Wrote(result)) => {
+            Err(failure) => {
+                self.failed(failure, kind, false);
+                false
+            }
+        };
+        if self.timer {
+            self.note(&format!(
+                "run time: {:.3} s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        ok
+    }
+
+    /// Print rows, or a write's results and its token line.
+    fn show(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Rows(columns, rows) => {
+                let text = self.style.rows(&columns, &rows);
+                self.print(&text);
+            }
+            Outcome::Wrote(result) => {
                 let mut changed = 0;
                 for r in &result.results {
-                    self.print(&render::rows(self.mode, &r.columns, &r.rows));
+                    let text = self.style.rows(&r.columns, &r.rows);
+                    self.print(&text);
                     changed += r.rows_affected;
                 }
                 let changed = match changed {
@@ -327,32 +546,49 @@ impl Shell {
                 };
                 self.note(&format!("token: {}{changed}", result.token));
                 self.last_write = Some(result.token);
-                true
             }
-            Err(e) => {
-                // One statement per request: the node's "statement 0: "
-                // prefix says nothing here.
-                let message = e
-                    .message
-                    .strip_prefix("statement 0: ")
-                    .unwrap_or(&e.message);
-                self.fail(&format!("{}: {message}", e.code));
-                false
-            }
-        };
-        if self.timer {
-            self.note(&format!("run time: {:.3} s", elapsed.as_secs_f64()));
         }
-        ok
     }
 
-    fn read(&self, statement: &str) -> Result<Outcome, client::Error> {
-        let r = self.block_on(self.client.query(statement, self.read_level()))?;
+    fn failed(&mut self, failure: Failure, kind: Kind, batch: bool) {
+        match failure {
+            Failure::Interrupted if kind == Kind::Read => {
+                self.fail("interrupted: the statement was cancelled");
+            }
+            Failure::Interrupted => self
+                .fail("interrupted: the write may or may not have been applied; read to find out"),
+            Failure::Client(e) => {
+                // One statement per request: the node's "statement 0: "
+                // prefix says nothing there; in a transaction it does.
+                let message = if batch {
+                    e.message.as_str()
+                } else {
+                    e.message
+                        .strip_prefix("statement 0: ")
+                        .unwrap_or(&e.message)
+                };
+                let tail = if batch && e.code != ErrorCode::Indeterminate {
+                    " (the transaction was not applied)"
+                } else {
+                    ""
+                };
+                let text = format!("{}: {message}{tail}", e.code);
+                self.fail(&text);
+            }
+        }
+    }
+
+    fn read(&self, statement: &str) -> Result<Outcome, Failure> {
+        let r = self
+            .block_on(self.client.query(statement, self.read_level()))
+            .map_err(|Interrupted| Failure::Interrupted)??;
         Ok(Outcome::Rows(r.columns, r.rows))
     }
 
-    fn write(&self, statement: &str) -> Result<Outcome, client::Error> {
-        let r = self.block_on(self.client.execute(vec![statement.into()]))?;
+    fn write(&self, statement: &str) -> Result<Outcome, Failure> {
+        let r = self
+            .block_on(self.client.execute(vec![statement.into()]))
+            .map_err(|Interrupted| Failure::Interrupted)??;
         Ok(Outcome::Wrote(r))
     }
 
@@ -365,15 +601,72 @@ impl Shell {
         }
     }
 
-    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
+    /// Run a call to its end, or until Ctrl-C on a terminal: the call is
+    /// dropped, which cancels it on the node.
+    fn block_on<F: std::future::Future>(&self, f: F) -> Result<F::Output, Interrupted> {
+        if !self.interactive {
+            return Ok(self.runtime.block_on(f));
+        }
+        self.runtime.block_on(async {
+            tokio::select! {
+                out = f => Ok(out),
+                _ = tokio::signal::ctrl_c() => Err(Interrupted),
+            }
+        })
     }
 
-    /// Rows on stdout.
-    fn print(&self, text: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
+    /// Rows on stdout, or in the `.output` file.
+    fn print(&mut self, text: &str) {
+        let result = match &mut self.out {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                // A closed stdout (`| head`) is the reader's choice.
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+                Ok(())
+            }
+            Sink::File { path, writer, .. } => writer
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("writing {path}: {e}; output goes to stdout again")),
+        };
+        if let Err(message) = result {
+            self.out = Sink::Stdout;
+            self.fail(&message);
+        }
+    }
+
+    /// After a command's output: `.once` sends only one command's.
+    fn once_done(&mut self) {
+        if matches!(self.out, Sink::File { once: true, .. }) {
+            // Back to stdout: nothing to open, cannot fail.
+            let _ = self.set_output(None, false);
+        }
+    }
+
+    /// Write out what the `.output` file buffered.
+    fn flush_output(&mut self) {
+        if let Sink::File { path, writer, .. } = &mut self.out {
+            if let Err(e) = writer.flush() {
+                let message = format!("writing {path}: {e}");
+                self.out = Sink::Stdout;
+                self.fail(&message);
+            }
+        }
+    }
+
+    /// Send rows to `path` (created or truncated), or to stdout (`None`).
+    fn set_output(&mut self, path: Option<&str>, once: bool) -> Result<(), String> {
+        self.flush_output();
+        self.out = Sink::Stdout;
+        if let Some(path) = path {
+            let file = std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?;
+            self.out = Sink::File {
+                path: path.to_owned(),
+                writer: std::io::BufWriter::new(file),
+                once,
+            };
+        }
+        Ok(())
     }
 
     /// A side note (token, timer) on stderr, dim on a terminal: stdout
@@ -402,5 +695,25 @@ fn consistency_name(c: ConsistencyArg) -> &'static str {
         ConsistencyArg::Linearizable => "linearizable",
         ConsistencyArg::Session => "session",
         ConsistencyArg::Stale => "stale",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shell_holds_transactions_but_passes_savepoints_on() {
+        assert_eq!(txn_word("BEGIN TRANSACTION"), Some(TxnWord::Begin));
+        assert_eq!(txn_word("  begin immediate"), Some(TxnWord::Begin));
+        assert_eq!(txn_word("COMMIT"), Some(TxnWord::Commit));
+        assert_eq!(txn_word("end transaction"), Some(TxnWord::Commit));
+        assert_eq!(txn_word("ROLLBACK"), Some(TxnWord::Rollback));
+        assert_eq!(txn_word("rollback transaction"), Some(TxnWord::Rollback));
+        assert_eq!(txn_word("ROLLBACK TO sp1"), None);
+        assert_eq!(txn_word("ROLLBACK TRANSACTION TO sp1"), None);
+        assert_eq!(txn_word("SAVEPOINT sp1"), None);
+        assert_eq!(txn_word("INSERT INTO t VALUES (1)"), None);
+        assert_eq!(txn_word("SELECT 'BEGIN'"), None);
     }
 }

@@ -1,63 +1,294 @@
-//! How the shell prints rows: `.mode table` (default), `json`, `csv`.
+//! How the shell prints rows: the modes of `sqlite3`'s `.mode` that make
+//! sense over a network, shaped by `.headers`, `.nullvalue`, `.width` and
+//! `.separator`.
 //!
-//! - `table`: the aligned columns every `quorumlite` command prints.
+//! - `table` (default): aligned columns under a dashed rule, like every
+//!   `quorumlite` command prints (`sqlite3`'s `column`).
+//! - `box`: the same inside Unicode box-drawing lines; `markdown`: a
+//!   GitHub table (`|` in a value is escaped).
+//! - `line`: one `name = value` line per column, a blank line between rows.
+//! - `list`: values joined by the separator (`|`), one row per line.
+//! - `csv`: RFC 4180: a field is quoted when it holds a comma, a quote, a
+//!   line break or leading or trailing space, with quotes doubled. A blob
+//!   is its hex digits. Lines end with `\n`.
 //! - `json`: JSON Lines, one object per row, keys in column order, values
 //!   as `quorumlite query --json` writes them (blobs as `{"blob": base64}`).
-//!   One line per row streams and feeds `jq` directly. A column name that
-//!   appears twice appears twice in the object, and most readers keep the
-//!   last: alias duplicates (`SELECT a.id, b.id AS b_id`).
-//! - `csv`: RFC 4180: a header line, then one line per row; a field is
-//!   quoted when it holds a comma, a quote, a line break or leading or
-//!   trailing space, with quotes doubled. NULL is an empty field, a blob
-//!   its hex digits. Lines end with `\n`.
+//!   One line per row streams and feeds `jq` directly.
+//!
+//! The aligned modes (`table`, `box`, `markdown`) show a value on one line:
+//! a line break, tab or other control character is written as its escape
+//! (`\n`, `\t`, `\x01`), so a row never spills into the next. A value
+//! wider than its column's limit (`.width`, else [`DEFAULT_MAX_WIDTH`]
+//! characters) ends in `…`; `list`, `csv`, `json` and `line` never cut.
 
 use super::super::output;
 use client::{Column, Value};
+use unicode_width::UnicodeWidthStr;
+
+/// Widest a column of the aligned modes gets without `.width`.
+pub const DEFAULT_MAX_WIDTH: usize = 60;
 
 /// The output mode (`.mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Table,
-    Json,
+    Box,
+    Markdown,
+    Line,
+    List,
     Csv,
+    Json,
 }
+
+pub const MODES: &str = "table, box, markdown, line, list, csv or json";
 
 impl Mode {
     pub fn parse(word: &str) -> Option<Mode> {
-        match word.to_ascii_lowercase().as_str() {
-            "table" => Some(Mode::Table),
-            "json" => Some(Mode::Json),
-            "csv" => Some(Mode::Csv),
-            _ => None,
-        }
+        Some(match word.to_ascii_lowercase().as_str() {
+            "table" | "column" => Mode::Table,
+            "box" => Mode::Box,
+            "markdown" => Mode::Markdown,
+            "line" => Mode::Line,
+            "list" => Mode::List,
+            "csv" => Mode::Csv,
+            "json" => Mode::Json,
+            _ => return None,
+        })
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Table => "table",
-            Mode::Json => "json",
+            Mode::Box => "box",
+            Mode::Markdown => "markdown",
+            Mode::Line => "line",
+            Mode::List => "list",
             Mode::Csv => "csv",
+            Mode::Json => "json",
         }
     }
 }
 
-/// Rows in `mode`, ending with a newline (empty when there is nothing to
-/// print: no columns).
-pub fn rows(mode: Mode, columns: &[Column], rows: &[Vec<Value>]) -> String {
-    if columns.is_empty() {
-        return String::new();
-    }
-    match mode {
-        Mode::Table => output::rows_table(columns, rows),
-        Mode::Json => rows.iter().map(|r| json_line(columns, r)).collect(),
-        Mode::Csv => {
-            let mut out = csv_line(columns.iter().map(|c| c.name.clone()));
-            for r in rows {
-                out.push_str(&csv_line(r.iter().map(csv_text)));
-            }
-            out
+/// Everything the dot commands set about printing rows.
+#[derive(Clone, Debug)]
+pub struct Style {
+    pub mode: Mode,
+    /// A header line in `table`, `list` and `csv` (`.headers`); `box`,
+    /// `markdown` and `line` always name their columns, `json` always does.
+    pub headers: bool,
+    /// How NULL prints (`.nullvalue`); `None`: `NULL` in the aligned and
+    /// `line` modes, empty in `list` and `csv`.
+    pub null: Option<String>,
+    /// Per-column width limits (`.width`); 0 or missing: the default.
+    pub widths: Vec<usize>,
+    /// Between values in `list` mode (`.separator`).
+    pub separator: String,
+}
+
+impl Default for Style {
+    fn default() -> Style {
+        Style {
+            mode: Mode::Table,
+            headers: true,
+            null: None,
+            widths: Vec::new(),
+            separator: "|".into(),
         }
     }
+}
+
+impl Style {
+    /// Rows in the current mode, ending with a newline (empty when there is
+    /// nothing to print: no columns).
+    pub fn rows(&self, columns: &[Column], rows: &[Vec<Value>]) -> String {
+        if columns.is_empty() {
+            return String::new();
+        }
+        let names = || columns.iter().map(|c| c.name.clone());
+        match self.mode {
+            Mode::Table | Mode::Box | Mode::Markdown => self.aligned(columns, rows),
+            Mode::Line => self.line(columns, rows),
+            Mode::List => {
+                let mut out = String::new();
+                let join = |fields: Vec<String>| fields.join(&self.separator) + "\n";
+                if self.headers {
+                    out.push_str(&join(names().collect()));
+                }
+                for r in rows {
+                    out.push_str(&join(r.iter().map(|v| self.plain(v, "")).collect()));
+                }
+                out
+            }
+            Mode::Csv => {
+                let mut out = String::new();
+                if self.headers {
+                    out.push_str(&csv_line(names()));
+                }
+                for r in rows {
+                    out.push_str(&csv_line(r.iter().map(|v| self.plain(v, ""))));
+                }
+                out
+            }
+            Mode::Json => rows.iter().map(|r| json_line(columns, r)).collect(),
+        }
+    }
+
+    /// A value in full, for the modes that never cut: blobs as hex, NULL
+    /// as `.nullvalue` or `default_null`.
+    fn plain(&self, v: &Value, default_null: &str) -> String {
+        match v {
+            Value::Null => self.null.clone().unwrap_or_else(|| default_null.into()),
+            Value::Blob(b) => b.iter().map(|byte| format!("{byte:02x}")).collect(),
+            other => output::value_text(other),
+        }
+    }
+
+    /// A value on one line, for the aligned modes.
+    fn cell(&self, v: &Value) -> String {
+        match v {
+            Value::Null => self.null.clone().unwrap_or_else(|| "NULL".into()),
+            other => escape_controls(&output::value_text(other)),
+        }
+    }
+
+    fn limit(&self, column: usize) -> usize {
+        match self.widths.get(column) {
+            Some(&w) if w > 0 => w,
+            _ => DEFAULT_MAX_WIDTH,
+        }
+    }
+
+    fn aligned(&self, columns: &[Column], rows: &[Vec<Value>]) -> String {
+        // A `|` inside a markdown cell would end it.
+        let markdown = self.mode == Mode::Markdown;
+        let fit = |text: String, column: usize| {
+            let text = if markdown {
+                text.replace('|', "\\|")
+            } else {
+                text
+            };
+            truncate(&text, self.limit(column))
+        };
+        let header: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| fit(escape_controls(&c.name), i))
+            .collect();
+        let body: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .map(|(i, v)| fit(self.cell(v), i))
+                    .collect()
+            })
+            .collect();
+        // Markdown needs three dashes under each column name.
+        let least = if markdown { 3 } else { 0 };
+        let mut widths: Vec<usize> = header.iter().map(|h| h.width().max(least)).collect();
+        for row in &body {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.width());
+            }
+        }
+        let pad = |cells: &[String]| -> Vec<String> {
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, &w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.width()))))
+                .collect()
+        };
+        let mut out = String::new();
+        match self.mode {
+            Mode::Box => {
+                let rule = |l: &str, m: &str, r: &str| {
+                    let parts: Vec<String> = widths.iter().map(|w| "─".repeat(w + 2)).collect();
+                    format!("{l}{}{r}\n", parts.join(m))
+                };
+                let line = |cells: Vec<String>| format!("│ {} │\n", cells.join(" │ "));
+                out.push_str(&rule("┌", "┬", "┐"));
+                out.push_str(&line(pad(&header)));
+                out.push_str(&rule("├", "┼", "┤"));
+                for row in &body {
+                    out.push_str(&line(pad(row)));
+                }
+                out.push_str(&rule("└", "┴", "┘"));
+            }
+            Mode::Markdown => {
+                let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+                out.push_str(&line(pad(&header)));
+                let rules: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
+                out.push_str(&format!("|{}|\n", rules.join("|")));
+                for row in body {
+                    out.push_str(&line(pad(&row)));
+                }
+            }
+            _ => {
+                let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
+                if self.headers {
+                    out.push_str(&line(pad(&header)));
+                    let rules: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+                    out.push_str(&line(rules));
+                }
+                for row in &body {
+                    out.push_str(&line(pad(row)));
+                }
+            }
+        }
+        out
+    }
+
+    fn line(&self, columns: &[Column], rows: &[Vec<Value>]) -> String {
+        let width = columns.iter().map(|c| c.name.width()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (n, row) in rows.iter().enumerate() {
+            if n > 0 {
+                out.push('\n');
+            }
+            for (c, v) in columns.iter().zip(row) {
+                let fill = " ".repeat(width.saturating_sub(c.name.width()));
+                out.push_str(&format!("{fill}{} = {}\n", c.name, self.plain(v, "NULL")));
+            }
+        }
+        out
+    }
+}
+
+/// Control characters as escapes, so a value stays on one line.
+fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` cut to `max` display columns, the last one `…` when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.width() <= max {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w + 1 > max {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
+    out.push('…');
+    out
 }
 
 fn json_line(columns: &[Column], row: &[Value]) -> String {
@@ -73,14 +304,6 @@ fn json_line(columns: &[Column], row: &[Value]) -> String {
         })
         .collect();
     format!("{{{}}}\n", fields.join(","))
-}
-
-fn csv_text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::Blob(b) => b.iter().map(|byte| format!("{byte:02x}")).collect(),
-        other => output::value_text(other),
-    }
 }
 
 fn csv_line(fields: impl Iterator<Item = String>) -> String {
@@ -126,19 +349,32 @@ mod tests {
         )
     }
 
+    fn style(mode: Mode) -> Style {
+        Style {
+            mode,
+            ..Style::default()
+        }
+    }
+
     #[test]
     fn csv_quotes_exactly_the_fields_that_need_it() {
         let (c, r) = sample();
         assert_eq!(
-            rows(Mode::Csv, &c, &r),
+            style(Mode::Csv).rows(&c, &r),
             "id,name\n1,ada\n2,\"a, \"\"b\"\"\nc\"\n2.5,\n00ff,\" x\"\n"
         );
+        let bare = Style {
+            headers: false,
+            null: Some("-".into()),
+            ..style(Mode::Csv)
+        };
+        assert_eq!(bare.rows(&c, &r[2..3]), "2.5,-\n");
     }
 
     #[test]
     fn json_is_one_object_per_row_in_column_order() {
         let (c, r) = sample();
-        let out = rows(Mode::Json, &c, &r);
+        let out = style(Mode::Json).rows(&c, &r);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], r#"{"id":1,"name":"ada"}"#);
         assert_eq!(lines[1], r#"{"id":2,"name":"a, \"b\"\nc"}"#);
@@ -148,18 +384,70 @@ mod tests {
         for line in lines {
             assert!(serde_json::from_str::<serde_json::Value>(line).is_ok());
         }
-        let reversed = cols(&["z", "a"]);
-        let row = vec![vec![Value::Integer(1), Value::Integer(2)]];
-        assert_eq!(rows(Mode::Json, &reversed, &row), "{\"z\":1,\"a\":2}\n");
     }
 
     #[test]
-    fn table_is_the_aligned_cli_table_and_nothing_without_columns() {
-        let c = cols(&["n"]);
-        let r = vec![vec![Value::Integer(10)]];
-        assert_eq!(rows(Mode::Table, &c, &r), "n\n--\n10\n");
-        assert_eq!(rows(Mode::Table, &[], &[]), "");
+    fn table_aligns_columns_and_prints_nothing_without_columns() {
+        let c = cols(&["n", "s"]);
+        let r = vec![
+            vec![Value::Integer(10), Value::Text("a".into())],
+            vec![Value::Integer(7), Value::Null],
+        ];
+        assert_eq!(
+            style(Mode::Table).rows(&c, &r),
+            "n   s\n--  ----\n10  a\n7   NULL\n"
+        );
+        assert_eq!(style(Mode::Table).rows(&[], &[]), "");
+        let bare = Style {
+            headers: false,
+            null: Some("∅".into()),
+            ..style(Mode::Table)
+        };
+        assert_eq!(bare.rows(&c, &r), "10  a\n7   ∅\n");
         assert_eq!(Mode::parse("CSV"), Some(Mode::Csv));
-        assert_eq!(Mode::parse("box"), None);
+        assert_eq!(Mode::parse("html"), None);
+    }
+
+    #[test]
+    fn aligned_modes_keep_a_value_on_one_line_and_cut_wide_ones() {
+        let c = cols(&["v"]);
+        let r = vec![vec![Value::Text("one\ntwo\tthree".into())]];
+        assert_eq!(
+            style(Mode::Table).rows(&c, &r),
+            "v\n---------------\none\\ntwo\\tthree\n"
+        );
+        let wide = vec![vec![Value::Text("x".repeat(200))]];
+        let out = style(Mode::Table).rows(&c, &wide);
+        let last = out.lines().last().unwrap_or_default();
+        assert_eq!(last.chars().count(), DEFAULT_MAX_WIDTH);
+        assert!(last.ends_with('…'));
+        let narrow = Style {
+            widths: vec![5],
+            ..style(Mode::Box)
+        };
+        assert_eq!(
+            narrow.rows(&c, &wide),
+            "┌───────┐\n│ v     │\n├───────┤\n│ xxxx… │\n└───────┘\n"
+        );
+        // list keeps the value whole.
+        assert_eq!(style(Mode::List).rows(&c, &wide).len(), 2 + 201);
+    }
+
+    #[test]
+    fn markdown_line_and_list_print_as_sqlite3_does() {
+        let c = cols(&["id", "name"]);
+        let r = vec![
+            vec![Value::Integer(1), Value::Text("a|b".into())],
+            vec![Value::Integer(22), Value::Null],
+        ];
+        assert_eq!(
+            style(Mode::Markdown).rows(&c, &r),
+            "| id  | name |\n|-----|------|\n| 1   | a\\|b |\n| 22  | NULL |\n"
+        );
+        assert_eq!(
+            style(Mode::Line).rows(&c, &r),
+            "  id = 1\nname = a|b\n\n  id = 22\nname = NULL\n"
+        );
+        assert_eq!(style(Mode::List).rows(&c, &r), "id|name\n1|a|b\n22|\n");
     }
 }

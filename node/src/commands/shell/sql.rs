@@ -198,12 +198,19 @@ pub fn split(text: &str) -> Vec<String> {
 /// The first word of a statement after white space and comments,
 /// upper-cased (`""` when there is none).
 pub fn first_keyword(sql: &str) -> String {
+    leading_words(sql, 1).pop().unwrap_or_default()
+}
+
+/// The first `n` tokens of a statement after white space and comments,
+/// upper-cased (fewer when the statement is shorter).
+pub fn leading_words(sql: &str, n: usize) -> Vec<String> {
     tokens(sql)
         .0
         .into_iter()
-        .find(|t| t.kind != Tk::Ws)
+        .filter(|t| t.kind != Tk::Ws)
+        .take(n)
         .map(|t| sql[t.start..t.end].to_ascii_uppercase())
-        .unwrap_or_default()
+        .collect()
 }
 
 #[cfg(test)]
