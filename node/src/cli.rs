@@ -97,7 +97,9 @@ pub struct DevArgs {
 /// Options shared by the commands that talk to a cluster.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Node address(es), HOST:PORT, comma-separated or repeated.
+    /// Node address(es), comma-separated or repeated: HOST:PORT (the
+    /// node's gRPC port, its --listen), http://HOST:PORT, or
+    /// https://HOST:PORT (TLS: needs --ca).
     #[arg(
         long,
         env = "QUORUMLITE_ADDR",

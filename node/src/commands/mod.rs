@@ -26,6 +26,7 @@ mod dev;
 mod members;
 mod membership;
 pub mod output;
+pub mod reach;
 mod shell;
 
 use crate::cli::{Cli, Command, ConnectArgs, ConsistencyArg, ExecArgs, QueryArgs, StatusArgs};
@@ -184,8 +185,6 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Build a client from the connect flags and run `f` on a small runtime;
-/// print any error the way every command does.
 /// The client configuration the connection flags ask for.
 pub fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
@@ -212,13 +211,23 @@ pub fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
     })
 }
 
+/// The nodes' `HOST:PORT` addresses and the client configuration the
+/// connection flags ask for (`--addr` may be a URL: see `reach::addrs`).
+pub fn target(connect: &ConnectArgs) -> Result<(Vec<String>, ClientConfig), String> {
+    let addrs = reach::addrs(&connect.addr, connect.ca.is_some())?;
+    Ok((addrs, client_config(connect)?))
+}
+
+/// Build a client from the connect flags and run `f` on a small runtime,
+/// failing at once with the reason when no node can be talked to
+/// (`reach::guard`); print any error the way every command does.
 pub(crate) fn with_client<F, Fut>(connect: &ConnectArgs, f: F) -> ExitCode
 where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<(), client::Error>>,
 {
-    let config = match client_config(connect) {
-        Ok(c) => c,
+    let (addrs, config) = match target(connect) {
+        Ok(t) => t,
         Err(message) => {
             output::error(connect.json, "BAD_REQUEST", &message);
             return ExitCode::FAILURE;
@@ -228,9 +237,10 @@ where
         Ok(r) => r,
         Err(code) => return code,
     };
+    let ca = config.tls.as_ref().map(|t| t.ca_pem.clone());
     let result = runtime.block_on(async {
-        let client = Client::with_config(&connect.addr, config)?;
-        f(client).await
+        let client = Client::with_config(&addrs, config)?;
+        reach::guard(&addrs, ca.as_deref(), f(client)).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
