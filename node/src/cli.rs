@@ -134,11 +134,12 @@ pub struct ExecArgs {
     /// Continue the session of this token (reads after it see this write).
     #[arg(long)]
     pub token: Option<String>,
-    /// SQL statements, run in order as one transaction.
+    /// SQL statements, one per argument, run in order as one transaction.
     #[arg(required = true, value_name = "SQL")]
     pub sql: Vec<String>,
     /// A parameter of the SQL argument before it, as JSON: 1, 2.5, "text",
-    /// null, {"blob":"<base64>"}; NAME=JSON for a named parameter.
+    /// null, {"int":"<integer>"}, {"blob":"<base64>"}; NAME=JSON for a
+    /// named parameter. Integers beyond 64 bits are refused.
     #[arg(long, value_name = "JSON", allow_hyphen_values = true)]
     pub param: Vec<String>,
 }

@@ -608,3 +608,85 @@ async fn addr_takes_http_and_https_urls_whose_scheme_must_match_the_tls_choice()
         assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_are_exact_or_refused_and_one_argument_holds_one_statement() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let addr = cluster.addr(1);
+    // Past 2^53 but within SQLite's integers: carried exactly, as a JSON
+    // number or as {"int":"..."}.
+    for param in ["9007199254740993", "{\"int\":\"9007199254740993\"}"] {
+        let out = run(&[
+            "query",
+            "--addr",
+            &addr,
+            "--json",
+            "--param",
+            param,
+            "SELECT ? + 0",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            json_of(&out)["rows"],
+            serde_json::json!([[9_007_199_254_740_993_i64]]),
+            "{param}"
+        );
+    }
+    for (param, why) in [
+        ("18446744073709551615", "beyond SQLite's integers"),
+        (
+            "{\"int\":\"18446744073709551615\"}",
+            "beyond SQLite's integers",
+        ),
+        ("{\"blob\":\"!!\"}", "is not base64"),
+    ] {
+        for cmd in ["query", "exec"] {
+            let out = run(&[cmd, "--addr", &addr, "--json", "SELECT ?", "--param", param]);
+            assert_eq!(out.status.code(), Some(1), "{cmd} {param}");
+            assert!(
+                stderr(&out).contains(why),
+                "{cmd} {param}: {}",
+                stderr(&out)
+            );
+            assert_eq!(json_of(&out)["error"]["code"], "BAD_REQUEST");
+        }
+    }
+    let out = run(&[
+        "query",
+        "--addr",
+        &addr,
+        "--param",
+        "18446744073709551615",
+        "SELECT ?",
+    ]);
+    assert!(
+        stderr(&out).contains("pass it as text ('\"18446744073709551615\"')"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&[
+        "exec",
+        "--addr",
+        &addr,
+        "CREATE TABLE m(x); INSERT INTO m VALUES (1)",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("holds 2 statements: one statement per argument"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing ran: the table does not exist. One statement with its `;`,
+    // and a trigger body's `;`, are one statement each.
+    let out = run(&["exec", "--addr", &addr, "CREATE TABLE m(x);"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&[
+        "exec",
+        "--addr",
+        &addr,
+        "CREATE TRIGGER mt AFTER INSERT ON m BEGIN SELECT 1; SELECT 2; END",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

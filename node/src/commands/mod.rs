@@ -263,8 +263,17 @@ fn parse_token(text: Option<&str>) -> Result<Option<Token>, client::Error> {
     .transpose()
 }
 
-/// Bind a list of `--param` values to one statement.
+/// Bind a list of `--param` values to one statement. An argument holding
+/// several statements is refused here, naming the cause: the node takes
+/// exactly one statement per argument, and its own error hides why
+/// (`no such table: m` for `CREATE TABLE m(x); INSERT INTO m VALUES (1)`).
 fn bind(sql: String, params: &[String]) -> Result<Statement, String> {
+    let count = storage::split_statements(&sql).len();
+    if count > 1 {
+        return Err(format!(
+            "{sql:?} holds {count} statements: one statement per argument (exec runs its arguments in order, as one transaction: quorumlite exec \"CREATE TABLE t(x)\" \"INSERT INTO t VALUES (1)\")"
+        ));
+    }
     let mut statement = Statement::new(sql);
     for p in params {
         match output::parse_param(p)? {
