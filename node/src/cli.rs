@@ -92,6 +92,10 @@ pub struct DevArgs {
     /// 127.0.0.1:(http_base_port + N - 1); 0: no HTTP API.
     #[arg(long, default_value_t = 8081)]
     pub http_base_port: u16,
+    /// Print the cluster's addresses as one JSON object (one line) once it
+    /// has started, instead of the text for people.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by the commands that talk to a cluster.

@@ -690,3 +690,36 @@ async fn params_are_exact_or_refused_and_one_argument_holds_one_statement() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_members_list_json_carry_role_lag_and_last_contact() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let addr = cluster.addr(leader);
+    let out = run(&["exec", "--addr", &addr, "CREATE TABLE j(x)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for args in [
+        &["status", "--addr", &addr, "--json"][..],
+        &["members", "list", "--addr", &addr, "--json"][..],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let j = json_of(&out);
+        let members = j["members"].as_array().expect("members");
+        assert_eq!(members.len(), 3, "{j}");
+        for m in members {
+            let id = m["id"].as_u64().expect("id");
+            for field in ["addr", "kind", "reachable", "role", "version", "lag"] {
+                assert!(!m[field].is_null(), "{args:?}: {field} of {m}");
+            }
+            assert!(m.get("last_contact_ms").is_some(), "{m}");
+            if id == leader {
+                assert_eq!(m["role"], "leader", "{m}");
+                assert!(m["last_contact_ms"].is_null(), "{m}");
+            } else {
+                assert_eq!(m["role"], "follower", "{m}");
+                assert!(m["last_contact_ms"].is_u64(), "{m}");
+            }
+        }
+    }
+}

@@ -401,12 +401,10 @@ async fn query(client: Client, args: QueryArgs) -> Result<(), client::Error> {
 
 async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
     let s = client.status(args.digest).await?;
+    let config = client_config(&args.connect).map_err(bad_request)?;
+    let deadline = Duration::from_millis(args.connect.timeout_ms.min(2_000));
+    let views = members::survey(&config, &s, deadline).await;
     if args.connect.json {
-        let members: Vec<_> = s
-            .members
-            .iter()
-            .map(|m| json!({ "id": m.id, "addr": m.addr, "kind": m.kind }))
-            .collect();
         outln!(
             "{}",
             json!({
@@ -419,7 +417,7 @@ async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
                 "lineage": s.lineage,
                 "digest": s.digest,
                 "digest_version": s.digest_version,
-                "members": members,
+                "members": members::json(&views),
                 "last_log_index": s.last_log_index,
                 "applied_index": s.applied_index,
                 "snapshot_index": s.snapshot_index,
@@ -432,17 +430,12 @@ async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
         );
         return Ok(());
     }
-    let config = client_config(&args.connect).map_err(bad_request)?;
-    let deadline = Duration::from_millis(args.connect.timeout_ms.min(2_000));
     out!("{}", status_summary(&s));
     if !s.digest.is_empty() {
         outln!("digest    {} (version {})", s.digest, s.digest_version);
     }
     outln!();
-    out!(
-        "{}",
-        members::table(&members::survey(&config, &s, deadline).await)
-    );
+    out!("{}", members::table(&views));
     Ok(())
 }
 
