@@ -50,7 +50,8 @@ pub struct CertArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum CertCommand {
-    /// Make a CA: DIR/ca.pem and DIR/ca.key.
+    /// Make a CA: DIR/ca.pem and DIR/ca.key. Refuses to replace an
+    /// existing CA (its certificates would stop verifying) without --force.
     Ca {
         /// Where the files go (created).
         #[arg(long)]
@@ -58,6 +59,8 @@ pub enum CertCommand {
         /// The CA's common name.
         #[arg(long, default_value = "Quorumlite CA")]
         name: String,
+        #[command(flatten)]
+        out: CertOutArgs,
     },
     /// Issue a certificate signed by DIR's CA: DIR/NAME.pem and DIR/NAME.key,
     /// good for serving and for client authentication.
@@ -68,13 +71,29 @@ pub enum CertCommand {
         /// File name and common name, e.g. node1.
         #[arg(long)]
         name: String,
-        /// An IP address or DNS name the certificate is for (repeat).
-        #[arg(long)]
+        /// An IP address or DNS name the certificate is for (repeat; at
+        /// least one: clients check the host they dial against these).
+        #[arg(long, required = true, value_name = "HOST")]
         host: Vec<String>,
         /// Validity in days.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        #[command(flatten)]
+        out: CertOutArgs,
     },
+}
+
+/// Output options of `cert ca` and `cert issue`.
+#[derive(clap::Args, Debug)]
+pub struct CertOutArgs {
+    /// Replace files that exist (a replaced CA key can no longer sign for
+    /// the certificates it issued, and they stop verifying against a new
+    /// ca.pem).
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object: {"files":[...]} (errors too, as {"error":{...}}).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -723,3 +723,53 @@ async fn status_and_members_list_json_carry_role_lag_and_last_contact() {
         }
     }
 }
+
+#[test]
+fn cert_refuses_to_overwrite_without_force_and_to_issue_for_a_bad_or_missing_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    let out = run(&["cert", "ca", "--dir", d, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["files"].as_array().map(Vec::len), Some(2));
+    let key = std::fs::read(dir.path().join("ca.key")).expect("ca.key");
+
+    let out = run(&["cert", "ca", "--dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{d}/ca.pem exists")) && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.key")).expect("ca.key"),
+        key
+    );
+
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["cert", "issue", "--dir", d, "--name", "n1"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = issue(&["--host", "127.0.0.1", "--host", "db1.example"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = issue(&["--host", "127.0.0.1", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("n1.pem exists"), "{}", stderr(&out));
+    assert!(json_of(&out)["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("--force")));
+    let out = issue(&["--host", "127.0.0.1", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = issue(&["--host", "not a host!"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("\"not a host!\": neither an IP address nor a DNS name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["cert", "issue", "--dir", d, "--name", "n2"]);
+    assert_eq!(out.status.code(), Some(2), "no --host");
+    assert!(stderr(&out).contains("--host"), "{}", stderr(&out));
+    assert!(!dir.path().join("n2.pem").exists());
+}
