@@ -20,7 +20,7 @@
 
 use crate::error::{Error, ErrorCode};
 use crate::retry::{self, Next, Op};
-use crate::{backoff, pb, Client, Consistency, Token};
+use crate::{backoff, pb, Client, Consistency, Token, Tries};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -155,21 +155,24 @@ impl Client {
         };
         let idle = self.inner.config.request_timeout;
         let started = Instant::now();
-        let mut tried = 0usize;
+        let mut tried = Tries::default();
         loop {
-            let node = self.nth(tried);
+            let node = self.nth(tried.count);
             let err = match self.open_backup(&node, request.clone(), idle).await {
                 Ok(backup) => return Ok(backup),
                 Err(e) => e,
             };
-            tried += 1;
+            tried.failed(&node.addr, &err);
             let next = retry::after(Op::Read, err.code);
-            if next == Next::Fail || started.elapsed() >= self.inner.config.retry_budget {
+            if next == Next::Fail
+                || started.elapsed() >= self.inner.config.retry_budget
+                || self.nowhere_else(&err, &tried)
+            {
                 return Err(err);
             }
             tracing::debug!(node = %node.addr, error = %err, "backup not served; trying another node");
-            if next == Next::PauseThenOther || tried.is_multiple_of(self.inner.nodes.len()) {
-                tokio::time::sleep(backoff(tried)).await;
+            if next == Next::PauseThenOther || tried.count.is_multiple_of(self.inner.nodes.len()) {
+                tokio::time::sleep(backoff(tried.count)).await;
             }
         }
     }
@@ -253,7 +256,7 @@ impl Client {
             .len();
         let started = Instant::now();
         let mut node = self.write_target(None);
-        let mut tried = 0usize;
+        let mut tried = Tries::default();
         loop {
             let handed_over = Arc::new(AtomicBool::new(false));
             let chunks = upload(

@@ -196,6 +196,10 @@ pub struct Error {
     pub leader: Option<String>,
     /// SQLite's code name (`SQLITE_CONSTRAINT`...) for SQL errors.
     pub sqlite_code: Option<String>,
+    /// Invariant: true only for a transport failure before any request
+    /// left: the connection could not be made at all (refused, no route,
+    /// no such host, TLS handshake failed). See [`Error::unreached`].
+    unreached: bool,
 }
 
 impl fmt::Display for Error {
@@ -213,7 +217,16 @@ impl Error {
             message: message.into(),
             leader: None,
             sqlite_code: None,
+            unreached: false,
         }
+    }
+
+    /// Whether the node could not be reached at all: no connection was
+    /// made, so nothing was sent. The client gives up once every address
+    /// it knows is unreached this way (retrying would wait out the whole
+    /// retry budget for nothing).
+    pub fn unreached(&self) -> bool {
+        self.unreached
     }
 
     /// Read an error status. A status without our metadata comes from the
@@ -230,6 +243,7 @@ impl Error {
                 message: status.message().to_owned(),
                 leader: get(LEADER_KEY).filter(|l| !l.is_empty()),
                 sqlite_code: get(SQLITE_CODE_KEY),
+                unreached: false,
             };
         }
         transport_error(status, addr)
@@ -247,6 +261,7 @@ impl Error {
             message: item.message.clone(),
             leader: some(&item.leader),
             sqlite_code: some(&item.sqlite_code),
+            unreached: false,
         }
     }
 }
@@ -305,10 +320,13 @@ fn transport_error(status: &tonic::Status, addr: &str) -> Error {
             ErrorCode::Timeout,
             format!("{addr}: no reply in time ({detail})"),
         ),
-        C::Unavailable | C::Unknown if refused_before_sending(status) => Error::new(
-            ErrorCode::Unavailable,
-            format!("cannot reach {addr}: {}", describe_source(status)),
-        ),
+        C::Unavailable | C::Unknown if refused_before_sending(status) => Error {
+            unreached: true,
+            ..Error::new(
+                ErrorCode::Unavailable,
+                format!("cannot reach {addr}: {}", describe_source(status)),
+            )
+        },
         C::Unimplemented => Error::new(
             ErrorCode::Unavailable,
             format!(

@@ -259,6 +259,11 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
             format!("invalid node address {addr:?}: {why}; expected HOST:PORT"),
         )
     };
+    if let Some((scheme, _)) = addr.split_once("://") {
+        return Err(bad(format!(
+            "a URL ({scheme}://), not an address: give the host and port alone (TLS is chosen by ClientConfig::tls)"
+        )));
+    }
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port".into()))?;
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(bad("bad host or port".into()));
@@ -428,7 +433,7 @@ impl Client {
         };
         let started = Instant::now();
         let mut node = self.write_target(None);
-        let mut tried = 0usize;
+        let mut tried = Tries::default();
         loop {
             let call = async {
                 if unbounded {
@@ -511,9 +516,9 @@ impl Client {
         };
         let started = Instant::now();
         let first = self.inner.next_read.fetch_add(1, Ordering::Relaxed);
-        let mut tried = 0usize;
+        let mut tried = Tries::default();
         loop {
-            let node = self.nth(first + tried);
+            let node = self.nth(first + tried.count);
             let answer = match timeout {
                 None => node.reads.call(request.clone()).await,
                 Some(t) => self.query_alone(&node, request.clone(), t).await,
@@ -525,17 +530,17 @@ impl Client {
                 }
                 Err(e) => e,
             };
-            tried += 1;
+            tried.failed(&node.addr, &err);
             let next = retry::after(Op::Read, err.code);
             if next == Next::Fail
                 || started.elapsed() >= self.inner.config.retry_budget
-                || self.nowhere_else(err.code)
+                || self.nowhere_else(&err, &tried)
             {
                 return Err(err);
             }
             tracing::debug!(node = %node.addr, error = %err, "read not served; trying another node");
-            if next == Next::PauseThenOther || tried.is_multiple_of(self.inner.nodes.len()) {
-                tokio::time::sleep(backoff(tried)).await;
+            if next == Next::PauseThenOther || tried.count.is_multiple_of(self.inner.nodes.len()) {
+                tokio::time::sleep(backoff(tried.count)).await;
             }
         }
     }
@@ -625,14 +630,14 @@ impl Client {
         err: Error,
         node: &Node,
         started: Instant,
-        tried: &mut usize,
+        tried: &mut Tries,
         what: &str,
     ) -> Result<Node, Error> {
-        *tried += 1;
+        tried.failed(&node.addr, &err);
         let next = retry::after(Op::Write, err.code);
         if next == Next::Fail
             || started.elapsed() >= self.inner.config.retry_budget
-            || self.nowhere_else(err.code)
+            || self.nowhere_else(&err, tried)
         {
             let mut err = err;
             err.code = retry::write_outcome(err.code);
@@ -647,9 +652,9 @@ impl Client {
             _ => {
                 *lock(&self.inner.leader) = None;
                 if next == Next::PauseThenOther {
-                    tokio::time::sleep(backoff(*tried)).await;
+                    tokio::time::sleep(backoff(tried.count)).await;
                 }
-                self.nth(*tried)
+                self.nth(tried.count)
             }
         })
     }
@@ -765,11 +770,22 @@ impl Client {
         *lock(&self.inner.suspect) = Some(addr.to_owned());
     }
 
-    /// Whether `code` says "another node may serve this" and there is no
+    /// Whether `err` says "another node may serve this" and there is no
     /// other node to ask: a leader without a majority (`NO_QUORUM`) is
-    /// asked again and again for nothing when it is the only address.
-    fn nowhere_else(&self, code: ErrorCode) -> bool {
-        code == ErrorCode::NoQuorum && self.inner.nodes.len() == 1
+    /// asked again and again for nothing when it is the only address; and
+    /// when no address given at connect could be reached at all in this
+    /// call (every one refused the connection, or has no route), retrying
+    /// would wait out the whole retry budget for nothing. A leader that
+    /// died while others live is still found: any node that answers
+    /// clears the count (`Tries::failed`).
+    pub(crate) fn nowhere_else(&self, err: &Error, tried: &Tries) -> bool {
+        (err.code == ErrorCode::NoQuorum && self.inner.nodes.len() == 1)
+            || (err.unreached()
+                && self
+                    .inner
+                    .nodes
+                    .iter()
+                    .all(|n| tried.unreached.contains(&n.addr)))
     }
 
     /// Run an admin call on the first node that can be reached; any answer
@@ -843,6 +859,30 @@ impl Client {
     }
 }
 
+/// The failed attempts of one call so far.
+#[derive(Default)]
+pub(crate) struct Tries {
+    /// How many attempts failed.
+    pub(crate) count: usize,
+    /// The addresses that could not be reached at all since the last node
+    /// that answered. Invariant: cleared whenever a node answers (with
+    /// any error), so it only ever holds addresses that are all down
+    /// together.
+    unreached: std::collections::HashSet<String>,
+}
+
+impl Tries {
+    /// Count a failed attempt on `addr`.
+    pub(crate) fn failed(&mut self, addr: &str, err: &Error) {
+        self.count += 1;
+        if err.unreached() {
+            self.unreached.insert(addr.to_owned());
+        } else {
+            self.unreached.clear();
+        }
+    }
+}
+
 /// Pause before the `tried`th retry: 20 ms doubling to 200 ms.
 fn backoff(tried: usize) -> Duration {
     Duration::from_millis(20u64 << tried.min(4)).min(Duration::from_millis(200))
@@ -870,7 +910,14 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_addresses_are_refused_at_connect() {
-        for addr in ["", "localhost", ":4001", "host:port", "host:99999"] {
+        for addr in [
+            "",
+            "localhost",
+            ":4001",
+            "host:port",
+            "host:99999",
+            "http://127.0.0.1:4001",
+        ] {
             let err = Client::connect([addr]).err().expect(addr);
             assert_eq!(err.code, ErrorCode::BadRequest, "{addr}");
             assert!(err.message.contains("HOST:PORT"), "{err}");
@@ -879,25 +926,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_address_nobody_listens_on_is_reported_as_unreachable() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        drop(listener);
+    async fn addresses_that_all_refuse_fail_at_once_not_after_the_retry_budget() {
+        // Both bound before either is freed: two different ports.
+        let listeners: Vec<_> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("addr").to_string())
+            .collect();
+        drop(listeners);
         let config = ClientConfig {
-            retry_budget: Duration::from_millis(300),
+            retry_budget: Duration::from_secs(10),
             ..ClientConfig::default()
         };
-        let client = Client::with_config([addr.as_str()], config).expect("client");
-        let err = client
-            .query("SELECT 1", Consistency::Linearizable)
-            .await
-            .expect_err("nobody listens");
-        assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
-        assert!(err.message.contains(&addr), "{err}");
-        let err = client
-            .execute(vec!["CREATE TABLE t(x)".into()])
-            .await
-            .expect_err("nobody listens");
-        assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+        for given in [&addrs[..1], &addrs[..]] {
+            let client = Client::with_config(given, config.clone()).expect("client");
+            let started = Instant::now();
+            let err = client
+                .query("SELECT 1", Consistency::Linearizable)
+                .await
+                .expect_err("nobody listens");
+            assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+            assert!(err.unreached(), "{err}");
+            assert!(err.message.contains(&addrs[0]) || err.message.contains(&addrs[1]));
+            let err = client
+                .execute(vec!["CREATE TABLE t(x)".into()])
+                .await
+                .expect_err("nobody listens");
+            assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?} for a read and a write to {given:?}",
+                started.elapsed()
+            );
+        }
     }
 }

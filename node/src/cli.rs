@@ -50,7 +50,8 @@ pub struct CertArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum CertCommand {
-    /// Make a CA: DIR/ca.pem and DIR/ca.key.
+    /// Make a CA: DIR/ca.pem and DIR/ca.key. Refuses to replace an
+    /// existing CA (its certificates would stop verifying) without --force.
     Ca {
         /// Where the files go (created).
         #[arg(long)]
@@ -58,6 +59,8 @@ pub enum CertCommand {
         /// The CA's common name.
         #[arg(long, default_value = "Quorumlite CA")]
         name: String,
+        #[command(flatten)]
+        out: CertOutArgs,
     },
     /// Issue a certificate signed by DIR's CA: DIR/NAME.pem and DIR/NAME.key,
     /// good for serving and for client authentication.
@@ -68,13 +71,29 @@ pub enum CertCommand {
         /// File name and common name, e.g. node1.
         #[arg(long)]
         name: String,
-        /// An IP address or DNS name the certificate is for (repeat).
-        #[arg(long)]
+        /// An IP address or DNS name the certificate is for (repeat; at
+        /// least one: clients check the host they dial against these).
+        #[arg(long, required = true, value_name = "HOST")]
         host: Vec<String>,
         /// Validity in days.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        #[command(flatten)]
+        out: CertOutArgs,
     },
+}
+
+/// Output options of `cert ca` and `cert issue`.
+#[derive(clap::Args, Debug)]
+pub struct CertOutArgs {
+    /// Replace files that exist (a replaced CA key can no longer sign for
+    /// the certificates it issued, and they stop verifying against a new
+    /// ca.pem).
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object: {"files":[...]} (errors too, as {"error":{...}}).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,12 +111,18 @@ pub struct DevArgs {
     /// 127.0.0.1:(http_base_port + N - 1); 0: no HTTP API.
     #[arg(long, default_value_t = 8081)]
     pub http_base_port: u16,
+    /// Print the cluster's addresses as one JSON object (one line) once it
+    /// has started, instead of the text for people.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by the commands that talk to a cluster.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Node address(es), HOST:PORT, comma-separated or repeated.
+    /// Node address(es), comma-separated or repeated: HOST:PORT (the
+    /// node's gRPC port, its --listen), http://HOST:PORT, or
+    /// https://HOST:PORT (TLS: needs --ca).
     #[arg(
         long,
         env = "QUORUMLITE_ADDR",
@@ -132,11 +157,12 @@ pub struct ExecArgs {
     /// Continue the session of this token (reads after it see this write).
     #[arg(long)]
     pub token: Option<String>,
-    /// SQL statements, run in order as one transaction.
+    /// SQL statements, one per argument, run in order as one transaction.
     #[arg(required = true, value_name = "SQL")]
     pub sql: Vec<String>,
     /// A parameter of the SQL argument before it, as JSON: 1, 2.5, "text",
-    /// null, {"blob":"<base64>"}; NAME=JSON for a named parameter.
+    /// null, {"int":"<integer>"}, {"blob":"<base64>"}; NAME=JSON for a
+    /// named parameter. Integers beyond 64 bits are refused.
     #[arg(long, value_name = "JSON", allow_hyphen_values = true)]
     pub param: Vec<String>,
 }

@@ -418,3 +418,358 @@ fn dev_starts_three_nodes_that_serve_and_stops_them_on_ctrl_c() {
         assert!(dir.path().join(format!("data/node{id}/data.db")).exists());
     }
 }
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Run the CLI; its output and how long it took.
+fn timed(args: &[&str]) -> (Output, Duration) {
+    let started = Instant::now();
+    let out = run(args);
+    (out, started.elapsed())
+}
+
+/// `quorumlite cert` into `dir`: a CA and node1's certificate for 127.0.0.1.
+fn pki(dir: &std::path::Path) -> (String, String, String) {
+    let d = dir.to_str().expect("utf-8 path");
+    for args in [
+        &["cert", "ca", "--dir", d][..],
+        &[
+            "cert",
+            "issue",
+            "--dir",
+            d,
+            "--name",
+            "node1",
+            "--host",
+            "127.0.0.1",
+        ][..],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let f = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    (f("ca.pem"), f("node1.pem"), f("node1.key"))
+}
+
+#[test]
+fn a_refused_address_fails_within_two_seconds_naming_it_and_the_likely_causes() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let other = format!("127.0.0.1:{}", free_port());
+    let both = format!("{addr},{other}");
+    for args in [
+        &["query", "--addr", &addr, "SELECT 1"][..],
+        &["exec", "--addr", &addr, "CREATE TABLE t(x)"][..],
+        &["status", "--addr", &addr][..],
+        &["query", "--addr", &both, "SELECT 1"][..],
+        &["members", "list", "--addr", &addr][..],
+    ] {
+        let (out, took) = timed(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(took < Duration::from_secs(2), "{args:?} took {took:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{addr} refused the connection: is the node running? is the port the gRPC port (default 4001)?"
+            )),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_given_as_addr_is_named_with_the_grpc_address() {
+    let http = format!("127.0.0.1:{}", free_port());
+    let cluster = Cluster::start_with(1, &[], |_| vec!["--http".into(), http.clone()]);
+    cluster.leader(Duration::from_secs(10)).await;
+    for args in [
+        &["query", "--addr", &http, "SELECT 1"][..],
+        &["exec", "--addr", &http, "CREATE TABLE t(x)"][..],
+    ] {
+        let (out, took) = timed(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(took < Duration::from_secs(2), "{args:?} took {took:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{http} is node 1's HTTP (Hrana) port, not a gRPC port"
+            )) && err.contains(&format!("the leader's gRPC address is {}", cluster.addr(1))),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_one_side_only_is_named_both_ways() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = pki(certs.path());
+    let tls = Cluster::start_with(1, &[], |_| {
+        vec![
+            "--tls-cert".into(),
+            cert.clone(),
+            "--tls-key".into(),
+            key.clone(),
+            "--tls-ca".into(),
+            ca.clone(),
+        ]
+    });
+    let plain = Cluster::start(1, &[]);
+    plain.leader(Duration::from_secs(10)).await;
+    let (a_tls, a_plain) = (tls.addr(1), plain.addr(1));
+    // The TLS node answers a client that trusts its CA.
+    let started = Instant::now();
+    let out = loop {
+        let out = run(&["query", "--addr", &a_tls, "--ca", &ca, "SELECT 1"]);
+        if out.status.success() || started.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (out, took) = timed(&["query", "--addr", &a_tls, "SELECT 1"]);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        stderr(&out).contains(&format!("{a_tls}: the node speaks TLS; pass --ca FILE")),
+        "{}",
+        stderr(&out)
+    );
+    let (out, took) = timed(&["query", "--addr", &a_plain, "--ca", &ca, "SELECT 1"]);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        stderr(&out).contains(&format!(
+            "{a_plain}: the node speaks plain text, not TLS; drop --ca"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // A name the certificate does not hold.
+    let port = a_tls.rsplit_once(':').expect("port").1;
+    let by_name = format!("localhost:{port}");
+    let out = run(&["status", "--addr", &by_name, "--ca", &ca]);
+    assert!(
+        stderr(&out).contains("the node's TLS certificate was refused")
+            && stderr(&out).contains("not valid for name \"localhost\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addr_takes_http_and_https_urls_whose_scheme_must_match_the_tls_choice() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = pki(certs.path());
+    let tls = Cluster::start_with(1, &[], |_| {
+        vec![
+            "--tls-cert".into(),
+            cert.clone(),
+            "--tls-key".into(),
+            key.clone(),
+            "--tls-ca".into(),
+            ca.clone(),
+        ]
+    });
+    let plain = Cluster::start(1, &[]);
+    plain.leader(Duration::from_secs(10)).await;
+    let http = format!("http://{}", plain.addr(1));
+    let https = format!("https://{}/", tls.addr(1));
+    let out = run(&["query", "--addr", &http, "SELECT 1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let started = Instant::now();
+    let out = loop {
+        let out = run(&["query", "--addr", &https, "--ca", &ca, "SELECT 1"]);
+        if out.status.success() || started.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (args, why) in [
+        (
+            &["query", "--addr", &https, "SELECT 1"][..],
+            "https:// means TLS; pass --ca FILE",
+        ),
+        (
+            &["query", "--addr", &http, "--ca", &ca, "SELECT 1"][..],
+            "http:// means plain text, but --ca asks for TLS",
+        ),
+        (
+            &["query", "--addr", "grpc://127.0.0.1:4001", "SELECT 1"][..],
+            "unknown scheme grpc://",
+        ),
+        (
+            &["query", "--addr", "http://127.0.0.1:4001/v2", "SELECT 1"][..],
+            "a node address has no path",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_are_exact_or_refused_and_one_argument_holds_one_statement() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let addr = cluster.addr(1);
+    // Past 2^53 but within SQLite's integers: carried exactly, as a JSON
+    // number or as {"int":"..."}.
+    for param in ["9007199254740993", "{\"int\":\"9007199254740993\"}"] {
+        let out = run(&[
+            "query",
+            "--addr",
+            &addr,
+            "--json",
+            "--param",
+            param,
+            "SELECT ? + 0",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            json_of(&out)["rows"],
+            serde_json::json!([[9_007_199_254_740_993_i64]]),
+            "{param}"
+        );
+    }
+    for (param, why) in [
+        ("18446744073709551615", "beyond SQLite's integers"),
+        (
+            "{\"int\":\"18446744073709551615\"}",
+            "beyond SQLite's integers",
+        ),
+        ("{\"blob\":\"!!\"}", "is not base64"),
+    ] {
+        for cmd in ["query", "exec"] {
+            let out = run(&[cmd, "--addr", &addr, "--json", "SELECT ?", "--param", param]);
+            assert_eq!(out.status.code(), Some(1), "{cmd} {param}");
+            assert!(
+                stderr(&out).contains(why),
+                "{cmd} {param}: {}",
+                stderr(&out)
+            );
+            assert_eq!(json_of(&out)["error"]["code"], "BAD_REQUEST");
+        }
+    }
+    let out = run(&[
+        "query",
+        "--addr",
+        &addr,
+        "--param",
+        "18446744073709551615",
+        "SELECT ?",
+    ]);
+    assert!(
+        stderr(&out).contains("pass it as text ('\"18446744073709551615\"')"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&[
+        "exec",
+        "--addr",
+        &addr,
+        "CREATE TABLE m(x); INSERT INTO m VALUES (1)",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("holds 2 statements: one statement per argument"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing ran: the table does not exist. One statement with its `;`,
+    // and a trigger body's `;`, are one statement each.
+    let out = run(&["exec", "--addr", &addr, "CREATE TABLE m(x);"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&[
+        "exec",
+        "--addr",
+        &addr,
+        "CREATE TRIGGER mt AFTER INSERT ON m BEGIN SELECT 1; SELECT 2; END",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_members_list_json_carry_role_lag_and_last_contact() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let addr = cluster.addr(leader);
+    let out = run(&["exec", "--addr", &addr, "CREATE TABLE j(x)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for args in [
+        &["status", "--addr", &addr, "--json"][..],
+        &["members", "list", "--addr", &addr, "--json"][..],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let j = json_of(&out);
+        let members = j["members"].as_array().expect("members");
+        assert_eq!(members.len(), 3, "{j}");
+        for m in members {
+            let id = m["id"].as_u64().expect("id");
+            for field in ["addr", "kind", "reachable", "role", "version", "lag"] {
+                assert!(!m[field].is_null(), "{args:?}: {field} of {m}");
+            }
+            assert!(m.get("last_contact_ms").is_some(), "{m}");
+            if id == leader {
+                assert_eq!(m["role"], "leader", "{m}");
+                assert!(m["last_contact_ms"].is_null(), "{m}");
+            } else {
+                assert_eq!(m["role"], "follower", "{m}");
+                assert!(m["last_contact_ms"].is_u64(), "{m}");
+            }
+        }
+    }
+}
+
+#[test]
+fn cert_refuses_to_overwrite_without_force_and_to_issue_for_a_bad_or_missing_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    let out = run(&["cert", "ca", "--dir", d, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["files"].as_array().map(Vec::len), Some(2));
+    let key = std::fs::read(dir.path().join("ca.key")).expect("ca.key");
+
+    let out = run(&["cert", "ca", "--dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{d}/ca.pem exists")) && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.key")).expect("ca.key"),
+        key
+    );
+
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["cert", "issue", "--dir", d, "--name", "n1"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = issue(&["--host", "127.0.0.1", "--host", "db1.example"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = issue(&["--host", "127.0.0.1", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("n1.pem exists"), "{}", stderr(&out));
+    assert!(json_of(&out)["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("--force")));
+    let out = issue(&["--host", "127.0.0.1", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = issue(&["--host", "not a host!"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("\"not a host!\": neither an IP address nor a DNS name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["cert", "issue", "--dir", d, "--name", "n2"]);
+    assert_eq!(out.status.code(), Some(2), "no --host");
+    assert!(stderr(&out).contains("--host"), "{}", stderr(&out));
+    assert!(!dir.path().join("n2.pem").exists());
+}

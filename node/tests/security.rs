@@ -237,6 +237,7 @@ async fn a_certificate_rotated_on_disk_is_served_after_sighup() {
         "node1",
         "--host",
         "127.0.0.1",
+        "--force",
     ]);
     let rotated = pem_cert(&certs.path().join("node1.pem"));
     assert_ne!(before, rotated);

@@ -37,10 +37,11 @@ pub enum Workload {
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Node address(es) the clients use, comma-separated. Reads go to these
-    /// nodes in turn; writes reach the leader (followers forward).
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:4001")]
-    pub addr: Vec<String>,
+    /// The nodes, as every command takes them: `--addr` (reads go to these
+    /// nodes in turn; writes reach the leader, followers forward),
+    /// `--auth-token`, `--ca`, `--cert`/`--key`, `--timeout-ms`, `--json`.
+    #[command(flatten)]
+    pub connect: crate::cli::ConnectArgs,
     /// Concurrent clients, each waiting for its reply before the next request.
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
@@ -68,9 +69,6 @@ pub struct BenchArgs {
     /// the workload, spread over the --addr nodes.
     #[arg(long, default_value_t = 0)]
     pub heavy_reads: usize,
-    /// Print one JSON object.
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -84,7 +82,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            super::output::error(args.json, e.code.as_str(), &e.message);
+            super::output::error(args.connect.json, e.code.as_str(), &e.message);
             ExitCode::FAILURE
         }
     }
@@ -125,7 +123,7 @@ impl Report {
         let secs = self.elapsed.as_secs_f64();
         let rate = self.ops as f64 / secs;
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
-        if args.json {
+        if args.connect.json {
             outln!(
                 "{}",
                 json!({
@@ -183,18 +181,21 @@ async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
             "--clients and --duration must be positive",
         ));
     }
+    let (addrs, config) = super::target(&args.connect)
+        .map_err(|m| client::Error::new(client::ErrorCode::BadRequest, m))?;
     let config = client::ClientConfig {
         max_batch: args.max_batch.max(1),
-        ..client::ClientConfig::default()
+        ..config
     };
-    let setup = Client::with_config(&args.addr, config.clone())?;
-    prepare(&setup, args).await?;
+    let ca = config.tls.as_ref().map(|t| t.ca_pem.clone());
+    let setup = Client::with_config(&addrs, config.clone())?;
+    super::reach::guard(&addrs, ca.as_deref(), prepare(&setup, args)).await?;
     let token = setup.token();
     let warmup_end = Instant::now() + Duration::from_secs(args.warmup);
     let end = warmup_end + Duration::from_secs(args.duration);
     let mut tasks = Vec::with_capacity(args.clients);
     let connections: Vec<Client> = (0..args.connections.clamp(1, args.clients))
-        .map(|_| Client::with_config(&args.addr, config.clone()))
+        .map(|_| Client::with_config(&addrs, config.clone()))
         .collect::<Result<_, _>>()?;
     for i in 0..args.clients {
         let client = connections[i % connections.len()].clone();
@@ -207,7 +208,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
     }
     let heavy: Vec<_> = (0..args.heavy_reads)
         .map(|i| {
-            let addr = args.addr[i % args.addr.len()].clone();
+            let addr = addrs[i % addrs.len()].clone();
             let config = client::ClientConfig {
                 statement_timeout: Duration::from_secs(120),
                 ..config.clone()

@@ -92,6 +92,42 @@ pub fn run(args: &DevArgs) -> ExitCode {
         }
     }
     let leader = runtime.block_on(wait_for_leader(&addrs, Duration::from_secs(15)));
+    if args.json {
+        let nodes: Vec<_> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                serde_json::json!({
+                    "id": i + 1,
+                    "addr": addr,
+                    "http": http[i].as_ref().map(|h| format!("http://{h}")),
+                    "metrics": metrics[i].as_ref().map(|m| format!("http://{m}/metrics")),
+                })
+            })
+            .collect();
+        outln!(
+            "{}",
+            serde_json::json!({
+                "data_dir": args.data_dir.display().to_string(),
+                "nodes": nodes,
+                "leader_id": leader,
+            })
+        );
+    } else {
+        print_banner(args, &addrs, &http, &metrics, leader);
+    }
+    wait_then_stop(&runtime, signal, children);
+    ExitCode::SUCCESS
+}
+
+/// What `dev` prints for people once the cluster is up.
+fn print_banner(
+    args: &DevArgs,
+    addrs: &[String],
+    http: &[Option<String>],
+    metrics: &[Option<String>],
+    leader: Option<u64>,
+) {
     outln!();
     outln!(
         "Quorumlite dev cluster: 3 nodes, data in {}",
@@ -122,8 +158,14 @@ pub fn run(args: &DevArgs) -> ExitCode {
         outln!("  @libsql/client: createClient({{ url: \"http://{h}\" }})");
     }
     outln!("Ctrl-C stops all three.");
+}
 
-    // Wait for a signal or for every child to exit on its own.
+/// Wait for a signal or for every child to exit on its own; stop the rest.
+fn wait_then_stop(
+    runtime: &tokio::runtime::Runtime,
+    signal: impl std::future::Future<Output = ()>,
+    mut children: Vec<(usize, Child)>,
+) {
     runtime.block_on(async {
         tokio::pin!(signal);
         loop {
@@ -145,7 +187,6 @@ pub fn run(args: &DevArgs) -> ExitCode {
         }
     });
     stop_all(&mut children);
-    ExitCode::SUCCESS
 }
 
 /// SIGTERM every child, wait for each (SIGKILL after 10 s).

@@ -74,13 +74,45 @@ pub async fn survey(
     views
 }
 
-/// The table: id, address, role, applied version, lag, last contact.
-pub fn table(views: &[MemberView]) -> String {
-    let leader_version = views
+/// The applied version of the member that says it leads, if one answered.
+fn leader_version(views: &[MemberView]) -> Option<u64> {
+    views
         .iter()
         .filter_map(|v| v.status.as_ref())
         .find(|s| s.role == "leader")
-        .map(|s| s.version);
+        .map(|s| s.version)
+}
+
+/// The table's facts as JSON, one object per member: `id`, `addr`,
+/// `kind`, `reachable`, and for a member that answered `role` (as the
+/// table shows it), `version`, `lag` (null when no leader answered) and
+/// `last_contact_ms` (null for the leader, and for a member that never
+/// heard from one); these three are null for an unreachable member.
+pub fn json(views: &[MemberView]) -> Vec<serde_json::Value> {
+    let leader_version = leader_version(views);
+    views
+        .iter()
+        .map(|v| {
+            let status = v.status.as_ref();
+            serde_json::json!({
+                "id": v.id,
+                "addr": v.addr,
+                "kind": v.kind,
+                "reachable": status.is_some(),
+                "role": status.map_or("unreachable".to_owned(), |s| role(&s.role, &v.kind)),
+                "version": status.map(|s| s.version),
+                "lag": status.and_then(|s| leader_version.map(|l| l.saturating_sub(s.version))),
+                "last_contact_ms": status
+                    .filter(|s| s.role != "leader" && s.leader_contact_ms != u64::MAX)
+                    .map(|s| s.leader_contact_ms),
+            })
+        })
+        .collect()
+}
+
+/// The table: id, address, role, applied version, lag, last contact.
+pub fn table(views: &[MemberView]) -> String {
+    let leader_version = leader_version(views);
     let header: Vec<String> = ["id", "address", "role", "version", "lag", "last contact"]
         .into_iter()
         .map(String::from)
@@ -165,6 +197,27 @@ mod tests {
         );
         assert_eq!(lines[3], "2   127.0.0.1:4002  leader       9        0    -");
         assert_eq!(lines[4], "3   127.0.0.1:4003  unreachable  -        -    -");
+    }
+
+    #[test]
+    fn the_json_carries_every_column_of_the_table() {
+        let j = json(&[
+            view(1, Some(status(1, "follower", 7, 40))),
+            view(2, Some(status(2, "leader", 9, 0))),
+            view(3, None),
+        ]);
+        assert_eq!(
+            j[0],
+            serde_json::json!({"id": 1, "addr": "127.0.0.1:4001", "kind": "voter", "reachable": true,
+                "role": "follower", "version": 7, "lag": 2, "last_contact_ms": 40})
+        );
+        assert_eq!(j[1]["lag"], 0);
+        assert_eq!(j[1]["last_contact_ms"], serde_json::Value::Null);
+        assert_eq!(
+            j[2],
+            serde_json::json!({"id": 3, "addr": "127.0.0.1:4003", "kind": "voter", "reachable": false,
+                "role": "unreachable", "version": null, "lag": null, "last_contact_ms": null})
+        );
     }
 
     #[test]

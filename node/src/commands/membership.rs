@@ -58,36 +58,30 @@ pub fn run(command: MembersCommand) -> ExitCode {
     }
 }
 
-fn members_json(members: &[pb::Member]) -> Vec<serde_json::Value> {
-    members
-        .iter()
-        .map(|m| json!({ "id": m.id, "addr": m.addr, "kind": m.kind }))
-        .collect()
-}
-
-/// The members table as `status` prints it, asked of the nodes in `connect`.
-async fn print_table(client: &Client, connect: &ConnectArgs) -> Result<(), client::Error> {
+/// Every member's own view, asked of the nodes in `connect`, as `status`
+/// shows them; and the leader's id.
+async fn survey(
+    client: &Client,
+    connect: &ConnectArgs,
+) -> Result<(u64, Vec<members::MemberView>), client::Error> {
     let s = client.status(false).await?;
     let config =
         client_config(connect).map_err(|m| client::Error::new(client::ErrorCode::BadRequest, m))?;
     let deadline = Duration::from_millis(connect.timeout_ms.min(2_000));
-    out!(
-        "{}",
-        members::table(&members::survey(&config, &s, deadline).await)
-    );
-    Ok(())
+    Ok((s.leader_id, members::survey(&config, &s, deadline).await))
 }
 
 async fn list(client: Client, connect: ConnectArgs) -> Result<(), client::Error> {
+    let (leader_id, views) = survey(&client, &connect).await?;
     if connect.json {
-        let s = client.status(false).await?;
         outln!(
             "{}",
-            json!({ "leader_id": s.leader_id, "members": members_json(&s.members) })
+            json!({ "leader_id": leader_id, "members": members::json(&views) })
         );
         return Ok(());
     }
-    print_table(&client, &connect).await
+    out!("{}", members::table(&views));
+    Ok(())
 }
 
 fn change(connect: ConnectArgs, request: pb::ChangeMembershipRequest, wait: Duration) -> ExitCode {
@@ -101,6 +95,7 @@ fn change(connect: ConnectArgs, request: pb::ChangeMembershipRequest, wait: Dura
         });
         let id = request.id;
         let r = client.change_membership(request, wait).await?;
+        let (_, views) = survey(&client, &connect).await?;
         if connect.json {
             outln!(
                 "{}",
@@ -109,14 +104,15 @@ fn change(connect: ConnectArgs, request: pb::ChangeMembershipRequest, wait: Dura
                     "done": action,
                     "leader_id": r.leader_id,
                     "elapsed_ms": r.elapsed_ms,
-                    "members": members_json(&r.members),
+                    "members": members::json(&views),
                 })
             );
             return Ok(());
         }
         outln!("node {id} {action} in {} ms", r.elapsed_ms);
         outln!();
-        print_table(&client, &connect).await
+        out!("{}", members::table(&views));
+        Ok(())
     })
 }
 

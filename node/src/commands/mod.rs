@@ -26,6 +26,7 @@ mod dev;
 mod members;
 mod membership;
 pub mod output;
+pub mod reach;
 mod shell;
 
 use crate::cli::{Cli, Command, ConnectArgs, ConsistencyArg, ExecArgs, QueryArgs, StatusArgs};
@@ -184,8 +185,6 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Build a client from the connect flags and run `f` on a small runtime;
-/// print any error the way every command does.
 /// The client configuration the connection flags ask for.
 pub fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
@@ -212,13 +211,23 @@ pub fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
     })
 }
 
+/// The nodes' `HOST:PORT` addresses and the client configuration the
+/// connection flags ask for (`--addr` may be a URL: see `reach::addrs`).
+pub fn target(connect: &ConnectArgs) -> Result<(Vec<String>, ClientConfig), String> {
+    let addrs = reach::addrs(&connect.addr, connect.ca.is_some())?;
+    Ok((addrs, client_config(connect)?))
+}
+
+/// Build a client from the connect flags and run `f` on a small runtime,
+/// failing at once with the reason when no node can be talked to
+/// (`reach::guard`); print any error the way every command does.
 pub(crate) fn with_client<F, Fut>(connect: &ConnectArgs, f: F) -> ExitCode
 where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<(), client::Error>>,
 {
-    let config = match client_config(connect) {
-        Ok(c) => c,
+    let (addrs, config) = match target(connect) {
+        Ok(t) => t,
         Err(message) => {
             output::error(connect.json, "BAD_REQUEST", &message);
             return ExitCode::FAILURE;
@@ -228,9 +237,10 @@ where
         Ok(r) => r,
         Err(code) => return code,
     };
+    let ca = config.tls.as_ref().map(|t| t.ca_pem.clone());
     let result = runtime.block_on(async {
-        let client = Client::with_config(&connect.addr, config)?;
-        f(client).await
+        let client = Client::with_config(&addrs, config)?;
+        reach::guard(&addrs, ca.as_deref(), f(client)).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -253,8 +263,17 @@ fn parse_token(text: Option<&str>) -> Result<Option<Token>, client::Error> {
     .transpose()
 }
 
-/// Bind a list of `--param` values to one statement.
+/// Bind a list of `--param` values to one statement. An argument holding
+/// several statements is refused here, naming the cause: the node takes
+/// exactly one statement per argument, and its own error hides why
+/// (`no such table: m` for `CREATE TABLE m(x); INSERT INTO m VALUES (1)`).
 fn bind(sql: String, params: &[String]) -> Result<Statement, String> {
+    let count = storage::split_statements(&sql).len();
+    if count > 1 {
+        return Err(format!(
+            "{sql:?} holds {count} statements: one statement per argument (exec runs its arguments in order, as one transaction: quorumlite exec \"CREATE TABLE t(x)\" \"INSERT INTO t VALUES (1)\")"
+        ));
+    }
     let mut statement = Statement::new(sql);
     for p in params {
         match output::parse_param(p)? {
@@ -382,12 +401,10 @@ async fn query(client: Client, args: QueryArgs) -> Result<(), client::Error> {
 
 async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
     let s = client.status(args.digest).await?;
+    let config = client_config(&args.connect).map_err(bad_request)?;
+    let deadline = Duration::from_millis(args.connect.timeout_ms.min(2_000));
+    let views = members::survey(&config, &s, deadline).await;
     if args.connect.json {
-        let members: Vec<_> = s
-            .members
-            .iter()
-            .map(|m| json!({ "id": m.id, "addr": m.addr, "kind": m.kind }))
-            .collect();
         outln!(
             "{}",
             json!({
@@ -400,7 +417,7 @@ async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
                 "lineage": s.lineage,
                 "digest": s.digest,
                 "digest_version": s.digest_version,
-                "members": members,
+                "members": members::json(&views),
                 "last_log_index": s.last_log_index,
                 "applied_index": s.applied_index,
                 "snapshot_index": s.snapshot_index,
@@ -413,17 +430,12 @@ async fn status(client: Client, args: StatusArgs) -> Result<(), client::Error> {
         );
         return Ok(());
     }
-    let config = client_config(&args.connect).map_err(bad_request)?;
-    let deadline = Duration::from_millis(args.connect.timeout_ms.min(2_000));
     out!("{}", status_summary(&s));
     if !s.digest.is_empty() {
         outln!("digest    {} (version {})", s.digest, s.digest_version);
     }
     outln!();
-    out!(
-        "{}",
-        members::table(&members::survey(&config, &s, deadline).await)
-    );
+    out!("{}", members::table(&views));
     Ok(())
 }
 

@@ -151,37 +151,70 @@ pub fn parse_param(text: &str) -> Result<(Option<String>, Value), String> {
     Ok((None, json_value(text)?))
 }
 
+/// The ways to write a `--param`, for error messages.
+const PARAM_FORMS: &str =
+    "1, 2.5, \"text\", null, {\"int\":\"<integer>\"}, {\"blob\":\"<base64>\"}";
+
 fn json_value(text: &str) -> Result<Value, String> {
-    let bad = |why: &str| {
-        format!(
-            "--param {text:?}: {why}; use JSON: 1, 2.5, \"text\", null, {{\"blob\":\"<base64>\"}}"
-        )
-    };
+    let bad = |why: &str| format!("--param {text:?}: {why}; use JSON: {PARAM_FORMS}");
     let parsed: Json = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
     Ok(match parsed {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Integer(i64::from(b)),
         Json::Number(n) => match n.as_i64() {
             Some(i) => Value::Integer(i),
+            // serde_json reads an integer within i64 exactly; one outside
+            // it would become the nearest f64, silently another number.
+            None if is_integer_literal(text) => return Err(beyond_i64(text.trim())),
             None => Value::Real(n.as_f64().ok_or_else(|| bad("number out of range"))?),
         },
         Json::String(s) => Value::Text(s),
-        Json::Object(map) => {
-            blob(&map).ok_or_else(|| bad("an object must be {\"blob\":\"<base64>\"}"))?
-        }
+        Json::Object(map) => tagged(&map).map_err(|why| bad(&why))?,
         Json::Array(_) => return Err(bad("arrays are not SQLite values")),
     })
 }
 
-fn blob(map: &Map<String, Json>) -> Option<Value> {
-    if map.len() != 1 {
-        return None;
+/// Whether a JSON number was written as an integer (no fraction, no exponent).
+fn is_integer_literal(text: &str) -> bool {
+    let digits = text.trim().trim_start_matches('-');
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The refusal of an integer no SQLite integer (64-bit signed) can hold.
+fn beyond_i64(digits: &str) -> String {
+    format!(
+        "--param {digits}: beyond SQLite's integers (64-bit: {} to {}), so no SQLite integer can hold it, and as a JSON number it would silently become the nearest real ({}); pass it as text ('\"{digits}\"'), or as a real if approximate is fine",
+        i64::MIN,
+        i64::MAX,
+        digits.parse::<f64>().map_or_else(|_| "?".into(), |f| format!("{f:e}")),
+    )
+}
+
+/// `{"blob":"<base64>"}` or `{"int":"<integer>"}` (an integer as text, so
+/// that nothing on the way reads it as a JSON number).
+fn tagged(map: &Map<String, Json>) -> Result<Value, String> {
+    let shape =
+        || "an object must be {\"blob\":\"<base64>\"} or {\"int\":\"<integer>\"}".to_owned();
+    let (key, value) = match map.iter().next() {
+        Some(kv) if map.len() == 1 => kv,
+        _ => return Err(shape()),
+    };
+    match (key.as_str(), value) {
+        ("blob", Json::String(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Value::Blob)
+            .map_err(|e| format!("{{\"blob\":...}} is not base64 ({e})")),
+        ("int", Json::String(digits)) => match digits.trim().parse::<i64>() {
+            Ok(i) => Ok(Value::Integer(i)),
+            Err(_) if is_integer_literal(digits) => Err(beyond_i64(digits.trim())),
+            Err(_) => Err(format!("{{\"int\":{digits:?}}} is not an integer")),
+        },
+        ("int", Json::Number(n)) => n
+            .as_i64()
+            .map(Value::Integer)
+            .ok_or_else(|| format!("{{\"int\":{n}}} is not a 64-bit integer")),
+        _ => Err(shape()),
     }
-    let text = map.get("blob")?.as_str()?;
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .ok()
-        .map(Value::Blob)
 }
 
 #[cfg(test)]
@@ -208,6 +241,48 @@ mod tests {
         assert!(parse_param("abc").is_err());
         assert!(parse_param("[1]").is_err());
         assert!(parse_param("{\"x\":1}").is_err());
+    }
+
+    #[test]
+    fn integers_are_exact_or_refused_never_rounded() {
+        // serde_json reads every i64 exactly, past 2^53 too.
+        assert_eq!(
+            parse_param("9007199254740993"),
+            Ok((None, Value::Integer(9_007_199_254_740_993)))
+        );
+        assert_eq!(
+            parse_param("{\"int\":\"9223372036854775807\"}"),
+            Ok((None, Value::Integer(i64::MAX)))
+        );
+        assert_eq!(
+            parse_param("{\"int\":\"-42\"}"),
+            Ok((None, Value::Integer(-42)))
+        );
+        for big in [
+            "18446744073709551615",
+            "-9223372036854775809",
+            "{\"int\":\"18446744073709551615\"}",
+        ] {
+            let e = parse_param(big).expect_err(big);
+            assert!(e.contains("beyond SQLite's integers"), "{e}");
+            assert!(e.contains("as text ('\""), "{e}");
+        }
+        assert!(parse_param("{\"int\":\"x1\"}")
+            .expect_err("x1")
+            .contains("is not an integer"));
+        // Written as a real, it is a real.
+        assert_eq!(
+            parse_param("1.8446744073709552e19"),
+            Ok((None, Value::Real(1.8446744073709552e19)))
+        );
+    }
+
+    #[test]
+    fn a_blob_that_is_not_base64_says_so() {
+        let e = parse_param("{\"blob\":\"!!\"}").expect_err("!!");
+        assert!(e.contains("is not base64"), "{e}");
+        let e = parse_param("{\"blob\":1}").expect_err("1");
+        assert!(e.contains("an object must be"), "{e}");
     }
 
     #[test]
