@@ -2,7 +2,9 @@
 //! pseudo-terminal (multi-line statements, tables, errors, history recalled
 //! with the up arrow after a restart, a session that survives the leader's
 //! death), and fed from a pipe (statements in order, the exit code). Also
-//! the human `quorumlite status` table.
+//! the human `quorumlite status` table. Also the sqlite3 habits: a piped
+//! `.dump` as one transaction, `.dump` and `.import`, the output modes,
+//! Ctrl-C, whole-statement history, a restore under an open shell.
 
 mod common;
 use common::{Cluster, BIN};
@@ -443,4 +445,24 @@ async fn ctrl_c_cancels_the_running_statement_and_a_restore_starts_a_new_session
     ready(&mut p);
     p.send_line(".quit").expect("send");
     p.exp_eof().expect("exit");
+}
+
+#[test]
+fn a_shell_given_a_port_nobody_listens_on_says_so_at_once() {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let started = std::time::Instant::now();
+    let out = shell_with_stdin(std::slice::from_ref(&addr), "SELECT 1;\n", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{addr} refused the connection: is the node running?"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -162,7 +162,7 @@ impl Shell {
             vec![pattern.map_or(Value::Null, |p| Value::Text(p.to_owned()))],
         );
         let level: Consistency = self.read_level();
-        self.block_on(self.client.query(statement, level))
+        self.guarded(self.client.query(statement, level))
             .map_err(|Interrupted| "interrupted".to_owned())?
             .map(|r| r.rows)
             .map_err(|e| format!("{}: {}", e.code, e.message))
@@ -222,7 +222,7 @@ impl Shell {
 
     fn status(&mut self) -> Result<(), String> {
         let seen = self
-            .block_on(self.client.status(false))
+            .guarded(self.client.status(false))
             .map_err(|Interrupted| "interrupted".to_owned())?
             .map_err(|e| format!("{}: {}", e.code, e.message))?;
         let views = self

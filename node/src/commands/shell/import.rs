@@ -153,7 +153,7 @@ impl Shell {
             if (bytes >= BATCH_BYTES || last) && !batch.is_empty() {
                 let statements = std::mem::take(&mut batch);
                 bytes = 0;
-                match self.block_on(self.client.execute(statements)) {
+                match self.guarded(self.client.execute(statements)) {
                     Ok(Ok(result)) => {
                         writes += 1;
                         imported += in_batch;
@@ -206,7 +206,7 @@ impl Shell {
     fn import_columns(&mut self, quoted: &str) -> Result<Option<usize>, String> {
         let statement = Statement::from(format!("SELECT * FROM {quoted} LIMIT 0"));
         let level = self.read_level();
-        match self.block_on(self.client.query(statement, level)) {
+        match self.guarded(self.client.query(statement, level)) {
             Ok(Ok(r)) => Ok(Some(r.columns.len())),
             Ok(Err(e)) if e.message.contains("no such table") => Ok(None),
             Ok(Err(e)) => Err(format!(".import: {}: {}", e.code, e.message)),

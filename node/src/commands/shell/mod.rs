@@ -42,7 +42,7 @@ mod import;
 mod render;
 mod sql;
 
-use super::{client_config, output, runtime};
+use super::{output, reach, runtime, target};
 use crate::cli::{ConsistencyArg, ShellArgs};
 use classify::Kind;
 use client::{Client, ClientConfig, Column, Consistency, ErrorCode, Statement, Token, Value};
@@ -60,8 +60,8 @@ const IN_TXN: &str = "quorumlite*> ";
 const MAX_READ_DEPTH: usize = 16;
 
 pub fn run(args: ShellArgs) -> ExitCode {
-    let config = match client_config(&args.connect) {
-        Ok(c) => c,
+    let (addrs, config) = match target(&args.connect) {
+        Ok(t) => t,
         Err(message) => {
             output::error(false, "BAD_REQUEST", &message);
             return ExitCode::FAILURE;
@@ -79,7 +79,7 @@ pub fn run(args: ShellArgs) -> ExitCode {
     // tonic's channels start their worker tasks where they are made.
     let client = {
         let _in_runtime = runtime.enter();
-        Client::with_config(&args.connect.addr, config.clone())
+        Client::with_config(&addrs, config.clone())
     };
     let client = match client {
         Ok(c) => c,
@@ -92,6 +92,8 @@ pub fn run(args: ShellArgs) -> ExitCode {
     let mut shell = Shell {
         runtime,
         client,
+        ca: config.tls.as_ref().map(|t| t.ca_pem.clone()),
+        addrs,
         config,
         deadline: Duration::from_millis(args.connect.timeout_ms.min(2_000)),
         scratch: classify::scratch(),
@@ -177,6 +179,10 @@ pub(super) struct Shell {
     runtime: tokio::runtime::Runtime,
     /// The session: leader, retries and the newest token live here.
     client: Client,
+    /// The nodes given (`HOST:PORT`), and the CA for TLS: probed to say
+    /// why none can be talked to (`reach::guard`).
+    addrs: Vec<String>,
+    ca: Option<Vec<u8>>,
     /// For `.status`, which asks every member on its own.
     config: ClientConfig,
     /// How long `.status` waits for each member.
@@ -459,7 +465,7 @@ impl Shell {
         let count = held.len();
         let statements: Vec<Statement> = held.into_iter().map(Statement::from).collect();
         let outcome = self
-            .block_on(self.client.execute(statements))
+            .guarded(self.client.execute(statements))
             .map_err(|Interrupted| Failure::Interrupted)
             .and_then(|r| r.map(Outcome::Wrote).map_err(Failure::from));
         let ok = match outcome {
@@ -580,14 +586,14 @@ impl Shell {
 
     fn read(&self, statement: &str) -> Result<Outcome, Failure> {
         let r = self
-            .block_on(self.client.query(statement, self.read_level()))
+            .guarded(self.client.query(statement, self.read_level()))
             .map_err(|Interrupted| Failure::Interrupted)??;
         Ok(Outcome::Rows(r.columns, r.rows))
     }
 
     fn write(&self, statement: &str) -> Result<Outcome, Failure> {
         let r = self
-            .block_on(self.client.execute(vec![statement.into()]))
+            .guarded(self.client.execute(vec![statement.into()]))
             .map_err(|Interrupted| Failure::Interrupted)??;
         Ok(Outcome::Wrote(r))
     }
@@ -613,6 +619,15 @@ impl Shell {
                 _ = tokio::signal::ctrl_c() => Err(Interrupted),
             }
         })
+    }
+
+    /// A call to the cluster, failing at once with the reason when no
+    /// node can be talked to (refused, an HTTP port, TLS on one side).
+    fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, client::Error>>,
+    ) -> Result<Result<T, client::Error>, Interrupted> {
+        self.block_on(reach::guard(&self.addrs, self.ca.as_deref(), call))
     }
 
     /// Rows on stdout, or in the `.output` file.
