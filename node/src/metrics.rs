@@ -16,16 +16,28 @@
 //!   work happens;
 //! - sizes on disk: [`sample_disk`], every [`DISK_SAMPLE_EVERY`].
 //!
-//! Histograms are exported as Prometheus summaries (the exporter's default):
-//! quantiles [`QUANTILES`] over a sliding window of about a minute, plus
-//! `_sum` and `_count` since start.
+//! - the process (CPU, memory, open files) and the free space of the data
+//!   directory's disk: [`sample_disk`] too.
+//!
+//! Every series exists from the start ([`register`]): counters at 0, each
+//! label value known in advance (every error code, every auth failure
+//! reason...) included, so that `rate()` and alerts see a series before its
+//! first event, and a fresh node shows everything it can export.
+//!
+//! Histograms are exported as Prometheus histograms (buckets
+//! [`SECONDS_BUCKETS`] or [`COUNTS_BUCKETS`], `_sum` and `_count` since start), not summaries: a
+//! summary's quantiles read 0 while nothing was measured (the exporter
+//! cannot leave them out), they cover a fixed window, and they cannot be
+//! added across nodes. Buckets can: `histogram_quantile(0.99,
+//! sum(rate(quorumlite_write_duration_seconds_bucket[5m])) by (le))`, and
+//! an idle histogram gives no quantile (NaN), not a false 0.
 //!
 //! `docs/operations.md` lists every metric; a test below checks the list
 //! against [`SPECS`] in both directions.
 
 use crate::server::tls::Tls;
-use ::metrics::{counter, gauge, Unit};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use ::metrics::{counter, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use raft::NodeId;
 use std::collections::BTreeSet;
@@ -99,6 +111,31 @@ pub const HTTP_STREAMS: &str = "quorumlite_http_streams";
 /// Histogram, label `kind` (read, write): items per `QueryBatch` /
 /// `ExecuteBatch` call served here.
 pub const BATCH_CALL_ITEMS: &str = "quorumlite_batch_call_items";
+/// Counter, label `code`: errors this node answered, by wire code.
+pub const ERRORS: &str = "quorumlite_errors_total";
+/// Gauge, labels `version`, `commit`: always 1.
+pub const BUILD_INFO: &str = "quorumlite_build_info";
+/// Gauge: bytes free for the node on the data directory's filesystem.
+pub const DISK_FREE: &str = "quorumlite_disk_free_bytes";
+/// Gauge: CPU time (user and system) this process used, in seconds.
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+/// Gauge: resident memory of this process.
+pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
+/// Gauge: virtual memory of this process.
+pub const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
+/// Gauge: when this process started, seconds since the Unix epoch.
+pub const PROCESS_START: &str = "process_start_time_seconds";
+/// Gauge: file descriptors this process has open.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// Gauge: the most file descriptors this process may open (`RLIMIT_NOFILE`).
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+
+/// The version and commit this binary was built from (`build.rs`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = match option_env!("QUORUMLITE_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
 
 /// What kind of series a metric is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +223,15 @@ pub const SPECS: &[Spec] = &[
     spec(HTTP_PIPELINES, Counter, None, &["outcome"], "Hrana pipeline requests: served here (local), sent on (forwarded), or refused (error)"),
     spec(HTTP_STREAMS, Gauge, COUNT, &[], "open Hrana streams owned by this node"),
     spec(BATCH_CALL_ITEMS, Histogram, COUNT, &["kind"], "items per batch call (QueryBatch: kind=read, ExecuteBatch: kind=write) served by this node; the client library coalesces concurrent calls into these"),
+    spec(ERRORS, Counter, None, &["code"], "errors this node answered to clients (gRPC and HTTP), by Quorumlite error code (NOT_LEADER, SQL_ERROR, DISK_FULL...); every code exists from start at 0"),
+    spec(BUILD_INFO, Gauge, None, &["version", "commit"], "always 1; the labels say which build this node runs"),
+    spec(DISK_FREE, Gauge, BYTES, &[], "bytes free for this node on the filesystem of its data directory (statvfs); writes are refused below min_free_disk_bytes"),
+    spec(PROCESS_CPU, Gauge, None, &[], "CPU time this process used, user and system, in seconds (/proc/self/stat); use rate()"),
+    spec(PROCESS_RESIDENT, Gauge, BYTES, &[], "resident memory of this process (/proc/self/statm)"),
+    spec(PROCESS_VIRTUAL, Gauge, BYTES, &[], "virtual memory of this process (/proc/self/statm)"),
+    spec(PROCESS_START, Gauge, SECONDS, &[], "start time of this process, seconds since the Unix epoch"),
+    spec(PROCESS_OPEN_FDS, Gauge, None, &[], "file descriptors this process has open"),
+    spec(PROCESS_MAX_FDS, Gauge, None, &[], "the most file descriptors this process may open (RLIMIT_NOFILE)"),
 ];
 
 const fn names<const N: usize>() -> [&'static str; N] {
@@ -202,10 +248,37 @@ const fn names<const N: usize>() -> [&'static str; N] {
 #[cfg_attr(not(test), allow(dead_code))]
 pub const ALL: &[&str] = &names::<{ SPECS.len() }>();
 
-/// Summary quantiles of every histogram.
-pub const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999, 1.0];
+/// Bucket bounds of the histograms in seconds: 250 µs to 30 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
 
-/// How often [`sample_disk`] reads the sizes of the files on disk.
+/// Bucket bounds of the histograms of counts (requests per batch, items
+/// per call): powers of two up to 1024.
+pub const COUNTS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Every value a label takes that is known before it is first used: these
+/// series are registered at start ([`register`]). Labels with values known
+/// only at run time (peers: from the configuration) are added there.
+#[rustfmt::skip]
+const KNOWN_LABELS: &[(&str, &str, &[&str])] = &[
+    (RAFT_ROLE, "role", &["leader", "follower", "candidate", "learner", "shutdown"]),
+    (READ_DURATION, "consistency", &["linearizable", "session", "stale"]),
+    (FORWARDED, "kind", &["write", "http", "read_index"]),
+    (AUTH_FAILURES, "reason", &AUTH_FAILURE_REASONS),
+    (HTTP_PIPELINES, "outcome", &["local", "forwarded", "error"]),
+    (BATCH_CALL_ITEMS, "kind", &["read", "write"]),
+];
+
+/// The `reason` label of [`AUTH_FAILURES`]: a token is missing, invalid,
+/// lacks the permission, or a node-to-node call proves no peer.
+pub const AUTH_FAILURE_REASONS: [&str; 4] = ["missing", "invalid", "forbidden", "not-a-peer"];
+
+/// How often [`sample_disk`] reads the sizes of the files on disk, the
+/// free space and the process's CPU, memory and files.
 pub const DISK_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// The exporter could not start.
@@ -220,14 +293,28 @@ pub struct InstallError {
 /// `listen` (`GET /metrics`): plain HTTP from the exporter's own listener,
 /// or, when the node has TLS, HTTPS with the node's certificate (reloaded
 /// with it on SIGHUP). Call once, inside the node's Tokio runtime.
-pub fn install(listen: SocketAddr, tls: Option<Arc<Tls>>) -> Result<(), InstallError> {
+/// `peers`: the other nodes this one knows of at start, whose series are
+/// registered with the others ([`register`]).
+pub fn install(
+    listen: SocketAddr,
+    tls: Option<Arc<Tls>>,
+    peers: &[NodeId],
+) -> Result<(), InstallError> {
     let fail = |reason: String| InstallError {
         addr: listen,
         reason,
     };
-    let builder = PrometheusBuilder::new()
-        .set_quantiles(QUANTILES)
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets(SECONDS_BUCKETS)
         .map_err(|e| fail(e.to_string()))?;
+    for s in SPECS
+        .iter()
+        .filter(|s| s.kind == Kind::Histogram && s.unit == COUNT)
+    {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(s.name.to_owned()), COUNTS_BUCKETS)
+            .map_err(|e| fail(e.to_string()))?;
+    }
     match tls {
         None => builder
             .with_http_listener(listen)
@@ -251,13 +338,15 @@ pub fn install(listen: SocketAddr, tls: Option<Arc<Tls>>) -> Result<(), InstallE
             tokio::spawn(crate::server::tls::serve_metrics(listener, tls, handle));
         }
     }
-    describe();
+    register(peers);
     Ok(())
 }
 
 /// Register the help text and unit of every metric with the recorder, and
-/// start the unlabelled counters at 0 so they are scraped before they move.
-pub fn describe() {
+/// every series whose labels are known at start (see [`KNOWN_LABELS`];
+/// `peers` for the replication lag): counters and histograms empty, gauges
+/// at the value that means "nothing yet".
+pub fn register(peers: &[NodeId]) {
     ::metrics::with_recorder(|r| {
         for s in SPECS {
             let (name, help) = (s.name.into(), s.help.into());
@@ -268,11 +357,42 @@ pub fn describe() {
             }
         }
     });
-    for s in SPECS {
-        if s.kind == Kind::Counter && s.labels.is_empty() {
-            counter!(s.name).increment(0);
+    for s in SPECS.iter().filter(|s| s.labels.is_empty()) {
+        match s.kind {
+            Kind::Counter => counter!(s.name).increment(0),
+            Kind::Gauge => drop(gauge!(s.name)),
+            Kind::Histogram => drop(histogram!(s.name)),
         }
     }
+    for (name, key, values) in KNOWN_LABELS {
+        let kind = SPECS.iter().find(|s| s.name == *name).map(|s| s.kind);
+        for v in values.iter() {
+            let labels = [(*key, v.to_string())];
+            match kind {
+                Some(Kind::Counter) => counter!(*name, &labels).increment(0),
+                Some(Kind::Gauge) => drop(gauge!(*name, &labels)),
+                Some(Kind::Histogram) => drop(histogram!(*name, &labels)),
+                None => {}
+            }
+        }
+    }
+    for code in client::ErrorCode::ALL {
+        counter!(ERRORS, "code" => code.as_str()).increment(0);
+    }
+    // A peer's reachability appears with this node's first call to it:
+    // before that, neither 0 (down) nor 1 would be true, and a follower
+    // calls its peers only when it campaigns.
+    for p in peers {
+        gauge!(REPLICATION_LAG, "follower" => p.to_string()).set(0.0);
+    }
+    gauge!(BUILD_INFO, "version" => VERSION, "commit" => COMMIT).set(1.0);
+    gauge!(PROCESS_START).set(process::start_time().unwrap_or(0.0));
+}
+
+/// Count an error answered to a client, by its wire code. Called where
+/// errors become wire statuses (`server::error`, `server::hrana::exec`).
+pub fn error_answered(code: client::ErrorCode) {
+    counter!(ERRORS, "code" => code.as_str()).increment(1);
 }
 
 /// Count a request refused by authentication. `reason` must be a short
@@ -375,24 +495,168 @@ pub fn log_entries(last: Option<u64>, purged: Option<u64>) -> u64 {
     replication_lag(last, purged)
 }
 
-/// Export the sizes of the database, its WAL and the Raft log directory
-/// every [`DISK_SAMPLE_EVERY`], until aborted.
-pub async fn sample_disk(db: PathBuf, log_dir: PathBuf) {
+/// Export the sizes of the database, its WAL and the Raft log directory,
+/// the free space of the data directory's disk (`disk`, the reading the
+/// writes' reserve check uses) and the process's CPU, memory and files,
+/// at once and then every [`DISK_SAMPLE_EVERY`], until aborted.
+pub async fn sample_disk(db: PathBuf, log_dir: PathBuf, disk: Arc<raft::DiskSpace>) {
     let mut wal = db.clone().into_os_string();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
     loop {
-        let (db, wal, log_dir) = (db.clone(), wal.clone(), log_dir.clone());
+        let (db, wal, log_dir, disk) = (db.clone(), wal.clone(), log_dir.clone(), disk.clone());
         let sizes = tokio::task::spawn_blocking(move || {
-            (file_bytes(&db), file_bytes(&wal), dir_bytes(&log_dir))
+            let sizes = (file_bytes(&db), file_bytes(&wal), dir_bytes(&log_dir));
+            (sizes, disk.free(), process::sample())
         })
         .await;
-        if let Ok((db, wal, log)) = sizes {
+        if let Ok(((db, wal, log), free, proc)) = sizes {
             gauge!(SQLITE_DB_BYTES).set(db as f64);
             gauge!(SQLITE_WAL_BYTES).set(wal as f64);
             gauge!(RAFT_LOG_DISK_BYTES).set(log as f64);
+            if let Some(free) = free {
+                gauge!(DISK_FREE).set(free as f64);
+            }
+            gauge!(PROCESS_CPU).set(proc.cpu_seconds);
+            gauge!(PROCESS_RESIDENT).set(proc.resident_bytes);
+            gauge!(PROCESS_VIRTUAL).set(proc.virtual_bytes);
+            gauge!(PROCESS_OPEN_FDS).set(proc.open_fds);
+            gauge!(PROCESS_MAX_FDS).set(proc.max_fds);
         }
         tokio::time::sleep(DISK_SAMPLE_EVERY).await;
+    }
+}
+
+/// The process's own figures, as the Prometheus client libraries name
+/// them, read from `/proc/self` (Linux; elsewhere they read 0).
+mod process {
+    /// One reading; 0 where a file could not be read.
+    #[derive(Debug, Default, PartialEq)]
+    pub struct Sample {
+        pub cpu_seconds: f64,
+        pub resident_bytes: f64,
+        pub virtual_bytes: f64,
+        pub open_fds: f64,
+        pub max_fds: f64,
+    }
+
+    pub fn sample() -> Sample {
+        let ticks = sysconf(libc::_SC_CLK_TCK);
+        let page = sysconf(libc::_SC_PAGESIZE);
+        let mut s = Sample::default();
+        if let Some(stat) = read("/proc/self/stat").as_deref().and_then(parse_stat) {
+            s.cpu_seconds = (stat.utime + stat.stime) as f64 / ticks;
+        }
+        if let Some((size, resident)) = read("/proc/self/statm").as_deref().and_then(parse_statm) {
+            s.virtual_bytes = size as f64 * page;
+            s.resident_bytes = resident as f64 * page;
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            // The directory's own descriptor, open while it is read, is
+            // not counted.
+            s.open_fds = fds.count().saturating_sub(1) as f64;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            s.max_fds = limit.rlim_cur as f64;
+        }
+        s
+    }
+
+    /// When this process started, seconds since the Unix epoch: its start
+    /// in clock ticks after boot (`/proc/self/stat`) plus the boot time
+    /// (`btime` of `/proc/stat`).
+    pub fn start_time() -> Option<f64> {
+        let stat = parse_stat(&read("/proc/self/stat")?)?;
+        let boot = read("/proc/stat")?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(boot as f64 + stat.start_ticks as f64 / sysconf(libc::_SC_CLK_TCK))
+    }
+
+    fn read(path: &str) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+
+    fn sysconf(name: libc::c_int) -> f64 {
+        // SAFETY: sysconf only reads a system constant.
+        let v = unsafe { libc::sysconf(name) };
+        if v > 0 {
+            v as f64
+        } else {
+            1.0
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    pub struct Stat {
+        pub utime: u64,
+        pub stime: u64,
+        pub start_ticks: u64,
+    }
+
+    /// Fields 14, 15 and 22 of `/proc/<pid>/stat` (proc(5)). The command
+    /// name (field 2) is in parentheses and may hold spaces and
+    /// parentheses itself: fields are counted after its last `)`.
+    pub fn parse_stat(text: &str) -> Option<Stat> {
+        let rest = &text[text.rfind(')')? + 1..];
+        // After the name: field 3 (state) is index 0.
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+        Some(Stat {
+            utime: field(14)?,
+            stime: field(15)?,
+            start_ticks: field(22)?,
+        })
+    }
+
+    /// Total and resident pages: the first two fields of `/proc/<pid>/statm`.
+    pub fn parse_statm(text: &str) -> Option<(u64, u64)> {
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        Some((f.next()??, f.next()??))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn stat_fields_are_counted_after_the_command_name_even_with_spaces_in_it() {
+            let line = "4242 (quorum lite) (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 9 0 123456 1000000 500 18446744073709551615";
+            assert_eq!(
+                parse_stat(line),
+                Some(Stat {
+                    utime: 250,
+                    stime: 75,
+                    start_ticks: 123456
+                })
+            );
+            assert_eq!(parse_stat("4242 (cut short) S 1 2"), None);
+            assert_eq!(parse_stat("no name at all"), None);
+            assert_eq!(parse_statm("2500 600 300 1 0 800 0\n"), Some((2500, 600)));
+            assert_eq!(parse_statm("2500"), None);
+        }
+
+        #[test]
+        fn this_process_reads_its_own_figures() {
+            let s = sample();
+            assert!(s.cpu_seconds >= 0.0);
+            assert!(s.resident_bytes > 0.0 && s.virtual_bytes >= s.resident_bytes);
+            assert!(s.open_fds >= 3.0 && s.max_fds >= s.open_fds, "{s:?}");
+            let started = start_time().expect("start time");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs_f64();
+            assert!(started <= now + 1.0 && started > now - 86_400.0 * 365.0);
+        }
     }
 }
 
@@ -447,10 +711,18 @@ mod tests {
         let mut seen = BTreeSet::new();
         for s in SPECS {
             assert!(seen.insert(s.name), "{} listed twice", s.name);
-            assert!(s.name.starts_with("quorumlite_"), "{}", s.name);
+            // The process series keep the names every Prometheus client
+            // library gives them, so that dashboards find them.
+            assert!(
+                s.name.starts_with("quorumlite_") || s.name.starts_with("process_"),
+                "{}",
+                s.name
+            );
+            // process_cpu_seconds_total is a gauge here (the metrics
+            // crate's counters hold integers), under its standard name.
             assert_eq!(
                 s.kind == Kind::Counter,
-                s.name.ends_with("_total"),
+                s.name.ends_with("_total") && s.name != PROCESS_CPU,
                 "{}",
                 s.name
             );
@@ -480,7 +752,7 @@ mod tests {
         assert!(!section.is_empty(), "no \"## Metrics\" section");
         let rows = section
             .iter()
-            .filter(|l| l.starts_with("| `quorumlite_"))
+            .filter(|l| l.starts_with("| `quorumlite_") || l.starts_with("| `process_"))
             .map(|l| {
                 let cells: Vec<String> = l.split('|').map(|c| c.trim().replace('`', "")).collect();
                 [cells[1].clone(), cells[2].clone(), cells[3].clone()]
@@ -489,7 +761,7 @@ mod tests {
         let words = section
             .iter()
             .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
-            .filter(|w| w.starts_with("quorumlite_"))
+            .filter(|w| w.starts_with("quorumlite_") || w.starts_with("process_"))
             .map(str::to_owned)
             .collect();
         (rows, words)
@@ -515,7 +787,7 @@ mod tests {
         }
         assert_eq!(rows.len(), SPECS.len(), "a metric is documented twice");
         for w in words {
-            let base = ["_sum", "_count"]
+            let base = ["_sum", "_count", "_bucket"]
                 .iter()
                 .find_map(|suffix| w.strip_suffix(suffix))
                 .filter(|b| {

@@ -922,7 +922,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let sm = StateMachine::open(&dir, &storage_config)?;
     let executor = storage::Executor::open(dir.join("data.db"), &storage_config)?;
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::install(addr, tls.clone())?;
+        let peers: Vec<NodeId> = config
+            .peers
+            .keys()
+            .copied()
+            .filter(|&p| p != config.id)
+            .collect();
+        crate::metrics::install(addr, tls.clone(), &peers)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(listen = %addr, "serving metrics at {scheme}://{addr}/metrics");
     }
@@ -1105,7 +1111,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let roles = tokio::spawn(watch_roles(Arc::clone(&node)));
     watch_for_fatal(raft.metrics(), Arc::clone(&fatal))
         .map_err(|e| StartError::Raft(format!("starting the fatal-error watcher: {e}")))?;
-    let sampler = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
+    let sampler = tokio::spawn(crate::metrics::sample_disk(
+        dir.join("data.db"),
+        log_path,
+        Arc::clone(&disk),
+    ));
     let compacting = tokio::spawn(compaction::drive(
         raft.clone(),
         log_handle,
