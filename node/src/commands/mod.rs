@@ -106,6 +106,10 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        outln!("{}", check_summary(&config));
+        return ExitCode::SUCCESS;
+    }
     crate::logging::init(&config);
     let runtime = match runtime_with(true, config.worker_threads) {
         Ok(r) => r,
@@ -128,6 +132,30 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `quorumlite node --check-config` prints for a valid configuration.
+fn check_summary(c: &NodeConfig) -> String {
+    let addr =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let members = match &c.join {
+        Some(via) => format!("join {via}{}", if c.learner { " as a learner" } else { "" }),
+        None => {
+            let peers: Vec<String> = c.peers.iter().map(|(id, a)| format!("{id}={a}")).collect();
+            format!("peers {}", peers.join(","))
+        }
+    };
+    format!(
+        "configuration OK: node {} listen {} advertise {} {members} data_dir {} http {} metrics {} tls {} auth tokens {}",
+        c.id,
+        c.listen,
+        c.advertised(),
+        c.data_dir.display(),
+        addr(c.http_listen),
+        addr(c.metrics_listen),
+        if c.tls.is_some() { "on" } else { "off" },
+        c.auth_tokens.len(),
+    )
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed
