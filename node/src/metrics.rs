@@ -606,6 +606,21 @@ mod tests {
         assert!(ALL.iter().zip(SPECS).all(|(a, s)| *a == s.name));
     }
 
+    /// The reasons the auth checks count are the ones registered at start.
+    #[test]
+    fn every_auth_failure_reason_is_registered_at_start() {
+        use crate::server::{auth::failure_reason, error::NodeError};
+        let refusals = [
+            NodeError::PermissionDenied("no write permission".into()),
+            NodeError::Unauthenticated("missing bearer token".into()),
+            NodeError::Unauthenticated("unknown token".into()),
+        ];
+        for e in refusals {
+            let reason = failure_reason(&e);
+            assert!(AUTH_FAILURE_REASONS.contains(&reason), "{reason}");
+        }
+    }
+
     /// The rows of the metric table in docs/operations.md's "## Metrics"
     /// section: name, type, labels. Also every `quorumlite_*` word of the
     /// section (alert expressions included).
