@@ -44,6 +44,12 @@ async fn a_down_peer_is_logged_once_when_it_goes_and_once_with_a_count_when_it_c
     assert_eq!(lines.len(), 1, "one line while it is down:\n{log}");
     assert!(lines[0].contains(" WARN "), "{}", lines[0]);
     assert!(lines[0].contains("error="), "says why: {}", lines[0]);
+    // The calls that failed while the cluster started are no interruption.
+    assert!(
+        !lines[0].contains("failed_calls_not_logged"),
+        "nothing was left unlogged before: {}",
+        lines[0]
+    );
     assert!(!log.contains(" ERROR "), "nothing at ERROR:\n{log}");
 
     cluster.restart(follower);

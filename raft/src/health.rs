@@ -85,7 +85,12 @@ impl State {
                 self.blips += 1;
                 Line::None
             }
-            Some(_) => Line::None,
+            // Its first answer: the calls before it (while it started)
+            // were no interruption.
+            Some(_) => {
+                self.unlogged = 0;
+                Line::None
+            }
             None => Line::None,
         };
         self.last_answer = Some(now);
@@ -228,7 +233,7 @@ mod tests {
         // Not heard from yet: a second's grace, and no line when it comes.
         assert_eq!(s.on_failure(at(0)), Line::None);
         assert_eq!(s.on_answer(at(5)), Line::None);
-        assert_eq!(s.blips, 0);
+        assert_eq!((s.blips, s.unlogged), (0, 0));
         assert_eq!(s.on_failure(at(10)), Line::Down);
         // What `failed` does with a line.
         s.logged_down = true;
