@@ -1258,8 +1258,12 @@ async fn watch_roles(node: Arc<Node>) {
             gauges.observe(&m);
             let config = *m.membership_config.log_id();
             if members != Some(config) {
-                let text = membership_text(m.membership_config.membership());
-                tracing::info!(membership = %text, "cluster membership");
+                // A node not yet initialized has an empty one: nothing to say.
+                let membership = m.membership_config.membership();
+                if membership.nodes().next().is_some() {
+                    let text = membership_text(membership);
+                    tracing::info!(membership = %text, "cluster membership");
+                }
                 members = Some(config);
             }
             (m.state, m.current_leader, m.current_term)
