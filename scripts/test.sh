@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, then every test of the workspace.
+# The whole test suite: formatting, lints, every test of the workspace, then
+# the checks of deploy/.
 # This is the command README.md prints and .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +17,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== deploy/: systemd unit, compose file, Dockerfile (reuses the built binary)"
+deploy/check.sh

@@ -16,16 +16,28 @@
 //!   work happens;
 //! - sizes on disk: [`sample_disk`], every [`DISK_SAMPLE_EVERY`].
 //!
-//! Histograms are exported as Prometheus summaries (the exporter's default):
-//! quantiles [`QUANTILES`] over a sliding window of about a minute, plus
-//! `_sum` and `_count` since start.
+//! - the process (CPU, memory, open files) and the free space of the data
+//!   directory's disk: [`sample_disk`] too.
+//!
+//! Every series exists from the start ([`register`]): counters at 0, each
+//! label value known in advance (every error code, every auth failure
+//! reason...) included, so that `rate()` and alerts see a series before its
+//! first event, and a fresh node shows everything it can export.
+//!
+//! Histograms are exported as Prometheus histograms (buckets
+//! [`SECONDS_BUCKETS`] or [`COUNTS_BUCKETS`], `_sum` and `_count` since start), not summaries: a
+//! summary's quantiles read 0 while nothing was measured (the exporter
+//! cannot leave them out), they cover a fixed window, and they cannot be
+//! added across nodes. Buckets can: `histogram_quantile(0.99,
+//! sum(rate(quorumlite_write_duration_seconds_bucket[5m])) by (le))`, and
+//! an idle histogram gives no quantile (NaN), not a false 0.
 //!
 //! `docs/operations.md` lists every metric; a test below checks the list
 //! against [`SPECS`] in both directions.
 
 use crate::server::tls::Tls;
-use ::metrics::{counter, gauge, Unit};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use ::metrics::{counter, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use raft::NodeId;
 use std::collections::BTreeSet;
@@ -35,6 +47,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use raft::metrics::{APPLY_DURATION, COMMIT_INDEX, SNAPSHOT_BUILDS, SNAPSHOT_INSTALLS};
+
+mod process;
 
 /// Gauge, label `role`: 1 for this node's current role, 0 for the others.
 pub const RAFT_ROLE: &str = "quorumlite_raft_role";
@@ -99,6 +113,31 @@ pub const HTTP_STREAMS: &str = "quorumlite_http_streams";
 /// Histogram, label `kind` (read, write): items per `QueryBatch` /
 /// `ExecuteBatch` call served here.
 pub const BATCH_CALL_ITEMS: &str = "quorumlite_batch_call_items";
+/// Counter, label `code`: errors this node answered, by wire code.
+pub const ERRORS: &str = "quorumlite_errors_total";
+/// Gauge, labels `version`, `commit`: always 1.
+pub const BUILD_INFO: &str = "quorumlite_build_info";
+/// Gauge: bytes free for the node on the data directory's filesystem.
+pub const DISK_FREE: &str = "quorumlite_disk_free_bytes";
+/// Gauge: CPU time (user and system) this process used, in seconds.
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+/// Gauge: resident memory of this process.
+pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
+/// Gauge: virtual memory of this process.
+pub const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
+/// Gauge: when this process started, seconds since the Unix epoch.
+pub const PROCESS_START: &str = "process_start_time_seconds";
+/// Gauge: file descriptors this process has open.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// Gauge: the most file descriptors this process may open (`RLIMIT_NOFILE`).
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+
+/// The version and commit this binary was built from (`build.rs`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = match option_env!("QUORUMLITE_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
 
 /// What kind of series a metric is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +225,15 @@ pub const SPECS: &[Spec] = &[
     spec(HTTP_PIPELINES, Counter, None, &["outcome"], "Hrana pipeline requests: served here (local), sent on (forwarded), or refused (error)"),
     spec(HTTP_STREAMS, Gauge, COUNT, &[], "open Hrana streams owned by this node"),
     spec(BATCH_CALL_ITEMS, Histogram, COUNT, &["kind"], "items per batch call (QueryBatch: kind=read, ExecuteBatch: kind=write) served by this node; the client library coalesces concurrent calls into these"),
+    spec(ERRORS, Counter, None, &["code"], "errors this node answered to clients (gRPC and HTTP), by Quorumlite error code (NOT_LEADER, SQL_ERROR, DISK_FULL...); every code exists from start at 0"),
+    spec(BUILD_INFO, Gauge, None, &["version", "commit"], "always 1; the labels say which build this node runs"),
+    spec(DISK_FREE, Gauge, BYTES, &[], "bytes free for this node on the filesystem of its data directory (statvfs); writes are refused below min_free_disk_bytes"),
+    spec(PROCESS_CPU, Gauge, None, &[], "CPU time this process used, user and system, in seconds (/proc/self/stat); use rate()"),
+    spec(PROCESS_RESIDENT, Gauge, BYTES, &[], "resident memory of this process (/proc/self/statm)"),
+    spec(PROCESS_VIRTUAL, Gauge, BYTES, &[], "virtual memory of this process (/proc/self/statm)"),
+    spec(PROCESS_START, Gauge, SECONDS, &[], "start time of this process, seconds since the Unix epoch"),
+    spec(PROCESS_OPEN_FDS, Gauge, None, &[], "file descriptors this process has open"),
+    spec(PROCESS_MAX_FDS, Gauge, None, &[], "the most file descriptors this process may open (RLIMIT_NOFILE)"),
 ];
 
 const fn names<const N: usize>() -> [&'static str; N] {
@@ -202,10 +250,37 @@ const fn names<const N: usize>() -> [&'static str; N] {
 #[cfg_attr(not(test), allow(dead_code))]
 pub const ALL: &[&str] = &names::<{ SPECS.len() }>();
 
-/// Summary quantiles of every histogram.
-pub const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999, 1.0];
+/// Bucket bounds of the histograms in seconds: 250 µs to 30 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
 
-/// How often [`sample_disk`] reads the sizes of the files on disk.
+/// Bucket bounds of the histograms of counts (requests per batch, items
+/// per call): powers of two up to 1024.
+pub const COUNTS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Every value a label takes that is known before it is first used: these
+/// series are registered at start ([`register`]). Labels with values known
+/// only at run time (peers: from the configuration) are added there.
+#[rustfmt::skip]
+const KNOWN_LABELS: &[(&str, &str, &[&str])] = &[
+    (RAFT_ROLE, "role", &["leader", "follower", "candidate", "learner", "shutdown"]),
+    (READ_DURATION, "consistency", &["linearizable", "session", "stale"]),
+    (FORWARDED, "kind", &["write", "http", "read_index"]),
+    (AUTH_FAILURES, "reason", &AUTH_FAILURE_REASONS),
+    (HTTP_PIPELINES, "outcome", &["local", "forwarded", "error"]),
+    (BATCH_CALL_ITEMS, "kind", &["read", "write"]),
+];
+
+/// The `reason` label of [`AUTH_FAILURES`]: a token is missing, invalid,
+/// lacks the permission, or a node-to-node call proves no peer.
+pub const AUTH_FAILURE_REASONS: [&str; 4] = ["missing", "invalid", "forbidden", "not-a-peer"];
+
+/// How often [`sample_disk`] reads the sizes of the files on disk, the
+/// free space and the process's CPU, memory and files.
 pub const DISK_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// The exporter could not start.
@@ -220,14 +295,28 @@ pub struct InstallError {
 /// `listen` (`GET /metrics`): plain HTTP from the exporter's own listener,
 /// or, when the node has TLS, HTTPS with the node's certificate (reloaded
 /// with it on SIGHUP). Call once, inside the node's Tokio runtime.
-pub fn install(listen: SocketAddr, tls: Option<Arc<Tls>>) -> Result<(), InstallError> {
+/// `peers`: the other nodes this one knows of at start, whose series are
+/// registered with the others ([`register`]).
+pub fn install(
+    listen: SocketAddr,
+    tls: Option<Arc<Tls>>,
+    peers: &[NodeId],
+) -> Result<(), InstallError> {
     let fail = |reason: String| InstallError {
         addr: listen,
         reason,
     };
-    let builder = PrometheusBuilder::new()
-        .set_quantiles(QUANTILES)
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets(SECONDS_BUCKETS)
         .map_err(|e| fail(e.to_string()))?;
+    for s in SPECS
+        .iter()
+        .filter(|s| s.kind == Kind::Histogram && s.unit == COUNT)
+    {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(s.name.to_owned()), COUNTS_BUCKETS)
+            .map_err(|e| fail(e.to_string()))?;
+    }
     match tls {
         None => builder
             .with_http_listener(listen)
@@ -251,13 +340,15 @@ pub fn install(listen: SocketAddr, tls: Option<Arc<Tls>>) -> Result<(), InstallE
             tokio::spawn(crate::server::tls::serve_metrics(listener, tls, handle));
         }
     }
-    describe();
+    register(peers);
     Ok(())
 }
 
 /// Register the help text and unit of every metric with the recorder, and
-/// start the unlabelled counters at 0 so they are scraped before they move.
-pub fn describe() {
+/// every series whose labels are known at start (see [`KNOWN_LABELS`];
+/// `peers` for the replication lag): counters and histograms empty, gauges
+/// at the value that means "nothing yet".
+pub fn register(peers: &[NodeId]) {
     ::metrics::with_recorder(|r| {
         for s in SPECS {
             let (name, help) = (s.name.into(), s.help.into());
@@ -268,11 +359,42 @@ pub fn describe() {
             }
         }
     });
-    for s in SPECS {
-        if s.kind == Kind::Counter && s.labels.is_empty() {
-            counter!(s.name).increment(0);
+    for s in SPECS.iter().filter(|s| s.labels.is_empty()) {
+        match s.kind {
+            Kind::Counter => counter!(s.name).increment(0),
+            Kind::Gauge => drop(gauge!(s.name)),
+            Kind::Histogram => drop(histogram!(s.name)),
         }
     }
+    for (name, key, values) in KNOWN_LABELS {
+        let kind = SPECS.iter().find(|s| s.name == *name).map(|s| s.kind);
+        for v in values.iter() {
+            let labels = [(*key, v.to_string())];
+            match kind {
+                Some(Kind::Counter) => counter!(*name, &labels).increment(0),
+                Some(Kind::Gauge) => drop(gauge!(*name, &labels)),
+                Some(Kind::Histogram) => drop(histogram!(*name, &labels)),
+                None => {}
+            }
+        }
+    }
+    for code in client::ErrorCode::ALL {
+        counter!(ERRORS, "code" => code.as_str()).increment(0);
+    }
+    // A peer's reachability appears with this node's first call to it:
+    // before that, neither 0 (down) nor 1 would be true, and a follower
+    // calls its peers only when it campaigns.
+    for p in peers {
+        gauge!(REPLICATION_LAG, "follower" => p.to_string()).set(0.0);
+    }
+    gauge!(BUILD_INFO, "version" => VERSION, "commit" => COMMIT).set(1.0);
+    gauge!(PROCESS_START).set(process::start_time().unwrap_or(0.0));
+}
+
+/// Count an error answered to a client, by its wire code. Called where
+/// errors become wire statuses (`server::error`, `server::hrana::exec`).
+pub fn error_answered(code: client::ErrorCode) {
+    counter!(ERRORS, "code" => code.as_str()).increment(1);
 }
 
 /// Count a request refused by authentication. `reason` must be a short
@@ -375,22 +497,33 @@ pub fn log_entries(last: Option<u64>, purged: Option<u64>) -> u64 {
     replication_lag(last, purged)
 }
 
-/// Export the sizes of the database, its WAL and the Raft log directory
-/// every [`DISK_SAMPLE_EVERY`], until aborted.
-pub async fn sample_disk(db: PathBuf, log_dir: PathBuf) {
+/// Export the sizes of the database, its WAL and the Raft log directory,
+/// the free space of the data directory's disk (`disk`, the reading the
+/// writes' reserve check uses) and the process's CPU, memory and files,
+/// at once and then every [`DISK_SAMPLE_EVERY`], until aborted.
+pub async fn sample_disk(db: PathBuf, log_dir: PathBuf, disk: Arc<raft::DiskSpace>) {
     let mut wal = db.clone().into_os_string();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
     loop {
-        let (db, wal, log_dir) = (db.clone(), wal.clone(), log_dir.clone());
+        let (db, wal, log_dir, disk) = (db.clone(), wal.clone(), log_dir.clone(), disk.clone());
         let sizes = tokio::task::spawn_blocking(move || {
-            (file_bytes(&db), file_bytes(&wal), dir_bytes(&log_dir))
+            let sizes = (file_bytes(&db), file_bytes(&wal), dir_bytes(&log_dir));
+            (sizes, disk.free(), process::sample())
         })
         .await;
-        if let Ok((db, wal, log)) = sizes {
+        if let Ok(((db, wal, log), free, proc)) = sizes {
             gauge!(SQLITE_DB_BYTES).set(db as f64);
             gauge!(SQLITE_WAL_BYTES).set(wal as f64);
             gauge!(RAFT_LOG_DISK_BYTES).set(log as f64);
+            if let Some(free) = free {
+                gauge!(DISK_FREE).set(free as f64);
+            }
+            gauge!(PROCESS_CPU).set(proc.cpu_seconds);
+            gauge!(PROCESS_RESIDENT).set(proc.resident_bytes);
+            gauge!(PROCESS_VIRTUAL).set(proc.virtual_bytes);
+            gauge!(PROCESS_OPEN_FDS).set(proc.open_fds);
+            gauge!(PROCESS_MAX_FDS).set(proc.max_fds);
         }
         tokio::time::sleep(DISK_SAMPLE_EVERY).await;
     }
@@ -447,10 +580,18 @@ mod tests {
         let mut seen = BTreeSet::new();
         for s in SPECS {
             assert!(seen.insert(s.name), "{} listed twice", s.name);
-            assert!(s.name.starts_with("quorumlite_"), "{}", s.name);
+            // The process series keep the names every Prometheus client
+            // library gives them, so that dashboards find them.
+            assert!(
+                s.name.starts_with("quorumlite_") || s.name.starts_with("process_"),
+                "{}",
+                s.name
+            );
+            // process_cpu_seconds_total is a gauge here (the metrics
+            // crate's counters hold integers), under its standard name.
             assert_eq!(
                 s.kind == Kind::Counter,
-                s.name.ends_with("_total"),
+                s.name.ends_with("_total") && s.name != PROCESS_CPU,
                 "{}",
                 s.name
             );
@@ -463,6 +604,21 @@ mod tests {
         }
         assert_eq!(ALL.len(), SPECS.len());
         assert!(ALL.iter().zip(SPECS).all(|(a, s)| *a == s.name));
+    }
+
+    /// The reasons the auth checks count are the ones registered at start.
+    #[test]
+    fn every_auth_failure_reason_is_registered_at_start() {
+        use crate::server::{auth::failure_reason, error::NodeError};
+        let refusals = [
+            NodeError::PermissionDenied("no write permission".into()),
+            NodeError::Unauthenticated("missing bearer token".into()),
+            NodeError::Unauthenticated("unknown token".into()),
+        ];
+        for e in refusals {
+            let reason = failure_reason(&e);
+            assert!(AUTH_FAILURE_REASONS.contains(&reason), "{reason}");
+        }
     }
 
     /// The rows of the metric table in docs/operations.md's "## Metrics"
@@ -480,7 +636,7 @@ mod tests {
         assert!(!section.is_empty(), "no \"## Metrics\" section");
         let rows = section
             .iter()
-            .filter(|l| l.starts_with("| `quorumlite_"))
+            .filter(|l| l.starts_with("| `quorumlite_") || l.starts_with("| `process_"))
             .map(|l| {
                 let cells: Vec<String> = l.split('|').map(|c| c.trim().replace('`', "")).collect();
                 [cells[1].clone(), cells[2].clone(), cells[3].clone()]
@@ -489,7 +645,7 @@ mod tests {
         let words = section
             .iter()
             .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
-            .filter(|w| w.starts_with("quorumlite_"))
+            .filter(|w| w.starts_with("quorumlite_") || w.starts_with("process_"))
             .map(str::to_owned)
             .collect();
         (rows, words)
@@ -515,7 +671,7 @@ mod tests {
         }
         assert_eq!(rows.len(), SPECS.len(), "a metric is documented twice");
         for w in words {
-            let base = ["_sum", "_count"]
+            let base = ["_sum", "_count", "_bucket"]
                 .iter()
                 .find_map(|suffix| w.strip_suffix(suffix))
                 .filter(|b| {

@@ -60,9 +60,13 @@ fn sh_blocks(path: &Path) -> Vec<Block> {
         .display()
         .to_string();
     let mut blocks = Vec::new();
-    let mut open: Option<Block> = None;
+    // The block being read, and its fence's indentation (a block inside a
+    // list item is indented; so are its lines).
+    let mut open: Option<(Block, usize)> = None;
     for (i, line) in text.lines().enumerate() {
-        match (&mut open, line.strip_prefix("```")) {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        match (&mut open, trimmed.strip_prefix("```")) {
             (None, Some(info)) if info == "sh" || info.starts_with("sh ") => {
                 let info = info.trim_start_matches("sh").trim();
                 if !info.is_empty() {
@@ -72,16 +76,18 @@ fn sh_blocks(path: &Path) -> Vec<Block> {
                         i + 1
                     );
                 }
-                open = Some(Block {
+                let block = Block {
                     file: name.clone(),
                     line: i + 1,
                     text: String::new(),
                     run: info.is_empty(),
-                });
+                };
+                open = Some((block, indent));
             }
-            (Some(_), Some("")) => blocks.extend(open.take()),
-            (Some(block), _) => {
-                block.text.push_str(line);
+            (Some(_), Some("")) => blocks.extend(open.take().map(|(b, _)| b)),
+            (Some((block, indent)), _) => {
+                let cut = line.len() - line.trim_start().len();
+                block.text.push_str(&line[cut.min(*indent)..]);
                 block.text.push('\n');
             }
             (None, _) => {}

@@ -7,9 +7,17 @@
 //! (Hrana) at http://127.0.0.1:(http_base_port + id - 1). Ctrl-C reaches the
 //! children too (same process group); a SIGTERM to `dev` is passed on. The
 //! command returns once all three have stopped.
+//!
+//! Each child's output is passed on line by line, tagged `[node N]`
+//! (its log lines also carry `node=N`; panics and other plain lines do
+//! not). A child that dies is reported at once (`dev` wakes on SIGCHLD),
+//! with how: its exit code, or the signal that killed it.
 
 use crate::cli::DevArgs;
-use std::process::{Child, Command, ExitCode};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub fn run(args: &DevArgs) -> ExitCode {
@@ -19,9 +27,10 @@ pub fn run(args: &DevArgs) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let signal = {
+    let (signal, child_exits) = {
         let _guard = runtime.enter();
-        super::shutdown_signal()
+        let exits = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+        (super::shutdown_signal(), exits)
     };
     let exe = match std::env::current_exe() {
         Ok(p) => p,
@@ -57,6 +66,7 @@ pub fn run(args: &DevArgs) -> ExitCode {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = (cpus / 3).max(1).to_string();
     let mut children: Vec<(usize, Child)> = Vec::new();
+    let mut relays: Vec<JoinHandle<()>> = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let id = i + 1;
         let dir = args.data_dir.join(format!("node{id}"));
@@ -81,9 +91,20 @@ pub fn run(args: &DevArgs) -> ExitCode {
         if let Some(h) = &http[i] {
             command.args(["--http", h]);
         }
-        let spawned = command.spawn();
+        let spawned = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
         match spawned {
-            Ok(child) => children.push((id, child)),
+            Ok(mut child) => {
+                if let Some(out) = child.stdout.take() {
+                    relays.push(relay(id, out, false));
+                }
+                if let Some(err) = child.stderr.take() {
+                    relays.push(relay(id, err, true));
+                }
+                children.push((id, child))
+            }
             Err(e) => {
                 eprintln!("error: starting node {id}: {e}");
                 stop_all(&mut children);
@@ -116,7 +137,7 @@ pub fn run(args: &DevArgs) -> ExitCode {
     } else {
         print_banner(args, &addrs, &http, &metrics, leader);
     }
-    wait_then_stop(&runtime, signal, children);
+    wait_then_stop(&runtime, signal, child_exits, children, relays);
     ExitCode::SUCCESS
 }
 
@@ -160,33 +181,109 @@ fn print_banner(
     outln!("Ctrl-C stops all three.");
 }
 
-/// Wait for a signal or for every child to exit on its own; stop the rest.
+/// Wait for a signal or for every child to exit on its own (reporting
+/// each that does), then stop the rest. SIGCHLD (`child_exits`) wakes
+/// this at once; the poll is a fallback if it could not be caught.
 fn wait_then_stop(
     runtime: &tokio::runtime::Runtime,
     signal: impl std::future::Future<Output = ()>,
+    mut child_exits: Option<tokio::signal::unix::Signal>,
     mut children: Vec<(usize, Child)>,
+    relays: Vec<JoinHandle<()>>,
 ) {
     runtime.block_on(async {
         tokio::pin!(signal);
         loop {
+            let exited = async {
+                match child_exits.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut signal => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                    children.retain_mut(|(id, child)| match child.try_wait() {
-                        Ok(Some(status)) => {
-                            eprintln!("node {id} exited ({status})");
-                            false
-                        }
-                        _ => true,
-                    });
-                    if children.is_empty() {
-                        break;
-                    }
+                _ = exited => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            children.retain_mut(|(id, child)| match child.try_wait() {
+                Ok(Some(status)) => {
+                    eprintln!(
+                        "dev: node {id} (pid {}) {}",
+                        child.id(),
+                        how_it_ended(status)
+                    );
+                    false
                 }
+                _ => true,
+            });
+            if children.is_empty() {
+                break;
             }
         }
     });
     stop_all(&mut children);
+    // The children are gone, so their pipes are closed: the relays end
+    // once they passed on the last lines.
+    for r in relays {
+        let _ = r.join();
+    }
+}
+
+/// How a child ended, as `dev` reports it: `exited with code 1`, `was
+/// killed by signal 9 (SIGKILL)`.
+fn how_it_ended(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => {
+            let core = if status.core_dumped() {
+                ", core dumped"
+            } else {
+                ""
+            };
+            match signal_name(sig) {
+                Some(name) => format!("was killed by signal {sig} ({name}){core}"),
+                None => format!("was killed by signal {sig}{core}"),
+            }
+        }
+        (None, None) => format!("ended ({status})"),
+    }
+}
+
+fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// Pass a child's output on, each line tagged `[node N]`: its stderr to
+/// this process's stderr, its stdout to stdout.
+fn relay(id: usize, from: impl Read + Send + 'static, to_stderr: bool) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let tag = format!("[node {id}] ");
+        for line in BufReader::new(from).split(b'\n') {
+            let Ok(line) = line else { break };
+            let mut text = tag.clone().into_bytes();
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+            // A reader that went away (`dev | head`): drop the line.
+            let _ = if to_stderr {
+                std::io::stderr().lock().write_all(&text)
+            } else {
+                std::io::stdout().lock().write_all(&text)
+            };
+        }
+    })
 }
 
 /// SIGTERM every child, wait for each (SIGKILL after 10 s).
@@ -203,7 +300,7 @@ fn stop_all(children: &mut Vec<(usize, Child)>) {
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
-                    eprintln!("node {id} did not stop in 10 s: killing it");
+                    eprintln!("dev: node {id} did not stop in 10 s: killing it");
                     let _ = child.kill();
                     let _ = child.wait();
                     break;
@@ -235,4 +332,25 @@ async fn wait_for_leader(addrs: &[String], limit: Duration) -> Option<u64> {
         None
     }
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_childs_end_is_told_by_its_code_or_its_signal() {
+        assert_eq!(
+            how_it_ended(ExitStatus::from_raw(1 << 8)),
+            "exited with code 1"
+        );
+        assert_eq!(
+            how_it_ended(ExitStatus::from_raw(libc::SIGKILL)),
+            "was killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            how_it_ended(ExitStatus::from_raw(libc::SIGSEGV | 0x80)),
+            "was killed by signal 11 (SIGSEGV), core dumped"
+        );
+    }
 }

@@ -30,7 +30,7 @@ pub mod reach;
 mod shell;
 
 use crate::cli::{Cli, Command, ConnectArgs, ConsistencyArg, ExecArgs, QueryArgs, StatusArgs};
-use crate::config::{LogFormat, NodeConfig};
+use crate::config::NodeConfig;
 use client::{Client, ClientConfig, Consistency, Statement, Token};
 use serde_json::json;
 use std::process::ExitCode;
@@ -107,20 +107,21 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    if args.check_config {
+        outln!("{}", check_summary(&config));
+        return ExitCode::SUCCESS;
+    }
+    crate::logging::init(&config);
     let runtime = match runtime_with(true, config.worker_threads) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let span = tracing::info_span!("node", id = config.id);
     let signal = {
         let _guard = runtime.enter();
         shutdown_signal()
     };
-    let result = runtime.block_on(tracing::Instrument::instrument(
-        crate::server::run(config, signal),
-        span,
-    ));
+    // Every log line names the node (`crate::logging`), so no span.
+    let result = runtime.block_on(crate::server::run(config, signal));
     // A blocking task stuck on a failed disk (after a fatal error) must not
     // keep the process alive: dropping the runtime would wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -134,31 +135,28 @@ fn node(args: &crate::config::NodeArgs) -> ExitCode {
     }
 }
 
-/// openraft logs every failed call to a peer, hundreds of lines a second
-/// while one is down, and its own fatal errors, which the node reports
-/// itself (`watch_for_fatal`). Peer failures are logged by
-/// `raft::PeerHealth`, once per peer and interval: openraft's network,
-/// replication and core chatter is off unless a filter names openraft.
-const QUIET_OPENRAFT: &str = "openraft=error,openraft::replication=off,openraft::network=off,openraft::core=off,openraft::engine=off,openraft::progress=off";
-
-fn init_logging(config: &NodeConfig) {
-    let filter = if config.log_level == "info" {
-        format!("info,{QUIET_OPENRAFT},sled=warn,h2=warn,hyper=warn,tower=warn")
-    } else if config.log_level.contains("openraft") {
-        config.log_level.clone()
-    } else {
-        format!("{},{QUIET_OPENRAFT}", config.log_level)
+/// What `quorumlite node --check-config` prints for a valid configuration.
+fn check_summary(c: &NodeConfig) -> String {
+    let addr =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let members = match &c.join {
+        Some(via) => format!("join {via}{}", if c.learner { " as a learner" } else { "" }),
+        None => {
+            let peers: Vec<String> = c.peers.iter().map(|(id, a)| format!("{id}={a}")).collect();
+            format!("peers {}", peers.join(","))
+        }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match config.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    format!(
+        "configuration OK: node {} listen {} advertise {} {members} data_dir {} http {} metrics {} tls {} auth tokens {}",
+        c.id,
+        c.listen,
+        c.advertised(),
+        c.data_dir.display(),
+        addr(c.http_listen),
+        addr(c.metrics_listen),
+        if c.tls.is_some() { "on" } else { "off" },
+        c.auth_tokens.len(),
+    )
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed

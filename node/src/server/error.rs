@@ -3,6 +3,8 @@
 //! Each variant says what happened in terms of what the caller must do
 //! (see `client::ErrorCode`). [`NodeError::into_status`] is the only code
 //! that picks a wire code; the leader hint rides along where it helps.
+//! Every error answered is counted there, by code
+//! (`quorumlite_errors_total`; the HTTP API counts in `hrana::exec`).
 
 use client::ErrorCode;
 use std::time::Duration;
@@ -121,6 +123,7 @@ impl NodeError {
         leader: Option<&str>,
     ) -> (ErrorCode, String, Option<String>, Option<String>) {
         let code = self.code();
+        crate::metrics::error_answered(code);
         let sqlite_code = match &self {
             NodeError::Request(e) => Some(e.code().to_owned()),
             NodeError::Remote(e) => e.sqlite_code.clone(),

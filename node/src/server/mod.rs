@@ -804,6 +804,37 @@ pub fn role_name(state: ServerState) -> &'static str {
     }
 }
 
+/// A membership as an operator reads it: `voters {1,2,3} learners {}`;
+/// during a change, both voter sets (`voters {1,2,3} and {1,2,3,4}`).
+pub fn membership_text(m: &openraft::Membership<NodeId, BasicNode>) -> String {
+    let set = |ids: &mut dyn Iterator<Item = NodeId>| {
+        let ids: Vec<String> = ids.map(|id| id.to_string()).collect();
+        format!("{{{}}}", ids.join(","))
+    };
+    let voters: Vec<String> = m
+        .get_joint_config()
+        .iter()
+        .map(|c| set(&mut c.iter().copied()))
+        .collect();
+    let voters = if voters.is_empty() {
+        "{}".to_owned()
+    } else {
+        voters.join(" and ")
+    };
+    format!("voters {voters} learners {}", set(&mut m.learner_ids()))
+}
+
+/// `--peers` as given: `1=host:port,2=host:port`.
+fn peer_list(peers: &BTreeMap<NodeId, String>) -> String {
+    let list: Vec<String> = peers.iter().map(|(id, a)| format!("{id}={a}")).collect();
+    list.join(",")
+}
+
+/// A leader id for the log: the id, or `none`.
+fn leader_text(leader: Option<NodeId>) -> String {
+    leader.map_or_else(|| "none".to_owned(), |l| l.to_string())
+}
+
 /// Exclusive use of a data directory for the life of the process.
 struct DirLock {
     _file: std::fs::File,
@@ -891,7 +922,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let sm = StateMachine::open(&dir, &storage_config)?;
     let executor = storage::Executor::open(dir.join("data.db"), &storage_config)?;
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::install(addr, tls.clone())?;
+        let peers: Vec<NodeId> = config
+            .peers
+            .keys()
+            .copied()
+            .filter(|&p| p != config.id)
+            .collect();
+        crate::metrics::install(addr, tls.clone(), &peers)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(listen = %addr, "serving metrics at {scheme}://{addr}/metrics");
     }
@@ -1038,7 +1075,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::warn!("no auth tokens configured: the client API admits every caller");
     } else {
         let names: Vec<&str> = config.auth_tokens.iter().map(|t| t.name.as_str()).collect();
-        tracing::info!(tokens = ?names, "bearer-token authentication on");
+        tracing::info!(tokens = %names.join(","), "bearer-token authentication on");
         if tls.is_none() {
             tracing::warn!(
                 "auth tokens without TLS travel in clear text, and peers are not authenticated"
@@ -1065,7 +1102,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             .collect();
         match raft.initialize(members).await {
             Ok(()) => {
-                tracing::info!(peers = ?config.peers, "founded the cluster: initialized Raft with every voter of --peers")
+                tracing::info!(peers = %peer_list(&config.peers), "founded the cluster: initialized Raft with every voter of --peers")
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(e) => return Err(StartError::Raft(format!("initializing: {e}"))),
@@ -1074,7 +1111,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let roles = tokio::spawn(watch_roles(Arc::clone(&node)));
     watch_for_fatal(raft.metrics(), Arc::clone(&fatal))
         .map_err(|e| StartError::Raft(format!("starting the fatal-error watcher: {e}")))?;
-    let sampler = tokio::spawn(crate::metrics::sample_disk(dir.join("data.db"), log_path));
+    let sampler = tokio::spawn(crate::metrics::sample_disk(
+        dir.join("data.db"),
+        log_path,
+        Arc::clone(&disk),
+    ));
     let compacting = tokio::spawn(compaction::drive(
         raft.clone(),
         log_handle,
@@ -1217,7 +1258,12 @@ async fn watch_roles(node: Arc<Node>) {
             gauges.observe(&m);
             let config = *m.membership_config.log_id();
             if members != Some(config) {
-                tracing::info!(membership = ?m.membership_config.membership(), "cluster membership");
+                // A node not yet initialized has an empty one: nothing to say.
+                let membership = m.membership_config.membership();
+                if membership.nodes().next().is_some() {
+                    let text = membership_text(membership);
+                    tracing::info!(membership = %text, "cluster membership");
+                }
                 members = Some(config);
             }
             (m.state, m.current_leader, m.current_term)
@@ -1230,9 +1276,11 @@ async fn watch_roles(node: Arc<Node>) {
                     tracing::info!(term, "elected leader")
                 }
                 _ if was_leader && state != ServerState::Leader => {
-                    tracing::info!(term, role = role_name(state), leader = ?leader, "stepped down as leader")
+                    tracing::info!(term, role = role_name(state), leader = %leader_text(leader), "stepped down as leader")
                 }
-                _ => tracing::info!(role = role_name(state), leader = ?leader, term, "raft role"),
+                _ => {
+                    tracing::info!(role = role_name(state), leader = %leader_text(leader), term, "raft role")
+                }
             }
             if state == ServerState::Leader && *sm.applied_version().borrow() == 0 {
                 writer.initialize();
@@ -1329,5 +1377,33 @@ fn raft_failure(
             Ok(()) => {}
         }
         std::thread::sleep(FATAL_POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_is_logged_as_voter_and_learner_sets_not_a_debug_dump() {
+        let node = |id: NodeId| (id, BasicNode::new(format!("10.0.0.{id}:4001")));
+        let m = openraft::Membership::new(
+            vec![[1, 2, 3].into_iter().collect()],
+            BTreeMap::from([node(1), node(2), node(3), node(4)]),
+        );
+        assert_eq!(membership_text(&m), "voters {1,2,3} learners {4}");
+        let joint = openraft::Membership::<NodeId, BasicNode>::new(
+            vec![
+                [1, 2, 3].into_iter().collect(),
+                [1, 2, 3, 4].into_iter().collect(),
+            ],
+            (),
+        );
+        assert_eq!(
+            membership_text(&joint),
+            "voters {1,2,3} and {1,2,3,4} learners {}"
+        );
+        let empty = openraft::Membership::<NodeId, BasicNode>::new(vec![], ());
+        assert_eq!(membership_text(&empty), "voters {} learners {}");
     }
 }

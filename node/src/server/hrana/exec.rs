@@ -556,6 +556,7 @@ fn sqlite_error(code: &str, message: &str) -> Error {
 /// The Hrana form of a node error: SQL errors keep their SQLite code
 /// (`SQLITE_CONSTRAINT`...), the others their Quorumlite code.
 pub fn node_error(e: NodeError) -> Error {
+    crate::metrics::error_answered(e.code());
     match &e {
         NodeError::Request(r) => Error::new(r.code(), request_message(r)),
         NodeError::Remote(c) => Error::new(
