@@ -101,6 +101,13 @@ pub struct ClientConfig {
     /// never delays a call: it only gathers calls made while earlier ones
     /// are on their way (see `coalesce`).
     pub max_batch: usize,
+    /// Give up a call at once when no address given at connect accepts a
+    /// connection (each refused it, or has no route), instead of retrying
+    /// for the whole retry budget. Off by default: an application started
+    /// next to its cluster waits, within its budget, for the nodes to
+    /// listen. The CLI turns it on, so a mistyped port fails in
+    /// milliseconds.
+    pub fail_fast_unreachable: bool,
 }
 
 /// How the client talks TLS to the nodes.
@@ -151,6 +158,7 @@ impl Default for ClientConfig {
             tls: None,
             auth_token: None,
             max_batch: 128,
+            fail_fast_unreachable: false,
         }
     }
 }
@@ -780,7 +788,8 @@ impl Client {
     /// clears the count (`Tries::failed`).
     pub(crate) fn nowhere_else(&self, err: &Error, tried: &Tries) -> bool {
         (err.code == ErrorCode::NoQuorum && self.inner.nodes.len() == 1)
-            || (err.unreached()
+            || (self.inner.config.fail_fast_unreachable
+                && err.unreached()
                 && self
                     .inner
                     .nodes
@@ -926,7 +935,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn addresses_that_all_refuse_fail_at_once_not_after_the_retry_budget() {
+    async fn addresses_that_all_refuse_fail_at_once_when_asked_else_after_the_retry_budget() {
         // Both bound before either is freed: two different ports.
         let listeners: Vec<_> = (0..2)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
@@ -936,8 +945,29 @@ mod tests {
             .map(|l| l.local_addr().expect("addr").to_string())
             .collect();
         drop(listeners);
+        // By default the budget is used: the nodes may be about to listen.
+        let patient = Client::with_config(
+            &addrs[..1],
+            ClientConfig {
+                retry_budget: Duration::from_millis(600),
+                ..ClientConfig::default()
+            },
+        )
+        .expect("client");
+        let started = Instant::now();
+        let err = patient
+            .query("SELECT 1", Consistency::Linearizable)
+            .await
+            .expect_err("nobody listens");
+        assert!(err.unreached(), "{err}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
         let config = ClientConfig {
             retry_budget: Duration::from_secs(10),
+            fail_fast_unreachable: true,
             ..ClientConfig::default()
         };
         for given in [&addrs[..1], &addrs[..]] {

@@ -205,6 +205,8 @@ pub fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
         retry_budget: Duration::from_millis(connect.timeout_ms),
         tls,
         auth_token: connect.auth_token.clone(),
+        // A command run by hand: a port nobody listens on is an answer.
+        fail_fast_unreachable: true,
         ..ClientConfig::default()
     })
 }
