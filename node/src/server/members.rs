@@ -287,15 +287,20 @@ impl Node {
         Ok(None)
     }
 
-    /// The voter with the most of the log, other than this node.
+    /// The voter with the most of the log, other than this node, among
+    /// those that answered within the quorum window: handing leadership to
+    /// a peer that is down fails, and costs the shutdown its wait.
     pub fn best_successor(&self) -> Option<NodeId> {
         let (_, voters) = members_of(self);
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let progress = m.replication.as_ref()?;
+        let window = self.quorum.window();
+        let health = self.quorum.health();
         voters
             .iter()
             .filter(|id| **id != self.id)
+            .filter(|id| health.last_answer(**id).is_some_and(|l| l <= window))
             .max_by_key(|id| progress.get(id).copied().flatten().map(|l| l.index))
             .copied()
     }
