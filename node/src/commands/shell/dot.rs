@@ -168,56 +168,55 @@ impl Shell {
             .map_err(|e| format!("{}: {}", e.code, e.message))
     }
 
+    /// The first column of a schema read, one line each, `end` after each.
+    fn print_schema_column(
+        &mut self,
+        sql: String,
+        pattern: Option<&str>,
+        end: &str,
+    ) -> Result<(), String> {
+        let rows = self.schema_rows(sql, pattern)?;
+        let text: String = rows
+            .iter()
+            .filter_map(|r| r.first())
+            .map(|v| format!("{}{end}\n", crate::commands::output::value_text(v)))
+            .collect();
+        self.print(&text);
+        Ok(())
+    }
+
     fn tables(&mut self, pattern: Option<&str>) -> Result<(), String> {
-        let rows = self.schema_rows(
+        self.print_schema_column(
             format!(
                 "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') AND {HIDDEN} \
                  AND (?1 IS NULL OR name LIKE ?1) ORDER BY name"
             ),
             pattern,
-        )?;
-        let names: String = rows
-            .iter()
-            .filter_map(|r| r.first())
-            .map(|v| format!("{}\n", crate::commands::output::value_text(v)))
-            .collect();
-        self.print(&names);
-        Ok(())
+            "",
+        )
     }
 
     fn indexes(&mut self, table: Option<&str>) -> Result<(), String> {
-        let rows = self.schema_rows(
+        self.print_schema_column(
             format!(
                 "SELECT name FROM sqlite_schema WHERE type = 'index' AND {HIDDEN} \
                  AND (?1 IS NULL OR tbl_name LIKE ?1) ORDER BY name"
             ),
             table,
-        )?;
-        let names: String = rows
-            .iter()
-            .filter_map(|r| r.first())
-            .map(|v| format!("{}\n", crate::commands::output::value_text(v)))
-            .collect();
-        self.print(&names);
-        Ok(())
+            "",
+        )
     }
 
     fn schema(&mut self, pattern: Option<&str>) -> Result<(), String> {
-        let rows = self.schema_rows(
+        self.print_schema_column(
             format!(
                 "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND {HIDDEN} \
                  AND (?1 IS NULL OR tbl_name LIKE ?1) \
                  ORDER BY tbl_name, type DESC, name"
             ),
             pattern,
-        )?;
-        let text: String = rows
-            .iter()
-            .filter_map(|r| r.first())
-            .map(|v| format!("{};\n", crate::commands::output::value_text(v)))
-            .collect();
-        self.print(&text);
-        Ok(())
+            ";",
+        )
     }
 
     fn status(&mut self) -> Result<(), String> {
