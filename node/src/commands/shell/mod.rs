@@ -198,7 +198,7 @@ pub(super) struct Shell {
     buffer: String,
     /// Statements held since `BEGIN`, sent as one write at `COMMIT`;
     /// `None` outside a transaction.
-    txn: Option<Vec<String>>,
+    txn: Option<Held>,
     at: Place,
     /// Statements and dot commands that failed.
     failures: usize,
@@ -229,6 +229,43 @@ enum Failure {
 impl From<client::Error> for Failure {
     fn from(e: client::Error) -> Failure {
         Failure::Client(e)
+    }
+}
+
+/// Most SQL text a transaction holds: past it, no request could carry
+/// the transaction (the client's message cap).
+const MAX_HELD_BYTES: usize = client::MAX_MESSAGE_BYTES;
+
+/// The statements of an open transaction. Invariant: until `overflowed`,
+/// `statements` holds every statement since `BEGIN` and `bytes` their
+/// length; past [`MAX_HELD_BYTES`] they are dropped and only counted, so
+/// the transaction fails whole at `COMMIT` instead of holding memory for
+/// a request that cannot be sent (or running in pieces).
+#[derive(Default)]
+struct Held {
+    statements: Vec<String>,
+    bytes: usize,
+    count: usize,
+    overflowed: bool,
+}
+
+impl Held {
+    fn push(&mut self, statement: String) {
+        self.push_within(statement, MAX_HELD_BYTES);
+    }
+
+    fn push_within(&mut self, statement: String, limit: usize) {
+        self.count += 1;
+        if self.overflowed {
+            return;
+        }
+        self.bytes += statement.len();
+        if self.bytes > limit {
+            self.overflowed = true;
+            self.statements = Vec::new();
+        } else {
+            self.statements.push(statement);
+        }
     }
 }
 
@@ -373,7 +410,7 @@ impl Shell {
         if let Some(held) = self.txn.take() {
             self.fail(&format!(
                 "the input ended inside a transaction (BEGIN without COMMIT): its {} statement(s) were not run",
-                held.len()
+                held.count
             ));
         }
         self.flush_output();
@@ -422,7 +459,7 @@ impl Shell {
                 false
             }
             (Some(TxnWord::Begin), None) => {
-                self.txn = Some(Vec::new());
+                self.txn = Some(Held::default());
                 if self.interactive {
                     self.note(
                         "transaction open: statements are held and run together, as one write, at COMMIT (ROLLBACK drops them)",
@@ -443,7 +480,7 @@ impl Shell {
                 if self.interactive {
                     self.note(&format!(
                         "rolled back: {} held statement(s) dropped, none had run",
-                        held.len()
+                        held.count
                     ));
                 }
                 true
@@ -457,7 +494,16 @@ impl Shell {
     }
 
     /// Send a transaction's held statements as one write.
-    fn commit(&mut self, held: Vec<String>) -> bool {
+    fn commit(&mut self, held: Held) -> bool {
+        if held.overflowed {
+            self.fail(&format!(
+                "TOO_LARGE: the transaction's {} statements hold over {} MiB of SQL, more than one request can carry: none was applied. Drop BEGIN/COMMIT to send the statements one by one, or load a whole SQLite file with `quorumlite restore`",
+                held.count,
+                MAX_HELD_BYTES >> 20
+            ));
+            return false;
+        }
+        let held = held.statements;
         if held.is_empty() {
             return true;
         }
@@ -716,6 +762,19 @@ fn consistency_name(c: ConsistencyArg) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transaction_too_large_for_one_request_drops_its_statements_but_counts_them() {
+        let mut held = Held::default();
+        held.push_within("INSERT 1".into(), 20);
+        held.push_within("INSERT 2".into(), 20);
+        assert_eq!((held.statements.len(), held.overflowed), (2, false));
+        held.push_within("INSERT 3".into(), 20);
+        held.push_within("INSERT 4".into(), 20);
+        assert!(held.overflowed);
+        assert!(held.statements.is_empty());
+        assert_eq!(held.count, 4);
+    }
 
     #[test]
     fn the_shell_holds_transactions_but_passes_savepoints_on() {
