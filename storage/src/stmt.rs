@@ -216,6 +216,13 @@ fn resolve_name(stmt: &CachedStatement<'_>, name: &str) -> rusqlite::Result<Opti
     Ok(None)
 }
 
+/// SQLite's `sqlite3_complete`: whether `sql` ends with a complete
+/// statement, a `;` outside string literals, quoted identifiers, comments
+/// and `CREATE TRIGGER ... END` bodies. False for text holding a NUL.
+pub fn is_complete(sql: &str) -> bool {
+    crate::vfs::is_complete(sql)
+}
+
 /// Split a text of several statements (a script) into its statements, each
 /// with its `;`. Uses SQLite's own notion of a complete statement, so a `;`
 /// in a string, a comment or a trigger body does not split. Text after the
