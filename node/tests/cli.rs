@@ -500,8 +500,9 @@ async fn the_http_port_given_as_addr_is_named_with_the_grpc_address() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_on_one_side_only_is_named_both_ways() {
+/// A one-node cluster with TLS and a plain one (leading); the certificate
+/// directory (kept while the clusters run) and the CA's path.
+async fn tls_and_plain_nodes() -> (tempfile::TempDir, String, Cluster, Cluster) {
     let certs = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = pki(certs.path());
     let tls = Cluster::start_with(1, &[], |_| {
@@ -516,16 +517,27 @@ async fn tls_on_one_side_only_is_named_both_ways() {
     });
     let plain = Cluster::start(1, &[]);
     plain.leader(Duration::from_secs(10)).await;
-    let (a_tls, a_plain) = (tls.addr(1), plain.addr(1));
-    // The TLS node answers a client that trusts its CA.
+    (certs, ca, tls, plain)
+}
+
+/// Run the CLI until it succeeds (a node still starting), for up to 10 s.
+fn run_until_ok(args: &[&str]) -> std::process::Output {
     let started = Instant::now();
-    let out = loop {
-        let out = run(&["query", "--addr", &a_tls, "--ca", &ca, "SELECT 1"]);
+    loop {
+        let out = run(args);
         if out.status.success() || started.elapsed() > Duration::from_secs(10) {
-            break out;
+            return out;
         }
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_one_side_only_is_named_both_ways() {
+    let (_certs, ca, tls, plain) = tls_and_plain_nodes().await;
+    let (a_tls, a_plain) = (tls.addr(1), plain.addr(1));
+    // The TLS node answers a client that trusts its CA.
+    let out = run_until_ok(&["query", "--addr", &a_tls, "--ca", &ca, "SELECT 1"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let (out, took) = timed(&["query", "--addr", &a_tls, "SELECT 1"]);
@@ -558,32 +570,12 @@ async fn tls_on_one_side_only_is_named_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addr_takes_http_and_https_urls_whose_scheme_must_match_the_tls_choice() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = pki(certs.path());
-    let tls = Cluster::start_with(1, &[], |_| {
-        vec![
-            "--tls-cert".into(),
-            cert.clone(),
-            "--tls-key".into(),
-            key.clone(),
-            "--tls-ca".into(),
-            ca.clone(),
-        ]
-    });
-    let plain = Cluster::start(1, &[]);
-    plain.leader(Duration::from_secs(10)).await;
+    let (_certs, ca, tls, plain) = tls_and_plain_nodes().await;
     let http = format!("http://{}", plain.addr(1));
     let https = format!("https://{}/", tls.addr(1));
     let out = run(&["query", "--addr", &http, "SELECT 1"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let started = Instant::now();
-    let out = loop {
-        let out = run(&["query", "--addr", &https, "--ca", &ca, "SELECT 1"]);
-        if out.status.success() || started.elapsed() > Duration::from_secs(10) {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let out = run_until_ok(&["query", "--addr", &https, "--ca", &ca, "SELECT 1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     for (args, why) in [
         (
