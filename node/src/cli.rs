@@ -31,15 +31,15 @@ pub enum Command {
     /// stdin when it is not a terminal.
     Shell(ShellArgs),
     /// Drive a real cluster with a workload and print throughput and latency percentiles.
-    Bench(crate::commands::bench::BenchArgs),
+    Bench(BenchArgs),
     /// Make a CA and certificates for a test or development cluster.
     Cert(CertArgs),
     /// Copy the database of a running cluster to an ordinary SQLite file,
     /// without blocking writes.
-    Backup(crate::commands::backup::BackupArgs),
+    Backup(BackupArgs),
     /// Replace the cluster's data with a SQLite file, through Raft; starts
     /// a new lineage (older tokens are refused). Needs an `admin` token.
-    Restore(crate::commands::backup::RestoreArgs),
+    Restore(RestoreArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -288,4 +288,79 @@ pub fn parse() -> (Cli, clap::ArgMatches) {
         Ok(cli) => (cli, matches),
         Err(e) => e.exit(),
     }
+}
+
+/// `quorumlite backup`.
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// How fresh the copy must be: `linearizable` holds every write
+    /// acknowledged before the backup started; `session` at least
+    /// --token's state; `stale` whatever the node asked has applied.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    pub consistency: ConsistencyArg,
+    /// For `session`: the copy holds at least this token's state.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// The SQLite file to write (written to FILE.partial, then renamed;
+    /// an existing FILE is replaced).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// `quorumlite restore`.
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The SQLite file whose contents replace the cluster's data.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// What `quorumlite bench` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    Write,
+    ReadLinearizable,
+    ReadSession,
+    ReadStale,
+}
+
+/// `quorumlite bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The nodes, as every command takes them: `--addr` (reads go to these
+    /// nodes in turn; writes reach the leader, followers forward),
+    /// `--auth-token`, `--ca`, `--cert`/`--key`, `--timeout-ms`, `--json`.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Concurrent clients, each waiting for its reply before the next request.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds to run before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    #[arg(long, value_enum, default_value = "write")]
+    pub workload: Workload,
+    /// Client sessions (each with its own connection per node) the clients
+    /// share, each client using one, in turn. Fewer let the library
+    /// coalesce more concurrent calls into one batch call.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Most concurrent calls of one session sent as one batch call (the
+    /// client library's `max_batch`); 1 sends every call on its own.
+    #[arg(long, default_value_t = client::ClientConfig::default().max_batch)]
+    pub max_batch: usize,
+    /// Rows in the table point reads select from.
+    #[arg(long, default_value_t = 10_000)]
+    pub rows: i64,
+    /// Heavy reads (about 3 s of CPU each) kept running at a time beside
+    /// the workload, spread over the --addr nodes.
+    #[arg(long, default_value_t = 0)]
+    pub heavy_reads: usize,
 }

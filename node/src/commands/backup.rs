@@ -7,7 +7,7 @@
 //! stdout, as one JSON object with `--json`.
 
 use super::{bad_request, parse_token, with_client};
-use crate::cli::{ConnectArgs, ConsistencyArg};
+use crate::cli::{BackupArgs, ConsistencyArg, RestoreArgs};
 use client::{Client, Consistency, ErrorCode};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -16,33 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-#[derive(clap::Args, Debug)]
-pub struct BackupArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    /// How fresh the copy must be: `linearizable` holds every write
-    /// acknowledged before the backup started; `session` at least
-    /// --token's state; `stale` whatever the node asked has applied.
-    #[arg(long, value_enum, default_value = "linearizable")]
-    pub consistency: ConsistencyArg,
-    /// For `session`: the copy holds at least this token's state.
-    #[arg(long)]
-    pub token: Option<String>,
-    /// The SQLite file to write (written to FILE.partial, then renamed;
-    /// an existing FILE is replaced).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct RestoreArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    /// The SQLite file whose contents replace the cluster's data.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-}
 
 pub fn run_backup(args: BackupArgs) -> ExitCode {
     let connect = args.connect.clone();

@@ -27,49 +27,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Workload {
-    Write,
-    ReadLinearizable,
-    ReadSession,
-    ReadStale,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    /// The nodes, as every command takes them: `--addr` (reads go to these
-    /// nodes in turn; writes reach the leader, followers forward),
-    /// `--auth-token`, `--ca`, `--cert`/`--key`, `--timeout-ms`, `--json`.
-    #[command(flatten)]
-    pub connect: crate::cli::ConnectArgs,
-    /// Concurrent clients, each waiting for its reply before the next request.
-    #[arg(long, default_value_t = 32)]
-    pub clients: usize,
-    /// Seconds to measure.
-    #[arg(long, default_value_t = 10)]
-    pub duration: u64,
-    /// Seconds to run before measuring.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: u64,
-    #[arg(long, value_enum, default_value = "write")]
-    pub workload: Workload,
-    /// Client sessions (each with its own connection per node) the clients
-    /// share, each client using one, in turn. Fewer let the library
-    /// coalesce more concurrent calls into one batch call.
-    #[arg(long, default_value_t = 1)]
-    pub connections: usize,
-    /// Most concurrent calls of one session sent as one batch call (the
-    /// client library's `max_batch`); 1 sends every call on its own.
-    #[arg(long, default_value_t = client::ClientConfig::default().max_batch)]
-    pub max_batch: usize,
-    /// Rows in the table point reads select from.
-    #[arg(long, default_value_t = 10_000)]
-    pub rows: i64,
-    /// Heavy reads (about 3 s of CPU each) kept running at a time beside
-    /// the workload, spread over the --addr nodes.
-    #[arg(long, default_value_t = 0)]
-    pub heavy_reads: usize,
-}
+use crate::cli::{BenchArgs, Workload};
 
 pub fn run(args: BenchArgs) -> ExitCode {
     let runtime = match super::runtime(true) {
