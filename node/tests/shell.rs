@@ -239,6 +239,24 @@ async fn status_prints_a_row_for_every_member_with_its_role_version_and_lag() {
     }
 }
 
+/// CPU seconds (user and system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks (100 per second on Linux).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// The text `sqlite3 db .dump` prints for a database of `rows` people.
 fn sqlite3_dump(rows: usize) -> String {
     let mut text = String::from(
@@ -410,6 +428,14 @@ async fn ctrl_c_cancels_the_running_statement_and_a_restore_starts_a_new_session
     p.exp_string("interrupted: the statement was cancelled")
         .expect("the read stops");
     assert!(interrupted.elapsed() < Duration::from_secs(5));
+    // And the node stopped running it: it spends no more CPU on it.
+    let before = cpu_seconds(cluster.pid(1));
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_seconds(cluster.pid(1)) - before;
+    assert!(
+        spent < 0.5,
+        "the node spent {spent:.2} s of CPU in the 2 s after Ctrl-C"
+    );
     ready(&mut p);
     p.send_line("INSERT INTO t VALUES (1);").expect("send");
     p.exp_string("(1 row changed)").expect("the shell goes on");

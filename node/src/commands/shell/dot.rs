@@ -162,7 +162,7 @@ impl Shell {
             vec![pattern.map_or(Value::Null, |p| Value::Text(p.to_owned()))],
         );
         let level: Consistency = self.read_level();
-        self.guarded(self.client.query(statement, level))
+        self.guarded(self.query(statement, level))
             .map_err(|Interrupted| "interrupted".to_owned())?
             .map(|r| r.rows)
             .map_err(|e| format!("{}: {}", e.code, e.message))

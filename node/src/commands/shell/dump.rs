@@ -153,7 +153,7 @@ impl Shell {
     ) -> Result<Vec<Vec<Value>>, (Option<ErrorCode>, String)> {
         let level = self.read_level();
         let statement = Statement::with_params(sql, params);
-        match self.guarded(self.client.query(statement, level)) {
+        match self.guarded(self.query(statement, level)) {
             Ok(Ok(r)) => Ok(r.rows),
             Ok(Err(e)) => Err((Some(e.code), format!(".dump: {}: {}", e.code, e.message))),
             Err(Interrupted) => Err((None, ".dump: interrupted".into())),

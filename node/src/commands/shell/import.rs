@@ -206,7 +206,7 @@ impl Shell {
     fn import_columns(&mut self, quoted: &str) -> Result<Option<usize>, String> {
         let statement = Statement::from(format!("SELECT * FROM {quoted} LIMIT 0"));
         let level = self.read_level();
-        match self.guarded(self.client.query(statement, level)) {
+        match self.guarded(self.query(statement, level)) {
             Ok(Ok(r)) => Ok(Some(r.columns.len())),
             Ok(Err(e)) if e.message.contains("no such table") => Ok(None),
             Ok(Err(e)) => Err(format!(".import: {}: {}", e.code, e.message)),

@@ -632,7 +632,7 @@ impl Shell {
 
     fn read(&self, statement: &str) -> Result<Outcome, Failure> {
         let r = self
-            .guarded(self.client.query(statement, self.read_level()))
+            .guarded(self.query(statement, self.read_level()))
             .map_err(|Interrupted| Failure::Interrupted)??;
         Ok(Outcome::Rows(r.columns, r.rows))
     }
@@ -642,6 +642,20 @@ impl Shell {
             .guarded(self.client.execute(vec![statement.into()]))
             .map_err(|Interrupted| Failure::Interrupted)??;
         Ok(Outcome::Wrote(r))
+    }
+
+    /// A read sent as a call of its own, not gathered into a batch call
+    /// with others: dropping it (Ctrl-C) then ends its stream, and the
+    /// node stops the statement. Batching buys a shell that runs one
+    /// statement at a time nothing.
+    fn query(
+        &self,
+        statement: impl Into<Statement>,
+        level: Consistency,
+    ) -> impl std::future::Future<Output = Result<client::QueryResult, client::Error>> + '_ {
+        let statement: Statement = statement.into();
+        self.client
+            .query_with_timeout(statement, level, self.config.statement_timeout)
     }
 
     fn read_level(&self) -> Consistency {
