@@ -69,7 +69,7 @@ pub use policy::{sql_words, META_TABLE};
 pub use read::{Description, QueryResult, ReadError, ReadPool};
 pub use restore::{prepare_restore, RestoreError, RestoreImage};
 pub use snapshot::{BackupReader, SnapshotMeta, SnapshotReader};
-pub use stmt::{is_complete, split_statements};
+pub use stmt::{is_complete, is_keyword, split_statements};
 pub use txn::{Txn, TxnEnd, TxnOptions, TxnOutcome};
 pub use value::{Column, Fence, Params, Statement, StatementResult, Value, WriteRequest};
 pub use vfs::{register as register_vfs, VFS_NAME};

@@ -223,6 +223,12 @@ pub fn is_complete(sql: &str) -> bool {
     crate::vfs::is_complete(sql)
 }
 
+/// Whether `word` is an SQLite keyword (`sqlite3_keyword_check`), so a
+/// name spelt so must be quoted.
+pub fn is_keyword(word: &str) -> bool {
+    crate::vfs::is_keyword(word)
+}
+
 /// Split a text of several statements (a script) into its statements, each
 /// with its `;`. Uses SQLite's own notion of a complete statement, so a `;`
 /// in a string, a comment or a trigger body does not split. Text after the
@@ -262,7 +268,17 @@ fn is_blank(sql: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::split_statements;
+    use super::{is_keyword, split_statements};
+
+    #[test]
+    fn sqlite_says_which_words_are_keywords() {
+        for word in ["select", "ORDER", "Window", "groups"] {
+            assert!(is_keyword(word), "{word}");
+        }
+        for word in ["people", "orders", "", "ü"] {
+            assert!(!is_keyword(word), "{word}");
+        }
+    }
 
     #[test]
     fn a_script_splits_at_semicolons_outside_strings_comments_and_triggers() {

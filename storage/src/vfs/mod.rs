@@ -265,6 +265,17 @@ pub(crate) fn is_complete(sql: &str) -> bool {
     unsafe { ffi::sqlite3_complete(text.as_ptr()) == 1 }
 }
 
+/// `sqlite3_keyword_check`: whether `word` is one of SQLite's keywords
+/// (any case), which a name must be quoted to be read as a name.
+pub(crate) fn is_keyword(word: &str) -> bool {
+    let Ok(len) = c_int::try_from(word.len()) else {
+        return false;
+    };
+    // SAFETY: the pointer and length describe `word`'s bytes, which
+    // sqlite3_keyword_check only reads (it needs no NUL terminator).
+    unsafe { ffi::sqlite3_keyword_check(word.as_ptr().cast::<c_char>(), len) != 0 }
+}
+
 // ---- sqlite3_vfs methods: forward to the wrapped unix VFS -------------------
 
 /// The wrapped VFS.

@@ -168,99 +168,12 @@ pub(super) fn quote_name(name: &str) -> String {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !is_keyword(name);
+        && !storage::is_keyword(name);
     if plain {
         name.to_owned()
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
     }
-}
-
-/// Words that would be read as SQL, not as a name, where a table name goes.
-fn is_keyword(name: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "ABORT",
-        "ACTION",
-        "ADD",
-        "AFTER",
-        "ALL",
-        "ALTER",
-        "ANALYZE",
-        "AND",
-        "AS",
-        "ASC",
-        "BEFORE",
-        "BEGIN",
-        "BETWEEN",
-        "BY",
-        "CASCADE",
-        "CASE",
-        "CAST",
-        "CHECK",
-        "COLLATE",
-        "COLUMN",
-        "COMMIT",
-        "CONFLICT",
-        "CONSTRAINT",
-        "CREATE",
-        "CROSS",
-        "DEFAULT",
-        "DELETE",
-        "DESC",
-        "DISTINCT",
-        "DROP",
-        "EACH",
-        "ELSE",
-        "END",
-        "ESCAPE",
-        "EXCEPT",
-        "EXISTS",
-        "EXPLAIN",
-        "FOR",
-        "FOREIGN",
-        "FROM",
-        "GROUP",
-        "HAVING",
-        "IF",
-        "IN",
-        "INDEX",
-        "INSERT",
-        "INTERSECT",
-        "INTO",
-        "IS",
-        "JOIN",
-        "KEY",
-        "LIKE",
-        "LIMIT",
-        "NOT",
-        "NULL",
-        "OF",
-        "OFFSET",
-        "ON",
-        "OR",
-        "ORDER",
-        "PRAGMA",
-        "PRIMARY",
-        "REFERENCES",
-        "REPLACE",
-        "SELECT",
-        "SET",
-        "TABLE",
-        "THEN",
-        "TO",
-        "TRANSACTION",
-        "TRIGGER",
-        "UNION",
-        "UNIQUE",
-        "UPDATE",
-        "USING",
-        "VALUES",
-        "VIEW",
-        "WHEN",
-        "WHERE",
-        "WITH",
-    ];
-    WORDS.iter().any(|w| w.eq_ignore_ascii_case(name))
 }
 
 /// A value as an SQL literal that reads back as the same value and type.
