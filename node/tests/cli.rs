@@ -430,6 +430,14 @@ fn timed(args: &[&str]) -> (Output, Duration) {
     (out, started.elapsed())
 }
 
+/// Run the CLI, which must fail (exit 1) within 2 s; its stderr.
+fn fails_fast(args: &[&str]) -> String {
+    let (out, took) = timed(args);
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    assert!(took < Duration::from_secs(2), "{args:?} took {took:?}");
+    stderr(&out)
+}
+
 /// `quorumlite cert` into `dir`: a CA and node1's certificate for 127.0.0.1.
 fn pki(dir: &std::path::Path) -> (String, String, String) {
     let d = dir.to_str().expect("utf-8 path");
@@ -465,10 +473,7 @@ fn a_refused_address_fails_within_two_seconds_naming_it_and_the_likely_causes() 
         &["query", "--addr", &both, "SELECT 1"][..],
         &["members", "list", "--addr", &addr][..],
     ] {
-        let (out, took) = timed(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(took < Duration::from_secs(2), "{args:?} took {took:?}");
-        let err = stderr(&out);
+        let err = fails_fast(args);
         assert!(
             err.contains(&format!(
                 "{addr} refused the connection: is the node running? is the port the gRPC port (default 4001)?"
@@ -487,10 +492,7 @@ async fn the_http_port_given_as_addr_is_named_with_the_grpc_address() {
         &["query", "--addr", &http, "SELECT 1"][..],
         &["exec", "--addr", &http, "CREATE TABLE t(x)"][..],
     ] {
-        let (out, took) = timed(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(took < Duration::from_secs(2), "{args:?} took {took:?}");
-        let err = stderr(&out);
+        let err = fails_fast(args);
         assert!(
             err.contains(&format!(
                 "{http} is node 1's HTTP (Hrana) port, not a gRPC port"
