@@ -132,20 +132,33 @@ fn count(addr: &str, table: &str) -> i64 {
 }
 
 /// The leader's id, from `GET /health` (which asks no token).
+/// The leader, once every node's `/health` is 200 (the leader has heard
+/// from a majority, the followers from the leader) and one says leader: a
+/// node that just won an election may not have heard from the others yet,
+/// and then answers writes with 503 (`NO_QUORUM`).
 fn leader_by_health(web: &[String], within: Duration) -> u64 {
     let started = Instant::now();
     while started.elapsed() < within {
-        for (i, addr) in web.iter().enumerate() {
-            if TcpStream::connect(addr).is_err() {
-                continue;
-            }
-            if http(addr, "GET", "/health", &[], b"").json()["role"] == "leader" {
-                return i as u64 + 1;
-            }
+        let health: Vec<Option<HttpReply>> = web
+            .iter()
+            .map(|addr| {
+                TcpStream::connect(addr)
+                    .ok()
+                    .map(|_| http(addr, "GET", "/health", &[], b""))
+            })
+            .collect();
+        let all_healthy = health
+            .iter()
+            .all(|h| h.as_ref().is_some_and(|r| r.status == 200));
+        let leader = health
+            .iter()
+            .position(|h| h.as_ref().is_some_and(|r| r.json()["role"] == "leader"));
+        if let (true, Some(i)) = (all_healthy, leader) {
+            return i as u64 + 1;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("no leader within {within:?}");
+    panic!("no healthy leader within {within:?}");
 }
 
 fn js_dir() -> PathBuf {
