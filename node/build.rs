@@ -1,11 +1,28 @@
-//! The commit this binary is built from, for `quorumlite_build_info` and
-//! `--version`-style reports: `QUORUMLITE_COMMIT` from the environment if
-//! set (a build without a git checkout, e.g. a container build, passes it
-//! in), else `git rev-parse`, else nothing (the binary says "unknown").
+//! Two jobs before the build:
+//! - compile `proto/cluster.proto`, the private node-to-node API, with
+//!   protox (pure Rust: no system protoc); its messages borrowed from the
+//!   public API are the `client::pb` types;
+//! - the commit this binary is built from, for `quorumlite_build_info` and
+//!   `--version`-style reports: `QUORUMLITE_COMMIT` from the environment if
+//!   set (a build without a git checkout, e.g. a container build, passes it
+//!   in), else `git rev-parse`, else nothing (the binary says "unknown").
 
 use std::process::Command;
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/cluster.proto");
+    println!("cargo:rerun-if-changed=../client/proto/quorumlite.proto");
+    let fds = protox::compile(["proto/cluster.proto"], ["proto", "../client/proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(".quorumlite.v1", "::client::pb")
+        .compile_fds(fds)?;
+    commit();
+    Ok(())
+}
+
+fn commit() {
     println!("cargo:rerun-if-env-changed=QUORUMLITE_COMMIT");
     let commit = std::env::var("QUORUMLITE_COMMIT")
         .ok()

@@ -630,18 +630,6 @@ mod tests {
         async fn status(&self, _: tonic::Request<pb::StatusRequest>) -> Reply<pb::StatusResponse> {
             not_here()
         }
-        async fn read_index(
-            &self,
-            _: tonic::Request<pb::ReadIndexRequest>,
-        ) -> Reply<pb::ReadIndexResponse> {
-            not_here()
-        }
-        async fn hrana_pipeline(
-            &self,
-            _: tonic::Request<pb::HranaPipelineRequest>,
-        ) -> Reply<pb::HranaPipelineResponse> {
-            not_here()
-        }
         async fn change_membership(
             &self,
             _: tonic::Request<pb::ChangeMembershipRequest>,
@@ -652,18 +640,6 @@ mod tests {
             &self,
             _: tonic::Request<pb::TransferLeaderRequest>,
         ) -> Reply<pb::TransferLeaderResponse> {
-            not_here()
-        }
-        async fn join(
-            &self,
-            _: tonic::Request<pb::JoinRequest>,
-        ) -> Reply<pb::ChangeMembershipResponse> {
-            not_here()
-        }
-        async fn campaign(
-            &self,
-            _: tonic::Request<pb::CampaignRequest>,
-        ) -> Reply<pb::CampaignResponse> {
             not_here()
         }
         type BackupStream = futures::stream::Empty<Result<pb::BackupChunk, tonic::Status>>;

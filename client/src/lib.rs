@@ -434,7 +434,6 @@ impl Client {
         };
         let request = pb::ExecuteRequest {
             statements: statements.into_iter().map(Into::into).collect(),
-            forwarded: false,
             session: self.inner.session_id.clone(),
             seq,
             floor,
@@ -603,10 +602,7 @@ impl Client {
 
     /// Make voter `to` the leader (needs `admin`).
     pub async fn transfer_leader(&self, to: u64) -> Result<pb::TransferLeaderResponse, Error> {
-        let req = self.request(pb::TransferLeaderRequest {
-            to,
-            forwarded: false,
-        })?;
+        let req = self.request(pb::TransferLeaderRequest { to })?;
         self.on_any_node(req, |node, req| async move {
             node.rpc.clone().transfer_leader(req).await
         })

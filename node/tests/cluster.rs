@@ -229,7 +229,6 @@ async fn a_late_copy_of_a_session_write_is_superseded_and_not_applied() {
     .expect("connect");
     let write = |v: i64, seq: u64, floor: u64| pb::ExecuteRequest {
         statements: vec![stmt("INSERT INTO f VALUES (?)", vec![int(v)]).into()],
-        forwarded: false,
         session: "jepsen-session-7".into(),
         seq,
         floor,

@@ -7,8 +7,8 @@
 
 mod common;
 
-use client::pb::quorumlite_client::QuorumliteClient;
-use client::pb::JoinRequest;
+use common::cluster_pb::cluster_client::ClusterClient;
+use common::cluster_pb::JoinRequest;
 use common::{free_port, int, rows, stmt, Cluster, BIN};
 use std::process::Command;
 use std::time::Duration;
@@ -238,7 +238,7 @@ async fn a_stranger_that_asks_to_join_is_refused_logged_once_and_gets_no_data() 
 
     // 3. A raw Join call with no credentials, five times: refused each
     //    time, logged once with the caller's address.
-    let mut raw = QuorumliteClient::connect(format!("http://{member}"))
+    let mut raw = ClusterClient::connect(format!("http://{member}"))
         .await
         .expect("connect");
     for _ in 0..5 {

@@ -440,3 +440,125 @@ async fn calls_without_a_valid_token_or_permission_are_refused_and_nothing_is_wr
         );
     }
 }
+
+/// Node-to-node calls (forwarding, read barriers, joins, campaigns) are on
+/// their own service, admitted by peer credentials only: a client's token,
+/// even one with every permission, opens none of them, on the leader or on
+/// a follower, and nothing they carried is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_token_however_privileged_cannot_call_the_cluster_api() {
+    use common::cluster_pb::cluster_client::ClusterClient;
+    use common::cluster_pb::{
+        CampaignRequest, HranaPipelineRequest, JoinRequest, ReadIndexRequest,
+    };
+    const ADMIN: &str = "admin-secret-0123456789";
+    let conf = tempfile::tempdir().expect("tempdir");
+    let file = common::tokens_config(conf.path(), &[("ops", ADMIN, &["read", "write", "admin"])]);
+    let cluster = Cluster::start(3, &["--config", file.to_str().expect("utf-8")]);
+    let addrs = cluster.addrs();
+    wait_leader(&addrs, |a| plain_client(vec![a], Some(ADMIN))).await;
+    let admin = plain_client(addrs.clone(), Some(ADMIN));
+    admin
+        .execute(vec!["CREATE TABLE t (v INTEGER)".into()])
+        .await
+        .expect("the admin token writes through the public API");
+
+    fn with_token<T>(message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {ADMIN}").parse().expect("header"),
+        );
+        req
+    }
+    fn refused<T: std::fmt::Debug>(what: &str, r: Result<tonic::Response<T>, tonic::Status>) {
+        let status = r.expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{what}: {status:?}"
+        );
+        assert!(
+            status.message().contains("only cluster members"),
+            "{what}: {status:?}"
+        );
+    }
+    for addr in &addrs {
+        let mut raw = ClusterClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        let write = client::pb::ExecuteRequest {
+            statements: vec![insert(7).into()],
+            ..Default::default()
+        };
+        refused("execute", raw.execute(with_token(write.clone())).await);
+        refused(
+            "execute batch",
+            raw.execute_batch(with_token(client::pb::ExecuteBatchRequest {
+                writes: vec![write],
+            }))
+            .await,
+        );
+        refused(
+            "hrana pipeline",
+            raw.hrana_pipeline(with_token(HranaPipelineRequest {
+                body: br#"{"baton":null,"requests":[{"type":"execute","stmt":{"sql":"INSERT INTO t VALUES (8)"}}]}"#.to_vec(),
+                version: 2,
+                ..Default::default()
+            }))
+            .await,
+        );
+        refused(
+            "change membership",
+            raw.change_membership(with_token(client::pb::ChangeMembershipRequest {
+                action: client::pb::MembershipAction::Add as i32,
+                id: 9,
+                addr: "127.0.0.1:1".into(),
+                learner: true,
+            }))
+            .await,
+        );
+        refused(
+            "transfer leader",
+            raw.transfer_leader(with_token(client::pb::TransferLeaderRequest { to: 1 }))
+                .await,
+        );
+        refused(
+            "read index",
+            raw.read_index(with_token(ReadIndexRequest {})).await,
+        );
+        refused(
+            "join",
+            raw.join(with_token(JoinRequest {
+                id: 9,
+                addr: "127.0.0.1:1".into(),
+                learner: true,
+                forwarded: false,
+            }))
+            .await,
+        );
+        refused(
+            "campaign",
+            raw.campaign(with_token(CampaignRequest {
+                campaign: true,
+                pause_ms: 0,
+            }))
+            .await,
+        );
+    }
+    let rows = admin
+        .query("SELECT count(*) FROM t", Consistency::Linearizable)
+        .await
+        .expect("read");
+    assert_eq!(
+        rows.rows,
+        vec![vec![Value::Integer(0)]],
+        "nothing was written"
+    );
+    let status = admin.status(false).await.expect("status");
+    assert!(
+        status.members.iter().all(|m| m.id != 9),
+        "no member was added: {:?}",
+        status.members
+    );
+}

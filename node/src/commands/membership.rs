@@ -29,7 +29,6 @@ pub fn run(command: MembersCommand) -> ExitCode {
                 id,
                 addr: node_addr,
                 learner,
-                forwarded: false,
             };
             change(connect, request, Duration::from_secs(wait_secs))
         }

@@ -1,19 +1,21 @@
-//! Calls from this node to the leader: forwarded writes and read barriers.
+//! Calls from this node to another on the private cluster API
+//! (`cluster.rs`): forwarded writes, read barriers, joins, campaigns.
 //!
 //! One lazily connected channel per peer address. A forwarded call that
 //! fails in transit is classified by what may have happened: refused before
 //! sending means nothing was done (the client may retry), anything later is
 //! indeterminate for a write. Every call carries this node's peer
-//! credentials (`raft::PeerAuth`): the receiving node admits forwarded
-//! calls, read barriers, joins and campaigns from peers only.
+//! credentials (`raft::PeerAuth`): the receiving node admits cluster calls
+//! from peers only.
 
-use super::error::NodeError;
-use super::tls::Tls;
-use client::pb::quorumlite_client::QuorumliteClient;
-use client::pb::{
-    ExecuteRequest, ExecuteResponse, HranaPipelineRequest, HranaPipelineResponse, ReadIndexRequest,
+use super::cluster::pb::cluster_client::ClusterClient;
+use super::cluster::pb::{
+    CampaignRequest, HranaPipelineRequest, HranaPipelineResponse, JoinRequest, ReadIndexRequest,
     ReadIndexResponse,
 };
+use super::error::NodeError;
+use super::tls::Tls;
+use client::pb::{ExecuteRequest, ExecuteResponse};
 use client::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// A client whose every call carries this node's peer credentials.
-type PeerClient = QuorumliteClient<InterceptedService<Channel, Stamp>>;
+type PeerClient = ClusterClient<InterceptedService<Channel, Stamp>>;
 
 /// Stamps each outgoing call with this node's peer credentials.
 #[derive(Clone)]
@@ -78,7 +80,7 @@ impl Forwarder {
             .keep_alive_while_idle(true)
             .tcp_nodelay(true)
             .connect_lazy();
-        let c = QuorumliteClient::with_interceptor(channel, Stamp(self.auth.clone()))
+        let c = ClusterClient::with_interceptor(channel, Stamp(self.auth.clone()))
             .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(client::MAX_MESSAGE_BYTES);
         clients.insert(addr.to_owned(), c.clone());
@@ -89,10 +91,9 @@ impl Forwarder {
     pub async fn execute(
         &self,
         addr: &str,
-        mut request: ExecuteRequest,
+        request: ExecuteRequest,
         bearer: Option<&str>,
     ) -> Result<ExecuteResponse, NodeError> {
-        request.forwarded = true;
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "write").increment(1);
         // A lone VACUUM takes as long as the database's size needs
         // (`write/image.rs`): no deadline; keepalive notices a dead leader.
@@ -113,12 +114,9 @@ impl Forwarder {
     pub async fn execute_batch(
         &self,
         addr: &str,
-        mut request: client::pb::ExecuteBatchRequest,
+        request: client::pb::ExecuteBatchRequest,
         bearer: Option<&str>,
     ) -> Result<client::pb::ExecuteBatchResponse, NodeError> {
-        for w in &mut request.writes {
-            w.forwarded = true;
-        }
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "write")
             .increment(request.writes.len() as u64);
         let mut req = tonic::Request::new(request);
@@ -170,7 +168,7 @@ impl Forwarder {
     pub async fn join(
         &self,
         addr: &str,
-        request: client::pb::JoinRequest,
+        request: JoinRequest,
     ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
         let mut req = tonic::Request::new(request);
         req.set_timeout(super::members::CATCH_UP_LIMIT + Duration::from_secs(10));
@@ -203,7 +201,7 @@ impl Forwarder {
         campaign: bool,
         pause_ms: u64,
     ) -> Result<(), NodeError> {
-        let mut req = tonic::Request::new(client::pb::CampaignRequest { campaign, pause_ms });
+        let mut req = tonic::Request::new(CampaignRequest { campaign, pause_ms });
         req.set_timeout(Duration::from_secs(1));
         match self.client(addr)?.campaign(req).await {
             Ok(_) => Ok(()),

@@ -31,8 +31,9 @@
 //! The cost is one lease plus one election round (about 0.6 s by default),
 //! with no write lost: writes refused in the meantime were never proposed.
 
+use super::cluster::pb as cluster_pb;
 use super::error::NodeError;
-use super::Node;
+use super::{Node, Origin, Route};
 use client::pb;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use raft::NodeId;
@@ -112,12 +113,11 @@ impl Node {
     pub async fn change_membership(
         &self,
         req: pb::ChangeMembershipRequest,
+        origin: Origin,
         bearer: Option<&str>,
     ) -> Result<pb::ChangeMembershipResponse, NodeError> {
         self.check_accepting()?;
-        if let Some(addr) = self.leader_elsewhere(req.forwarded).await? {
-            let mut req = req;
-            req.forwarded = true;
+        if let Route::Leader(addr) = self.route(origin).await? {
             return self.forward.change_membership(&addr, req, bearer).await;
         }
         let started = Instant::now();
@@ -133,8 +133,6 @@ impl Node {
             pb::MembershipAction::Remove => {
                 if let Some(addr) = self.remove_member(req.id).await? {
                     // This node led and handed over: the new leader removes it.
-                    let mut req = req;
-                    req.forwarded = true;
                     return self.forward.change_membership(&addr, req, bearer).await;
                 }
             }
@@ -145,10 +143,17 @@ impl Node {
     /// A node started with --join asks to be added.
     pub async fn join(
         &self,
-        req: pb::JoinRequest,
+        req: cluster_pb::JoinRequest,
     ) -> Result<pb::ChangeMembershipResponse, NodeError> {
         self.check_accepting()?;
-        if let Some(addr) = self.leader_elsewhere(req.forwarded).await? {
+        // The joining node may ask any member (its call is a client's call
+        // in routing terms); a member passing it on marks it.
+        let origin = if req.forwarded {
+            Origin::Peer
+        } else {
+            Origin::Client
+        };
+        if let Route::Leader(addr) = self.route(origin).await? {
             let mut req = req;
             req.forwarded = true;
             return self.forward.join(&addr, req).await;
@@ -157,18 +162,6 @@ impl Node {
         tracing::info!(id = req.id, addr = %req.addr, learner = req.learner, "node asks to join");
         self.add_member(req.id, &req.addr, req.learner).await?;
         Ok(response(self, started))
-    }
-
-    /// `Some(leader address)` when another node leads; `None` when this one
-    /// does. A request passed on already must find the leader here.
-    async fn leader_elsewhere(&self, forwarded: bool) -> Result<Option<String>, NodeError> {
-        let (leads, leader) = self.role();
-        match (leads, leader) {
-            (true, _) => Ok(None),
-            (false, leader) if forwarded => Err(NodeError::NotLeader { leader }),
-            (false, Some(addr)) => Ok(Some(addr)),
-            (false, None) => self.find_leader().await,
-        }
     }
 
     async fn add_member(&self, id: NodeId, addr: &str, learner: bool) -> Result<(), NodeError> {
@@ -309,6 +302,7 @@ impl Node {
     pub async fn transfer_leader(
         &self,
         req: pb::TransferLeaderRequest,
+        origin: Origin,
         bearer: Option<&str>,
     ) -> Result<pb::TransferLeaderResponse, NodeError> {
         self.check_accepting()?;
@@ -321,17 +315,13 @@ impl Node {
         }
         let started = Instant::now();
         if req.to != self.id {
-            if let Some(addr) = self.leader_elsewhere(req.forwarded).await? {
-                let mut req = req;
-                req.forwarded = true;
+            if let Route::Leader(addr) = self.route(origin).await? {
                 return self.forward.transfer_leader(&addr, req, bearer).await;
             }
             self.transfer_leadership(req.to).await?;
         } else if !self.role().0 {
             // Asked of the target itself: pass it to the leader.
-            if let Some(addr) = self.leader_elsewhere(req.forwarded).await? {
-                let mut req = req;
-                req.forwarded = true;
+            if let Route::Leader(addr) = self.route(origin).await? {
                 return self.forward.transfer_leader(&addr, req, bearer).await;
             }
         }
@@ -414,7 +404,7 @@ impl Node {
     }
 
     /// A peer's part in a leader transfer (see the module docs).
-    pub fn campaign(&self, req: pb::CampaignRequest) {
+    pub fn campaign(&self, req: cluster_pb::CampaignRequest) {
         let raft = self.raft.clone();
         let lease = self.config.election_timeout_max;
         if !req.campaign {

@@ -14,6 +14,7 @@
 
 pub mod auth;
 mod backup;
+mod cluster;
 mod compaction;
 mod convert;
 pub mod error;
@@ -24,9 +25,12 @@ mod peers;
 mod quorum;
 mod read;
 mod readers;
+mod route;
 mod service;
 pub mod tls;
 mod write;
+
+pub use route::{Origin, Route};
 
 use crate::config::NodeConfig;
 use client::pb;
@@ -225,11 +229,12 @@ impl Node {
     pub async fn execute(
         &self,
         req: pb::ExecuteRequest,
+        origin: Origin,
         bearer: Option<&str>,
     ) -> Result<pb::ExecuteResponse, NodeError> {
         self.check_accepting()?;
         let forwarded = self
-            .forward_write(req.forwarded, |addr| {
+            .forward_write(origin, |addr| {
                 let req = req.clone();
                 async move { self.forward.execute(&addr, req, bearer).await }
             })
@@ -246,7 +251,7 @@ impl Node {
     /// node leads or this one does ([`Node::next_leader`]) and go there.
     async fn forward_write<T, F, Fut>(
         &self,
-        forwarded: bool,
+        origin: Origin,
         mut send: F,
     ) -> Result<Option<T>, NodeError>
     where
@@ -254,7 +259,7 @@ impl Node {
         Fut: Future<Output = Result<T, NodeError>>,
     {
         let until = tokio::time::Instant::now() + self.leader_wait_limit();
-        while let Some(addr) = self.write_route(forwarded).await? {
+        while let Route::Leader(addr) = self.route(origin).await? {
             match self.unless_leader_moves(&addr, send(addr.clone())).await {
                 Err(NodeError::NoLeader) => self.next_leader(&addr, until).await?,
                 other => return other.map(Some),
@@ -331,18 +336,6 @@ impl Node {
             .map_err(|_| NodeError::NoLeader)
     }
 
-    /// Where a write goes: `None` to run it here (this node leads), else
-    /// the leader's address to forward it to. A write another node already
-    /// forwarded is never forwarded again.
-    async fn write_route(&self, forwarded: bool) -> Result<Option<String>, NodeError> {
-        match self.role() {
-            (true, _) => Ok(None),
-            (false, leader) if forwarded => Err(NodeError::NotLeader { leader }),
-            (false, Some(addr)) => Ok(Some(addr)),
-            (false, None) => self.find_leader().await,
-        }
-    }
-
     /// Several independent writes (`ExecuteBatch`): run here if this node
     /// leads, each its own request to the writer, or forwarded to the
     /// leader as one call. An error of the whole (not leader, shutting
@@ -350,15 +343,15 @@ impl Node {
     pub async fn execute_batch(
         &self,
         req: pb::ExecuteBatchRequest,
+        origin: Origin,
         bearer: Option<&str>,
     ) -> Result<pb::ExecuteBatchResponse, NodeError> {
         check_batch_len(req.writes.len())?;
         self.check_accepting()?;
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "write")
             .record(req.writes.len() as f64);
-        let forwarded = req.writes.iter().any(|w| w.forwarded);
         let sent = self
-            .forward_write(forwarded, |addr| {
+            .forward_write(origin, |addr| {
                 let req = req.clone();
                 async move { self.forward.execute_batch(&addr, req, bearer).await }
             })
@@ -638,10 +631,10 @@ impl Node {
     }
 
     /// The leader side of a follower's read barrier.
-    pub async fn read_index(&self) -> Result<pb::ReadIndexResponse, NodeError> {
+    pub async fn read_index(&self) -> Result<cluster::pb::ReadIndexResponse, NodeError> {
         self.check_accepting()?;
         let version = self.read_index.local_round().await?;
-        Ok(pb::ReadIndexResponse { version })
+        Ok(cluster::pb::ReadIndexResponse { version })
     }
 
     /// This node's view of the cluster.
@@ -1055,7 +1048,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             node.sm.images().clone(),
             auth.clone(),
         ))
-        .add_service(service::server(Arc::clone(&node), streams_closing));
+        .add_service(service::server(Arc::clone(&node), streams_closing))
+        .add_service(cluster::server(Arc::clone(&node)));
     let server = match &tls {
         Some(t) => {
             tokio::spawn(reload_on_sighup(Arc::clone(t)));
@@ -1206,7 +1200,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 /// A node started with --join asks `via` (any member) to add it, until it
 /// is a member. The call returns once the node has caught up.
 async fn join_cluster(node: Arc<Node>, via: String) {
-    let request = pb::JoinRequest {
+    let request = cluster::pb::JoinRequest {
         id: node.id,
         addr: node.config.advertised(),
         learner: node.config.learner,

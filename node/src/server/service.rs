@@ -11,7 +11,7 @@
 
 use super::auth::{self, Permission};
 use super::error::NodeError;
-use super::Node;
+use super::{Node, Origin};
 use client::pb;
 use client::pb::quorumlite_server::{Quorumlite, QuorumliteServer};
 use std::sync::Arc;
@@ -58,14 +58,6 @@ impl Service {
                 tracing::debug!(reason, "call refused by authentication");
             })
     }
-
-    /// Admit a node-to-node call (`raft::PeerAuth`: a peer certificate or
-    /// the cluster secret, this cluster's id, meant for this node).
-    fn admit_peer<T>(&self, request: &Request<T>, what: &'static str) -> Result<(), Status> {
-        self.node.auth.admit(request, what).inspect_err(|_| {
-            crate::metrics::auth_failure("not-a-peer");
-        })
-    }
 }
 
 /// Serve one request of a `Calls` stream, as its unary form would be.
@@ -82,12 +74,9 @@ async fn serve_call(
         })
     };
     let outcome = match req.call {
-        Some(Call::Execute(batch)) if batch.writes.iter().any(|w| w.forwarded) => Err(
-            NodeError::BadRequest("`forwarded` is for node-to-node calls: leave it unset".into()),
-        ),
         Some(Call::Execute(batch)) => match admit(Permission::Write) {
             Ok(_) => node
-                .execute_batch(batch, bearer.as_deref())
+                .execute_batch(batch, Origin::Client, bearer.as_deref())
                 .await
                 .map(Reply::Execute),
             Err(e) => Err(e),
@@ -110,7 +99,8 @@ async fn serve_call(
     }
 }
 
-fn bearer<T>(request: &Request<T>) -> Option<&str> {
+/// The caller's `authorization` header, if any.
+pub(super) fn bearer<T>(request: &Request<T>) -> Option<&str> {
     request
         .metadata()
         .get("authorization")
@@ -123,21 +113,15 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        tracing::debug!(
-            statements = request.get_ref().statements.len(),
-            forwarded = request.get_ref().forwarded,
-            "execute"
-        );
+        tracing::debug!(statements = request.get_ref().statements.len(), "execute");
         if let Err(e) = self.admit(&request, Permission::Write) {
             return self.reply(Err(e));
         }
-        if request.get_ref().forwarded {
-            self.admit_peer(&request, "forwarded write")?;
-        }
         let bearer = bearer(&request).map(str::to_owned);
+        let req = request.into_inner();
         self.reply(
             self.node
-                .execute(request.into_inner(), bearer.as_deref())
+                .execute(req, Origin::Client, bearer.as_deref())
                 .await,
         )
     }
@@ -160,13 +144,11 @@ impl Quorumlite for Service {
         if let Err(e) = self.admit(&request, Permission::Write) {
             return self.reply(Err(e));
         }
-        if request.get_ref().writes.iter().any(|w| w.forwarded) {
-            self.admit_peer(&request, "forwarded writes")?;
-        }
         let bearer = bearer(&request).map(str::to_owned);
+        let req = request.into_inner();
         self.reply(
             self.node
-                .execute_batch(request.into_inner(), bearer.as_deref())
+                .execute_batch(req, Origin::Client, bearer.as_deref())
                 .await,
         )
     }
@@ -247,35 +229,6 @@ impl Quorumlite for Service {
         self.reply(self.node.status(request.into_inner()).await)
     }
 
-    async fn hrana_pipeline(
-        &self,
-        request: Request<pb::HranaPipelineRequest>,
-    ) -> Result<Response<pb::HranaPipelineResponse>, Status> {
-        // Only a peer passes a pipeline on; the pipeline checks the
-        // caller's bearer token itself, per request (reads need `read`,
-        // writes `write`).
-        self.admit_peer(&request, "forwarded HTTP pipeline")?;
-        let bearer = bearer(&request).map(str::to_owned);
-        let req = request.into_inner();
-        let reply = super::hrana::pipeline(
-            &self.node,
-            super::hrana::Input {
-                body: req.body,
-                token: req.token,
-                consistency: req.consistency,
-                bearer,
-                forwarded: true,
-                gone: None,
-            },
-        )
-        .await;
-        Ok(Response::new(pb::HranaPipelineResponse {
-            status: u32::from(reply.status),
-            body: reply.body,
-            token: reply.token.unwrap_or_default(),
-        }))
-    }
-
     async fn change_membership(
         &self,
         request: Request<pb::ChangeMembershipRequest>,
@@ -286,7 +239,7 @@ impl Quorumlite for Service {
         let bearer = bearer(&request).map(str::to_owned);
         self.reply(
             self.node
-                .change_membership(request.into_inner(), bearer.as_deref())
+                .change_membership(request.into_inner(), Origin::Client, bearer.as_deref())
                 .await,
         )
     }
@@ -301,34 +254,9 @@ impl Quorumlite for Service {
         let bearer = bearer(&request).map(str::to_owned);
         self.reply(
             self.node
-                .transfer_leader(request.into_inner(), bearer.as_deref())
+                .transfer_leader(request.into_inner(), Origin::Client, bearer.as_deref())
                 .await,
         )
-    }
-
-    async fn join(
-        &self,
-        request: Request<pb::JoinRequest>,
-    ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
-        self.admit_peer(&request, "join")?;
-        self.reply(self.node.join(request.into_inner()).await)
-    }
-
-    async fn campaign(
-        &self,
-        request: Request<pb::CampaignRequest>,
-    ) -> Result<Response<pb::CampaignResponse>, Status> {
-        self.admit_peer(&request, "campaign")?;
-        self.node.campaign(request.into_inner());
-        Ok(Response::new(pb::CampaignResponse {}))
-    }
-
-    async fn read_index(
-        &self,
-        request: Request<pb::ReadIndexRequest>,
-    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        self.admit_peer(&request, "read index")?;
-        self.reply(self.node.read_index().await)
     }
 
     type BackupStream = super::backup::BackupStream;

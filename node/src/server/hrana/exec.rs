@@ -368,6 +368,7 @@ impl Ctx<'_> {
                     statements: vec![statement],
                     ..pb::ExecuteRequest::default()
                 },
+                crate::server::Origin::Client,
                 self.bearer,
             )
             .await
