@@ -31,6 +31,7 @@
 mod backup;
 mod calls;
 mod coalesce;
+pub mod dial;
 pub mod error;
 pub mod retry;
 pub mod token;
@@ -56,7 +57,7 @@ use retry::{Next, Op};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Largest message the client sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -276,30 +277,18 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(bad("bad host or port".into()));
     }
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let mut endpoint =
-        Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| bad(e.to_string()))?;
-    if let Some(tls) = &config.tls {
-        endpoint = endpoint.tls_config(tls.tonic()).map_err(|e| {
-            Error::new(
-                ErrorCode::BadRequest,
-                format!("TLS configuration for {addr}: {e}"),
-            )
-        })?;
-    }
-    let channel = endpoint
-        .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true)
+    let dial = dial::Dial {
+        connect_timeout: Some(config.connect_timeout),
         // A node that stopped answering (frozen, cut off) is noticed in
         // 1-2 s: its calls fail instead of waiting out their deadlines.
-        .http2_keep_alive_interval(KEEPALIVE)
-        .keep_alive_timeout(KEEPALIVE)
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+        keepalive: Some(dial::Keepalive::every(KEEPALIVE)),
+    };
+    let channel = dial::channel(addr, config.tls.as_ref().map(TlsConfig::tonic), dial).map_err(
+        |e| match e {
+            dial::DialError::BadAddress { reason, .. } => bad(reason),
+            e @ dial::DialError::Tls { .. } => Error::new(ErrorCode::BadRequest, e.to_string()),
+        },
+    )?;
     let rpc = QuorumliteClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

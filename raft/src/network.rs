@@ -26,6 +26,7 @@
 
 use crate::codec::{self, DecodeError};
 use crate::{Node, NodeId, PeerAuth, PeerHealth, TypeConfig};
+use client::dial::Dial;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     SnapshotMismatch, Unreachable,
@@ -38,7 +39,7 @@ use openraft::raft::{
 use openraft::{Raft, SnapshotSegmentId};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Generated protobuf and gRPC code.
 pub mod pb {
@@ -90,15 +91,11 @@ fn transport_client(
     addr: &str,
     tls: Option<&std::sync::Arc<dyn PeerTls>>,
 ) -> Result<RaftTransportClient<Channel>, String> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .map_err(|e| format!("bad address {addr:?}: {e}"))?;
-    if let Some(tls) = tls {
-        endpoint = endpoint
-            .tls_config(tls.client_config())
-            .map_err(|e| format!("TLS configuration for {addr}: {e}"))?;
-    }
-    Ok(RaftTransportClient::new(endpoint.connect_lazy())
+    // No connect timeout or keepalive: Raft's own heartbeats and call
+    // deadlines find a silent peer.
+    let channel = client::dial::channel(addr, tls.map(|t| t.client_config()), Dial::default())
+        .map_err(|e| e.to_string())?;
+    Ok(RaftTransportClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }

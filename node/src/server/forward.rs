@@ -15,13 +15,14 @@ use super::cluster::pb::{
 };
 use super::error::NodeError;
 use super::tls::Tls;
+use client::dial::{Dial, DialError, Keepalive};
 use client::pb::{ExecuteRequest, ExecuteResponse};
 use client::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A client whose every call carries this node's peer credentials.
 type PeerClient = ClusterClient<InterceptedService<Channel, Stamp>>;
@@ -62,24 +63,22 @@ impl Forwarder {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-            .map_err(|e| NodeError::Unavailable(format!("bad leader address {addr:?}: {e}")))?;
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.client_tls().tonic())
-                .map_err(|e| NodeError::Internal(format!("TLS toward {addr}: {e}")))?;
-        }
         // Keepalive pings find a leader that went silent (cut off, paused)
         // in about 2 s, failing the calls stuck on it instead of letting
         // them wait out their deadlines.
-        let channel = endpoint
-            .connect_timeout(Duration::from_millis(500))
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(1))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let dial = Dial {
+            connect_timeout: Some(Duration::from_millis(500)),
+            keepalive: Some(Keepalive::every(Duration::from_secs(1))),
+        };
+        let tls = self.tls.as_ref().map(|t| t.client_tls().tonic());
+        let channel = client::dial::channel(addr, tls, dial).map_err(|e| match e {
+            DialError::BadAddress { reason, .. } => {
+                NodeError::Unavailable(format!("bad leader address {addr:?}: {reason}"))
+            }
+            DialError::Tls { reason, .. } => {
+                NodeError::Internal(format!("TLS toward {addr}: {reason}"))
+            }
+        })?;
         let c = ClusterClient::with_interceptor(channel, Stamp(self.auth.clone()))
             .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(client::MAX_MESSAGE_BYTES);

@@ -13,6 +13,7 @@ use super::{read_chunks, ImageError, Images, Key, Link, STALL};
 use crate::network::pb;
 use crate::network::pb::image_transport_client::ImageTransportClient;
 use crate::{Node, NodeId};
+use client::dial::{Dial, Keepalive};
 use openraft::Membership;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use storage::Image;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// An image a majority of the voters holds: it may be proposed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,18 +33,18 @@ pub struct Staged {
 
 /// A client of the image calls of the node at `addr`.
 fn client(addr: &str, link: &Link) -> Result<ImageTransportClient<Channel>, String> {
-    let scheme = if link.tls.is_some() { "https" } else { "http" };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .map_err(|e| format!("bad address {addr:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(10));
-    if let Some(tls) = &link.tls {
-        endpoint = endpoint
-            .tls_config(tls.client_config())
-            .map_err(|e| format!("TLS configuration for {addr}: {e}"))?;
-    }
-    Ok(ImageTransportClient::new(endpoint.connect_lazy())
+    // An image call streams for minutes: pings only while it is out.
+    let dial = Dial {
+        connect_timeout: Some(Duration::from_secs(5)),
+        keepalive: Some(Keepalive {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            while_idle: false,
+        }),
+    };
+    let channel = client::dial::channel(addr, link.tls.as_ref().map(|t| t.client_config()), dial)
+        .map_err(|e| e.to_string())?;
+    Ok(ImageTransportClient::new(channel)
         .max_decoding_message_size(crate::network::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(crate::network::MAX_MESSAGE_BYTES))
 }
