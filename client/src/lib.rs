@@ -40,10 +40,9 @@ mod vacuum;
 
 pub use backup::{Backup, BackupHeader, RestoreResult};
 pub use error::{Error, ErrorCode};
+pub use storage::Value;
 pub use token::{Token, TokenError};
-pub use types::{
-    Column, Consistency, ExecuteResult, QueryResult, Statement, StatementResult, Value,
-};
+pub use types::{Column, Consistency, ExecuteResult, QueryResult, Statement, StatementResult};
 
 /// Generated protobuf and gRPC code of the public API.
 pub mod pb {

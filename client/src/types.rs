@@ -1,45 +1,15 @@
 //! Values, statements and results as the client library hands them out, and
 //! their protobuf forms.
+//!
+//! [`Value`] is `storage::Value`, re-exported: the node and the client
+//! convert values to and from [`pb::Value`] through the two impls here
+//! and nowhere else.
 
 use crate::pb;
 use crate::token::Token;
+use storage::Value;
 
-/// One SQLite value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Null,
-    Integer(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Integer(v)
-    }
-}
-impl From<f64> for Value {
-    fn from(v: f64) -> Self {
-        Value::Real(v)
-    }
-}
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Value::Text(v.to_owned())
-    }
-}
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Value::Text(v)
-    }
-}
-impl From<Vec<u8>> for Value {
-    fn from(v: Vec<u8>) -> Self {
-        Value::Blob(v)
-    }
-}
-
+/// NULL goes out as an unset `kind` (the proto's NULL), not as `null: true`.
 impl From<Value> for pb::Value {
     fn from(v: Value) -> pb::Value {
         use pb::value::Kind;
@@ -54,6 +24,7 @@ impl From<Value> for pb::Value {
     }
 }
 
+/// An unset value (`kind` absent) reads as NULL, as an explicit null does.
 impl From<pb::Value> for Value {
     fn from(v: pb::Value) -> Value {
         use pb::value::Kind;
@@ -228,5 +199,34 @@ impl Consistency {
             Consistency::Session(_) => "session",
             Consistency::Stale { .. } => "stale",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::value::Kind;
+
+    #[test]
+    fn every_value_survives_the_round_trip_through_protobuf() {
+        for v in [
+            Value::Null,
+            Value::Integer(i64::MIN),
+            Value::Real(-0.5),
+            Value::Text("é".into()),
+            Value::Blob(vec![0, 255]),
+        ] {
+            assert_eq!(Value::from(pb::Value::from(v.clone())), v);
+        }
+    }
+
+    #[test]
+    fn null_goes_out_unset_and_both_nulls_come_back_as_null() {
+        assert_eq!(pb::Value::from(Value::Null).kind, None);
+        assert_eq!(Value::from(pb::Value { kind: None }), Value::Null);
+        let explicit = pb::Value {
+            kind: Some(Kind::Null(true)),
+        };
+        assert_eq!(Value::from(explicit), Value::Null);
     }
 }

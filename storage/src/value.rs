@@ -4,7 +4,8 @@
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
-/// One SQLite value.
+/// One SQLite value: the one type of a value in the project, which the
+/// client library re-exports as `client::Value`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     Null,

@@ -1,32 +1,9 @@
-//! Protobuf messages to storage types and back.
+//! Protobuf messages to storage types and back. Values convert with the
+//! `From` impls of the client crate, which owns `pb`.
 
 use super::error::NodeError;
 use client::pb;
 use storage::{Column, Params, Statement, StatementResult, Value, WriteRequest};
-
-pub fn value_in(v: pb::Value) -> Value {
-    use pb::value::Kind;
-    match v.kind {
-        None | Some(Kind::Null(_)) => Value::Null,
-        Some(Kind::Integer(i)) => Value::Integer(i),
-        Some(Kind::Real(f)) => Value::Real(f),
-        Some(Kind::Text(t)) => Value::Text(t),
-        Some(Kind::Blob(b)) => Value::Blob(b),
-    }
-}
-
-pub fn value_out(v: Value) -> pb::Value {
-    use pb::value::Kind;
-    pb::Value {
-        kind: match v {
-            Value::Null => None,
-            Value::Integer(i) => Some(Kind::Integer(i)),
-            Value::Real(f) => Some(Kind::Real(f)),
-            Value::Text(t) => Some(Kind::Text(t)),
-            Value::Blob(b) => Some(Kind::Blob(b)),
-        },
-    }
-}
 
 pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeError> {
     if s.sql.trim().is_empty() {
@@ -36,11 +13,11 @@ pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeErr
     }
     let params = match (s.positional.is_empty(), s.named.is_empty()) {
         (true, true) => Params::None,
-        (false, true) => Params::Positional(s.positional.into_iter().map(value_in).collect()),
+        (false, true) => Params::Positional(s.positional.into_iter().map(Value::from).collect()),
         (true, false) => Params::Named(
             s.named
                 .into_iter()
-                .map(|n| (n.name, n.value.map_or(Value::Null, value_in)))
+                .map(|n| (n.name, n.value.map_or(Value::Null, Value::from)))
                 .collect(),
         ),
         (false, false) => {
@@ -108,7 +85,7 @@ pub fn columns_out(columns: Vec<Column>) -> Vec<pb::Column> {
 pub fn rows_out(rows: Vec<Vec<Value>>) -> Vec<pb::Row> {
     rows.into_iter()
         .map(|r| pb::Row {
-            values: r.into_iter().map(value_out).collect(),
+            values: r.into_iter().map(pb::Value::from).collect(),
         })
         .collect()
 }

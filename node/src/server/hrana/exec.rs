@@ -19,7 +19,7 @@ use crate::server::auth::{self, Permission};
 use crate::server::error::NodeError;
 use crate::server::Node;
 use client::{pb, Token};
-use storage::{Params, RequestError, Statement, StatementResult, TxnEnd, TxnOptions};
+use storage::{Params, RequestError, Statement, StatementResult, TxnEnd, TxnOptions, Value};
 
 /// Code of an error about the stream's transaction (as `@libsql/client` names it).
 const TRANSACTION_CLOSED: &str = "TRANSACTION_CLOSED";
@@ -445,7 +445,7 @@ fn params(stmt: &Stmt) -> Result<Params, Error> {
 }
 
 fn pb_statement(sql: String, params: Params) -> pb::Statement {
-    let value = crate::server::convert::value_out;
+    let value = pb::Value::from;
     match params {
         Params::None => pb::Statement {
             sql,
@@ -489,7 +489,7 @@ fn rows(rows: Vec<pb::Row>) -> Vec<Vec<OutValue>> {
         .map(|r| {
             r.values
                 .into_iter()
-                .map(|v| OutValue::from(crate::server::convert::value_in(v)))
+                .map(|v| OutValue::from(Value::from(v)))
                 .collect()
         })
         .collect()
