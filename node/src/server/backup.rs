@@ -20,7 +20,7 @@
 //! upload.
 
 use super::error::NodeError;
-use super::{read, Node};
+use super::{barrier, Node};
 use client::pb;
 use client::Token;
 use std::path::{Path, PathBuf};
@@ -50,11 +50,11 @@ impl Node {
         match pb::Consistency::try_from(req.consistency) {
             Ok(pb::Consistency::Linearizable) => {
                 let want = self.read_index.barrier().await?;
-                read::wait_applied(&self.sm, want, self.config.write_timeout).await?;
+                barrier::wait_applied(&self.sm, want, self.config.write_timeout).await?;
             }
             Ok(pb::Consistency::Session) => {
                 let want = token.as_ref().map_or(0, Token::version);
-                read::wait_token(&self.sm, want, self.config.session_wait).await?;
+                barrier::wait_token(&self.sm, want, self.config.session_wait).await?;
                 self.check_lineage(token.as_ref())?;
             }
             Ok(pb::Consistency::Stale) => {}

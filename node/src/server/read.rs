@@ -1,294 +1,265 @@
-//! The read path: consistency levels, the batched read barrier, waits.
-//!
-//! The levels are `client::Consistency` (documented in
-//! `docs/consistency.md`); here is how a node serves each:
-//! - `linearizable`: obtain a version V that includes every write
-//!   acknowledged before the read arrived, wait until this node has applied
-//!   V, read locally. On the leader V comes from `ensure_linearizable` (a
-//!   quorum round confirms leadership, then the leader's state machine
-//!   catches up to the commit index); a follower asks the leader for it
-//!   over `ReadIndex`. Barriers are **batched**: every read that arrives
-//!   while a round is in flight shares the next round, never the current
-//!   one (a round must start after the read arrived to cover it).
-//! - `session`: wait (bounded by `session_wait`) until this node has applied
-//!   the token's version, then read locally; past the bound, `ReplicaBehind`.
-//! - `stale`: read locally at once; with `max_lag`, refused when this node
-//!   last heard from a leader longer ago than that.
-//!
-//! A token of another lineage is refused at every level.
+//! The read calls, as every transport makes them: check the token, wait
+//! for the consistency asked (`barrier.rs`), then run the statement inline
+//! when it is quick, else on a read thread (`readers.rs`).
 
 use super::error::NodeError;
-use super::forward::Forwarder;
-use super::leader_addr;
-use openraft::{Raft, ServerState};
-use raft::{StateMachine, TypeConfig};
-use std::sync::{Arc, Mutex};
+use super::{barrier, check_batch_len, cluster, convert, Node};
+use client::{pb, Token};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
-/// Result of one barrier round: the version a read must wait for.
-type Barrier = Result<u64, NodeError>;
-
-/// Coalesces read barriers: at most one round in flight per node.
-pub struct ReadIndex {
-    raft: Raft<TypeConfig>,
-    sm: StateMachine,
-    /// A leader without a majority answers `NoQuorum` at once.
-    quorum: super::quorum::Quorum,
-    forward: Arc<Forwarder>,
-    /// Readers waiting for the next round, and whether a round task runs.
-    /// Invariant: when `running` is false, `waiting` is empty.
-    state: Mutex<RoundState>,
-    round_timeout: Duration,
-    /// How long a round waits for a leader to be elected.
-    leader_wait: Duration,
-}
-
-#[derive(Default)]
-struct RoundState {
-    waiting: Vec<oneshot::Sender<Barrier>>,
-    running: bool,
-}
-
-impl ReadIndex {
-    pub fn new(
-        raft: Raft<TypeConfig>,
-        sm: StateMachine,
-        quorum: super::quorum::Quorum,
-        forward: Arc<Forwarder>,
-        round_timeout: Duration,
-        leader_wait: Duration,
-    ) -> Arc<ReadIndex> {
-        Arc::new(ReadIndex {
-            raft,
-            sm,
-            quorum,
-            forward,
-            state: Mutex::new(RoundState::default()),
-            round_timeout,
-            leader_wait,
-        })
+impl Node {
+    /// A read at the requested consistency: inline if it is quick, else
+    /// on a read thread ([`Node::read_inline`]).
+    pub async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
+        self.query_cancellable(req, None).await
     }
 
-    /// The version a linearizable read arriving now must wait for.
-    pub async fn barrier(self: &Arc<Self>) -> Barrier {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.waiting.push(tx);
-            !std::mem::replace(&mut s.running, true)
+    /// [`Node::query`]; a read still running when `gone` is set is stopped.
+    pub async fn query_cancellable(
+        &self,
+        req: pb::QueryRequest,
+        gone: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<pb::QueryResponse, NodeError> {
+        self.check_accepting()?;
+        let (statement, ready) = self.ready_to_read(req).await?;
+        let result = match self.read_inline(&[(&statement, &ready.limits)]) {
+            Some(Ok(mut results)) => results
+                .pop()
+                .ok_or_else(|| NodeError::Internal("an inline read returned nothing".into()))??,
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                let reads = self.sm.reads().clone();
+                let limits = ready.limits.clone();
+                self.readers
+                    .run_until(gone, move |cancel| {
+                        let limits = storage::Limits {
+                            cancel: Some(cancel),
+                            ..limits
+                        };
+                        reads.query(&statement, &limits)
+                    })
+                    .await??
+            }
         };
-        if start {
-            let this = Arc::clone(self);
-            tokio::spawn(async move { this.rounds().await });
+        self.query_reply(&ready, result, &mut None)
+    }
+
+    /// Run `reads` in one read transaction right here, on the async worker,
+    /// if a read connection is free and they finish within
+    /// [`INLINE_BUDGET`]; `None` if they must go to a read thread (nothing
+    /// of theirs is kept then; reads have no effect, so running one again
+    /// there is safe).
+    ///
+    /// A point read costs microseconds, and handing it to a read thread
+    /// cost a third of the read throughput; a read of seconds must never
+    /// hold the worker. The budget bounds what any read costs the worker.
+    fn read_inline(
+        &self,
+        reads: &[(&storage::Statement, &storage::Limits)],
+    ) -> Option<Result<Vec<Result<storage::QueryResult, storage::ReadError>>, storage::ReadError>>
+    {
+        let budget = |l: &storage::Limits| storage::Limits {
+            timeout: Some(l.timeout.map_or(INLINE_BUDGET, |t| t.min(INLINE_BUDGET))),
+            ..l.clone()
+        };
+        let bounded: Vec<storage::Limits> = reads.iter().map(|(_, l)| budget(l)).collect();
+        let attempt: Vec<(&storage::Statement, &storage::Limits)> = reads
+            .iter()
+            .zip(&bounded)
+            .map(|((st, _), l)| (*st, l))
+            .collect();
+        let done = self.sm.reads().try_query_many(&attempt)?;
+        let over_budget = |(r, (_, l)): (
+            &Result<storage::QueryResult, storage::ReadError>,
+            &(&storage::Statement, &storage::Limits),
+        )| {
+            matches!(
+                r,
+                Err(storage::ReadError::Request(
+                    storage::RequestError::TimedOut { .. }
+                ))
+            ) && l.timeout.is_none_or(|t| t > INLINE_BUDGET)
+        };
+        match &done {
+            Ok(results) if results.iter().zip(reads).any(over_budget) => None,
+            _ => Some(done),
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(NodeError::Unavailable(
-                "the read barrier was dropped".into(),
-            ))
+    }
+
+    /// Several independent reads (`QueryBatch`), each served as `query`
+    /// would. Their checks and waits run concurrently (linearizable ones
+    /// share read barriers); then every read that may run does, in one
+    /// read transaction (one snapshot): inline if they are quick, else on
+    /// a read thread.
+    pub async fn query_batch(
+        &self,
+        req: pb::QueryBatchRequest,
+    ) -> Result<pb::QueryBatchResponse, NodeError> {
+        check_batch_len(req.queries.len())?;
+        self.check_accepting()?;
+        ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "read")
+            .record(req.queries.len() as f64);
+        let ready =
+            futures::future::join_all(req.queries.into_iter().map(|q| self.ready_to_read(q))).await;
+        let mut runs = Vec::with_capacity(ready.len());
+        let ready: Vec<Result<ReadyRead, NodeError>> = ready
+            .into_iter()
+            .map(|r| {
+                r.map(|(statement, ready)| {
+                    runs.push((statement, ready.limits.clone()));
+                    ready
+                })
+            })
+            .collect();
+        let refs: Vec<(&storage::Statement, &storage::Limits)> =
+            runs.iter().map(|(st, l)| (st, l)).collect();
+        let inline = self.read_inline(&refs);
+        let mut results = match inline {
+            Some(done) => done?,
+            None => {
+                let reads = self.sm.reads().clone();
+                self.readers
+                    .run(move |cancel| {
+                        let refs: Vec<(&storage::Statement, &storage::Limits)> =
+                            runs.iter().map(|(st, l)| (st, l)).collect();
+                        reads.query_many(&refs, Some(cancel))
+                    })
+                    .await??
+            }
+        }
+        .into_iter();
+        let (mut hint, mut token) = (None, None);
+        let outcomes = ready
+            .into_iter()
+            .map(|r| {
+                let result = r.and_then(|ready| match results.next() {
+                    Some(result) => self.query_reply(&ready, result?, &mut token),
+                    None => Err(NodeError::Internal(
+                        "a read of the batch was not run".into(),
+                    )),
+                });
+                pb::QueryOutcome {
+                    outcome: Some(match result {
+                        Ok(ok) => pb::query_outcome::Outcome::Ok(ok),
+                        Err(e) => {
+                            let leader = hint.get_or_insert_with(|| self.leader_hint());
+                            pb::query_outcome::Outcome::Error(e.into_item(leader.as_deref()))
+                        }
+                    }),
+                }
+            })
+            .collect();
+        Ok(pb::QueryBatchResponse { outcomes })
+    }
+
+    /// Whether SQLite deems `sql` read-only against this node's schema
+    /// (`false` when it does not prepare). Prepares on the read pool's
+    /// internal connection: microseconds, never behind user queries.
+    pub fn is_read_only(&self, sql: &str) -> bool {
+        self.sm.reads().describe(sql).is_ok_and(|d| d.is_readonly)
+    }
+
+    /// Check a read and wait until this node may serve it at its
+    /// consistency level.
+    async fn ready_to_read(
+        &self,
+        req: pb::QueryRequest,
+    ) -> Result<(storage::Statement, ReadyRead), NodeError> {
+        let token = self.check_token(&req.token)?;
+        let limits = storage::Limits {
+            timeout: Some(match req.timeout_ms {
+                0 => self.config.statement_timeout,
+                ms => Duration::from_millis(ms),
+            }),
+            ..self.config.storage().result_limits()
+        };
+        let statement = req
+            .statement
+            .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
+        let statement = convert::statement_in(statement, 0)?;
+        let started = std::time::Instant::now();
+        let consistency = match pb::Consistency::try_from(req.consistency) {
+            // Deliberately broken mode for the Jepsen harness (see config).
+            Ok(pb::Consistency::Linearizable) if self.config.unsafe_local_reads => "linearizable",
+            Ok(pb::Consistency::Linearizable) => {
+                let want = self.read_index.barrier().await?;
+                barrier::wait_applied(&self.sm, want, self.config.write_timeout).await?;
+                "linearizable"
+            }
+            Ok(pb::Consistency::Session) => {
+                let want = token.as_ref().map_or(0, Token::version);
+                barrier::wait_token(&self.sm, want, self.config.session_wait).await?;
+                "session"
+            }
+            Ok(pb::Consistency::Stale) => {
+                barrier::stale_read_allowed(
+                    self.role().0,
+                    self.contact.age(),
+                    barrier::max_lag(req.max_lag_ms),
+                )?;
+                "stale"
+            }
+            Err(_) => {
+                return Err(NodeError::BadRequest(format!(
+                    "unknown consistency level {}",
+                    req.consistency
+                )))
+            }
+        };
+        self.check_lineage(token.as_ref())?;
+        Ok((
+            statement,
+            ReadyRead {
+                consistency,
+                started,
+                limits,
+            },
+        ))
+    }
+
+    /// The reply to a read. `token` keeps the last token made, by
+    /// version: the reads of a batch share one snapshot, so one will do.
+    fn query_reply(
+        &self,
+        ready: &ReadyRead,
+        result: storage::QueryResult,
+        token: &mut Option<(u64, String)>,
+    ) -> Result<pb::QueryResponse, NodeError> {
+        ::metrics::histogram!(crate::metrics::READ_DURATION, "consistency" => ready.consistency)
+            .record(ready.started.elapsed());
+        let text = match token {
+            Some((version, text)) if *version == result.version => text.clone(),
+            _ => {
+                let text = self.token(result.version)?.to_string();
+                *token = Some((result.version, text.clone()));
+                text
+            }
+        };
+        Ok(pb::QueryResponse {
+            columns: convert::columns_out(result.columns),
+            rows: convert::rows_out(result.rows),
+            token: text,
         })
     }
 
-    /// Run rounds while readers wait; each round serves those who arrived
-    /// before it started.
-    async fn rounds(self: Arc<Self>) {
-        loop {
-            let waiting = {
-                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                if s.waiting.is_empty() {
-                    s.running = false;
-                    return;
-                }
-                std::mem::take(&mut s.waiting)
-            };
-            let result = self.round().await;
-            for w in waiting {
-                let _ = w.send(result.clone());
-            }
-        }
-    }
-
-    /// One quorum round: local on the leader, a `ReadIndex` call elsewhere.
-    ///
-    /// A follower's call follows the leader: when the leader changes while
-    /// the call is out (the old one was cut off and a new one elected), the
-    /// call is dropped and the new leader asked, so a read does not wait out
-    /// a dead connection. With no leader known, the round waits for one
-    /// (at most `leader_wait`, then `NoLeader`, which clients retry elsewhere).
-    /// Either way, at most `round_timeout` in all. (Found by the Jepsen
-    /// register runs: with one stuck call per round, linearizable reads on
-    /// the majority side stalled for a whole partition of the old leader.)
-    async fn round(&self) -> Barrier {
-        let deadline = tokio::time::Instant::now() + self.round_timeout;
-        let mut metrics = self.raft.metrics();
-        loop {
-            let (state, leader, leader_id) = {
-                let m = metrics.borrow_and_update();
-                (m.state, leader_addr(&m), m.current_leader)
-            };
-            if state == ServerState::Leader {
-                return self.local_round().await;
-            }
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                return Err(NodeError::NoLeader);
-            }
-            let call = async {
-                match &leader {
-                    Some(addr) => Some(self.forward.read_index(addr, remaining).await),
-                    None => {
-                        // An election is under way: give it a moment.
-                        tokio::time::sleep(self.leader_wait.min(remaining)).await;
-                        Some(Err(NodeError::NoLeader))
-                    }
-                }
-            };
-            tokio::select! {
-                Some(resp) = call => return resp.map(|r| r.version),
-                changed = leader_changed(&mut metrics, leader_id) => {
-                    if !changed {
-                        return Err(NodeError::Unavailable("raft stopped".into()));
-                    }
-                    tracing::debug!(old = ?leader_id, "leader changed during a read barrier; asking the new one");
-                }
-                _ = tokio::time::sleep_until(deadline) => return Err(NodeError::NoLeader),
-            }
-        }
-    }
-
-    /// On the leader: confirm leadership with a quorum and catch up. A
-    /// leader that has not heard from a majority for an election timeout
-    /// answers `NoQuorum` at once (or as soon as it stops hearing).
-    pub async fn local_round(&self) -> Barrier {
-        self.quorum.require()?;
-        let barrier = tokio::time::timeout(self.round_timeout, self.raft.ensure_linearizable());
-        tokio::select! {
-            done = barrier => match done {
-                Ok(Ok(_)) => Ok(*self.sm.applied_version().borrow()),
-                Ok(Err(e)) => {
-                    let (leads, leader) = {
-                        let metrics = self.raft.metrics();
-                        let m = metrics.borrow();
-                        (m.state == ServerState::Leader, leader_addr(&m))
-                    };
-                    tracing::debug!(error = %e, "read barrier failed");
-                    if leads {
-                        // Still leader of its term, yet unconfirmed: the
-                        // read cannot be served here; nothing names
-                        // another leader yet.
-                        Err(self.quorum.require().err().unwrap_or(NodeError::NoLeader))
-                    } else {
-                        Err(NodeError::NotLeader { leader })
-                    }
-                }
-                Err(_) => Err(NodeError::NoLeader),
-            },
-            lost = self.quorum.lost() => Err(lost),
-        }
+    /// The leader side of a follower's read barrier.
+    pub async fn read_index(&self) -> Result<cluster::pb::ReadIndexResponse, NodeError> {
+        self.check_accepting()?;
+        let version = self.read_index.local_round().await?;
+        Ok(cluster::pb::ReadIndexResponse { version })
     }
 }
 
-/// Wait until the leader this node knows differs from `was`; false when
-/// Raft stopped.
-async fn leader_changed(
-    metrics: &mut tokio::sync::watch::Receiver<
-        openraft::RaftMetrics<raft::NodeId, openraft::BasicNode>,
-    >,
-    was: Option<raft::NodeId>,
-) -> bool {
-    loop {
-        if metrics.changed().await.is_err() {
-            return false;
-        }
-        if metrics.borrow().current_leader != was {
-            return true;
-        }
-    }
-}
+/// How long a read may run inline on the async worker that took it before
+/// it is stopped and run again on a read thread (see `Node::read_inline`).
+const INLINE_BUDGET: Duration = Duration::from_millis(1);
 
-/// Wait until this node has applied `want`, at most `limit`.
-pub async fn wait_applied(sm: &StateMachine, want: u64, limit: Duration) -> Result<u64, NodeError> {
-    let mut applied = sm.applied_version();
-    let have = *applied.borrow_and_update();
-    if have >= want {
-        return Ok(have);
-    }
-    let waited = tokio::time::timeout(limit, async {
-        applied.wait_for(|&v| v >= want).await.map(|v| *v)
-    })
-    .await;
-    match waited {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(_)) => Err(NodeError::ShuttingDown),
-        Err(_) => Err(NodeError::ReplicaBehind {
-            have: *sm.applied_version().borrow(),
-            want,
-            waited: limit,
-        }),
-    }
-}
-
-/// A session read's wait for its token's version: [`wait_applied`], counted
-/// in the token-wait metrics when this node is behind the token.
-pub async fn wait_token(sm: &StateMachine, want: u64, limit: Duration) -> Result<u64, NodeError> {
-    let have = *sm.applied_version().borrow();
-    if have >= want {
-        return Ok(have);
-    }
-    ::metrics::counter!(crate::metrics::TOKEN_WAITS).increment(1);
-    let waited = wait_applied(sm, want, limit).await;
-    if let Err(NodeError::ReplicaBehind { .. }) = waited {
-        ::metrics::counter!(crate::metrics::TOKEN_WAIT_TIMEOUTS).increment(1);
-    }
-    waited
-}
-
-/// Whether a stale read may be served here (a pure policy, table-tested).
-/// `lag` is the time since a leader was last heard from (`None`: never);
-/// the leader itself has no lag.
-pub fn stale_read_allowed(
-    is_leader: bool,
-    lag: Option<Duration>,
-    max_lag: Option<Duration>,
-) -> Result<(), NodeError> {
-    let Some(max) = max_lag else {
-        return Ok(());
-    };
-    if is_leader {
-        return Ok(());
-    }
-    match lag {
-        Some(l) if l <= max => Ok(()),
-        lag => Err(NodeError::TooStale { lag, max }),
-    }
-}
-
-/// The lag bound of a stale read, from its wire form (0: none).
-pub fn max_lag(ms: u64) -> Option<Duration> {
-    (ms > 0).then(|| Duration::from_millis(ms))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stale_read_is_refused_only_past_its_bound_on_a_follower() {
-        let ms = Duration::from_millis;
-        let table = [
-            (false, Some(ms(50)), None, true),
-            (false, None, None, true),
-            (false, Some(ms(50)), Some(ms(100)), true),
-            (false, Some(ms(150)), Some(ms(100)), false),
-            (false, None, Some(ms(100)), false),
-            (true, None, Some(ms(1)), true),
-        ];
-        for (leader, lag, max, ok) in table {
-            assert_eq!(
-                stale_read_allowed(leader, lag, max).is_ok(),
-                ok,
-                "leader={leader} lag={lag:?} max={max:?}"
-            );
-        }
-    }
+/// A read that passed its checks and waits: it may run now.
+struct ReadyRead {
+    /// The level's name, for the metrics.
+    consistency: &'static str,
+    started: std::time::Instant,
+    /// Its time limit and result caps.
+    limits: storage::Limits,
 }

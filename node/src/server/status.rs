@@ -1,0 +1,200 @@
+//! What a node says of itself and of the cluster: `Status`, `/health`,
+//! the leader hint on errors, and the words the logs use for roles and
+//! memberships.
+
+use super::error::NodeError;
+use super::{leader_addr, quorum, Node};
+use client::pb;
+use openraft::{BasicNode, ServerState};
+use raft::NodeId;
+use std::collections::BTreeMap;
+
+impl Node {
+    /// This node's view of the cluster.
+    pub async fn status(&self, req: pb::StatusRequest) -> Result<pb::StatusResponse, NodeError> {
+        let health = self.health();
+        let m = self.raft.metrics().borrow().clone();
+        let version = *self.sm.applied_version().borrow();
+        let (digest, digest_version) = if req.digest {
+            let reads = self.sm.reads().clone();
+            let d = tokio::task::spawn_blocking(move || reads.digest())
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+                .map_err(|e| NodeError::Unavailable(format!("computing the digest: {e}")))?;
+            (d.to_string(), d.version)
+        } else {
+            (String::new(), 0)
+        };
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| pb::Member {
+                id: *id,
+                addr: node.addr.clone(),
+                kind: if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .into(),
+            })
+            .collect();
+        let leads = m.state == ServerState::Leader;
+        Ok(pb::StatusResponse {
+            id: self.id,
+            role: role_name(m.state).into(),
+            leader_id: m.current_leader.unwrap_or(0),
+            leader_addr: leader_addr(&m).unwrap_or_default(),
+            term: m.current_term,
+            version,
+            lineage: self.sm.lineage().map(|l| l.to_string()).unwrap_or_default(),
+            digest,
+            digest_version,
+            members,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            leader_contact_ms: if leads {
+                0
+            } else {
+                self.contact
+                    .age()
+                    .map_or(u64::MAX, |d| d.as_millis() as u64)
+            },
+            token: self.token(version)?.to_string(),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            health: health.status.to_owned(),
+            health_reason: health.reason.unwrap_or_default(),
+        })
+    }
+
+    /// Whether this node can do its part now (`/health`, `status`): "ok";
+    /// "no_quorum" (it leads without a majority); "no_leader" (it has not
+    /// heard from a leader for over twice the longest election timeout:
+    /// it is cut off, or an election keeps failing); "shutting_down".
+    pub fn health(&self) -> Health {
+        if self.check_accepting().is_err() {
+            return Health::not("shutting_down", "this node is shutting down".into());
+        }
+        match self.quorum.contact() {
+            quorum::Contact::Lost { silent, voters } => {
+                return Health::not(
+                    "no_quorum",
+                    quorum::no_quorum(&silent, voters, self.quorum.window()).to_string(),
+                )
+            }
+            quorum::Contact::Majority { .. } => return Health::ok(),
+            quorum::Contact::NotLeader => {}
+        }
+        let limit = self.config.election_timeout_max * 2;
+        match (self.role().1, self.contact.age()) {
+            (Some(_), Some(age)) if age <= limit => Health::ok(),
+            (leader, age) => Health::not(
+                "no_leader",
+                format!(
+                    "this node has not heard from a leader for {} (leader known: {}): it is cut off from the cluster, or the cluster has no majority",
+                    age.map_or_else(|| "ever".to_owned(), |a| format!("{} ms", a.as_millis())),
+                    leader.as_deref().unwrap_or("none")
+                ),
+            ),
+        }
+    }
+
+    /// The address to hint at in errors.
+    pub(super) fn leader_hint(&self) -> Option<String> {
+        self.role().1
+    }
+}
+
+/// What `Node::health` found.
+pub struct Health {
+    pub status: &'static str,
+    /// Why, when not "ok".
+    pub reason: Option<String>,
+}
+
+impl Health {
+    pub(super) fn ok() -> Health {
+        Health {
+            status: "ok",
+            reason: None,
+        }
+    }
+
+    pub(super) fn not(status: &'static str, reason: String) -> Health {
+        Health {
+            status,
+            reason: Some(reason),
+        }
+    }
+}
+
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// A membership as an operator reads it: `voters {1,2,3} learners {}`;
+/// during a change, both voter sets (`voters {1,2,3} and {1,2,3,4}`).
+pub fn membership_text(m: &openraft::Membership<NodeId, BasicNode>) -> String {
+    let set = |ids: &mut dyn Iterator<Item = NodeId>| {
+        let ids: Vec<String> = ids.map(|id| id.to_string()).collect();
+        format!("{{{}}}", ids.join(","))
+    };
+    let voters: Vec<String> = m
+        .get_joint_config()
+        .iter()
+        .map(|c| set(&mut c.iter().copied()))
+        .collect();
+    let voters = if voters.is_empty() {
+        "{}".to_owned()
+    } else {
+        voters.join(" and ")
+    };
+    format!("voters {voters} learners {}", set(&mut m.learner_ids()))
+}
+
+/// `--peers` as given: `1=host:port,2=host:port`.
+pub(super) fn peer_list(peers: &BTreeMap<NodeId, String>) -> String {
+    let list: Vec<String> = peers.iter().map(|(id, a)| format!("{id}={a}")).collect();
+    list.join(",")
+}
+
+/// A leader id for the log: the id, or `none`.
+pub(super) fn leader_text(leader: Option<NodeId>) -> String {
+    leader.map_or_else(|| "none".to_owned(), |l| l.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_is_logged_as_voter_and_learner_sets_not_a_debug_dump() {
+        let node = |id: NodeId| (id, BasicNode::new(format!("10.0.0.{id}:4001")));
+        let m = openraft::Membership::new(
+            vec![[1, 2, 3].into_iter().collect()],
+            BTreeMap::from([node(1), node(2), node(3), node(4)]),
+        );
+        assert_eq!(membership_text(&m), "voters {1,2,3} learners {4}");
+        let joint = openraft::Membership::<NodeId, BasicNode>::new(
+            vec![
+                [1, 2, 3].into_iter().collect(),
+                [1, 2, 3, 4].into_iter().collect(),
+            ],
+            (),
+        );
+        assert_eq!(
+            membership_text(&joint),
+            "voters {1,2,3} and {1,2,3,4} learners {}"
+        );
+        let empty = openraft::Membership::<NodeId, BasicNode>::new(vec![], ());
+        assert_eq!(membership_text(&empty), "voters {} learners {}");
+    }
+}
