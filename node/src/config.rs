@@ -1,12 +1,17 @@
 //! Node configuration: one struct, defaults in code, overridden by a TOML
 //! file, then by environment variables, then by flags.
 //!
-//! [`NodeArgs`] is both the flag and the environment layer (clap reads
-//! `QUORUMLITE_*` for every flag left unset); [`FileConfig`] is the file
-//! layer; [`NodeConfig::resolve`] merges them over [`NodeConfig::default`]
-//! and [`NodeConfig::validate`] refuses a bad value with a message naming
-//! it. `docs/configuration.md` and `quorumlite.sample.toml` list every
-//! option; a test checks they stay in step with this file.
+//! Every option is declared once, in the `node_options!` list below: its
+//! name (the flag `--<name>` and the file key `<name>`), its type, its
+//! default, its environment variable and its help. From that list come
+//! [`NodeArgs`], the flag and the environment layer (clap reads
+//! `QUORUMLITE_*` for every flag left unset); [`FileConfig`], the file
+//! layer; and `Options`, the two merged over the defaults.
+//! [`NodeConfig::resolve`] turns `Options` into the typed [`NodeConfig`]
+//! the node runs with, and [`NodeConfig::validate`] refuses a bad value
+//! with a message naming it. `docs/configuration.md` and
+//! `quorumlite.sample.toml` list every option; tests check they stay in
+//! step with this file.
 
 use crate::server::auth::AuthToken;
 use crate::server::tls::TlsFiles;
@@ -16,206 +21,264 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Flags of `quorumlite node`. Every flag also reads `QUORUMLITE_<NAME>`.
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct NodeArgs {
-    /// A TOML file with any of the options below (flags and environment
-    /// variables override it).
-    #[arg(long, env = "QUORUMLITE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Check the configuration (file, environment and flags) and exit
-    /// without starting: 0 and the main settings if it is valid, 2 and
-    /// what is wrong if not. Nothing is opened, created or bound.
-    #[arg(long)]
-    pub check_config: bool,
+/// Generates the layers of the node's configuration from one list of
+/// options. Each entry is one of:
+///
+/// - `name: Type, env = "VAR", value_name = "NAME";` a flag taking a value,
+///   and the file key `name`, with no default (`Options` holds an
+///   `Option<Type>`). `value_name` may be left out.
+/// - `name: Type = default, env = ..;` the same with a default (`Options`
+///   holds a `Type`). The help states the default in words; a test checks
+///   it and the reference against `default`.
+/// - `name: switch, env = "VAR";` a flag without a value, set by the flag,
+///   by its variable or by `name = true` in the file.
+/// - `name: Type, file only;` a file key that is no flag (`Options` holds
+///   an `Option<Type>`).
+///
+/// An entry's doc comment is its flag's `--help`. The list's order is the
+/// order of `--help`, and of the keys a file error lists.
+///
+/// The macro reads the list one entry at a time, turning each into a
+/// record of its pieces (its field of `NodeArgs`, of `FileConfig` and of
+/// `Options`, how it merges, its default), then emits the three structs
+/// from the records.
+macro_rules! node_options {
+    (@read [$($done:tt)*]
+        $(#[doc = $doc:tt])* $name:ident: switch, env = $env:tt;
+        $($rest:tt)*
+    ) => {
+        node_options!(@read [$($done)* {
+            name: $name,
+            doc: [$(#[doc = $doc])*],
+            flag: [$(#[doc = $doc])* #[arg(long, env = $env)] pub $name: bool,],
+            key: [bool],
+            given: [bool],
+            merge: [switch],
+            default: [],
+        }] $($rest)*);
+    };
+    (@read [$($done:tt)*]
+        $(#[doc = $doc:tt])* $name:ident: $ty:ty, file only;
+        $($rest:tt)*
+    ) => {
+        node_options!(@read [$($done)* {
+            name: $name,
+            doc: [$(#[doc = $doc])*],
+            flag: [],
+            key: [$ty],
+            given: [Option<$ty>],
+            merge: [file],
+            default: [],
+        }] $($rest)*);
+    };
+    (@read [$($done:tt)*]
+        $(#[doc = $doc:tt])* $name:ident: $ty:ty $(= $default:expr)?,
+        env = $env:tt $(, value_name = $value:tt)?;
+        $($rest:tt)*
+    ) => {
+        node_options!(@read [$($done)* {
+            name: $name,
+            doc: [$(#[doc = $doc])*],
+            flag: [
+                $(#[doc = $doc])*
+                #[arg(long, env = $env $(, value_name = $value)?)]
+                pub $name: Option<$ty>,
+            ],
+            key: [$ty],
+            given: [node_options!(@given $ty $(= $default)?)],
+            merge: [value $(= $default)?],
+            default: [$($default)?],
+        }] $($rest)*);
+    };
+    (@read [$($done:tt)*] $($bad:tt)+) => {
+        compile_error!(concat!("node_options!: no form of entry matches ", stringify!($($bad)+)));
+    };
+    (@read [$({
+        name: $name:ident,
+        doc: [$($doc:tt)*],
+        flag: [$($flag:tt)*],
+        key: [$key:ty],
+        given: [$given:ty],
+        merge: [$($merge:tt)*],
+        default: [$($default:expr)?],
+    })*]) => {
+        /// Flags of `quorumlite node`. Every flag also reads `QUORUMLITE_<NAME>`.
+        #[derive(clap::Args, Debug, Default, Clone)]
+        pub struct NodeArgs {
+            /// A TOML file with any of the options below (flags and environment
+            /// variables override it).
+            #[arg(long, env = "QUORUMLITE_CONFIG", value_name = "FILE")]
+            pub config: Option<PathBuf>,
+            /// Check the configuration (file, environment and flags) and exit
+            /// without starting: 0 and the main settings if it is valid, 2 and
+            /// what is wrong if not. Nothing is opened, created or bound.
+            #[arg(long)]
+            pub check_config: bool,
+            $($($flag)*)*
+        }
+
+        /// The file layer: the same options, by the same names.
+        #[derive(Deserialize, Debug, Default)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $($($doc)* pub $name: Option<$key>,)*
+        }
+
+        /// Every option as given: its flag or variable, else its file key,
+        /// else its default (`None`: given nowhere, and no default).
+        struct Options {
+            $($name: $given,)*
+        }
+
+        impl Options {
+            fn merge(args: &NodeArgs, file: FileConfig) -> Options {
+                Options {
+                    $($name: node_options!(@merge args.$name, file.$name, $($merge)*),)*
+                }
+            }
+
+            /// Each option with a default, and that default as a file value.
+            #[cfg(test)]
+            fn defaults() -> Vec<(&'static str, toml::Value)> {
+                vec![$($(
+                    (
+                        stringify!($name),
+                        toml::Value::try_from::<$given>($default)
+                            .expect("a default is a TOML value"),
+                    ),
+                )?)*]
+            }
+        }
+    };
+    (@given $ty:ty) => { Option<$ty> };
+    (@given $ty:ty = $default:expr) => { $ty };
+    (@merge $flag:expr, $key:expr, switch) => { $flag || $key == Some(true) };
+    (@merge $flag:expr, $key:expr, file) => { $key };
+    (@merge $flag:expr, $key:expr, value) => { $flag.clone().or($key) };
+    (@merge $flag:expr, $key:expr, value = $default:expr) => {
+        $flag.clone().or($key).unwrap_or($default)
+    };
+    ($($list:tt)*) => {
+        node_options!(@read [] $($list)*);
+    };
+}
+
+node_options! {
     /// This node's id: a positive integer, unique in the cluster, listed in --peers.
-    #[arg(long, env = "QUORUMLITE_ID")]
-    pub id: Option<u64>,
+    id: u64, env = "QUORUMLITE_ID";
     /// Directory for the database, the Raft log and snapshots (created if missing).
-    #[arg(long, env = "QUORUMLITE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    data_dir: PathBuf, env = "QUORUMLITE_DATA_DIR", value_name = "DIR";
     /// Address to listen on for clients and peers, HOST:PORT.
-    #[arg(long, env = "QUORUMLITE_LISTEN", value_name = "HOST:PORT")]
-    pub listen: Option<String>,
+    listen: String, env = "QUORUMLITE_LISTEN", value_name = "HOST:PORT";
     /// Address to serve Prometheus metrics on (`GET /metrics`; HTTPS when TLS is on),
     /// HOST:PORT [default: none, no metrics endpoint].
-    #[arg(long, env = "QUORUMLITE_METRICS_LISTEN", value_name = "HOST:PORT")]
-    pub metrics_listen: Option<String>,
+    metrics_listen: String, env = "QUORUMLITE_METRICS_LISTEN", value_name = "HOST:PORT";
     /// Address to serve the HTTP API on (Hrana over HTTP, for `@libsql/client`;
     /// HTTPS when TLS is on), HOST:PORT [default: none, no HTTP API].
-    #[arg(long, env = "QUORUMLITE_HTTP", value_name = "HOST:PORT")]
-    pub http: Option<String>,
+    http: String, env = "QUORUMLITE_HTTP", value_name = "HOST:PORT";
     /// The longest an interactive transaction (an HTTP stream's BEGIN) may
     /// stay open before it is rolled back; other writes wait behind it, in
     /// milliseconds [default: 5000].
-    #[arg(long, env = "QUORUMLITE_TXN_TIMEOUT_MS", value_name = "MS")]
-    pub txn_timeout_ms: Option<u64>,
+    txn_timeout_ms: u64 = 5000, env = "QUORUMLITE_TXN_TIMEOUT_MS", value_name = "MS";
     /// An HTTP stream unused this long is closed (rolling back its
     /// transaction), in milliseconds [default: 10000].
-    #[arg(long, env = "QUORUMLITE_STREAM_IDLE_MS", value_name = "MS")]
-    pub stream_idle_ms: Option<u64>,
+    stream_idle_ms: u64 = 10_000, env = "QUORUMLITE_STREAM_IDLE_MS", value_name = "MS";
     /// Join an existing cluster through any member, HOST:PORT, instead of
     /// forming one from --peers: the node catches up as a learner, then
     /// becomes a voter (unless --learner). Ignored once the node has joined.
-    #[arg(long, env = "QUORUMLITE_JOIN", value_name = "HOST:PORT")]
-    pub join: Option<String>,
+    join: String, env = "QUORUMLITE_JOIN", value_name = "HOST:PORT";
     /// With --join: stay a learner (a read replica that never votes).
-    #[arg(long, env = "QUORUMLITE_LEARNER")]
-    pub learner: bool,
+    learner: switch, env = "QUORUMLITE_LEARNER";
     /// The address other members and clients reach this node at, HOST:PORT
     /// [default: this node's address in --peers, else --listen].
-    #[arg(long, env = "QUORUMLITE_ADVERTISE", value_name = "HOST:PORT")]
-    pub advertise: Option<String>,
+    advertise: String, env = "QUORUMLITE_ADVERTISE", value_name = "HOST:PORT";
     /// Every voter of the cluster, this node included: ID=HOST:PORT,...
     /// Nodes started with the same list form the cluster on their own.
-    #[arg(long, env = "QUORUMLITE_PEERS", value_name = "ID=HOST:PORT,...")]
-    pub peers: Option<String>,
+    peers: String, env = "QUORUMLITE_PEERS", value_name = "ID=HOST:PORT,...";
     /// Leader heartbeat interval in milliseconds [default: 100].
-    #[arg(long, env = "QUORUMLITE_HEARTBEAT_MS", value_name = "MS")]
-    pub heartbeat_ms: Option<u64>,
+    heartbeat_ms: u64 = 100, env = "QUORUMLITE_HEARTBEAT_MS", value_name = "MS";
     /// Shortest election timeout in milliseconds [default: 300].
-    #[arg(long, env = "QUORUMLITE_ELECTION_TIMEOUT_MIN_MS", value_name = "MS")]
-    pub election_timeout_min_ms: Option<u64>,
+    election_timeout_min_ms: u64 = 300,
+        env = "QUORUMLITE_ELECTION_TIMEOUT_MIN_MS", value_name = "MS";
     /// Longest election timeout in milliseconds [default: 500].
-    #[arg(long, env = "QUORUMLITE_ELECTION_TIMEOUT_MAX_MS", value_name = "MS")]
-    pub election_timeout_max_ms: Option<u64>,
+    election_timeout_max_ms: u64 = 500,
+        env = "QUORUMLITE_ELECTION_TIMEOUT_MAX_MS", value_name = "MS";
     /// Build a snapshot (and compact the log) every this many log entries [default: 10000].
-    #[arg(long, env = "QUORUMLITE_SNAPSHOT_THRESHOLD", value_name = "ENTRIES")]
-    pub snapshot_threshold: Option<u64>,
+    snapshot_threshold: u64 = 10_000,
+        env = "QUORUMLITE_SNAPSHOT_THRESHOLD", value_name = "ENTRIES";
     /// Log entries kept behind a snapshot for followers slightly behind [default: 100].
-    #[arg(long, env = "QUORUMLITE_LOG_KEEP", value_name = "ENTRIES")]
-    pub log_keep: Option<u64>,
+    log_keep: u64 = 100, env = "QUORUMLITE_LOG_KEEP", value_name = "ENTRIES";
     /// Also build a snapshot (and compact the log) once this many bytes of
     /// entries were appended since the last one [default: 16777216].
-    #[arg(long, env = "QUORUMLITE_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
-    pub snapshot_log_bytes: Option<u64>,
+    snapshot_log_bytes: u64 = 16 * 1024 * 1024,
+        env = "QUORUMLITE_SNAPSHOT_LOG_BYTES", value_name = "BYTES";
     /// Bytes kept free on the data directory's disk: below it the leader
     /// refuses writes (DISK_FULL) and a follower refuses new entries, and
     /// both go on serving reads [default: 134217728].
-    #[arg(long, env = "QUORUMLITE_MIN_FREE_DISK_BYTES", value_name = "BYTES")]
-    pub min_free_disk_bytes: Option<u64>,
+    min_free_disk_bytes: u64 = 128 * 1024 * 1024,
+        env = "QUORUMLITE_MIN_FREE_DISK_BYTES", value_name = "BYTES";
     /// How long a write may take from proposal to apply before its outcome is
     /// reported as indeterminate, in milliseconds [default: 10000].
-    #[arg(long, env = "QUORUMLITE_WRITE_TIMEOUT_MS", value_name = "MS")]
-    pub write_timeout_ms: Option<u64>,
+    write_timeout_ms: u64 = 10_000, env = "QUORUMLITE_WRITE_TIMEOUT_MS", value_name = "MS";
     /// How long a session read waits for this node to reach its token's
     /// version before answering REPLICA_BEHIND, in milliseconds [default: 2000].
-    #[arg(long, env = "QUORUMLITE_SESSION_WAIT_MS", value_name = "MS")]
-    pub session_wait_ms: Option<u64>,
+    session_wait_ms: u64 = 2000, env = "QUORUMLITE_SESSION_WAIT_MS", value_name = "MS";
     /// Largest request accepted from a client, in bytes [default: 16777216].
-    #[arg(long, env = "QUORUMLITE_MAX_REQUEST_BYTES", value_name = "BYTES")]
-    pub max_request_bytes: Option<usize>,
+    max_request_bytes: usize = 16 * 1024 * 1024,
+        env = "QUORUMLITE_MAX_REQUEST_BYTES", value_name = "BYTES";
     /// Largest set of changed pages one write batch may carry, in bytes [default: 67108864].
-    #[arg(long, env = "QUORUMLITE_MAX_BATCH_BYTES", value_name = "BYTES")]
-    pub max_batch_bytes: Option<u64>,
+    max_batch_bytes: u64 = 64 * 1024 * 1024,
+        env = "QUORUMLITE_MAX_BATCH_BYTES", value_name = "BYTES";
     /// Most write requests grouped into one batch [default: 1000].
-    #[arg(long, env = "QUORUMLITE_MAX_BATCH_REQUESTS", value_name = "N")]
-    pub max_batch_requests: Option<usize>,
+    max_batch_requests: usize = 1000, env = "QUORUMLITE_MAX_BATCH_REQUESTS", value_name = "N";
     /// How long the leader waits for more requests before it starts a
     /// batch smaller than the previous one, in microseconds [default: 500].
-    #[arg(long, env = "QUORUMLITE_BATCH_LINGER_US", value_name = "US")]
-    pub batch_linger_us: Option<u64>,
+    batch_linger_us: u64 = 500, env = "QUORUMLITE_BATCH_LINGER_US", value_name = "US";
     /// Read connections to the database, each with a thread of its own
     /// that runs reads off the network and Raft threads [default: 8].
-    #[arg(long, env = "QUORUMLITE_READ_CONNECTIONS", value_name = "N")]
-    pub read_connections: Option<usize>,
+    read_connections: usize = 8, env = "QUORUMLITE_READ_CONNECTIONS", value_name = "N";
     /// Longest a read statement may run before it is stopped, in
     /// milliseconds; a request may ask for another limit [default: 30000].
-    #[arg(long, env = "QUORUMLITE_STATEMENT_TIMEOUT_MS", value_name = "MS")]
-    pub statement_timeout_ms: Option<u64>,
+    statement_timeout_ms: u64 = 30_000,
+        env = "QUORUMLITE_STATEMENT_TIMEOUT_MS", value_name = "MS";
     /// Most rows one statement's result may hold; 0: no cap [default: 1000000].
-    #[arg(long, env = "QUORUMLITE_MAX_RESULT_ROWS", value_name = "N")]
-    pub max_result_rows: Option<u64>,
+    max_result_rows: u64 = 1_000_000, env = "QUORUMLITE_MAX_RESULT_ROWS", value_name = "N";
     /// Most bytes one statement's result may hold; 0: no cap [default: 67108864].
-    #[arg(long, env = "QUORUMLITE_MAX_RESULT_BYTES", value_name = "BYTES")]
-    pub max_result_bytes: Option<u64>,
+    max_result_bytes: u64 = 64 * 1024 * 1024,
+        env = "QUORUMLITE_MAX_RESULT_BYTES", value_name = "BYTES";
     /// Threads running the node's network and Raft tasks [default: one per
     /// CPU]. Nodes sharing a machine do better with their share of it
     /// (`quorumlite dev` gives each a third).
-    #[arg(long, env = "QUORUMLITE_WORKER_THREADS", value_name = "N")]
-    pub worker_threads: Option<usize>,
+    worker_threads: usize, env = "QUORUMLITE_WORKER_THREADS", value_name = "N";
     /// TLS: this node's certificate chain (PEM), used to serve clients and
     /// peers and to connect to peers. With --tls-key and --tls-ca.
-    #[arg(long, env = "QUORUMLITE_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
+    tls_cert: PathBuf, env = "QUORUMLITE_TLS_CERT", value_name = "FILE";
     /// TLS: the private key of --tls-cert (PEM).
-    #[arg(long, env = "QUORUMLITE_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
+    tls_key: PathBuf, env = "QUORUMLITE_TLS_KEY", value_name = "FILE";
     /// TLS: the cluster CA (PEM). Peers must present a certificate it signed.
-    #[arg(long, env = "QUORUMLITE_TLS_CA", value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
+    tls_ca: PathBuf, env = "QUORUMLITE_TLS_CA", value_name = "FILE";
     /// TLS: another CA whose client certificates are accepted (clients
     /// only, never as peers) [default: none].
-    #[arg(long, env = "QUORUMLITE_TLS_CLIENT_CA", value_name = "FILE")]
-    pub tls_client_ca: Option<PathBuf>,
+    tls_client_ca: PathBuf, env = "QUORUMLITE_TLS_CLIENT_CA", value_name = "FILE";
     /// The cluster secret, which nodes prove to each other on every
     /// node-to-node call when TLS is off: the same file on every node. The
     /// founder of a new cluster creates it if it is missing; copy it to the
     /// others [default: a loopback-only cluster's founder draws one into its
     /// data directory and hands it to the other founders].
-    #[arg(long, env = "QUORUMLITE_CLUSTER_SECRET_FILE", value_name = "FILE")]
-    pub cluster_secret_file: Option<PathBuf>,
+    cluster_secret_file: PathBuf, env = "QUORUMLITE_CLUSTER_SECRET_FILE", value_name = "FILE";
     /// This network is private: allow auth tokens without TLS on a
     /// non-loopback address (tokens then cross the network in clear text).
-    #[arg(long, env = "QUORUMLITE_PRIVATE_NETWORK")]
-    pub private_network: bool,
+    private_network: switch, env = "QUORUMLITE_PRIVATE_NETWORK";
+    /// Bearer tokens (file only: secrets do not belong in flags or `ps`).
+    auth_tokens: Vec<AuthTokenEntry>, file only;
     /// TESTING ONLY, BREAKS LINEARIZABILITY: serve `linearizable` reads
     /// from local state without a read index. The Jepsen harness uses it to
     /// prove its checker sees stale reads.
-    #[arg(long, env = "QUORUMLITE_UNSAFE_LOCAL_READS")]
-    pub unsafe_local_reads: bool,
+    unsafe_local_reads: switch, env = "QUORUMLITE_UNSAFE_LOCAL_READS";
     /// Log output: "text" or "json" [default: text].
-    #[arg(long, env = "QUORUMLITE_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    log_format: String = "text".into(), env = "QUORUMLITE_LOG_FORMAT", value_name = "FORMAT";
     /// Log filter, as RUST_LOG (e.g. "info", "quorumlite=debug") [default: info].
-    #[arg(long, env = "QUORUMLITE_LOG_LEVEL", value_name = "FILTER")]
-    pub log_level: Option<String>,
-}
-
-/// The file layer: the same options, by the same names.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub id: Option<u64>,
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<String>,
-    pub metrics_listen: Option<String>,
-    pub http: Option<String>,
-    pub join: Option<String>,
-    pub learner: Option<bool>,
-    pub advertise: Option<String>,
-    pub txn_timeout_ms: Option<u64>,
-    pub stream_idle_ms: Option<u64>,
-    pub peers: Option<String>,
-    pub heartbeat_ms: Option<u64>,
-    pub election_timeout_min_ms: Option<u64>,
-    pub election_timeout_max_ms: Option<u64>,
-    pub snapshot_threshold: Option<u64>,
-    pub log_keep: Option<u64>,
-    pub snapshot_log_bytes: Option<u64>,
-    pub min_free_disk_bytes: Option<u64>,
-    pub write_timeout_ms: Option<u64>,
-    pub session_wait_ms: Option<u64>,
-    pub max_request_bytes: Option<usize>,
-    pub max_batch_bytes: Option<u64>,
-    pub max_batch_requests: Option<usize>,
-    pub batch_linger_us: Option<u64>,
-    pub read_connections: Option<usize>,
-    pub statement_timeout_ms: Option<u64>,
-    pub max_result_rows: Option<u64>,
-    pub max_result_bytes: Option<u64>,
-    pub worker_threads: Option<usize>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_client_ca: Option<PathBuf>,
-    pub cluster_secret_file: Option<PathBuf>,
-    pub private_network: Option<bool>,
-    /// Bearer tokens (file only: secrets do not belong in flags or `ps`).
-    pub auth_tokens: Option<Vec<AuthTokenEntry>>,
-    pub unsafe_local_reads: Option<bool>,
-    pub log_format: Option<String>,
-    pub log_level: Option<String>,
+    log_level: String = "info".into(), env = "QUORUMLITE_LOG_LEVEL", value_name = "FILTER";
 }
 
 /// One `[[auth_tokens]]` entry of the config file.
@@ -326,6 +389,33 @@ fn tls_files(
     }
 }
 
+/// The `[[auth_tokens]]` of the file; names are unique.
+fn auth_tokens(entries: Vec<AuthTokenEntry>) -> Result<Vec<AuthToken>, ConfigError> {
+    let mut tokens: Vec<AuthToken> = Vec::new();
+    for entry in &entries {
+        let token = AuthToken::new(&entry.name, &entry.secret, &entry.permissions)
+            .map_err(|m| err(format!("auth_tokens: {m}")))?;
+        if tokens.iter().any(|t| t.name == token.name) {
+            return Err(err(format!(
+                "auth_tokens: two tokens are named {:?}",
+                token.name
+            )));
+        }
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, ConfigError> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(err(format!(
+            "--log-format (log_format) = {other:?}: must be \"text\" or \"json\""
+        ))),
+    }
+}
+
 /// A configuration value that cannot be used; the message names it.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -336,187 +426,92 @@ fn err(msg: impl Into<String>) -> ConfigError {
 }
 
 impl NodeConfig {
-    fn defaults(id: u64, data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
-        NodeConfig {
-            id,
-            data_dir,
-            listen,
-            metrics_listen: None,
-            http_listen: None,
-            txn_timeout: Duration::from_secs(5),
-            stream_idle: Duration::from_secs(10),
-            peers: BTreeMap::new(),
-            join: None,
-            learner: false,
-            advertise: None,
-            heartbeat: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(500),
-            snapshot_threshold: 10_000,
-            log_keep: 100,
-            snapshot_log_bytes: 16 * 1024 * 1024,
-            min_free_disk_bytes: 128 * 1024 * 1024,
-            write_timeout: Duration::from_secs(10),
-            session_wait: Duration::from_secs(2),
-            max_request_bytes: 16 * 1024 * 1024,
-            max_batch_bytes: 64 * 1024 * 1024,
-            max_batch_requests: 1000,
-            batch_linger: Duration::from_micros(500),
-            read_connections: 8,
-            statement_timeout: Duration::from_secs(30),
-            max_result_rows: 1_000_000,
-            max_result_bytes: 64 * 1024 * 1024,
-            worker_threads: None,
-            tls: None,
-            cluster_secret_file: None,
-            private_network: false,
-            auth_tokens: Vec::new(),
-            unsafe_local_reads: false,
-            log_format: LogFormat::Text,
-            log_level: "info".into(),
-        }
-    }
-
     /// Merge flags/environment over the file over the defaults, then validate.
     pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
         let file = match &args.config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        macro_rules! pick {
-            ($name:ident) => {
-                args.$name.clone().or(file.$name.clone())
-            };
-        }
-        let id = pick!(id).ok_or_else(|| err("--id (id) is required: this node's id"))?;
-        let data_dir = pick!(data_dir).ok_or_else(|| {
+        let o = Options::merge(args, file);
+        let id =
+            o.id.ok_or_else(|| err("--id (id) is required: this node's id"))?;
+        let data_dir = o.data_dir.ok_or_else(|| {
             err("--data-dir (data_dir) is required: where this node keeps its data")
         })?;
-        let listen_text =
-            pick!(listen).ok_or_else(|| err("--listen (listen) is required: HOST:PORT"))?;
+        let listen_text = o
+            .listen
+            .ok_or_else(|| err("--listen (listen) is required: HOST:PORT"))?;
         let listen = parse_listen(&listen_text)?;
-        let mut c = NodeConfig::defaults(id, data_dir, listen);
-        c.join = pick!(join);
-        c.learner = args.learner || file.learner == Some(true);
-        if let Some(v) = pick!(advertise) {
-            parse_addr_text("--advertise (advertise)", &v)?;
-            c.advertise = Some(v);
+        if let Some(v) = &o.advertise {
+            parse_addr_text("--advertise (advertise)", v)?;
         }
-        match (pick!(peers), &c.join) {
-            (Some(peers), _) => c.peers = parse_peers(&peers)?,
-            (None, Some(join)) => parse_addr_text("--join (join)", join)?,
+        let peers = match (o.peers, &o.join) {
+            (Some(peers), _) => parse_peers(&peers)?,
+            (None, Some(join)) => {
+                parse_addr_text("--join (join)", join)?;
+                BTreeMap::new()
+            }
             (None, None) => {
                 return Err(err(
                     "--peers (peers) is required to form a cluster (every voter as ID=HOST:PORT,... including this node), or --join HOST:PORT to join one",
                 ))
             }
-        }
-        if c.learner && c.join.is_none() {
+        };
+        if o.learner && o.join.is_none() {
             return Err(err(
                 "--learner (learner) needs --join: a node forming a cluster from --peers is a voter",
             ));
         }
-        if let Some(v) = pick!(metrics_listen) {
-            c.metrics_listen = Some(parse_addr("--metrics-listen (metrics_listen)", &v)?);
-        }
-        if let Some(v) = pick!(http) {
-            c.http_listen = Some(parse_addr("--http (http)", &v)?);
-        }
+        let metrics_listen = o
+            .metrics_listen
+            .map(|v| parse_addr("--metrics-listen (metrics_listen)", &v))
+            .transpose()?;
+        let http_listen = o
+            .http
+            .map(|v| parse_addr("--http (http)", &v))
+            .transpose()?;
+        let tls = tls_files(o.tls_cert, o.tls_key, o.tls_ca, o.tls_client_ca)?;
+        let auth_tokens = auth_tokens(o.auth_tokens.unwrap_or_default())?;
+        let log_format = parse_log_format(&o.log_format)?;
         let ms = Duration::from_millis;
-        if let Some(v) = pick!(txn_timeout_ms) {
-            c.txn_timeout = ms(v);
-        }
-        if let Some(v) = pick!(stream_idle_ms) {
-            c.stream_idle = ms(v);
-        }
-        if let Some(v) = pick!(heartbeat_ms) {
-            c.heartbeat = ms(v);
-        }
-        if let Some(v) = pick!(election_timeout_min_ms) {
-            c.election_timeout_min = ms(v);
-        }
-        if let Some(v) = pick!(election_timeout_max_ms) {
-            c.election_timeout_max = ms(v);
-        }
-        if let Some(v) = pick!(snapshot_threshold) {
-            c.snapshot_threshold = v;
-        }
-        if let Some(v) = pick!(log_keep) {
-            c.log_keep = v;
-        }
-        if let Some(v) = pick!(snapshot_log_bytes) {
-            c.snapshot_log_bytes = v;
-        }
-        if let Some(v) = pick!(min_free_disk_bytes) {
-            c.min_free_disk_bytes = v;
-        }
-        if let Some(v) = pick!(write_timeout_ms) {
-            c.write_timeout = ms(v);
-        }
-        if let Some(v) = pick!(session_wait_ms) {
-            c.session_wait = ms(v);
-        }
-        if let Some(v) = pick!(max_request_bytes) {
-            c.max_request_bytes = v;
-        }
-        if let Some(v) = pick!(max_batch_bytes) {
-            c.max_batch_bytes = v;
-        }
-        if let Some(v) = pick!(max_batch_requests) {
-            c.max_batch_requests = v;
-        }
-        if let Some(v) = pick!(batch_linger_us) {
-            c.batch_linger = Duration::from_micros(v);
-        }
-        if let Some(v) = pick!(read_connections) {
-            c.read_connections = v;
-        }
-        if let Some(v) = pick!(statement_timeout_ms) {
-            c.statement_timeout = ms(v);
-        }
-        if let Some(v) = pick!(max_result_rows) {
-            c.max_result_rows = v;
-        }
-        if let Some(v) = pick!(max_result_bytes) {
-            c.max_result_bytes = v;
-        }
-        if let Some(v) = pick!(worker_threads) {
-            c.worker_threads = Some(v);
-        }
-        c.tls = tls_files(
-            pick!(tls_cert),
-            pick!(tls_key),
-            pick!(tls_ca),
-            pick!(tls_client_ca),
-        )?;
-        c.cluster_secret_file = pick!(cluster_secret_file);
-        c.private_network = args.private_network || file.private_network == Some(true);
-        for entry in file.auth_tokens.iter().flatten() {
-            let token = AuthToken::new(&entry.name, &entry.secret, &entry.permissions)
-                .map_err(|m| err(format!("auth_tokens: {m}")))?;
-            if c.auth_tokens.iter().any(|t| t.name == token.name) {
-                return Err(err(format!(
-                    "auth_tokens: two tokens are named {:?}",
-                    token.name
-                )));
-            }
-            c.auth_tokens.push(token);
-        }
-        c.unsafe_local_reads = args.unsafe_local_reads || file.unsafe_local_reads == Some(true);
-        if let Some(v) = pick!(log_format) {
-            c.log_format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => {
-                    return Err(err(format!(
-                        "--log-format (log_format) = {other:?}: must be \"text\" or \"json\""
-                    )))
-                }
-            };
-        }
-        if let Some(v) = pick!(log_level) {
-            c.log_level = v;
-        }
+        let c = NodeConfig {
+            id,
+            data_dir,
+            listen,
+            metrics_listen,
+            http_listen,
+            txn_timeout: ms(o.txn_timeout_ms),
+            stream_idle: ms(o.stream_idle_ms),
+            peers,
+            join: o.join,
+            learner: o.learner,
+            advertise: o.advertise,
+            heartbeat: ms(o.heartbeat_ms),
+            election_timeout_min: ms(o.election_timeout_min_ms),
+            election_timeout_max: ms(o.election_timeout_max_ms),
+            snapshot_threshold: o.snapshot_threshold,
+            log_keep: o.log_keep,
+            snapshot_log_bytes: o.snapshot_log_bytes,
+            min_free_disk_bytes: o.min_free_disk_bytes,
+            write_timeout: ms(o.write_timeout_ms),
+            session_wait: ms(o.session_wait_ms),
+            max_request_bytes: o.max_request_bytes,
+            max_batch_bytes: o.max_batch_bytes,
+            max_batch_requests: o.max_batch_requests,
+            batch_linger: Duration::from_micros(o.batch_linger_us),
+            read_connections: o.read_connections,
+            statement_timeout: ms(o.statement_timeout_ms),
+            max_result_rows: o.max_result_rows,
+            max_result_bytes: o.max_result_bytes,
+            worker_threads: o.worker_threads,
+            tls,
+            cluster_secret_file: o.cluster_secret_file,
+            private_network: o.private_network,
+            auth_tokens,
+            unsafe_local_reads: o.unsafe_local_reads,
+            log_format,
+            log_level: o.log_level,
+        };
         c.validate()?;
         Ok(c)
     }
@@ -1022,5 +1017,51 @@ mod tests {
         })
         .expect_err("typo");
         assert!(e.to_string().contains("sesion_wait_ms"), "{e}");
+    }
+
+    /// The help and the reference state each default in words; they
+    /// state the one the list of options declares.
+    #[test]
+    fn the_help_and_the_reference_state_each_declared_default() {
+        use clap::{Args, Command};
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let docs = std::fs::read_to_string(format!("{root}/docs/configuration.md"))
+            .expect("docs/configuration.md");
+        let command = NodeArgs::augment_args(Command::new("node"));
+        for (key, default) in Options::defaults() {
+            let long = key.replace('_', "-");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .expect("every defaulted option is a flag");
+            let text = match &default {
+                toml::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                help.contains(&format!("[default: {text}]")),
+                "--{long}: the help should say [default: {text}]: {help:?}"
+            );
+            let row = format!("| `--{long}` | `{key}` |");
+            assert!(
+                docs.contains(&format!("{row} {text} |"))
+                    || docs.contains(&format!("{row} `{text}` |")),
+                "{key}: docs/configuration.md should give {text} as the default"
+            );
+        }
+    }
+
+    #[test]
+    fn every_flag_but_check_config_reads_the_variable_of_its_name() {
+        use clap::{Args, Command};
+        let command = NodeArgs::augment_args(Command::new("node"));
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let want = (long != "check-config")
+                .then(|| format!("QUORUMLITE_{}", long.replace('-', "_").to_uppercase()));
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(env, want, "--{long}");
+        }
     }
 }
