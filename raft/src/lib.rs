@@ -55,6 +55,7 @@ pub mod metrics;
 pub mod network;
 mod notice;
 mod peer;
+mod proposer;
 mod state_machine;
 
 pub use disk::{DiskFull, DiskSpace};
@@ -68,6 +69,7 @@ pub use peer::{
     is_loopback_addr, remote_addr, ConnInfo, PeerAuth, PeerSecret, CLUSTER_HEADER, FROM_HEADER,
     MIN_SECRET_LEN, PROOF_HEADER, TO_HEADER,
 };
+pub use proposer::{OnCommit, ProposeError, Proposer};
 pub use state_machine::{forget_purged_images, AppliedVersion, OpenError, StateMachine};
 
 use serde::{Deserialize, Serialize};

@@ -144,6 +144,19 @@ impl From<RequestError> for NodeError {
     }
 }
 
+impl From<raft::ProposeError> for NodeError {
+    fn from(e: raft::ProposeError) -> NodeError {
+        use raft::ProposeError as P;
+        match e {
+            P::NotLeader { leader } => NodeError::NotLeader { leader },
+            P::Conflict => NodeError::Conflict,
+            P::PartFailed(why) => NodeError::Unavailable(why),
+            P::Indeterminate(why) => NodeError::Indeterminate(why),
+            P::Internal(why) => NodeError::Internal(why),
+        }
+    }
+}
+
 impl From<storage::ReadError> for NodeError {
     fn from(e: storage::ReadError) -> Self {
         match e {

@@ -55,9 +55,8 @@
 
 use super::error::NodeError;
 use super::leader_addr;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{CommittedLeaderId, Raft, ServerState};
-use raft::{AppliedVersion, Command, CommitNotices, Proposal, Response, TypeConfig};
+use openraft::{Raft, ServerState};
+use raft::{AppliedVersion, CommitNotices, OnCommit, Proposer, TypeConfig};
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -192,11 +191,17 @@ impl Writer {
             .name("quorumlite-writer".into())
             .spawn(move || {
                 let node_id = raft.metrics().borrow().id;
+                let proposing = Proposing {
+                    proposer: Proposer::new(raft.clone(), notices, applied, node_id),
+                    quorum: quorum.clone(),
+                    disk: Arc::clone(&disk),
+                    runtime: runtime.clone(),
+                    timeout: settings.write_timeout,
+                };
                 WriterLoop {
                     executor,
                     raft,
-                    notices,
-                    applied,
+                    proposing,
                     node_id,
                     runtime,
                     rx,
@@ -207,7 +212,6 @@ impl Writer {
                     expect: 0,
                     fatal,
                     next_txn: 1,
-                    next_proposal: 1,
                     ended: EndedTxns::default(),
                     handover: loop_handover,
                     images,
@@ -290,10 +294,8 @@ impl Writer {
 struct WriterLoop {
     executor: Executor,
     raft: Raft<TypeConfig>,
-    /// Where this writer waits to hear a batch committed (before the apply).
-    notices: CommitNotices,
-    /// The state machine's applied version.
-    applied: AppliedVersion,
+    /// Proposes the batches and images this writer makes.
+    proposing: Proposing,
     node_id: u64,
     runtime: Handle,
     rx: mpsc::UnboundedReceiver<Job>,
@@ -313,9 +315,6 @@ struct WriterLoop {
     expect: usize,
     fatal: Arc<Notify>,
     next_txn: TxnId,
-    /// Names this writer's next proposal, a single entry (non-zero) or a
-    /// batch in parts; with the term's leader id, the name is unique.
-    next_proposal: u64,
     ended: EndedTxns,
     handover: Arc<std::sync::Mutex<Option<String>>>,
     /// Where VACUUM and restore images are made and staged from.
@@ -541,7 +540,7 @@ impl WriterLoop {
             }
         });
         let answer = match outcome {
-            Ok(TxnOutcome::Committed(batch)) => self.propose(batch, None).map(Some),
+            Ok(TxnOutcome::Committed(batch)) => self.propose(batch).map(Some),
             Ok(TxnOutcome::Unchanged) | Ok(TxnOutcome::RolledBack) => match &why_ended {
                 Some(why) if end_reply.is_some() => Err(NodeError::TxnClosed(why.clone())),
                 _ => Ok(None),
@@ -649,7 +648,7 @@ impl WriterLoop {
 
     fn initialize(&mut self) {
         match self.executor.initialize() {
-            Ok(Some(batch)) => match self.propose(batch, None) {
+            Ok(Some(batch)) => match self.propose(batch) {
                 Ok(version) => tracing::info!(version, "cluster initialized: lineage drawn"),
                 Err(e) => {
                     tracing::warn!(error = %e, "initial batch not committed; the next write retries it")
@@ -701,14 +700,22 @@ impl WriterLoop {
             Some(batch) => {
                 let pages = batch.pages().len();
                 let mut answered_us = None;
-                let mut on_commit = |version: u64, in_channel: usize| {
-                    waiting = Some(in_channel);
+                let rx = &self.rx;
+                let mut on_commit = |version: u64| {
+                    waiting = Some(rx.len());
                     answered_us = Some((started.elapsed() - executed).as_micros() as u64);
                     if let Some(callers) = callers.take() {
                         callers.answer(&Ok(version));
                     }
                 };
-                let result = self.propose(batch, Some(&mut on_commit));
+                let result = self
+                    .proposing
+                    .batch(batch, self.ready_term, Some(&mut on_commit));
+                if result.is_err() {
+                    // Whatever happened, check leadership and catch up
+                    // before the next batch.
+                    self.ready_term = None;
+                }
                 ::metrics::histogram!(crate::metrics::WRITE_BATCH_DURATION)
                     .record(started.elapsed());
                 tracing::debug!(
@@ -740,162 +747,14 @@ impl WriterLoop {
         }
     }
 
-    /// Replicate a batch; `Ok(version)` once it is applied here. A batch
-    /// over `raft::MAX_ENTRY_BYTES` goes as parts, one entry each, proposed
-    /// in order; it is applied with its last part.
-    ///
-    /// `on_commit` is called with the version (and the number of jobs then
-    /// waiting in the channel) if the state machine announces the batch
-    /// committed before applying it; a batch in parts is not announced.
-    fn propose(
-        &mut self,
-        batch: FrameBatch,
-        on_commit: Option<OnCommit<'_>>,
-    ) -> Result<u64, NodeError> {
-        let bytes = batch.encode();
-        // Room for it in the log, the WAL and the database, beside the
-        // reserve: refused here, nothing is written anywhere.
-        self.disk.check(3 * bytes.len() as u64).map_err(disk_full)?;
-        let deadline = Instant::now() + self.settings.write_timeout;
-        let outcome = if bytes.len() <= raft::MAX_ENTRY_BYTES {
-            let number = self.next_proposal;
-            self.next_proposal += 1;
-            let command = Command::Batch {
-                bytes,
-                proposal: number,
-            };
-            self.replicate(command, deadline, on_commit.map(|f| (number, f)))
-                .and_then(applied)
-        } else {
-            self.propose_parts(&bytes, deadline)
-        };
+    /// Replicate a batch ([`Proposing::batch`]); a failure makes the next
+    /// batch check leadership and pass the barrier again.
+    fn propose(&mut self, batch: FrameBatch) -> Result<u64, NodeError> {
+        let outcome = self.proposing.batch(batch, self.ready_term, None);
         if outcome.is_err() {
-            // Whatever happened, check leadership and catch up before the next batch.
             self.ready_term = None;
         }
         outcome
-    }
-
-    fn propose_parts(&mut self, bytes: &[u8], deadline: Instant) -> Result<u64, NodeError> {
-        let id = self.next_proposal;
-        self.next_proposal += 1;
-        let parts = raft::Part::split(id, bytes, raft::MAX_ENTRY_BYTES);
-        let total = parts.len();
-        tracing::debug!(
-            bytes = bytes.len(),
-            parts = total,
-            "replicating a batch in parts"
-        );
-        for part in parts {
-            let index = part.index;
-            if part.is_last() {
-                return self
-                    .replicate(Command::Part(part), deadline, None)
-                    .and_then(applied);
-            }
-            // The last part is proposed only after this one is applied, so
-            // until then a failure leaves a batch no node will ever apply.
-            let nothing_written = |why: String| {
-                NodeError::Unavailable(format!(
-                    "the write's changes ({} bytes) were being replicated in {total} parts, and part {} failed: {why}; nothing was written, retry",
-                    bytes.len(),
-                    index + 1
-                ))
-            };
-            match self.replicate(Command::Part(part), deadline, None) {
-                Ok(Response::PartKept) => {}
-                Ok(other) => return Err(nothing_written(format!("it was answered {other:?}"))),
-                Err(e @ (NodeError::NotLeader { .. } | NodeError::NoLeader)) => return Err(e),
-                Err(NodeError::Indeterminate(why)) => return Err(nothing_written(why)),
-                Err(e) => return Err(nothing_written(e.to_string())),
-            }
-        }
-        Err(NodeError::Internal("a batch split into no parts".into()))
-    }
-
-    /// Propose one entry; its state machine response once it is applied here.
-    /// With `early` (the entry's proposal number and a callback), the
-    /// callback runs at the entry's commit notice, if one comes first.
-    fn replicate(
-        &self,
-        command: Command,
-        deadline: Instant,
-        early: Option<(u64, OnCommit<'_>)>,
-    ) -> Result<Response, NodeError> {
-        let timeout = self.settings.write_timeout;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (raft, rx) = (&self.raft, &self.rx);
-        // The entry gets the leader id of the term the writer checked; if
-        // leadership changed since, no notice comes and client_write decides.
-        let early = early.and_then(|(number, on_commit)| {
-            let proposal = Proposal {
-                leader: CommittedLeaderId::new(self.ready_term?, self.node_id),
-                number,
-            };
-            Some((proposal, self.notices.register(proposal), on_commit))
-        });
-        let registered = early.as_ref().map(|(proposal, _, _)| *proposal);
-        let mut applied = self.applied.clone();
-        let quorum = &self.quorum;
-        let outcome = self.runtime.block_on(async {
-            let write = tokio::time::timeout(left, raft.client_write(command));
-            tokio::pin!(write);
-            // A leader that stops hearing from a majority cannot commit:
-            // say so after an election timeout, not after write_timeout.
-            let lost = async {
-                let NodeError::NoQuorum(why) = quorum.lost().await else {
-                    return String::new();
-                };
-                why
-            };
-            tokio::pin!(lost);
-            let Some((_, notice, on_commit)) = early else {
-                return tokio::select! {
-                    biased;
-                    done = &mut write => Replicated::Returned(done),
-                    why = &mut lost => Replicated::Lost(why),
-                };
-            };
-            let version = tokio::select! {
-                biased;
-                done = &mut write => return Replicated::Returned(done),
-                Ok(version) = notice => version,
-                why = &mut lost => return Replicated::Lost(why),
-            };
-            on_commit(version, rx.len());
-            // Announced to apply at `version`: go on once it has, without
-            // waiting for openraft to relay the apply's response.
-            tokio::select! {
-                biased;
-                done = &mut write => Replicated::Returned(done),
-                Ok(_) = applied.wait_for(|v| *v >= version) => Replicated::Applied(version),
-            }
-        });
-        if let Some(proposal) = registered {
-            self.notices.forget(&proposal);
-        }
-        let proposal = match outcome {
-            Replicated::Applied(version) => return Ok(Response::Applied { version }),
-            Replicated::Returned(proposal) => proposal,
-            Replicated::Lost(why) => {
-                return Err(NodeError::Indeterminate(format!(
-                    "the leader lost its majority after proposing the batch ({why})"
-                )))
-            }
-        };
-        match proposal {
-            Err(_) => Err(NodeError::Indeterminate(format!(
-                "the batch was not committed within {} ms",
-                timeout.as_millis()
-            ))),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(NodeError::NotLeader {
-                    leader: f.leader_node.map(|n| n.addr),
-                })
-            }
-            Ok(Err(e)) => Err(NodeError::Indeterminate(format!("raft failed: {e}"))),
-        }
     }
 
     /// The executor broke its contract: this node must stop.
@@ -909,17 +768,46 @@ impl WriterLoop {
     }
 }
 
-/// Called at a batch's commit notice with the version it applies at and
-/// the number of jobs then waiting in the writer's channel.
-type OnCommit<'a> = &'a mut dyn FnMut(u64, usize);
+/// What the writer proposes with: the proposer, and what it checks on
+/// the way (room on disk, the majority).
+struct Proposing {
+    proposer: Proposer,
+    quorum: super::quorum::Quorum,
+    disk: Arc<raft::DiskSpace>,
+    runtime: Handle,
+    /// A batch must commit within this (`write_timeout`).
+    timeout: Duration,
+}
 
-/// How a proposal ended for the writer: `client_write` returned (or timed
-/// out), the announced batch was seen applied first, or the leader lost
-/// its majority while it waited (why).
-enum Replicated<T> {
-    Returned(T),
-    Applied(u64),
-    Lost(String),
+impl Proposing {
+    /// Replicate a batch as the leader of `term` (the term whose barrier
+    /// the writer passed); `Ok(version)` once it is applied here.
+    /// `on_commit` runs at its commit notice, if one comes first.
+    fn batch(
+        &mut self,
+        batch: FrameBatch,
+        term: Option<u64>,
+        on_commit: Option<OnCommit<'_>>,
+    ) -> Result<u64, NodeError> {
+        let bytes = batch.encode();
+        // Room for it in the log, the WAL and the database, beside the
+        // reserve: refused here, nothing is written anywhere.
+        self.disk.check(3 * bytes.len() as u64).map_err(disk_full)?;
+        let quorum = &self.quorum;
+        // Why the majority was lost, once it is.
+        let lost = || async {
+            match quorum.lost().await {
+                NodeError::NoQuorum(why) => why,
+                _ => String::new(),
+            }
+        };
+        self.runtime
+            .block_on(
+                self.proposer
+                    .batch(bytes, term, self.timeout, lost, on_commit),
+            )
+            .map_err(NodeError::from)
+    }
 }
 
 /// The callers of one batch, answered once: at its commit notice, or when
@@ -948,17 +836,4 @@ impl Callers {
 /// A write refused for lack of disk: nothing was written anywhere.
 fn disk_full(full: raft::DiskFull) -> NodeError {
     NodeError::DiskFull(format!("{full}; nothing was written (reads still work)"))
-}
-
-/// The outcome of a whole batch from its (last) entry's response.
-fn applied(response: Response) -> Result<u64, NodeError> {
-    match response {
-        Response::Applied { version } => Ok(version),
-        Response::Conflict { .. } | Response::AlreadyApplied { .. } | Response::PartsMissing => {
-            Err(NodeError::Conflict)
-        }
-        Response::None | Response::PartKept => Err(NodeError::Internal(format!(
-            "a batch's entry was applied as {response:?}"
-        ))),
-    }
 }

@@ -22,9 +22,7 @@
 
 use super::{Committed, Queue, WriterLoop};
 use crate::server::error::NodeError;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::CommittedLeaderId;
-use raft::{Command, ImageError, Install, Proposal, Response};
+use raft::ImageError;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,18 +42,6 @@ impl Whole {
             Whole::Restore => "the restore",
         }
     }
-}
-
-/// How the install entry's proposal ended.
-enum Installed {
-    /// `client_write` returned (an error, or the entry's response).
-    Returned(Result<Response, NodeError>),
-    /// Announced committed at this version, and installed here since.
-    Applied(u64),
-    /// Not committed within `write_timeout`.
-    NotCommitted,
-    /// The leader stopped hearing from a majority before it committed.
-    Lost(String),
 }
 
 impl WriterLoop {
@@ -175,71 +161,17 @@ impl WriterLoop {
             .block_on(self.images.discard(image, self.node_id, membership));
     }
 
-    /// Propose the install entry of `image`. It must commit within
-    /// `write_timeout`; once committed it is waited for without a limit,
-    /// since every node will install it and the install takes as long as
-    /// the image's size needs.
+    /// Propose the install entry of `image` ([`raft::Proposer::install`]).
     fn propose_install(&mut self, image: &Image) -> Result<u64, NodeError> {
         let Some(term) = self.ready_term else {
             return Err(NodeError::NoLeader);
         };
-        let number = self.next_proposal;
-        self.next_proposal += 1;
-        let proposal = Proposal {
-            leader: CommittedLeaderId::new(term, self.node_id),
-            number,
-        };
-        let notice = self.notices.register(proposal);
-        let (raft, timeout) = (&self.raft, self.settings.write_timeout);
-        let mut applied = self.applied.clone();
-        let command = Command::Install(Install::new(image, number));
-        let quorum = &self.quorum;
-        let outcome = self.runtime.block_on(async {
-            let write = raft.client_write(command);
-            tokio::pin!(write);
-            let version = tokio::select! {
-                biased;
-                done = &mut write => return Installed::Returned(returned(done)),
-                Ok(version) = notice => version,
-                _ = tokio::time::sleep(timeout) => return Installed::NotCommitted,
-                lost = quorum.lost() => return Installed::Lost(lost.to_string()),
-            };
-            tokio::select! {
-                biased;
-                done = &mut write => Installed::Returned(returned(done)),
-                Ok(_) = applied.wait_for(|v| *v >= version) => Installed::Applied(version),
-            }
-        });
-        self.notices.forget(&proposal);
-        match outcome {
-            Installed::Applied(version) => Ok(version),
-            Installed::Returned(r) => r.and_then(super::applied),
-            Installed::NotCommitted => Err(NodeError::Indeterminate(format!(
-                "its entry was not committed within {} ms",
-                timeout.as_millis()
-            ))),
-            Installed::Lost(why) => Err(NodeError::Indeterminate(format!(
-                "the leader lost its majority before its entry committed ({why})"
-            ))),
-        }
-    }
-}
-
-/// What `client_write` returned, as the writer's outcome.
-fn returned(
-    done: Result<
-        openraft::raft::ClientWriteResponse<raft::TypeConfig>,
-        RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>,
-    >,
-) -> Result<Response, NodeError> {
-    match done {
-        Ok(resp) => Ok(resp.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(NodeError::NotLeader {
-                leader: f.leader_node.map(|n| n.addr),
-            })
-        }
-        Err(e) => Err(NodeError::Indeterminate(format!("raft failed: {e}"))),
+        let p = &mut self.proposing;
+        let quorum = &p.quorum;
+        let lost = async { quorum.lost().await.to_string() };
+        p.runtime
+            .block_on(p.proposer.install(image, term, p.timeout, lost))
+            .map_err(NodeError::from)
     }
 }
 
