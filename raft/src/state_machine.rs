@@ -269,7 +269,7 @@ impl Inner {
                     let Some((base, next)) = FrameBatch::peek_versions(bytes) else {
                         return;
                     };
-                    let applies = next > version && base == version;
+                    let applies = storage::Fate::of(version, base, next) == storage::Fate::Applies;
                     if applies {
                         version = next;
                     }
@@ -288,7 +288,7 @@ impl Inner {
                 EntryPayload::Normal(Command::Part(_)) => return,
                 EntryPayload::Normal(Command::Install(install)) => {
                     let (base, next) = (install.base, install.base + 1);
-                    let applies = next > version && base == version;
+                    let applies = storage::Fate::of(version, base, next) == storage::Fate::Applies;
                     if applies {
                         version = next;
                     }

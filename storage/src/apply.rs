@@ -36,6 +36,33 @@ use std::path::Path;
 
 mod image;
 
+/// What a database at one version does with a batch (or an image) made on
+/// `base` that takes it to `next`: the one rule every node follows, so the
+/// outcome is the same everywhere. The applier applies by it, and the state
+/// machine announces by it which committed batches will apply before it
+/// writes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// `base` is the current version: it applies.
+    Applies,
+    /// `next` is at or below the current version: applied before (replay).
+    AlreadyApplied,
+    /// Made on another state (a deposed leader's batch): skipped.
+    Conflict,
+}
+
+impl Fate {
+    pub fn of(current: u64, base: u64, next: u64) -> Fate {
+        if next <= current {
+            Fate::AlreadyApplied
+        } else if base != current {
+            Fate::Conflict
+        } else {
+            Fate::Applies
+        }
+    }
+}
+
 /// What [`Applier::apply`] did with a batch. Every node reaches the same
 /// outcome for the same batch on the same state, so these are not errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,14 +156,15 @@ impl Applier {
 
     fn apply_in_txn(&self, batch: &FrameBatch, known: Known) -> Result<ApplyOutcome> {
         let current = known.version;
-        if batch.version() <= current {
-            return Ok(ApplyOutcome::AlreadyApplied { current });
-        }
-        if batch.base() != current {
-            return Ok(ApplyOutcome::Conflict {
-                base: batch.base(),
-                current,
-            });
+        match Fate::of(current, batch.base(), batch.version()) {
+            Fate::Applies => {}
+            Fate::AlreadyApplied => return Ok(ApplyOutcome::AlreadyApplied { current }),
+            Fate::Conflict => {
+                return Ok(ApplyOutcome::Conflict {
+                    base: batch.base(),
+                    current,
+                })
+            }
         }
         let mut writer = PageWriter::new(&self.conn, self.page_size, known.db_size);
         for page in batch.pages() {
@@ -377,5 +405,21 @@ impl<'c> PageWriter<'c> {
             self.insert(db_size + 1, None)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fate;
+
+    #[test]
+    fn a_batch_applies_only_on_its_base_version_and_never_twice() {
+        // current, base, next
+        assert_eq!(Fate::of(5, 5, 6), Fate::Applies);
+        assert_eq!(Fate::of(6, 5, 6), Fate::AlreadyApplied, "replayed");
+        assert_eq!(Fate::of(9, 5, 6), Fate::AlreadyApplied, "long behind");
+        assert_eq!(Fate::of(5, 4, 6), Fate::Conflict, "made on an older state");
+        assert_eq!(Fate::of(5, 7, 8), Fate::Conflict, "made on a newer state");
+        assert_eq!(Fate::of(0, 0, 1), Fate::Applies, "the first batch");
     }
 }

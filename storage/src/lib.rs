@@ -57,7 +57,7 @@ mod txn;
 mod value;
 mod vfs;
 
-pub use apply::{Applier, ApplyOutcome};
+pub use apply::{Applier, ApplyOutcome, Fate};
 pub use batch::{FrameBatch, Page};
 pub use config::StorageConfig;
 pub use digest::Digest;

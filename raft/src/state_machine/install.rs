@@ -66,7 +66,7 @@ impl Inner {
         let mut refetches = 0;
         let outcome = loop {
             let current = applier.version().map_err(|e| fail(&e))?;
-            if image.version() > current && image.base == current {
+            if storage::Fate::of(current, image.base, image.version()) == storage::Fate::Applies {
                 self.ensure_image(&image, state, log_id)?;
             }
             match applier.install_image(&self.images.path(&image), &image) {

@@ -10,7 +10,7 @@
 //! a file damaged on this node's disk changes nothing and is reported as
 //! [`Error::Corrupt`], so the caller can fetch another copy.
 
-use super::{Applier, ApplyOutcome, PageWriter};
+use super::{Applier, ApplyOutcome, Fate, PageWriter};
 use crate::error::{Error, Result};
 use crate::image::{header_page_size, Image, IMAGE_CHUNK_BYTES};
 use std::io::Read;
@@ -26,18 +26,18 @@ impl Applier {
     pub fn install_image(&mut self, path: &Path, image: &Image) -> Result<ApplyOutcome> {
         let known = self.begin()?;
         let current = known.version;
-        let outcome = if image.version() <= current {
-            Ok(ApplyOutcome::AlreadyApplied { current })
-        } else if image.base != current {
-            Ok(ApplyOutcome::Conflict {
+        let outcome = match Fate::of(current, image.base, image.version()) {
+            Fate::AlreadyApplied => Ok(ApplyOutcome::AlreadyApplied { current }),
+            Fate::Conflict => Ok(ApplyOutcome::Conflict {
                 base: image.base,
                 current,
-            })
-        } else {
-            self.write_image(path, image, known.db_size)
-                .map(|()| ApplyOutcome::Applied {
-                    version: image.version(),
-                })
+            }),
+            Fate::Applies => {
+                self.write_image(path, image, known.db_size)
+                    .map(|()| ApplyOutcome::Applied {
+                        version: image.version(),
+                    })
+            }
         };
         let applied = matches!(outcome, Ok(ApplyOutcome::Applied { .. }));
         // Page 1 changed: the schema must be reloaded before the next
