@@ -13,13 +13,24 @@
 //! `quorumlite.sample.toml` list every option; tests check they stay in
 //! step with this file.
 
-use crate::server::auth::AuthToken;
-use crate::server::tls::TlsFiles;
+use crate::tokens::AuthToken;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Where the PEM files are.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// This node's certificate chain (server and, toward peers, client).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The cluster CA: signs every node's certificate.
+    pub ca: PathBuf,
+    /// Another CA whose client certificates are accepted (clients only).
+    pub client_ca: Option<PathBuf>,
+}
 
 /// Generates the layers of the node's configuration from one list of
 /// options. Each entry is one of:

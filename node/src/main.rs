@@ -9,6 +9,7 @@ mod config;
 mod logging;
 mod metrics;
 mod server;
+mod tokens;
 
 use std::process::ExitCode;
 

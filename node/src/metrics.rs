@@ -35,9 +35,8 @@
 //! `docs/operations.md` lists every metric; a test below checks the list
 //! against [`SPECS`] in both directions.
 
-use crate::server::tls::Tls;
 use ::metrics::{counter, gauge, histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use raft::NodeId;
 use std::collections::BTreeSet;
@@ -291,15 +290,20 @@ pub struct InstallError {
     reason: String,
 }
 
+/// Serves the exporter over HTTPS on the listener it is given (the
+/// server's TLS endpoint, `server::tls::serve_metrics`): given by the
+/// caller, so that this module needs nothing of the server's.
+pub type ServeHttps = Box<dyn FnOnce(tokio::net::TcpListener, PrometheusHandle) + Send>;
+
 /// Install the process-global Prometheus recorder and serve it at
 /// `listen` (`GET /metrics`): plain HTTP from the exporter's own listener,
-/// or, when the node has TLS, HTTPS with the node's certificate (reloaded
-/// with it on SIGHUP). Call once, inside the node's Tokio runtime.
+/// or, when the node has TLS (`https`), HTTPS with the node's certificate
+/// (reloaded with it on SIGHUP). Call once, inside the node's Tokio runtime.
 /// `peers`: the other nodes this one knows of at start, whose series are
 /// registered with the others ([`register`]).
 pub fn install(
     listen: SocketAddr,
-    tls: Option<Arc<Tls>>,
+    https: Option<ServeHttps>,
     peers: &[NodeId],
 ) -> Result<(), InstallError> {
     let fail = |reason: String| InstallError {
@@ -317,12 +321,12 @@ pub fn install(
             .set_buckets_for_metric(Matcher::Full(s.name.to_owned()), COUNTS_BUCKETS)
             .map_err(|e| fail(e.to_string()))?;
     }
-    match tls {
+    match https {
         None => builder
             .with_http_listener(listen)
             .install()
             .map_err(|e| fail(e.to_string()))?,
-        Some(tls) => {
+        Some(serve) => {
             let listener = std::net::TcpListener::bind(listen)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .and_then(tokio::net::TcpListener::from_std)
@@ -337,7 +341,7 @@ pub fn install(
                     upkeep.run_upkeep();
                 }
             });
-            tokio::spawn(crate::server::tls::serve_metrics(listener, tls, handle));
+            serve(listener, handle);
         }
     }
     register(peers);
@@ -431,7 +435,7 @@ impl RaftGauges {
         if self.role != Some(m.state) {
             for state in ROLES {
                 let value = if state == m.state { 1.0 } else { 0.0 };
-                gauge!(RAFT_ROLE, "role" => crate::server::role_name(state)).set(value);
+                gauge!(RAFT_ROLE, "role" => raft::role_name(state)).set(value);
             }
             self.role = Some(m.state);
         }
@@ -604,21 +608,6 @@ mod tests {
         }
         assert_eq!(ALL.len(), SPECS.len());
         assert!(ALL.iter().zip(SPECS).all(|(a, s)| *a == s.name));
-    }
-
-    /// The reasons the auth checks count are the ones registered at start.
-    #[test]
-    fn every_auth_failure_reason_is_registered_at_start() {
-        use crate::server::{auth::failure_reason, error::NodeError};
-        let refusals = [
-            NodeError::PermissionDenied("no write permission".into()),
-            NodeError::Unauthenticated("missing bearer token".into()),
-            NodeError::Unauthenticated("unknown token".into()),
-        ];
-        for e in refusals {
-            let reason = failure_reason(&e);
-            assert!(AUTH_FAILURE_REASONS.contains(&reason), "{reason}");
-        }
     }
 
     /// The rows of the metric table in docs/operations.md's "## Metrics"

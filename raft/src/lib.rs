@@ -279,6 +279,17 @@ impl From<storage::ApplyOutcome> for Response {
     }
 }
 
+/// The word logs, metrics and `status` use for a Raft role.
+pub fn role_name(state: openraft::ServerState) -> &'static str {
+    match state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Shutdown => "shutdown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Part;

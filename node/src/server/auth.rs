@@ -9,98 +9,20 @@
 //! - `write`: `Execute`;
 //! - `admin`: everything; `Restore` needs it (membership when it exists).
 //!
-//! Secrets are kept only as BLAKE3 hashes, compared in constant time
-//! (`blake3::Hash`'s `PartialEq`), and never printed: `Debug` shows names.
+//! The tokens themselves (secrets kept as BLAKE3 hashes) are `crate::tokens`.
 //! A forwarded write carries the caller's header to the leader, which checks
 //! it again. Peer-only calls (`ReadIndex`, the Raft transport) are
 //! authenticated by certificate instead, see `tls`.
 
 use super::error::NodeError;
-use std::collections::BTreeSet;
-use std::fmt;
+pub use crate::tokens::{AuthToken, Permission};
 
-/// What a token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Permission {
-    Read,
-    Write,
-    Admin,
-}
-
-impl Permission {
-    pub fn parse(s: &str) -> Option<Permission> {
-        match s {
-            "read" => Some(Permission::Read),
-            "write" => Some(Permission::Write),
-            "admin" => Some(Permission::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::Read => "read",
-            Permission::Write => "write",
-            Permission::Admin => "admin",
-        }
-    }
-}
-
-/// One configured token. Invariant: `permissions` is not empty.
-#[derive(Clone)]
-pub struct AuthToken {
-    pub name: String,
-    secret: blake3::Hash,
-    pub permissions: BTreeSet<Permission>,
-}
-
-impl fmt::Debug for AuthToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthToken")
-            .field("name", &self.name)
-            .field("permissions", &self.permissions)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Shortest secret accepted: guessing must not be an option.
-pub const MIN_SECRET_LEN: usize = 16;
-
-impl AuthToken {
-    /// A token; the error names the problem (never the secret).
-    pub fn new(name: &str, secret: &str, permissions: &[String]) -> Result<AuthToken, String> {
-        if name.trim().is_empty() {
-            return Err("an auth token has an empty name".into());
-        }
-        if secret.chars().count() < MIN_SECRET_LEN || secret.chars().any(char::is_whitespace) {
-            return Err(format!(
-                "auth token {name:?}: the secret must be at least {MIN_SECRET_LEN} characters without spaces"
-            ));
-        }
-        let mut set = BTreeSet::new();
-        for p in permissions {
-            let perm = Permission::parse(p).ok_or_else(|| {
-                format!(
-                    "auth token {name:?}: unknown permission {p:?}; expected read, write or admin"
-                )
-            })?;
-            set.insert(perm);
-        }
-        if set.is_empty() {
-            return Err(format!(
-                "auth token {name:?} has no permissions; give it read, write and/or admin"
-            ));
-        }
-        Ok(AuthToken {
-            name: name.to_owned(),
-            secret: blake3::hash(secret.as_bytes()),
-            permissions: set,
-        })
-    }
-
-    fn allows(&self, need: Permission) -> bool {
-        self.permissions.contains(&Permission::Admin) || self.permissions.contains(&need)
-    }
+/// The caller's `authorization` header, if any.
+pub fn bearer<T>(request: &tonic::Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Why a call was refused, for the metrics' `reason` label.
@@ -137,7 +59,7 @@ pub fn check(
         })?
         .trim();
     let hash = blake3::hash(secret.as_bytes());
-    let Some(token) = tokens.iter().find(|t| t.secret == hash) else {
+    let Some(token) = tokens.iter().find(|t| t.has_hash(&hash)) else {
         return Err(NodeError::Unauthenticated(
             "the bearer token is not valid for this cluster".into(),
         ));
@@ -155,6 +77,21 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reasons the auth checks count are the ones registered at start.
+    #[test]
+    fn every_auth_failure_reason_is_registered_at_start() {
+        use crate::metrics::AUTH_FAILURE_REASONS;
+        let refusals = [
+            NodeError::PermissionDenied("no write permission".into()),
+            NodeError::Unauthenticated("missing bearer token".into()),
+            NodeError::Unauthenticated("unknown token".into()),
+        ];
+        for e in refusals {
+            let reason = failure_reason(&e);
+            assert!(AUTH_FAILURE_REASONS.contains(&reason), "{reason}");
+        }
+    }
 
     fn tokens() -> Vec<AuthToken> {
         vec![

@@ -10,7 +10,7 @@
 //!         ─ disk check for the announced size (DISK_FULL, before any byte)
 //!         ─ upload to <data_dir>/images/upload-N.db (length checked as it comes)
 //!         ─ storage::prepare_restore: magic, integrity, page size, new lineage
-//!         ─ writer thread (write/image.rs): the upload becomes an image at
+//!         ─ writer thread (writer/image.rs): the upload becomes an image at
 //!           version current + 1, staged on a majority, one install entry
 //! ```
 //! A backup never blocks writes: the applier keeps committing while the

@@ -17,18 +17,15 @@
 //! member: its request says whether a member passed it on).
 
 use super::auth::{self, Permission};
+use super::cluster_pb as pb;
 use super::error::NodeError;
+use super::members::Join;
 use super::{Node, Origin};
 use client::pb as public;
 use std::sync::Arc;
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
-
-/// The generated messages, client and server of `proto/cluster.proto`.
-pub mod pb {
-    tonic::include_proto!("quorumlite.cluster.v1");
-}
 
 use pb::cluster_server::{Cluster, ClusterServer};
 
@@ -133,9 +130,7 @@ impl Calls {
     }
 }
 
-fn bearer<T>(request: &Request<T>) -> Option<&str> {
-    super::service::bearer(request)
-}
+use super::auth::bearer;
 
 #[tonic::async_trait]
 impl Cluster for Calls {
@@ -234,21 +229,40 @@ impl Cluster for Calls {
         &self,
         _request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        self.reply(self.node.read_index().await)
+        self.reply(
+            self.node
+                .read_index()
+                .await
+                .map(|version| pb::ReadIndexResponse { version }),
+        )
     }
 
     async fn join(
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<public::ChangeMembershipResponse>, Status> {
-        self.reply(self.node.join(request.into_inner()).await)
+        let req = request.into_inner();
+        // The joining node may ask any member (its call is a client's call
+        // in routing terms); a member passing it on marks it.
+        let origin = if req.forwarded {
+            Origin::Peer
+        } else {
+            Origin::Client
+        };
+        let join = Join {
+            id: req.id,
+            addr: req.addr,
+            learner: req.learner,
+        };
+        self.reply(self.node.join(join, origin).await)
     }
 
     async fn campaign(
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
-        self.node.campaign(request.into_inner());
+        let req = request.into_inner();
+        self.node.campaign(req.campaign, req.pause_ms);
         Ok(Response::new(pb::CampaignResponse {}))
     }
 }

@@ -8,8 +8,8 @@
 //! credentials (`raft::PeerAuth`): the receiving node admits cluster calls
 //! from peers only.
 
-use super::cluster::pb::cluster_client::ClusterClient;
-use super::cluster::pb::{
+use super::cluster_pb::cluster_client::ClusterClient;
+use super::cluster_pb::{
     CampaignRequest, HranaPipelineRequest, HranaPipelineResponse, JoinRequest, ReadIndexRequest,
     ReadIndexResponse,
 };
@@ -95,7 +95,7 @@ impl Forwarder {
     ) -> Result<ExecuteResponse, NodeError> {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "write").increment(1);
         // A lone VACUUM takes as long as the database's size needs
-        // (`write/image.rs`): no deadline; keepalive notices a dead leader.
+        // (`writer/image.rs`): no deadline; keepalive notices a dead leader.
         let vacuum = matches!(request.statements.as_slice(), [s] if storage::is_vacuum_sql(&s.sql));
         let mut req = tonic::Request::new(request);
         if !vacuum {
@@ -152,9 +152,10 @@ impl Forwarder {
         addr: &str,
         request: client::pb::ChangeMembershipRequest,
         bearer: Option<&str>,
+        limit: Duration,
     ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
         let mut req = tonic::Request::new(request);
-        req.set_timeout(super::members::CATCH_UP_LIMIT + Duration::from_secs(10));
+        req.set_timeout(limit);
         carry_bearer(&mut req, bearer);
         match self.client(addr)?.change_membership(req).await {
             Ok(resp) => Ok(resp.into_inner()),
@@ -162,15 +163,22 @@ impl Forwarder {
         }
     }
 
-    /// Ask the member at `addr` to add this node (`--join`), or pass such a
-    /// request on to the leader.
+    /// Ask the member at `addr` to add node `join` (`--join`), or pass
+    /// such a request on to the leader (`passed_on`).
     pub async fn join(
         &self,
         addr: &str,
-        request: JoinRequest,
+        join: &super::members::Join,
+        passed_on: bool,
+        limit: Duration,
     ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
-        let mut req = tonic::Request::new(request);
-        req.set_timeout(super::members::CATCH_UP_LIMIT + Duration::from_secs(10));
+        let mut req = tonic::Request::new(JoinRequest {
+            id: join.id,
+            addr: join.addr.clone(),
+            learner: join.learner,
+            forwarded: passed_on,
+        });
+        req.set_timeout(limit);
         match self.client(addr)?.join(req).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(remote(&status, addr, false)),

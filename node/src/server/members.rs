@@ -31,7 +31,6 @@
 //! The cost is one lease plus one election round (about 0.6 s by default),
 //! with no write lost: writes refused in the meantime were never proposed.
 
-use super::cluster::pb as cluster_pb;
 use super::error::NodeError;
 use super::{Node, Origin, Route};
 use client::pb;
@@ -42,6 +41,19 @@ use std::time::{Duration, Instant};
 
 /// How long a new member may take to catch up (snapshot, then log).
 pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(300);
+
+/// How long a membership change or join passed on to the leader may take:
+/// the leader's catch-up limit, and time to answer.
+pub const MEMBERSHIP_CALL_LIMIT: Duration = CATCH_UP_LIMIT.saturating_add(Duration::from_secs(10));
+
+/// A node that asks to join (`--join`): its id, the address members and
+/// clients reach it at, and whether it stays a learner.
+#[derive(Clone, Debug)]
+pub struct Join {
+    pub id: NodeId,
+    pub addr: String,
+    pub learner: bool,
+}
 /// How long `promote` waits for a learner to match the leader's log.
 const PROMOTE_WAIT: Duration = Duration::from_secs(10);
 /// How long a leader transfer may take before it is abandoned.
@@ -118,7 +130,10 @@ impl Node {
     ) -> Result<pb::ChangeMembershipResponse, NodeError> {
         self.check_accepting()?;
         if let Route::Leader(addr) = self.route(origin).await? {
-            return self.forward.change_membership(&addr, req, bearer).await;
+            return self
+                .forward
+                .change_membership(&addr, req, bearer, MEMBERSHIP_CALL_LIMIT)
+                .await;
         }
         let started = Instant::now();
         let action = pb::MembershipAction::try_from(req.action).map_err(|_| {
@@ -133,7 +148,10 @@ impl Node {
             pb::MembershipAction::Remove => {
                 if let Some(addr) = self.remove_member(req.id).await? {
                     // This node led and handed over: the new leader removes it.
-                    return self.forward.change_membership(&addr, req, bearer).await;
+                    return self
+                        .forward
+                        .change_membership(&addr, req, bearer, MEMBERSHIP_CALL_LIMIT)
+                        .await;
                 }
             }
         }
@@ -143,24 +161,19 @@ impl Node {
     /// A node started with --join asks to be added.
     pub async fn join(
         &self,
-        req: cluster_pb::JoinRequest,
+        join: Join,
+        origin: Origin,
     ) -> Result<pb::ChangeMembershipResponse, NodeError> {
         self.check_accepting()?;
-        // The joining node may ask any member (its call is a client's call
-        // in routing terms); a member passing it on marks it.
-        let origin = if req.forwarded {
-            Origin::Peer
-        } else {
-            Origin::Client
-        };
         if let Route::Leader(addr) = self.route(origin).await? {
-            let mut req = req;
-            req.forwarded = true;
-            return self.forward.join(&addr, req).await;
+            return self
+                .forward
+                .join(&addr, &join, true, MEMBERSHIP_CALL_LIMIT)
+                .await;
         }
         let started = Instant::now();
-        tracing::info!(id = req.id, addr = %req.addr, learner = req.learner, "node asks to join");
-        self.add_member(req.id, &req.addr, req.learner).await?;
+        tracing::info!(id = join.id, addr = %join.addr, learner = join.learner, "node asks to join");
+        self.add_member(join.id, &join.addr, join.learner).await?;
         Ok(response(self, started))
     }
 
@@ -404,12 +417,12 @@ impl Node {
     }
 
     /// A peer's part in a leader transfer (see the module docs).
-    pub fn campaign(&self, req: cluster_pb::CampaignRequest) {
+    pub fn campaign(&self, campaign: bool, pause_ms: u64) {
         let raft = self.raft.clone();
         let lease = self.config.election_timeout_max;
-        if !req.campaign {
+        if !campaign {
             raft.runtime_config().elect(false);
-            let pause = Duration::from_millis(req.pause_ms.min(TRANSFER_LIMIT.as_millis() as u64));
+            let pause = Duration::from_millis(pause_ms.min(TRANSFER_LIMIT.as_millis() as u64));
             tokio::spawn(async move {
                 tokio::time::sleep(pause).await;
                 raft.runtime_config().elect(true);

@@ -26,6 +26,7 @@ pub mod auth;
 mod backup;
 mod barrier;
 mod cluster;
+mod cluster_pb;
 mod compaction;
 mod convert;
 pub mod error;
@@ -47,7 +48,6 @@ mod writer;
 
 pub use route::{Origin, Route};
 pub use start::{run, StartError};
-pub use status::role_name;
 
 use crate::config::NodeConfig;
 use barrier::ReadIndex;

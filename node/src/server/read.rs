@@ -3,7 +3,7 @@
 //! when it is quick, else on a read thread (`readers.rs`).
 
 use super::error::NodeError;
-use super::{barrier, check_batch_len, cluster, convert, Node};
+use super::{barrier, check_batch_len, convert, Node};
 use client::{pb, Token};
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,10 +244,10 @@ impl Node {
     }
 
     /// The leader side of a follower's read barrier.
-    pub async fn read_index(&self) -> Result<cluster::pb::ReadIndexResponse, NodeError> {
+    pub async fn read_index(&self) -> Result<u64, NodeError> {
         self.check_accepting()?;
         let version = self.read_index.local_round().await?;
-        Ok(cluster::pb::ReadIndexResponse { version })
+        Ok(version)
     }
 }
 

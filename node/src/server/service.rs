@@ -9,7 +9,7 @@
 //! trailers and a routing pass. The caller's bearer token is read once,
 //! when the call opens, and checked against each request's permission.
 
-use super::auth::{self, Permission};
+use super::auth::{self, bearer, Permission};
 use super::error::NodeError;
 use super::{Node, Origin};
 use client::pb;
@@ -97,14 +97,6 @@ async fn serve_call(
         id: req.id,
         reply: Some(reply),
     }
-}
-
-/// The caller's `authorization` header, if any.
-pub(super) fn bearer<T>(request: &Request<T>) -> Option<&str> {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
 }
 
 #[tonic::async_trait]

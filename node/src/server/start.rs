@@ -3,8 +3,8 @@
 use super::status::peer_list;
 use super::writer::{Writer, WriterSettings};
 use super::{
-    barrier::ReadIndex, cluster, compaction, forward::Forwarder, hrana, peers, quorum, readers,
-    service, tls, watch, writer, Node,
+    barrier::ReadIndex, cluster, compaction, forward::Forwarder, hrana, members, peers, quorum,
+    readers, service, tls, watch, writer, Node,
 };
 use crate::config::NodeConfig;
 use openraft::error::{InitializeError, RaftError};
@@ -240,7 +240,12 @@ async fn open(
             .copied()
             .filter(|&p| p != config.id)
             .collect();
-        crate::metrics::install(addr, tls.clone(), &peers)?;
+        let https = tls.clone().map(|t| -> crate::metrics::ServeHttps {
+            Box::new(move |listener, handle| {
+                tokio::spawn(tls::serve_metrics(listener, t, handle));
+            })
+        });
+        crate::metrics::install(addr, https, &peers)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(listen = %addr, "serving metrics at {scheme}://{addr}/metrics");
     }
@@ -646,15 +651,18 @@ async fn stop(
 /// A node started with --join asks `via` (any member) to add it, until it
 /// is a member. The call returns once the node has caught up.
 async fn join_cluster(node: Arc<Node>, via: String) {
-    let request = cluster::pb::JoinRequest {
+    let join = members::Join {
         id: node.id,
         addr: node.config.advertised(),
         learner: node.config.learner,
-        forwarded: false,
     };
-    tracing::info!(via = %via, addr = %request.addr, learner = request.learner, "joining the cluster");
+    tracing::info!(via = %via, addr = %join.addr, learner = join.learner, "joining the cluster");
     loop {
-        match node.forward.join(&via, request.clone()).await {
+        match node
+            .forward
+            .join(&via, &join, false, members::MEMBERSHIP_CALL_LIMIT)
+            .await
+        {
             Ok(r) => {
                 let kind = r
                     .members

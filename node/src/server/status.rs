@@ -6,6 +6,7 @@ use super::error::NodeError;
 use super::{leader_addr, quorum, Node};
 use client::pb;
 use openraft::{BasicNode, ServerState};
+use raft::role_name;
 use raft::NodeId;
 use std::collections::BTreeMap;
 
@@ -127,16 +128,6 @@ impl Health {
             status,
             reason: Some(reason),
         }
-    }
-}
-
-pub fn role_name(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Learner => "learner",
-        ServerState::Candidate => "candidate",
-        ServerState::Shutdown => "shutdown",
     }
 }
 

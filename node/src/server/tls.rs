@@ -16,12 +16,13 @@
 //! certificates and CA; established ones keep theirs. A reload that fails
 //! keeps the old material and says why.
 
+pub use crate::config::TlsFiles;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -30,18 +31,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-
-/// Where the PEM files are.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    /// This node's certificate chain (server and, toward peers, client).
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// The cluster CA: signs every node's certificate.
-    pub ca: PathBuf,
-    /// Another CA whose client certificates are accepted (clients only).
-    pub client_ca: Option<PathBuf>,
-}
 
 /// A certificate problem, naming the file.
 #[derive(Debug, thiserror::Error)]

@@ -2,9 +2,10 @@
 //! membership changes and keeps the Raft and health gauges fresh;
 //! [`draw_lineage`] makes a new cluster's first batch.
 
-use super::status::{leader_text, membership_text, role_name};
+use super::status::{leader_text, membership_text};
 use super::Node;
 use openraft::ServerState;
+use raft::role_name;
 use raft::NodeId;
 use std::sync::Arc;
 use std::time::Duration;

@@ -208,7 +208,7 @@ async fn serve(node: &Node, input: Input) -> Reply {
     if let Some(addr) = target {
         let call = node.forward.hrana(
             &addr,
-            super::cluster::pb::HranaPipelineRequest {
+            super::cluster_pb::HranaPipelineRequest {
                 body: input.body,
                 token: input.token,
                 consistency: input.consistency,
