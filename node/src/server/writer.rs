@@ -56,20 +56,22 @@
 use super::error::NodeError;
 use super::leader_addr;
 use openraft::{Raft, ServerState};
-use raft::{AppliedVersion, CommitNotices, OnCommit, Proposer, TypeConfig};
-use std::collections::HashMap;
-use std::collections::VecDeque;
+use raft::{AppliedVersion, CommitNotices, Proposer, TypeConfig};
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
-use storage::{
-    Executor, FrameBatch, RequestError, Statement, StatementResult, TxnEnd, TxnOptions, TxnOutcome,
-    WriteRequest,
-};
+use storage::{Executor, Statement, StatementResult, TxnEnd, TxnOptions, WriteRequest};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+mod batch;
 mod image;
+mod queue;
+mod txn;
+
+use batch::{disk_full, Proposing};
+use queue::Queue;
+pub use txn::TxnStep;
+use txn::{EndedTxns, TxnOp};
 
 /// What the writer works with beside its settings: what it checks before
 /// each batch (a majority heard from, room on disk), the image store of
@@ -93,34 +95,6 @@ pub type WriteReply = Result<Committed, NodeError>;
 
 /// Names an interactive transaction on this node's writer.
 pub type TxnId = u64;
-
-/// What one statement of an interactive transaction did.
-#[derive(Debug)]
-pub struct TxnStep {
-    pub result: Result<StatementResult, RequestError>,
-    /// False once SQLite rolled the whole transaction back.
-    pub open: bool,
-}
-
-enum TxnOp {
-    Execute(Statement, oneshot::Sender<Result<TxnStep, NodeError>>),
-    /// `Ok(Some(version))`: committed and applied; `Ok(None)`: rolled back,
-    /// or committed with nothing written.
-    End(TxnEnd, oneshot::Sender<Result<Option<u64>, NodeError>>),
-}
-
-impl TxnOp {
-    fn refuse(self, err: NodeError) {
-        match self {
-            TxnOp::Execute(_, reply) => {
-                let _ = reply.send(Err(err));
-            }
-            TxnOp::End(_, reply) => {
-                let _ = reply.send(Err(err));
-            }
-        }
-    }
-}
 
 enum Job {
     Write {
@@ -321,101 +295,6 @@ struct WriterLoop {
     images: raft::Images,
 }
 
-/// Why recent transactions ended without their client asking, so a late
-/// statement of one gets the real reason.
-#[derive(Default)]
-struct EndedTxns {
-    why: HashMap<TxnId, String>,
-}
-
-impl EndedTxns {
-    const KEEP: usize = 1024;
-
-    fn record(&mut self, id: TxnId, why: String) {
-        if self.why.len() >= Self::KEEP {
-            // Old entries are of ids long gone; their callers have given up.
-            let oldest = self.why.keys().min().copied();
-            if let Some(old) = oldest {
-                self.why.remove(&old);
-            }
-        }
-        self.why.insert(id, why);
-    }
-
-    fn error(&self, id: TxnId) -> NodeError {
-        NodeError::TxnClosed(
-            self.why
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| "the transaction is not open on this node".into()),
-        )
-    }
-}
-
-/// Requests taken off the queue, in order; the two deques stay the same length.
-#[derive(Default)]
-struct Queue {
-    requests: VecDeque<WriteRequest>,
-    replies: VecDeque<oneshot::Sender<WriteReply>>,
-    /// Transactions waiting to begin, in arrival order.
-    begins: VecDeque<(TxnOptions, oneshot::Sender<Result<TxnId, NodeError>>)>,
-    /// Operations on transactions that are not running: answered with why.
-    stray: Vec<(TxnId, TxnOp)>,
-    /// Restores waiting, in arrival order.
-    restores: VecDeque<(std::path::PathBuf, oneshot::Sender<Result<u64, NodeError>>)>,
-    initialize: bool,
-    stopping: bool,
-}
-
-impl Queue {
-    fn take(&mut self, job: Job) {
-        match job {
-            Job::Write { request, reply } => {
-                self.requests.push_back(request);
-                self.replies.push_back(reply);
-            }
-            Job::Initialize => self.initialize = true,
-            Job::Stop => self.stopping = true,
-            Job::Begin { options, reply } => self.begins.push_back((options, reply)),
-            Job::Txn { id, op } => self.stray.push((id, op)),
-            Job::Restore { path, reply } => self.restores.push_back((path, reply)),
-        }
-    }
-
-    fn idle(&self) -> bool {
-        self.requests.is_empty()
-            && self.begins.is_empty()
-            && self.restores.is_empty()
-            && !self.initialize
-    }
-
-    fn fail_all(&mut self, err: &NodeError) {
-        self.requests.clear();
-        for reply in self.replies.drain(..) {
-            let _ = reply.send(Err(err.clone()));
-        }
-        for (_, reply) in self.begins.drain(..) {
-            let _ = reply.send(Err(err.clone()));
-        }
-        for (_, reply) in self.restores.drain(..) {
-            let _ = reply.send(Err(err.clone()));
-        }
-    }
-
-    /// Forget requests whose caller stopped waiting: nothing of them ran.
-    fn drop_abandoned(&mut self) {
-        let mut i = 0;
-        while i < self.replies.len() {
-            if self.replies[i].is_closed() {
-                self.replies.remove(i);
-                self.requests.remove(i);
-            } else {
-                i += 1;
-            }
-        }
-    }
-}
-
 impl WriterLoop {
     fn run(mut self) {
         let mut queue = Queue::default();
@@ -470,136 +349,6 @@ impl WriterLoop {
         }
         self.answer_stray(&mut queue);
         tracing::debug!("writer thread stopped");
-    }
-
-    fn answer_stray(&mut self, queue: &mut Queue) {
-        for (id, op) in queue.stray.drain(..) {
-            op.refuse(self.ended.error(id));
-        }
-    }
-
-    /// Run one interactive transaction to its end (see the module docs).
-    fn transaction(
-        &mut self,
-        queue: &mut Queue,
-        options: TxnOptions,
-        reply: oneshot::Sender<Result<TxnId, NodeError>>,
-    ) {
-        let id = self.next_txn;
-        self.next_txn += 1;
-        if reply.send(Ok(id)).is_err() {
-            return;
-        }
-        ::metrics::counter!(crate::metrics::TXNS_STARTED).increment(1);
-        let started = Instant::now();
-        let deadline = started + self.settings.txn_timeout;
-        let timeout_ms = self.settings.txn_timeout.as_millis();
-        let mut why_ended: Option<String> = None;
-        let mut end_reply = None;
-        let (rx, raft, runtime) = (&mut self.rx, &self.raft, &self.runtime);
-        let outcome = self.executor.transaction(options, |txn| loop {
-            let now = Instant::now();
-            if now >= deadline {
-                why_ended = Some(format!(
-                    "the transaction expired: it was not finished within {timeout_ms} ms of BEGIN and was rolled back"
-                ));
-                return TxnEnd::Rollback;
-            }
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            match runtime.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
-                Err(_) => {
-                    if raft.metrics().borrow().state != ServerState::Leader {
-                        why_ended = Some(
-                            "this node lost leadership; the transaction was rolled back".into(),
-                        );
-                        return TxnEnd::Rollback;
-                    }
-                }
-                Ok(None) | Ok(Some(Job::Stop)) => {
-                    queue.stopping = true;
-                    why_ended =
-                        Some("the node is shutting down; the transaction was rolled back".into());
-                    return TxnEnd::Rollback;
-                }
-                Ok(Some(Job::Txn { id: of, op })) if of == id => match op {
-                    TxnOp::Execute(statement, reply) => {
-                        let result = txn.execute(&statement);
-                        let open = txn.is_open();
-                        let _ = reply.send(Ok(TxnStep { result, open }));
-                        if !open {
-                            why_ended = Some("the transaction was rolled back after a failed statement".into());
-                            return TxnEnd::Rollback;
-                        }
-                    }
-                    TxnOp::End(end, reply) => {
-                        end_reply = Some(reply);
-                        return end;
-                    }
-                },
-                Ok(Some(job)) => queue.take(job),
-            }
-        });
-        let answer = match outcome {
-            Ok(TxnOutcome::Committed(batch)) => self.propose(batch).map(Some),
-            Ok(TxnOutcome::Unchanged) | Ok(TxnOutcome::RolledBack) => match &why_ended {
-                Some(why) if end_reply.is_some() => Err(NodeError::TxnClosed(why.clone())),
-                _ => Ok(None),
-            },
-            Ok(TxnOutcome::TooLarge { cap_bytes }) => {
-                Err(NodeError::Request(RequestError::TooLarge { cap_bytes }))
-            }
-            Err(e) => {
-                self.broken(&e);
-                Err(NodeError::Internal(format!(
-                    "the leader could not run the transaction: {e}; nothing was written"
-                )))
-            }
-        };
-        ::metrics::histogram!(crate::metrics::TXN_DURATION).record(started.elapsed());
-        if let Some(why) = why_ended {
-            tracing::debug!(id, reason = %why, "transaction ended");
-            self.ended.record(id, why);
-        } else {
-            self.ended.record(id, "the transaction has ended".into());
-        }
-        if let Some(reply) = end_reply {
-            let _ = reply.send(answer);
-        }
-    }
-
-    /// Take what is queued; while fewer requests than expected are here,
-    /// wait up to `linger` for more. Closed-loop callers answered by the last
-    /// batch send their next request a network round trip later: without the
-    /// wait they would miss this batch, and the callers would settle into two
-    /// groups served by alternate batches, halving throughput.
-    fn gather(&mut self, queue: &mut Queue) {
-        let max = self.settings.max_batch_requests;
-        let want = self.expect.min(max);
-        let deadline = std::time::Instant::now() + self.settings.linger;
-        loop {
-            while queue.requests.len() < max {
-                match self.rx.try_recv() {
-                    Ok(job) => queue.take(job),
-                    Err(_) => break,
-                }
-            }
-            let now = std::time::Instant::now();
-            if queue.requests.len() >= want
-                || queue.stopping
-                || !queue.begins.is_empty()
-                || now >= deadline
-            {
-                return;
-            }
-            let rx = &mut self.rx;
-            let more = self
-                .runtime
-                .block_on(async { tokio::time::timeout(deadline - now, rx.recv()).await });
-            match more {
-                Ok(Some(job)) => queue.take(job),
-                Ok(None) | Err(_) => return,
-            }
-        }
     }
 
     /// Check that this node leads, and in a new term wait for the barrier.
@@ -664,99 +413,6 @@ impl WriterLoop {
         self.restore_image(path)
     }
 
-    fn write_batch(&mut self, queue: &mut Queue) {
-        if queue.requests.front().is_some_and(storage::is_vacuum) {
-            return self.vacuum(queue);
-        }
-        let n = queue.requests.len().min(self.settings.max_batch_requests);
-        let requests = &queue.requests.make_contiguous()[..n];
-        let started = std::time::Instant::now();
-        let outcome = match self.executor.execute(requests) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                self.broken(&e);
-                let err = NodeError::Internal(format!(
-                    "the leader could not execute the batch: {e}; nothing was written"
-                ));
-                for reply in queue.replies.drain(..n) {
-                    let _ = reply.send(Err(err.clone()));
-                }
-                queue.requests.drain(..n);
-                return;
-            }
-        };
-        let done = outcome.results.len();
-        let executed = started.elapsed();
-        ::metrics::histogram!(crate::metrics::WRITE_BATCH_REQUESTS).record(done as f64);
-        queue.requests.drain(..done);
-        let mut callers = Some(Callers {
-            results: outcome.results,
-            replies: queue.replies.drain(..done).collect(),
-        });
-        // Jobs in the channel when the callers are answered, counted then:
-        // answered callers tend to send again at once.
-        let mut waiting = None;
-        let committed = match outcome.batch {
-            Some(batch) => {
-                let pages = batch.pages().len();
-                let mut answered_us = None;
-                let rx = &self.rx;
-                let mut on_commit = |version: u64| {
-                    waiting = Some(rx.len());
-                    answered_us = Some((started.elapsed() - executed).as_micros() as u64);
-                    if let Some(callers) = callers.take() {
-                        callers.answer(&Ok(version));
-                    }
-                };
-                let result = self
-                    .proposing
-                    .batch(batch, self.ready_term, Some(&mut on_commit));
-                if result.is_err() {
-                    // Whatever happened, check leadership and catch up
-                    // before the next batch.
-                    self.ready_term = None;
-                }
-                ::metrics::histogram!(crate::metrics::WRITE_BATCH_DURATION)
-                    .record(started.elapsed());
-                tracing::debug!(
-                    requests = done,
-                    pages,
-                    execute_us = executed.as_micros() as u64,
-                    answered_us,
-                    applied_us = (started.elapsed() - executed).as_micros() as u64,
-                    "batch"
-                );
-                result
-            }
-            // Every request failed (a batch exists whenever one succeeded):
-            // nothing to replicate, and no `Ok` result to answer.
-            None => Err(NodeError::Internal(
-                "successful requests without a batch".into(),
-            )),
-        };
-        let queued = queue.requests.len() + waiting.unwrap_or_else(|| self.rx.len());
-        self.expect = done + queued;
-        match callers {
-            Some(callers) => callers.answer(&committed),
-            // Answered at the commit notice: the apply cannot change that.
-            None => {
-                if let Err(e) = &committed {
-                    tracing::warn!(error = %e, "a batch announced committed then failed to apply here");
-                }
-            }
-        }
-    }
-
-    /// Replicate a batch ([`Proposing::batch`]); a failure makes the next
-    /// batch check leadership and pass the barrier again.
-    fn propose(&mut self, batch: FrameBatch) -> Result<u64, NodeError> {
-        let outcome = self.proposing.batch(batch, self.ready_term, None);
-        if outcome.is_err() {
-            self.ready_term = None;
-        }
-        outcome
-    }
-
     /// The executor broke its contract: this node must stop.
     fn broken(&self, e: &storage::Error) {
         if matches!(e, storage::Error::Capture(_)) {
@@ -766,74 +422,4 @@ impl WriterLoop {
             tracing::error!(error = %e, "executing a batch failed");
         }
     }
-}
-
-/// What the writer proposes with: the proposer, and what it checks on
-/// the way (room on disk, the majority).
-struct Proposing {
-    proposer: Proposer,
-    quorum: super::quorum::Quorum,
-    disk: Arc<raft::DiskSpace>,
-    runtime: Handle,
-    /// A batch must commit within this (`write_timeout`).
-    timeout: Duration,
-}
-
-impl Proposing {
-    /// Replicate a batch as the leader of `term` (the term whose barrier
-    /// the writer passed); `Ok(version)` once it is applied here.
-    /// `on_commit` runs at its commit notice, if one comes first.
-    fn batch(
-        &mut self,
-        batch: FrameBatch,
-        term: Option<u64>,
-        on_commit: Option<OnCommit<'_>>,
-    ) -> Result<u64, NodeError> {
-        let bytes = batch.encode();
-        // Room for it in the log, the WAL and the database, beside the
-        // reserve: refused here, nothing is written anywhere.
-        self.disk.check(3 * bytes.len() as u64).map_err(disk_full)?;
-        let quorum = &self.quorum;
-        // Why the majority was lost, once it is.
-        let lost = || async {
-            match quorum.lost().await {
-                NodeError::NoQuorum(why) => why,
-                _ => String::new(),
-            }
-        };
-        self.runtime
-            .block_on(
-                self.proposer
-                    .batch(bytes, term, self.timeout, lost, on_commit),
-            )
-            .map_err(NodeError::from)
-    }
-}
-
-/// The callers of one batch, answered once: at its commit notice, or when
-/// `client_write` returns.
-struct Callers {
-    results: Vec<storage::RequestResult>,
-    replies: Vec<oneshot::Sender<WriteReply>>,
-}
-
-impl Callers {
-    fn answer(self, committed: &Result<u64, NodeError>) {
-        for (result, reply) in self.results.into_iter().zip(self.replies) {
-            let answer = match (result, committed) {
-                (Err(e), _) => Err(NodeError::Request(e)),
-                (Ok(results), Ok(version)) => Ok(Committed {
-                    results,
-                    version: *version,
-                }),
-                (Ok(_), Err(e)) => Err(e.clone()),
-            };
-            let _ = reply.send(answer);
-        }
-    }
-}
-
-/// A write refused for lack of disk: nothing was written anywhere.
-fn disk_full(full: raft::DiskFull) -> NodeError {
-    NodeError::DiskFull(format!("{full}; nothing was written (reads still work)"))
 }
