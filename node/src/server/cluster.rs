@@ -143,11 +143,7 @@ impl Cluster for Calls {
         }
         let bearer = bearer(&request).map(str::to_owned);
         let req = request.into_inner();
-        self.reply(
-            self.node
-                .execute(req, Origin::Peer, bearer.as_deref())
-                .await,
-        )
+        self.reply(super::service::execute(&self.node, req, Origin::Peer, bearer.as_deref()).await)
     }
 
     async fn execute_batch(
@@ -160,9 +156,7 @@ impl Cluster for Calls {
         let bearer = bearer(&request).map(str::to_owned);
         let req = request.into_inner();
         self.reply(
-            self.node
-                .execute_batch(req, Origin::Peer, bearer.as_deref())
-                .await,
+            super::service::execute_batch(&self.node, req, Origin::Peer, bearer.as_deref()).await,
         )
     }
 

@@ -1,8 +1,13 @@
-//! Protobuf messages to storage types and back. Values convert with the
-//! `From` impls of the client crate, which owns `pb`.
+//! Protobuf messages to the core's and storage's types and back: the gRPC
+//! services' edge. Values convert with the `From` impls of the client
+//! crate, which owns `pb`.
 
 use super::error::NodeError;
-use client::pb;
+use super::read::{Consistency, Read, Rows};
+use super::write::Written;
+use super::{barrier, Node};
+use client::{pb, Token};
+use std::time::Duration;
 use storage::{Column, Params, Statement, StatementResult, Value, WriteRequest};
 
 pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeError> {
@@ -96,5 +101,159 @@ pub fn result_out(r: StatementResult) -> pb::StatementResult {
         rows: rows_out(r.rows),
         rows_affected: r.rows_affected,
         last_insert_rowid: r.last_insert_rowid,
+    }
+}
+
+/// A `QueryRequest` as the core's [`Read`]. The token is parsed and
+/// checked against this cluster's lineage first, as every read is.
+pub fn read_in(node: &Node, req: pb::QueryRequest) -> Result<Read, NodeError> {
+    let token = node.check_token(&req.token)?;
+    let statement = req
+        .statement
+        .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
+    let statement = statement_in(statement, 0)?;
+    let consistency = match pb::Consistency::try_from(req.consistency) {
+        Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
+        Ok(pb::Consistency::Session) => Consistency::Session,
+        Ok(pb::Consistency::Stale) => Consistency::Stale {
+            max_lag: barrier::max_lag(req.max_lag_ms),
+        },
+        Err(_) => {
+            return Err(NodeError::BadRequest(format!(
+                "unknown consistency level {}",
+                req.consistency
+            )))
+        }
+    };
+    Ok(Read {
+        statement,
+        consistency,
+        token,
+        timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
+    })
+}
+
+/// A read's answer as a `QueryResponse`. `token` keeps the last token
+/// text made, by version: the reads of a batch share one snapshot, so one
+/// will do.
+pub fn query_response(
+    node: &Node,
+    rows: Rows,
+    token: &mut Option<(u64, String)>,
+) -> Result<pb::QueryResponse, NodeError> {
+    let version = rows.version();
+    let text = match token {
+        Some((v, text)) if *v == version => text.clone(),
+        _ => {
+            let text = node.token(version)?.to_string();
+            *token = Some((version, text.clone()));
+            text
+        }
+    };
+    Ok(pb::QueryResponse {
+        columns: columns_out(rows.result.columns),
+        rows: rows_out(rows.result.rows),
+        token: text,
+    })
+}
+
+/// A write request as the cluster API carries it to the leader (which
+/// checks it again, as it would a client's).
+pub fn write_request_out(request: &WriteRequest) -> pb::ExecuteRequest {
+    let (session, seq, floor) = match &request.fence {
+        Some(f) => (f.session.clone(), f.seq, f.floor),
+        None => (String::new(), 0, 0),
+    };
+    pb::ExecuteRequest {
+        statements: request.statements.iter().map(statement_out).collect(),
+        session,
+        seq,
+        floor,
+    }
+}
+
+/// A statement as the wire carries it.
+pub fn statement_out(s: &Statement) -> pb::Statement {
+    let value = |v: &Value| pb::Value::from(v.clone());
+    match &s.params {
+        Params::None => pb::Statement {
+            sql: s.sql.clone(),
+            ..pb::Statement::default()
+        },
+        Params::Positional(values) => pb::Statement {
+            sql: s.sql.clone(),
+            positional: values.iter().map(value).collect(),
+            ..pb::Statement::default()
+        },
+        Params::Named(values) => pb::Statement {
+            sql: s.sql.clone(),
+            named: values
+                .iter()
+                .map(|(name, v)| pb::NamedValue {
+                    name: name.clone(),
+                    value: Some(value(v)),
+                })
+                .collect(),
+            ..pb::Statement::default()
+        },
+    }
+}
+
+/// The leader's answer to a forwarded write, in the core's terms.
+pub fn written_in(resp: pb::ExecuteResponse) -> Result<Written, NodeError> {
+    let token = match resp.token.as_str() {
+        "" => Token::empty(),
+        text => text.parse().map_err(|e: client::TokenError| {
+            NodeError::Internal(format!("the leader answered a bad token: {e}"))
+        })?,
+    };
+    Ok(Written {
+        results: resp.results.into_iter().map(result_in).collect(),
+        token,
+        leader: resp.leader,
+    })
+}
+
+/// One item's outcome of a forwarded batch, in the core's terms.
+pub fn outcome_in(outcome: pb::ExecuteOutcome) -> Result<Written, NodeError> {
+    use pb::execute_outcome::Outcome;
+    match outcome.outcome {
+        Some(Outcome::Ok(resp)) => written_in(resp),
+        Some(Outcome::Error(item)) => Err(NodeError::Remote(client::Error::from_item(
+            &item,
+            client::ErrorCode::Internal,
+        ))),
+        None => Err(NodeError::Internal(
+            "the leader answered a write of the batch with nothing".into(),
+        )),
+    }
+}
+
+fn result_in(r: pb::StatementResult) -> StatementResult {
+    StatementResult {
+        columns: r
+            .columns
+            .into_iter()
+            .map(|c| Column {
+                name: c.name,
+                decltype: c.decltype,
+            })
+            .collect(),
+        rows: r
+            .rows
+            .into_iter()
+            .map(|row| row.values.into_iter().map(Value::from).collect())
+            .collect(),
+        rows_affected: r.rows_affected,
+        last_insert_rowid: r.last_insert_rowid,
+    }
+}
+
+/// A write's answer as an `ExecuteResponse`.
+pub fn execute_response(written: Written) -> pb::ExecuteResponse {
+    pb::ExecuteResponse {
+        results: written.results.into_iter().map(result_out).collect(),
+        token: written.token.to_string(),
+        leader: written.leader,
     }
 }

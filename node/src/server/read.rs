@@ -1,28 +1,75 @@
-//! The read calls, as every transport makes them: check the token, wait
-//! for the consistency asked (`barrier.rs`), then run the statement inline
-//! when it is quick, else on a read thread (`readers.rs`).
+//! The read calls, as every transport makes them, in the core's own terms
+//! ([`Read`] in, [`Rows`] out): check the token, wait for the consistency
+//! asked (`barrier.rs`), then run the statement inline when it is quick,
+//! else on a read thread (`readers.rs`). The gRPC service converts its
+//! messages at its edge (`convert.rs`); Hrana builds a [`Read`] from its
+//! JSON directly.
 
 use super::error::NodeError;
-use super::{barrier, check_batch_len, convert, Node};
-use client::{pb, Token};
+use super::{barrier, check_batch_len, Node};
+use client::Token;
 use std::sync::Arc;
 use std::time::Duration;
 
-impl Node {
-    /// A read at the requested consistency: inline if it is quick, else
-    /// on a read thread ([`Node::read_inline`]).
-    pub async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
-        self.query_cancellable(req, None).await
-    }
+/// The consistency a read asks for (see docs/consistency.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Everything acknowledged before the read began (a read index).
+    Linearizable,
+    /// At least the state of the caller's token.
+    Session,
+    /// Whatever this node has, if it heard from a leader within `max_lag`
+    /// (`None`: the node's default bound).
+    Stale { max_lag: Option<Duration> },
+}
 
-    /// [`Node::query`]; a read still running when `gone` is set is stopped.
-    pub async fn query_cancellable(
+impl Consistency {
+    fn name(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Session => "session",
+            Consistency::Stale { .. } => "stale",
+        }
+    }
+}
+
+/// A read as the core takes it.
+#[derive(Clone, Debug)]
+pub struct Read {
+    pub statement: storage::Statement,
+    pub consistency: Consistency,
+    /// The newest token the caller has seen (checked against this
+    /// cluster's lineage; a session read waits for its version).
+    pub token: Option<Token>,
+    /// How long the statement may run (`None`: the node's
+    /// `statement_timeout`).
+    pub timeout: Option<Duration>,
+}
+
+/// A read's answer: the rows, and the version they were read at.
+#[derive(Debug)]
+pub struct Rows {
+    pub result: storage::QueryResult,
+}
+
+impl Rows {
+    /// The data version the rows were read at.
+    pub fn version(&self) -> u64 {
+        self.result.version
+    }
+}
+
+impl Node {
+    /// A read at the requested consistency: inline if it is quick, else on
+    /// a read thread ([`Node::read_inline`]). A read still running when
+    /// `gone` is set is stopped.
+    pub async fn read(
         &self,
-        req: pb::QueryRequest,
+        read: Read,
         gone: Option<Arc<std::sync::atomic::AtomicBool>>,
-    ) -> Result<pb::QueryResponse, NodeError> {
+    ) -> Result<Rows, NodeError> {
         self.check_accepting()?;
-        let (statement, ready) = self.ready_to_read(req).await?;
+        let (statement, ready) = self.ready_to_read(read).await?;
         let result = match self.read_inline(&[(&statement, &ready.limits)]) {
             Some(Ok(mut results)) => results
                 .pop()
@@ -42,7 +89,7 @@ impl Node {
                     .await??
             }
         };
-        self.query_reply(&ready, result, &mut None)
+        Ok(self.answered(&ready, result))
     }
 
     /// Run `reads` in one read transaction right here, on the async worker,
@@ -87,21 +134,25 @@ impl Node {
         }
     }
 
-    /// Several independent reads (`QueryBatch`), each served as `query`
-    /// would. Their checks and waits run concurrently (linearizable ones
-    /// share read barriers); then every read that may run does, in one
-    /// read transaction (one snapshot): inline if they are quick, else on
-    /// a read thread.
-    pub async fn query_batch(
+    /// Several reads in one read transaction (the items of a batch call):
+    /// each waits for its own consistency, then all run together, inline
+    /// or on one read thread. An item that could not be read (a bad
+    /// request the transport found, a refused token) keeps its error.
+    pub async fn read_many(
         &self,
-        req: pb::QueryBatchRequest,
-    ) -> Result<pb::QueryBatchResponse, NodeError> {
-        check_batch_len(req.queries.len())?;
+        reads: Vec<Result<Read, NodeError>>,
+    ) -> Result<Vec<Result<Rows, NodeError>>, NodeError> {
+        check_batch_len(reads.len())?;
         self.check_accepting()?;
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "read")
-            .record(req.queries.len() as f64);
-        let ready =
-            futures::future::join_all(req.queries.into_iter().map(|q| self.ready_to_read(q))).await;
+            .record(reads.len() as f64);
+        let ready = futures::future::join_all(reads.into_iter().map(|r| async move {
+            match r {
+                Ok(read) => self.ready_to_read(read).await,
+                Err(e) => Err(e),
+            }
+        }))
+        .await;
         let mut runs = Vec::with_capacity(ready.len());
         let ready: Vec<Result<ReadyRead, NodeError>> = ready
             .into_iter()
@@ -129,28 +180,17 @@ impl Node {
             }
         }
         .into_iter();
-        let (mut hint, mut token) = (None, None);
-        let outcomes = ready
+        Ok(ready
             .into_iter()
             .map(|r| {
-                let result = r.and_then(|ready| match results.next() {
-                    Some(result) => self.query_reply(&ready, result?, &mut token),
+                r.and_then(|ready| match results.next() {
+                    Some(result) => Ok(self.answered(&ready, result?)),
                     None => Err(NodeError::Internal(
                         "a read of the batch was not run".into(),
                     )),
-                });
-                pb::QueryOutcome {
-                    outcome: Some(match result {
-                        Ok(ok) => pb::query_outcome::Outcome::Ok(ok),
-                        Err(e) => {
-                            let leader = hint.get_or_insert_with(|| self.leader_hint());
-                            pb::query_outcome::Outcome::Error(e.into_item(leader.as_deref()))
-                        }
-                    }),
-                }
+                })
             })
-            .collect();
-        Ok(pb::QueryBatchResponse { outcomes })
+            .collect())
     }
 
     /// Whether SQLite deems `sql` read-only against this node's schema
@@ -164,83 +204,51 @@ impl Node {
     /// consistency level.
     async fn ready_to_read(
         &self,
-        req: pb::QueryRequest,
+        read: Read,
     ) -> Result<(storage::Statement, ReadyRead), NodeError> {
-        let token = self.check_token(&req.token)?;
+        let Read {
+            statement,
+            consistency,
+            token,
+            timeout,
+        } = read;
+        self.check_lineage(token.as_ref())?;
         let limits = storage::Limits {
-            timeout: Some(match req.timeout_ms {
-                0 => self.config.statement_timeout,
-                ms => Duration::from_millis(ms),
-            }),
+            timeout: Some(timeout.unwrap_or(self.config.statement_timeout)),
             ..self.config.storage().result_limits()
         };
-        let statement = req
-            .statement
-            .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
-        let statement = convert::statement_in(statement, 0)?;
         let started = std::time::Instant::now();
-        let consistency = match pb::Consistency::try_from(req.consistency) {
+        match consistency {
             // Deliberately broken mode for the Jepsen harness (see config).
-            Ok(pb::Consistency::Linearizable) if self.config.unsafe_local_reads => "linearizable",
-            Ok(pb::Consistency::Linearizable) => {
+            Consistency::Linearizable if self.config.unsafe_local_reads => {}
+            Consistency::Linearizable => {
                 let want = self.read_index.barrier().await?;
                 barrier::wait_applied(&self.sm, want, self.config.write_timeout).await?;
-                "linearizable"
             }
-            Ok(pb::Consistency::Session) => {
+            Consistency::Session => {
                 let want = token.as_ref().map_or(0, Token::version);
                 barrier::wait_token(&self.sm, want, self.config.session_wait).await?;
-                "session"
             }
-            Ok(pb::Consistency::Stale) => {
-                barrier::stale_read_allowed(
-                    self.role().0,
-                    self.contact.age(),
-                    barrier::max_lag(req.max_lag_ms),
-                )?;
-                "stale"
+            Consistency::Stale { max_lag } => {
+                barrier::stale_read_allowed(self.role().0, self.contact.age(), max_lag)?;
             }
-            Err(_) => {
-                return Err(NodeError::BadRequest(format!(
-                    "unknown consistency level {}",
-                    req.consistency
-                )))
-            }
-        };
+        }
         self.check_lineage(token.as_ref())?;
         Ok((
             statement,
             ReadyRead {
-                consistency,
+                consistency: consistency.name(),
                 started,
                 limits,
             },
         ))
     }
 
-    /// The reply to a read. `token` keeps the last token made, by
-    /// version: the reads of a batch share one snapshot, so one will do.
-    fn query_reply(
-        &self,
-        ready: &ReadyRead,
-        result: storage::QueryResult,
-        token: &mut Option<(u64, String)>,
-    ) -> Result<pb::QueryResponse, NodeError> {
+    /// A read done: its time is recorded.
+    fn answered(&self, ready: &ReadyRead, result: storage::QueryResult) -> Rows {
         ::metrics::histogram!(crate::metrics::READ_DURATION, "consistency" => ready.consistency)
             .record(ready.started.elapsed());
-        let text = match token {
-            Some((version, text)) if *version == result.version => text.clone(),
-            _ => {
-                let text = self.token(result.version)?.to_string();
-                *token = Some((result.version, text.clone()));
-                text
-            }
-        };
-        Ok(pb::QueryResponse {
-            columns: convert::columns_out(result.columns),
-            rows: convert::rows_out(result.rows),
-            token: text,
-        })
+        Rows { result }
     }
 
     /// The leader side of a follower's read barrier.

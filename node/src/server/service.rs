@@ -11,7 +11,7 @@
 
 use super::auth::{self, bearer, Permission};
 use super::error::NodeError;
-use super::{Node, Origin};
+use super::{convert, Node, Origin};
 use client::pb;
 use client::pb::quorumlite_server::{Quorumlite, QuorumliteServer};
 use std::sync::Arc;
@@ -60,6 +60,85 @@ impl Service {
     }
 }
 
+/// `Execute`: the request as a `storage::WriteRequest`, written, the
+/// results as an `ExecuteResponse`. Shared with the cluster service,
+/// which serves the forwarded form.
+pub(super) async fn execute(
+    node: &Node,
+    req: pb::ExecuteRequest,
+    origin: Origin,
+    bearer: Option<&str>,
+) -> Result<pb::ExecuteResponse, NodeError> {
+    let request = convert::write_request_in(req)?;
+    let written = node.write(request, origin, bearer).await?;
+    Ok(convert::execute_response(written))
+}
+
+/// `ExecuteBatch`: each item converted (an item that does not convert
+/// keeps its error), written, each answered with its results or error.
+pub(super) async fn execute_batch(
+    node: &Node,
+    req: pb::ExecuteBatchRequest,
+    origin: Origin,
+    bearer: Option<&str>,
+) -> Result<pb::ExecuteBatchResponse, NodeError> {
+    let items = req
+        .writes
+        .into_iter()
+        .map(convert::write_request_in)
+        .collect();
+    let results = node.write_many(items, origin, bearer).await?;
+    let outcomes = results
+        .into_iter()
+        .map(|r| pb::ExecuteOutcome {
+            outcome: Some(match r {
+                Ok(written) => pb::execute_outcome::Outcome::Ok(convert::execute_response(written)),
+                Err(e) => pb::execute_outcome::Outcome::Error(e.into_item(None)),
+            }),
+        })
+        .collect();
+    Ok(pb::ExecuteBatchResponse { outcomes })
+}
+
+/// `Query`: the request as a [`Read`](super::read::Read), read, the rows
+/// as a `QueryResponse`.
+async fn query(node: &Node, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
+    let read = convert::read_in(node, req)?;
+    let rows = node.read(read, None).await?;
+    convert::query_response(node, rows, &mut None)
+}
+
+/// `QueryBatch`: each item converted (an item that does not convert keeps
+/// its error), read together, each answered with its rows or its error.
+async fn query_batch(
+    node: &Node,
+    req: pb::QueryBatchRequest,
+) -> Result<pb::QueryBatchResponse, NodeError> {
+    let reads = req
+        .queries
+        .into_iter()
+        .map(|q| convert::read_in(node, q))
+        .collect();
+    let results = node.read_many(reads).await?;
+    let (mut hint, mut token) = (None, None);
+    let outcomes = results
+        .into_iter()
+        .map(|r| {
+            let result = r.and_then(|rows| convert::query_response(node, rows, &mut token));
+            pb::QueryOutcome {
+                outcome: Some(match result {
+                    Ok(ok) => pb::query_outcome::Outcome::Ok(ok),
+                    Err(e) => {
+                        let leader = hint.get_or_insert_with(|| node.leader_hint());
+                        pb::query_outcome::Outcome::Error(e.into_item(leader.as_deref()))
+                    }
+                }),
+            }
+        })
+        .collect();
+    Ok(pb::QueryBatchResponse { outcomes })
+}
+
 /// Serve one request of a `Calls` stream, as its unary form would be.
 async fn serve_call(
     node: Arc<Node>,
@@ -75,14 +154,13 @@ async fn serve_call(
     };
     let outcome = match req.call {
         Some(Call::Execute(batch)) => match admit(Permission::Write) {
-            Ok(_) => node
-                .execute_batch(batch, Origin::Client, bearer.as_deref())
+            Ok(_) => execute_batch(&node, batch, Origin::Client, bearer.as_deref())
                 .await
                 .map(Reply::Execute),
             Err(e) => Err(e),
         },
         Some(Call::Query(batch)) => match admit(Permission::Read) {
-            Ok(_) => node.query_batch(batch).await.map(Reply::Query),
+            Ok(_) => query_batch(&node, batch).await.map(Reply::Query),
             Err(e) => Err(e),
         },
         None => Err(NodeError::BadRequest(
@@ -111,11 +189,7 @@ impl Quorumlite for Service {
         }
         let bearer = bearer(&request).map(str::to_owned);
         let req = request.into_inner();
-        self.reply(
-            self.node
-                .execute(req, Origin::Client, bearer.as_deref())
-                .await,
-        )
+        self.reply(execute(&self.node, req, Origin::Client, bearer.as_deref()).await)
     }
 
     async fn query(
@@ -126,7 +200,7 @@ impl Quorumlite for Service {
         if let Err(e) = self.admit(&request, Permission::Read) {
             return self.reply(Err(e));
         }
-        self.reply(self.node.query(request.into_inner()).await)
+        self.reply(query(&self.node, request.into_inner()).await)
     }
 
     async fn execute_batch(
@@ -138,11 +212,7 @@ impl Quorumlite for Service {
         }
         let bearer = bearer(&request).map(str::to_owned);
         let req = request.into_inner();
-        self.reply(
-            self.node
-                .execute_batch(req, Origin::Client, bearer.as_deref())
-                .await,
-        )
+        self.reply(execute_batch(&self.node, req, Origin::Client, bearer.as_deref()).await)
     }
 
     async fn query_batch(
@@ -152,7 +222,7 @@ impl Quorumlite for Service {
         if let Err(e) = self.admit(&request, Permission::Read) {
             return self.reply(Err(e));
         }
-        self.reply(self.node.query_batch(request.into_inner()).await)
+        self.reply(query_batch(&self.node, request.into_inner()).await)
     }
 
     type CallsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::CallReply, Status>>;

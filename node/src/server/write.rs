@@ -1,32 +1,50 @@
-//! The write calls, as every transport makes them: route the write (here,
-//! or the leader), forward it or hand it to the writer thread (`writer.rs`),
-//! and answer once it is applied.
+//! The write calls, as every transport makes them, in the core's own
+//! terms (`storage::WriteRequest` in, [`Written`] out): route the write
+//! (here, or the leader), forward it or hand it to the writer thread
+//! (`writer.rs`), and answer once it is applied. A forwarded write travels
+//! on the cluster API, converted there and back (`convert.rs`).
 
 use super::error::NodeError;
 use super::{check_batch_len, convert, leader_addr, Node, Origin, Route};
-use client::pb;
+use client::{pb, Token};
 use openraft::ServerState;
 use std::future::Future;
 use std::time::Duration;
+use storage::{StatementResult, WriteRequest};
+
+/// A write's answer.
+#[derive(Debug)]
+pub struct Written {
+    /// Each statement's result, in order.
+    pub results: Vec<StatementResult>,
+    /// The token of the version the write was committed at.
+    pub token: Token,
+    /// The address of the leader that ran it (a client learns the leader
+    /// from it, whichever node it asked).
+    pub leader: String,
+}
 
 impl Node {
     /// A write: run it here if this node leads, else forward it.
-    pub async fn execute(
+    pub async fn write(
         &self,
-        req: pb::ExecuteRequest,
+        request: WriteRequest,
         origin: Origin,
         bearer: Option<&str>,
-    ) -> Result<pb::ExecuteResponse, NodeError> {
+    ) -> Result<Written, NodeError> {
         self.check_accepting()?;
         let forwarded = self
             .forward_write(origin, |addr| {
-                let req = req.clone();
-                async move { self.forward.execute(&addr, req, bearer).await }
+                let req = convert::write_request_out(&request);
+                async move {
+                    let resp = self.forward.execute(&addr, req, bearer).await?;
+                    convert::written_in(resp)
+                }
             })
             .await?;
         match forwarded {
-            Some(resp) => Ok(resp),
-            None => self.execute_here(req).await,
+            Some(written) => Ok(written),
+            None => self.write_here(request).await,
         }
     }
 
@@ -116,62 +134,71 @@ impl Node {
             .map_err(|_| NodeError::NoLeader)
     }
 
-    /// Several independent writes (`ExecuteBatch`): run here if this node
-    /// leads, each its own request to the writer, or forwarded to the
-    /// leader as one call. An error of the whole (not leader, shutting
-    /// down) is every write's error.
-    pub async fn execute_batch(
+    /// Several independent writes (the items of a batch call): run here
+    /// if this node leads, each its own request to the writer, or
+    /// forwarded to the leader as one call. An item that could not be
+    /// converted (a bad request the transport found) keeps its error. An
+    /// error of the whole (not leader, shutting down) is every write's.
+    pub async fn write_many(
         &self,
-        req: pb::ExecuteBatchRequest,
+        items: Vec<Result<WriteRequest, NodeError>>,
         origin: Origin,
         bearer: Option<&str>,
-    ) -> Result<pb::ExecuteBatchResponse, NodeError> {
-        check_batch_len(req.writes.len())?;
+    ) -> Result<Vec<Result<Written, NodeError>>, NodeError> {
+        check_batch_len(items.len())?;
         self.check_accepting()?;
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "write")
-            .record(req.writes.len() as f64);
-        let sent = self
-            .forward_write(origin, |addr| {
-                let req = req.clone();
-                async move { self.forward.execute_batch(&addr, req, bearer).await }
-            })
-            .await?;
-        if let Some(resp) = sent {
-            return Ok(resp);
+            .record(items.len() as f64);
+        if items.iter().any(Result::is_ok) {
+            let sent = self
+                .forward_write(origin, |addr| {
+                    let writes = items
+                        .iter()
+                        .filter_map(|i| i.as_ref().ok())
+                        .map(convert::write_request_out)
+                        .collect();
+                    let req = pb::ExecuteBatchRequest { writes };
+                    async move { self.forward.execute_batch(&addr, req, bearer).await }
+                })
+                .await?;
+            if let Some(resp) = sent {
+                // Each item sent takes the next outcome, in order.
+                let mut outcomes = resp.outcomes.into_iter();
+                return Ok(items
+                    .into_iter()
+                    .map(|item| {
+                        item.and_then(|_| match outcomes.next() {
+                            Some(outcome) => convert::outcome_in(outcome),
+                            None => Err(NodeError::Internal(
+                                "the leader answered fewer writes than it was sent".into(),
+                            )),
+                        })
+                    })
+                    .collect());
+            }
         }
         // Polled in order, so the writes reach the writer's queue in the
         // batch's order.
-        let results =
-            futures::future::join_all(req.writes.into_iter().map(|w| self.execute_here(w))).await;
-        let outcomes = results
-            .into_iter()
-            .map(|r| pb::ExecuteOutcome {
-                outcome: Some(match r {
-                    Ok(ok) => pb::execute_outcome::Outcome::Ok(ok),
-                    Err(e) => pb::execute_outcome::Outcome::Error(e.into_item(None)),
-                }),
-            })
-            .collect();
-        Ok(pb::ExecuteBatchResponse { outcomes })
+        Ok(
+            futures::future::join_all(items.into_iter().map(|item| async move {
+                match item {
+                    Ok(request) => self.write_here(request).await,
+                    Err(e) => Err(e),
+                }
+            }))
+            .await,
+        )
     }
 
     /// A write on the leader: hand it to the writer, answer once applied.
-    async fn execute_here(
-        &self,
-        req: pb::ExecuteRequest,
-    ) -> Result<pb::ExecuteResponse, NodeError> {
-        let request = convert::write_request_in(req)?;
+    async fn write_here(&self, request: WriteRequest) -> Result<Written, NodeError> {
         let started = std::time::Instant::now();
         let committed = self.writer.submit(request).await;
         ::metrics::histogram!(crate::metrics::WRITE_DURATION).record(started.elapsed());
         let committed = committed?;
-        Ok(pb::ExecuteResponse {
-            results: committed
-                .results
-                .into_iter()
-                .map(convert::result_out)
-                .collect(),
-            token: self.token(committed.version)?.to_string(),
+        Ok(Written {
+            results: committed.results,
+            token: self.token(committed.version)?,
             leader: self.config.advertised(),
         })
     }

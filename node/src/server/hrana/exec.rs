@@ -17,9 +17,10 @@ use super::proto::{
 use super::stream::{StreamState, MAX_STORED_SQL};
 use crate::server::auth::{self, Permission};
 use crate::server::error::NodeError;
+use crate::server::read::{Consistency, Read};
 use crate::server::Node;
 use client::{pb, Token};
-use storage::{Params, RequestError, Statement, StatementResult, TxnEnd, TxnOptions, Value};
+use storage::{Params, RequestError, Statement, StatementResult, TxnEnd, TxnOptions};
 
 /// Code of an error about the stream's transaction (as `@libsql/client` names it).
 const TRANSACTION_CLOSED: &str = "TRANSACTION_CLOSED";
@@ -303,86 +304,75 @@ impl Ctx<'_> {
                 Ok(StmtResult::default())
             }
             Kind::Other => {
-                let statement = pb_statement(sql, params);
-                if is_read(self.node, &statement.sql) {
-                    self.read(statement, want_rows).await
+                if is_read(self.node, &sql) {
+                    self.read(Statement { sql, params }, want_rows).await
                 } else {
-                    self.write(statement, want_rows).await
+                    self.write(Statement { sql, params }, want_rows).await
                 }
             }
         }
     }
 
-    async fn read(
-        &mut self,
-        statement: pb::Statement,
-        want_rows: bool,
-    ) -> Result<StmtResult, Error> {
-        let token = match self.consistency {
-            pb::Consistency::Session => self
-                .newest
-                .as_ref()
-                .map(Token::to_string)
-                .unwrap_or_default(),
-            _ => String::new(),
+    async fn read(&mut self, statement: Statement, want_rows: bool) -> Result<StmtResult, Error> {
+        let consistency = match self.consistency {
+            pb::Consistency::Linearizable => Consistency::Linearizable,
+            pb::Consistency::Session => Consistency::Session,
+            pb::Consistency::Stale => Consistency::Stale { max_lag: None },
         };
-        let resp = self
+        let token = match consistency {
+            Consistency::Session => self.newest.clone(),
+            _ => None,
+        };
+        let read = Read {
+            statement,
+            consistency,
+            token,
+            timeout: None,
+        };
+        let rows = self
             .node
-            .query_cancellable(
-                pb::QueryRequest {
-                    statement: Some(statement),
-                    consistency: self.consistency as i32,
-                    token,
-                    max_lag_ms: 0,
-                    timeout_ms: 0,
-                },
-                self.gone.clone(),
-            )
+            .read(read, self.gone.clone())
             .await
             .map_err(node_error)?;
-        self.observe(&resp.token);
-        let version = resp.token.parse::<Token>().ok().map(|t| t.version());
+        let version = rows.version();
+        self.observe_version(version);
+        let result = rows.result;
         Ok(StmtResult {
-            cols: resp.columns.into_iter().map(col).collect(),
+            cols: result.columns.into_iter().map(storage_col).collect(),
             rows: if want_rows {
-                rows(resp.rows)
+                result
+                    .rows
+                    .into_iter()
+                    .map(|row| row.into_iter().map(OutValue::from).collect())
+                    .collect()
             } else {
                 Vec::new()
             },
             affected_row_count: 0,
             last_insert_rowid: None,
-            replication_index: version.map(|v| v.to_string()),
+            replication_index: Some(version.to_string()),
         })
     }
 
-    async fn write(
-        &mut self,
-        statement: pb::Statement,
-        want_rows: bool,
-    ) -> Result<StmtResult, Error> {
+    async fn write(&mut self, statement: Statement, want_rows: bool) -> Result<StmtResult, Error> {
         self.may_write()?;
-        let resp = self
+        let written = self
             .node
-            .execute(
-                pb::ExecuteRequest {
-                    statements: vec![statement],
-                    ..pb::ExecuteRequest::default()
-                },
+            .write(
+                storage::WriteRequest::new(vec![statement]),
                 crate::server::Origin::Client,
                 self.bearer,
             )
             .await
             .map_err(node_error)?;
-        self.observe(&resp.token);
-        let version = resp.token.parse::<Token>().ok().map(|t| t.version());
-        let r = resp.results.into_iter().next().unwrap_or_default();
-        Ok(StmtResult {
-            cols: r.columns.into_iter().map(col).collect(),
-            rows: if want_rows { rows(r.rows) } else { Vec::new() },
-            affected_row_count: r.rows_affected,
-            last_insert_rowid: Some(r.last_insert_rowid.to_string()),
-            replication_index: version.map(|v| v.to_string()),
-        })
+        let version = written.token.version();
+        self.observe(&written.token.to_string());
+        let mut result = local_result(
+            written.results.into_iter().next().unwrap_or_default(),
+            want_rows,
+        );
+        result.replication_index = Some(version.to_string());
+        Ok(result)
     }
 }
 
@@ -444,55 +434,11 @@ fn params(stmt: &Stmt) -> Result<Params, Error> {
     }
 }
 
-fn pb_statement(sql: String, params: Params) -> pb::Statement {
-    let value = pb::Value::from;
-    match params {
-        Params::None => pb::Statement {
-            sql,
-            ..pb::Statement::default()
-        },
-        Params::Positional(values) => pb::Statement {
-            sql,
-            positional: values.into_iter().map(value).collect(),
-            ..pb::Statement::default()
-        },
-        Params::Named(values) => pb::Statement {
-            sql,
-            named: values
-                .into_iter()
-                .map(|(name, v)| pb::NamedValue {
-                    name,
-                    value: Some(value(v)),
-                })
-                .collect(),
-            ..pb::Statement::default()
-        },
-    }
-}
-
 fn storage_col(c: storage::Column) -> Col {
     Col {
         name: Some(c.name),
         decltype: c.decltype,
     }
-}
-
-fn col(c: pb::Column) -> Col {
-    Col {
-        name: Some(c.name),
-        decltype: c.decltype,
-    }
-}
-
-fn rows(rows: Vec<pb::Row>) -> Vec<Vec<OutValue>> {
-    rows.into_iter()
-        .map(|r| {
-            r.values
-                .into_iter()
-                .map(|v| OutValue::from(Value::from(v)))
-                .collect()
-        })
-        .collect()
 }
 
 /// A result from inside a transaction: no version yet (it is not committed).
