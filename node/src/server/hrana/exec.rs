@@ -15,15 +15,13 @@ use super::proto::{
     StmtResult, StreamRequest, StreamResponse,
 };
 use super::stream::{StreamState, MAX_STORED_SQL};
+use super::wire;
 use crate::server::auth::{self, Permission};
 use crate::server::error::NodeError;
 use crate::server::read::{Consistency, Read};
 use crate::server::Node;
 use client::{pb, Token};
-use storage::{Params, RequestError, Statement, StatementResult, TxnEnd, TxnOptions};
-
-/// Code of an error about the stream's transaction (as `@libsql/client` names it).
-const TRANSACTION_CLOSED: &str = "TRANSACTION_CLOSED";
+use storage::{Params, Statement, StatementResult, TxnEnd, TxnOptions};
 
 /// What a statement's text does to the stream, decided from its leading
 /// keywords (comments skipped).
@@ -100,7 +98,7 @@ impl Ctx<'_> {
             Permission::Write,
         )
         .map(drop)
-        .map_err(node_error)
+        .map_err(wire::error)
     }
 
     /// Run one request of the stream.
@@ -146,7 +144,7 @@ impl Ctx<'_> {
                     .sm
                     .reads()
                     .describe(&text)
-                    .map_err(|e| node_error(e.into()))?;
+                    .map_err(|e| wire::error(e.into()))?;
                 Ok(StreamResponse::Describe {
                     result: DescribeResult {
                         params: d
@@ -256,7 +254,7 @@ impl Ctx<'_> {
                                 ..StmtResult::default()
                             })
                         }
-                        Err(e) => Err(node_error(e)),
+                        Err(e) => Err(wire::error(e)),
                     }
                 }
                 // A no-op inside a transaction, as in SQLite.
@@ -270,11 +268,11 @@ impl Ctx<'_> {
                             }
                             step.result
                                 .map(|r| local_result(r, want_rows))
-                                .map_err(|e| node_error(NodeError::Request(e)))
+                                .map_err(|e| wire::error(NodeError::Request(e)))
                         }
                         Err(e) => {
                             state.txn = None;
-                            Err(node_error(e))
+                            Err(wire::error(e))
                         }
                     }
                 }
@@ -287,7 +285,7 @@ impl Ctx<'_> {
                     read_only,
                     foreign_keys: state.foreign_keys,
                 };
-                let id = self.node.writer.begin(options).await.map_err(node_error)?;
+                let id = self.node.writer.begin(options).await.map_err(wire::error)?;
                 state.txn = Some(id);
                 Ok(StmtResult::default())
             }
@@ -333,7 +331,7 @@ impl Ctx<'_> {
             .node
             .read(read, self.gone.clone())
             .await
-            .map_err(node_error)?;
+            .map_err(wire::error)?;
         let version = rows.version();
         self.observe_version(version);
         let result = rows.result;
@@ -364,7 +362,7 @@ impl Ctx<'_> {
                 self.bearer,
             )
             .await
-            .map_err(node_error)?;
+            .map_err(wire::error)?;
         let version = written.token.version();
         self.observe(&written.token.to_string());
         let mut result = local_result(
@@ -498,30 +496,6 @@ fn eval(cond: &BatchCond, done: &BatchResult, autocommit: bool) -> Result<bool, 
 
 fn sqlite_error(code: &str, message: &str) -> Error {
     Error::new(code, message)
-}
-
-/// The Hrana form of a node error: SQL errors keep their SQLite code
-/// (`SQLITE_CONSTRAINT`...), the others their Quorumlite code.
-pub fn node_error(e: NodeError) -> Error {
-    crate::metrics::error_answered(e.code());
-    match &e {
-        NodeError::Request(r) => Error::new(r.code(), request_message(r)),
-        NodeError::Remote(c) => Error::new(
-            c.sqlite_code.as_deref().unwrap_or(c.code.as_str()),
-            c.message.clone(),
-        ),
-        NodeError::TxnClosed(m) => Error::new(TRANSACTION_CLOSED, m.clone()),
-        _ => Error::new(e.code().as_str(), e.to_string()),
-    }
-}
-
-fn request_message(r: &RequestError) -> String {
-    match r {
-        RequestError::Sql { message, .. } => message.clone(),
-        RequestError::Refused { reason, .. } => reason.clone(),
-        RequestError::Params { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -34,12 +34,13 @@ mod conn;
 mod exec;
 mod proto;
 mod stream;
+mod wire;
 
 pub use stream::Streams;
 
 use super::auth::{self, Permission};
 use super::error::NodeError;
-use super::Node;
+use super::{Node, Origin, Route};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -89,39 +90,37 @@ impl Reply {
     }
 
     fn from_node_error(e: NodeError) -> Reply {
-        let status = match &e {
-            NodeError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            NodeError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            NodeError::BadRequest(_)
-            | NodeError::BadToken(_)
-            | NodeError::LineageMismatch { .. } => StatusCode::BAD_REQUEST,
-            NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        Reply::error(status, exec::node_error(e))
+        let status = wire::status(&e);
+        Reply::error(status, wire::error(e))
     }
+}
+
+/// Where a pipeline was served, for the metric.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// Here.
+    Here,
+    /// By the node it was passed on to (the leader, or the stream's owner).
+    PassedOn,
 }
 
 const PROTOCOL_ERROR: &str = "PROTOCOL_ERROR";
 
 /// Serve one pipeline (see the module docs).
 pub async fn pipeline(node: &Node, input: Input) -> Reply {
-    let reply = serve(node, input).await;
-    let outcome = match reply.status {
-        200 => "local",
-        0 => "forwarded",
+    let mut served = Served::Here;
+    let reply = serve(node, input, &mut served).await;
+    let outcome = match (reply.status, served) {
+        (200, Served::Here) => "local",
+        (200, Served::PassedOn) => "forwarded",
         _ => "error",
     };
     ::metrics::counter!(crate::metrics::HTTP_PIPELINES, "outcome" => outcome).increment(1);
-    Reply {
-        status: if reply.status == 0 { 200 } else { reply.status },
-        ..reply
-    }
+    reply
 }
 
-/// [`pipeline`]; a reply passed on from another node has status 0 here
-/// (for the metric) when that node served it.
-async fn serve(node: &Node, input: Input) -> Reply {
+/// [`pipeline`]; `served` says where, once it was passed on.
+async fn serve(node: &Node, input: Input, served: &mut Served) -> Reply {
     if let Err(e) = node.check_accepting() {
         return Reply::from_node_error(e);
     }
@@ -196,10 +195,10 @@ async fn serve(node: &Node, input: Input) -> Reply {
                 )
             }
         },
-        None if baton.is_none() && !input.forwarded && !node.role().0 && needs_leader(node, &requests) => {
-            match node.find_leader().await {
-                Ok(Some(addr)) => Some(addr),
-                Ok(None) => None,
+        None if baton.is_none() && !input.forwarded && needs_leader(node, &requests) => {
+            match node.route(Origin::Client).await {
+                Ok(Route::Leader(addr)) => Some(addr),
+                Ok(Route::Here) => None,
                 Err(e) => return Reply::from_node_error(e),
             }
         }
@@ -224,11 +223,14 @@ async fn serve(node: &Node, input: Input) -> Reply {
             call.await
         };
         return match forwarded {
-            Ok(r) => Reply {
-                status: if r.status == 200 { 0 } else { r.status as u16 },
-                body: r.body,
-                token: Some(r.token).filter(|t| !t.is_empty()),
-            },
+            Ok(r) => {
+                *served = Served::PassedOn;
+                Reply {
+                    status: u16::try_from(r.status).unwrap_or(500),
+                    body: r.body,
+                    token: Some(r.token).filter(|t| !t.is_empty()),
+                }
+            }
             Err(e) => Reply::from_node_error(e),
         };
     }
