@@ -19,6 +19,7 @@ use client::dial::{Dial, DialError, Keepalive};
 use client::pb::{ExecuteRequest, ExecuteResponse};
 use client::ErrorCode;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
@@ -86,6 +87,32 @@ impl Forwarder {
         Ok(c)
     }
 
+    /// Send `message` to the node at `addr` with `send` (one method of the
+    /// cluster API), as `how` says; a failure becomes this node's error
+    /// ([`remote`]).
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        addr: &str,
+        message: Req,
+        how: How<'_>,
+        send: F,
+    ) -> Result<Resp, NodeError>
+    where
+        F: FnOnce(PeerClient, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let mut req = tonic::Request::new(message);
+        if let Some(deadline) = how.deadline {
+            req.set_timeout(deadline);
+        }
+        // The receiving node checks the caller's token again.
+        carry_bearer(&mut req, how.bearer);
+        match send(self.client(addr)?, req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(remote(&status, addr, how.write)),
+        }
+    }
+
     /// Send a write to the leader at `addr`.
     pub async fn execute(
         &self,
@@ -97,16 +124,15 @@ impl Forwarder {
         // A lone VACUUM takes as long as the database's size needs
         // (`writer/image.rs`): no deadline; keepalive notices a dead leader.
         let vacuum = matches!(request.statements.as_slice(), [s] if storage::is_vacuum_sql(&s.sql));
-        let mut req = tonic::Request::new(request);
-        if !vacuum {
-            req.set_timeout(self.write_deadline);
-        }
-        // The leader checks the caller's token again.
-        carry_bearer(&mut req, bearer);
-        match self.client(addr)?.execute(req).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(remote(&status, addr, true)),
-        }
+        let deadline = (!vacuum).then_some(self.write_deadline);
+        let how = How::write(deadline, bearer);
+        self.call(
+            addr,
+            request,
+            how,
+            |mut c, r| async move { c.execute(r).await },
+        )
+        .await
     }
 
     /// Send a batch of writes to the leader at `addr`, as one call.
@@ -118,13 +144,11 @@ impl Forwarder {
     ) -> Result<client::pb::ExecuteBatchResponse, NodeError> {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "write")
             .increment(request.writes.len() as u64);
-        let mut req = tonic::Request::new(request);
-        req.set_timeout(self.write_deadline);
-        carry_bearer(&mut req, bearer);
-        match self.client(addr)?.execute_batch(req).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(remote(&status, addr, true)),
-        }
+        let how = How::write(Some(self.write_deadline), bearer);
+        self.call(addr, request, how, |mut c, r| async move {
+            c.execute_batch(r).await
+        })
+        .await
     }
 
     /// Pass a Hrana pipeline on to the node at `addr` (the leader, or the
@@ -137,13 +161,11 @@ impl Forwarder {
         bearer: Option<&str>,
     ) -> Result<HranaPipelineResponse, NodeError> {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "http").increment(1);
-        let mut req = tonic::Request::new(request);
-        req.set_timeout(self.write_deadline);
-        carry_bearer(&mut req, bearer);
-        match self.client(addr)?.hrana_pipeline(req).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(remote(&status, addr, true)),
-        }
+        let how = How::write(Some(self.write_deadline), bearer);
+        self.call(addr, request, how, |mut c, r| async move {
+            c.hrana_pipeline(r).await
+        })
+        .await
     }
 
     /// Pass a membership change on to the leader at `addr`.
@@ -154,13 +176,11 @@ impl Forwarder {
         bearer: Option<&str>,
         limit: Duration,
     ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
-        let mut req = tonic::Request::new(request);
-        req.set_timeout(limit);
-        carry_bearer(&mut req, bearer);
-        match self.client(addr)?.change_membership(req).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(remote(&status, addr, false)),
-        }
+        let how = How::other(limit, bearer);
+        self.call(addr, request, how, |mut c, r| async move {
+            c.change_membership(r).await
+        })
+        .await
     }
 
     /// Ask the member at `addr` to add node `join` (`--join`), or pass
@@ -172,17 +192,20 @@ impl Forwarder {
         passed_on: bool,
         limit: Duration,
     ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
-        let mut req = tonic::Request::new(JoinRequest {
+        let request = JoinRequest {
             id: join.id,
             addr: join.addr.clone(),
             learner: join.learner,
             forwarded: passed_on,
-        });
-        req.set_timeout(limit);
-        match self.client(addr)?.join(req).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(remote(&status, addr, false)),
-        }
+        };
+        let how = How::other(limit, None);
+        self.call(
+            addr,
+            request,
+            how,
+            |mut c, r| async move { c.join(r).await },
+        )
+        .await
     }
 
     /// Pass a leader transfer on to the leader at `addr`.
@@ -192,13 +215,11 @@ impl Forwarder {
         request: client::pb::TransferLeaderRequest,
         bearer: Option<&str>,
     ) -> Result<client::pb::TransferLeaderResponse, NodeError> {
-        let mut req = tonic::Request::new(request);
-        req.set_timeout(self.write_deadline);
-        carry_bearer(&mut req, bearer);
-        match self.client(addr)?.transfer_leader(req).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(remote(&status, addr, false)),
-        }
+        let how = How::other(self.write_deadline, bearer);
+        self.call(addr, request, how, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
     }
 
     /// Tell a voter its part in a leader transfer.
@@ -208,12 +229,16 @@ impl Forwarder {
         campaign: bool,
         pause_ms: u64,
     ) -> Result<(), NodeError> {
-        let mut req = tonic::Request::new(CampaignRequest { campaign, pause_ms });
-        req.set_timeout(Duration::from_secs(1));
-        match self.client(addr)?.campaign(req).await {
-            Ok(_) => Ok(()),
-            Err(status) => Err(remote(&status, addr, false)),
-        }
+        let request = CampaignRequest { campaign, pause_ms };
+        let how = How::other(Duration::from_secs(1), None);
+        self.call(
+            addr,
+            request,
+            how,
+            |mut c, r| async move { c.campaign(r).await },
+        )
+        .await
+        .map(drop)
     }
 
     /// Ask the leader at `addr` for a read barrier.
@@ -223,11 +248,39 @@ impl Forwarder {
         timeout: Duration,
     ) -> Result<ReadIndexResponse, NodeError> {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "read_index").increment(1);
-        let mut req = tonic::Request::new(ReadIndexRequest {});
-        req.set_timeout(timeout);
-        match self.client(addr)?.read_index(req).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(remote(&status, addr, false)),
+        let how = How::other(timeout, None);
+        self.call(addr, ReadIndexRequest {}, how, |mut c, r| async move {
+            c.read_index(r).await
+        })
+        .await
+    }
+}
+
+/// How a call is sent.
+struct How<'a> {
+    /// Its deadline (`None`: none; keepalive still notices a dead peer).
+    deadline: Option<Duration>,
+    /// The client's token, for the receiving node to check again.
+    bearer: Option<&'a str>,
+    /// It may change data: a failure in transit after sending is
+    /// indeterminate, not "nothing done".
+    write: bool,
+}
+
+impl<'a> How<'a> {
+    fn write(deadline: Option<Duration>, bearer: Option<&'a str>) -> How<'a> {
+        How {
+            deadline,
+            bearer,
+            write: true,
+        }
+    }
+
+    fn other(deadline: Duration, bearer: Option<&'a str>) -> How<'a> {
+        How {
+            deadline: Some(deadline),
+            bearer,
+            write: false,
         }
     }
 }
