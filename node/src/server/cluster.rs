@@ -122,6 +122,25 @@ impl Calls {
         })
     }
 
+    /// Check the client's permission again (`need`), then `serve` the call
+    /// made for it; its result or error is the reply.
+    async fn serve<T, R, F, Fut>(
+        &self,
+        request: Request<T>,
+        need: Permission,
+        serve: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(T, Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<R, NodeError>>,
+    {
+        if let Err(e) = self.admit(&request, need) {
+            return self.reply(Err(e));
+        }
+        let bearer = bearer(&request).map(str::to_owned);
+        self.reply(serve(request.into_inner(), bearer).await)
+    }
+
     /// The client's permission, checked again on a call made for it.
     fn admit<T>(&self, request: &Request<T>, need: Permission) -> Result<(), NodeError> {
         auth::check(&self.node.config.auth_tokens, bearer(request), need)
@@ -138,26 +157,20 @@ impl Cluster for Calls {
         &self,
         request: Request<public::ExecuteRequest>,
     ) -> Result<Response<public::ExecuteResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Write) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        let req = request.into_inner();
-        self.reply(super::service::execute(&self.node, req, Origin::Peer, bearer.as_deref()).await)
+        self.serve(request, Permission::Write, |req, bearer| async move {
+            super::service::execute(&self.node, req, Origin::Peer, bearer.as_deref()).await
+        })
+        .await
     }
 
     async fn execute_batch(
         &self,
         request: Request<public::ExecuteBatchRequest>,
     ) -> Result<Response<public::ExecuteBatchResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Write) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        let req = request.into_inner();
-        self.reply(
-            super::service::execute_batch(&self.node, req, Origin::Peer, bearer.as_deref()).await,
-        )
+        self.serve(request, Permission::Write, |req, bearer| async move {
+            super::service::execute_batch(&self.node, req, Origin::Peer, bearer.as_deref()).await
+        })
+        .await
     }
 
     async fn hrana_pipeline(
@@ -191,32 +204,24 @@ impl Cluster for Calls {
         &self,
         request: Request<public::ChangeMembershipRequest>,
     ) -> Result<Response<public::ChangeMembershipResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Admin) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        let req = request.into_inner();
-        self.reply(
+        self.serve(request, Permission::Admin, |req, bearer| async move {
             self.node
                 .change_membership(req, Origin::Peer, bearer.as_deref())
-                .await,
-        )
+                .await
+        })
+        .await
     }
 
     async fn transfer_leader(
         &self,
         request: Request<public::TransferLeaderRequest>,
     ) -> Result<Response<public::TransferLeaderResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Admin) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        let req = request.into_inner();
-        self.reply(
+        self.serve(request, Permission::Admin, |req, bearer| async move {
             self.node
                 .transfer_leader(req, Origin::Peer, bearer.as_deref())
-                .await,
-        )
+                .await
+        })
+        .await
     }
 
     async fn read_index(

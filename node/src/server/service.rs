@@ -14,6 +14,7 @@ use super::error::NodeError;
 use super::{convert, Node, Origin};
 use client::pb;
 use client::pb::quorumlite_server::{Quorumlite, QuorumliteServer};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -45,6 +46,25 @@ impl Service {
             tracing::debug!(code = %e.code(), error = %e, "request failed");
             e.into_status(self.node.leader_hint().as_deref())
         })
+    }
+
+    /// Admit a call needing `need`, then `serve` it (given the message and
+    /// the caller's token); its result or error is the reply.
+    async fn serve<T, R, F, Fut>(
+        &self,
+        request: Request<T>,
+        need: Permission,
+        serve: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(T, Option<String>) -> Fut,
+        Fut: Future<Output = Result<R, NodeError>>,
+    {
+        if let Err(e) = self.admit(&request, need) {
+            return self.reply(Err(e));
+        }
+        let bearer = bearer(&request).map(str::to_owned);
+        self.reply(serve(request.into_inner(), bearer).await)
     }
 
     /// Admit a call needing `need` (see `auth`); refusals are counted.
@@ -184,12 +204,10 @@ impl Quorumlite for Service {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         tracing::debug!(statements = request.get_ref().statements.len(), "execute");
-        if let Err(e) = self.admit(&request, Permission::Write) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        let req = request.into_inner();
-        self.reply(execute(&self.node, req, Origin::Client, bearer.as_deref()).await)
+        self.serve(request, Permission::Write, |req, bearer| async move {
+            execute(&self.node, req, Origin::Client, bearer.as_deref()).await
+        })
+        .await
     }
 
     async fn query(
@@ -197,32 +215,28 @@ impl Quorumlite for Service {
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
         tracing::debug!(consistency = request.get_ref().consistency, "query");
-        if let Err(e) = self.admit(&request, Permission::Read) {
-            return self.reply(Err(e));
-        }
-        self.reply(query(&self.node, request.into_inner()).await)
+        self.serve(request, Permission::Read, |req, _| query(&self.node, req))
+            .await
     }
 
     async fn execute_batch(
         &self,
         request: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Write) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        let req = request.into_inner();
-        self.reply(execute_batch(&self.node, req, Origin::Client, bearer.as_deref()).await)
+        self.serve(request, Permission::Write, |req, bearer| async move {
+            execute_batch(&self.node, req, Origin::Client, bearer.as_deref()).await
+        })
+        .await
     }
 
     async fn query_batch(
         &self,
         request: Request<pb::QueryBatchRequest>,
     ) -> Result<Response<pb::QueryBatchResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Read) {
-            return self.reply(Err(e));
-        }
-        self.reply(query_batch(&self.node, request.into_inner()).await)
+        self.serve(request, Permission::Read, |req, _| {
+            query_batch(&self.node, req)
+        })
+        .await
     }
 
     type CallsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::CallReply, Status>>;
@@ -285,40 +299,32 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Read) {
-            return self.reply(Err(e));
-        }
-        self.reply(self.node.status(request.into_inner()).await)
+        self.serve(request, Permission::Read, |req, _| self.node.status(req))
+            .await
     }
 
     async fn change_membership(
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Admin) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        self.reply(
-            self.node
-                .change_membership(request.into_inner(), Origin::Client, bearer.as_deref())
-                .await,
-        )
+        self.serve(request, Permission::Admin, |req, bearer| async move {
+            let node = &self.node;
+            node.change_membership(req, Origin::Client, bearer.as_deref())
+                .await
+        })
+        .await
     }
 
     async fn transfer_leader(
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        if let Err(e) = self.admit(&request, Permission::Admin) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        self.reply(
-            self.node
-                .transfer_leader(request.into_inner(), Origin::Client, bearer.as_deref())
-                .await,
-        )
+        self.serve(request, Permission::Admin, |req, bearer| async move {
+            let node = &self.node;
+            node.transfer_leader(req, Origin::Client, bearer.as_deref())
+                .await
+        })
+        .await
     }
 
     type BackupStream = super::backup::BackupStream;
@@ -329,10 +335,8 @@ impl Quorumlite for Service {
     ) -> Result<Response<Self::BackupStream>, Status> {
         tracing::debug!(consistency = request.get_ref().consistency, "backup");
         // A backup holds nothing a read could not see: `read` (see auth.rs).
-        if let Err(e) = self.admit(&request, Permission::Read) {
-            return self.reply(Err(e));
-        }
-        self.reply(self.node.backup(request.into_inner()).await)
+        self.serve(request, Permission::Read, |req, _| self.node.backup(req))
+            .await
     }
 
     async fn restore(
@@ -340,9 +344,7 @@ impl Quorumlite for Service {
         request: Request<tonic::Streaming<pb::RestoreChunk>>,
     ) -> Result<Response<pb::RestoreResponse>, Status> {
         tracing::debug!("restore");
-        if let Err(e) = self.admit(&request, Permission::Admin) {
-            return self.reply(Err(e));
-        }
-        self.reply(self.node.restore(request.into_inner()).await)
+        self.serve(request, Permission::Admin, |req, _| self.node.restore(req))
+            .await
     }
 }
