@@ -6,7 +6,7 @@ use super::error::NodeError;
 use super::read::{Consistency, Read, Rows};
 use super::write::Written;
 use super::{barrier, Node};
-use client::{pb, Token};
+use client::pb;
 use std::time::Duration;
 use storage::{Column, Params, Statement, StatementResult, Value, WriteRequest};
 
@@ -155,98 +155,6 @@ pub fn query_response(
         rows: rows_out(rows.result.rows),
         token: text,
     })
-}
-
-/// A write request as the cluster API carries it to the leader (which
-/// checks it again, as it would a client's).
-pub fn write_request_out(request: &WriteRequest) -> pb::ExecuteRequest {
-    let (session, seq, floor) = match &request.fence {
-        Some(f) => (f.session.clone(), f.seq, f.floor),
-        None => (String::new(), 0, 0),
-    };
-    pb::ExecuteRequest {
-        statements: request.statements.iter().map(statement_out).collect(),
-        session,
-        seq,
-        floor,
-    }
-}
-
-/// A statement as the wire carries it.
-pub fn statement_out(s: &Statement) -> pb::Statement {
-    let value = |v: &Value| pb::Value::from(v.clone());
-    match &s.params {
-        Params::None => pb::Statement {
-            sql: s.sql.clone(),
-            ..pb::Statement::default()
-        },
-        Params::Positional(values) => pb::Statement {
-            sql: s.sql.clone(),
-            positional: values.iter().map(value).collect(),
-            ..pb::Statement::default()
-        },
-        Params::Named(values) => pb::Statement {
-            sql: s.sql.clone(),
-            named: values
-                .iter()
-                .map(|(name, v)| pb::NamedValue {
-                    name: name.clone(),
-                    value: Some(value(v)),
-                })
-                .collect(),
-            ..pb::Statement::default()
-        },
-    }
-}
-
-/// The leader's answer to a forwarded write, in the core's terms.
-pub fn written_in(resp: pb::ExecuteResponse) -> Result<Written, NodeError> {
-    let token = match resp.token.as_str() {
-        "" => Token::empty(),
-        text => text.parse().map_err(|e: client::TokenError| {
-            NodeError::Internal(format!("the leader answered a bad token: {e}"))
-        })?,
-    };
-    Ok(Written {
-        results: resp.results.into_iter().map(result_in).collect(),
-        token,
-        leader: resp.leader,
-    })
-}
-
-/// One item's outcome of a forwarded batch, in the core's terms.
-pub fn outcome_in(outcome: pb::ExecuteOutcome) -> Result<Written, NodeError> {
-    use pb::execute_outcome::Outcome;
-    match outcome.outcome {
-        Some(Outcome::Ok(resp)) => written_in(resp),
-        Some(Outcome::Error(item)) => Err(NodeError::Remote(client::Error::from_item(
-            &item,
-            client::ErrorCode::Internal,
-        ))),
-        None => Err(NodeError::Internal(
-            "the leader answered a write of the batch with nothing".into(),
-        )),
-    }
-}
-
-fn result_in(r: pb::StatementResult) -> StatementResult {
-    StatementResult {
-        columns: r
-            .columns
-            .into_iter()
-            .map(|c| Column {
-                name: c.name,
-                decltype: c.decltype,
-            })
-            .collect(),
-        rows: r
-            .rows
-            .into_iter()
-            .map(|row| row.values.into_iter().map(Value::from).collect())
-            .collect(),
-        rows_affected: r.rows_affected,
-        last_insert_rowid: r.last_insert_rowid,
-    }
 }
 
 /// A write's answer as an `ExecuteResponse`.

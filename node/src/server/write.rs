@@ -2,15 +2,17 @@
 //! terms (`storage::WriteRequest` in, [`Written`] out): route the write
 //! (here, or the leader), forward it or hand it to the writer thread
 //! (`writer.rs`), and answer once it is applied. A forwarded write travels
-//! on the cluster API, converted there and back (`convert.rs`).
+//! on the cluster API, converted there and back by `forward.rs`.
 
 use super::error::NodeError;
-use super::{check_batch_len, convert, leader_addr, Node, Origin, Route};
-use client::{pb, Token};
+use super::{check_batch_len, leader_addr, Node, Origin, Route};
+use client::Token;
 use openraft::ServerState;
 use std::future::Future;
 use std::time::Duration;
-use storage::{StatementResult, WriteRequest};
+use storage::{Statement, StatementResult, TxnEnd, TxnOptions, WriteRequest};
+
+pub use super::writer::{TxnId, TxnStep};
 
 /// A write's answer.
 #[derive(Debug)]
@@ -35,11 +37,8 @@ impl Node {
         self.check_accepting()?;
         let forwarded = self
             .forward_write(origin, |addr| {
-                let req = convert::write_request_out(&request);
-                async move {
-                    let resp = self.forward.execute(&addr, req, bearer).await?;
-                    convert::written_in(resp)
-                }
+                let request = &request;
+                async move { self.forward.write(&addr, request, bearer).await }
             })
             .await?;
         match forwarded {
@@ -152,23 +151,19 @@ impl Node {
         if items.iter().any(Result::is_ok) {
             let sent = self
                 .forward_write(origin, |addr| {
-                    let writes = items
-                        .iter()
-                        .filter_map(|i| i.as_ref().ok())
-                        .map(convert::write_request_out)
-                        .collect();
-                    let req = pb::ExecuteBatchRequest { writes };
-                    async move { self.forward.execute_batch(&addr, req, bearer).await }
+                    let requests: Vec<&WriteRequest> =
+                        items.iter().filter_map(|i| i.as_ref().ok()).collect();
+                    async move { self.forward.write_many(&addr, &requests, bearer).await }
                 })
                 .await?;
-            if let Some(resp) = sent {
+            if let Some(outcomes) = sent {
                 // Each item sent takes the next outcome, in order.
-                let mut outcomes = resp.outcomes.into_iter();
+                let mut outcomes = outcomes.into_iter();
                 return Ok(items
                     .into_iter()
                     .map(|item| {
                         item.and_then(|_| match outcomes.next() {
-                            Some(outcome) => convert::outcome_in(outcome),
+                            Some(outcome) => outcome,
                             None => Err(NodeError::Internal(
                                 "the leader answered fewer writes than it was sent".into(),
                             )),
@@ -200,6 +195,27 @@ impl Node {
             results: committed.results,
             token: self.token(committed.version)?,
             leader: self.config.advertised(),
+        })
+    }
+
+    /// Open an interactive transaction on the leader's writer (a Hrana
+    /// stream's `BEGIN`): other writes queue behind it until it ends.
+    pub async fn begin(&self, options: TxnOptions) -> Result<TxnId, NodeError> {
+        self.writer.begin(options).await
+    }
+
+    /// Run one statement of transaction `id`.
+    pub async fn txn_execute(&self, id: TxnId, statement: Statement) -> Result<TxnStep, NodeError> {
+        self.writer.txn_execute(id, statement).await
+    }
+
+    /// End transaction `id`; the data version the caller's state is at
+    /// after it: the committed batch's, or (rolled back, or nothing to
+    /// commit) this node's applied version.
+    pub async fn txn_end(&self, id: TxnId, end: TxnEnd) -> Result<u64, NodeError> {
+        Ok(match self.writer.txn_end(id, end).await? {
+            Some(version) => version,
+            None => *self.sm.applied_version().borrow(),
         })
     }
 }

@@ -111,7 +111,7 @@ impl Ctx<'_> {
             StreamRequest::Close => {
                 if let Some(id) = state.txn.take() {
                     // Closing a stream abandons its transaction.
-                    let _ = self.node.writer.txn_end(id, TxnEnd::Rollback).await;
+                    let _ = self.node.txn_end(id, TxnEnd::Rollback).await;
                 }
                 state.closed = true;
                 Ok(StreamResponse::Close)
@@ -242,12 +242,8 @@ impl Ctx<'_> {
                     } else {
                         TxnEnd::Rollback
                     };
-                    match self.node.writer.txn_end(id, end).await {
+                    match self.node.txn_end(id, end).await {
                         Ok(version) => {
-                            let version = match version {
-                                Some(v) => v,
-                                None => *self.node.sm.applied_version().borrow(),
-                            };
                             self.observe_version(version);
                             Ok(StmtResult {
                                 replication_index: Some(version.to_string()),
@@ -261,7 +257,7 @@ impl Ctx<'_> {
                 Kind::ForeignKeys(_) => Ok(StmtResult::default()),
                 Kind::Other => {
                     let statement = Statement { sql, params };
-                    match self.node.writer.txn_execute(id, statement).await {
+                    match self.node.txn_execute(id, statement).await {
                         Ok(step) => {
                             if !step.open {
                                 state.txn = None;
@@ -285,7 +281,7 @@ impl Ctx<'_> {
                     read_only,
                     foreign_keys: state.foreign_keys,
                 };
-                let id = self.node.writer.begin(options).await.map_err(wire::error)?;
+                let id = self.node.begin(options).await.map_err(wire::error)?;
                 state.txn = Some(id);
                 Ok(StmtResult::default())
             }

@@ -337,7 +337,7 @@ pub async fn expire_streams(node: Arc<Node>) {
     loop {
         tick.tick().await;
         for txn in node.streams.expire(idle) {
-            let _ = node.writer.txn_end(txn, storage::TxnEnd::Rollback).await;
+            let _ = node.txn_end(txn, storage::TxnEnd::Rollback).await;
         }
     }
 }

@@ -21,8 +21,8 @@
 //! (closed by its client, or idle past `stream_idle`) is remembered for a
 //! while so its late requests get the right error.
 
-use super::super::writer::TxnId;
 use super::proto::Error;
+use crate::server::write::TxnId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::collections::HashMap;
