@@ -18,6 +18,7 @@
 
 use super::auth::{self, Permission};
 use super::cluster_pb as pb;
+use super::convert;
 use super::error::NodeError;
 use super::members::Join;
 use super::{Node, Origin};
@@ -206,8 +207,9 @@ impl Cluster for Calls {
     ) -> Result<Response<public::ChangeMembershipResponse>, Status> {
         self.serve(request, Permission::Admin, |req, bearer| async move {
             self.node
-                .change_membership(req, Origin::Peer, bearer.as_deref())
+                .change_membership(convert::change_in(req)?, Origin::Peer, bearer.as_deref())
                 .await
+                .map(convert::changed_out)
         })
         .await
     }
@@ -218,8 +220,9 @@ impl Cluster for Calls {
     ) -> Result<Response<public::TransferLeaderResponse>, Status> {
         self.serve(request, Permission::Admin, |req, bearer| async move {
             self.node
-                .transfer_leader(req, Origin::Peer, bearer.as_deref())
+                .transfer_leader(req.to, Origin::Peer, bearer.as_deref())
                 .await
+                .map(convert::transferred_out)
         })
         .await
     }
@@ -253,7 +256,7 @@ impl Cluster for Calls {
             addr: req.addr,
             learner: req.learner,
         };
-        self.reply(self.node.join(join, origin).await)
+        self.reply(self.node.join(join, origin).await.map(convert::changed_out))
     }
 
     async fn campaign(

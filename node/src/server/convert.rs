@@ -3,6 +3,7 @@
 //! crate, which owns `pb`.
 
 use super::error::NodeError;
+use super::members::{Change, Changed, Transferred};
 use super::read::{Consistency, Read, Rows};
 use super::write::Written;
 use super::{barrier, Node};
@@ -163,5 +164,46 @@ pub fn execute_response(written: Written) -> pb::ExecuteResponse {
         results: written.results.into_iter().map(result_out).collect(),
         token: written.token.to_string(),
         leader: written.leader,
+    }
+}
+
+/// A `ChangeMembershipRequest` as the core's [`Change`].
+pub fn change_in(req: pb::ChangeMembershipRequest) -> Result<Change, NodeError> {
+    let action = pb::MembershipAction::try_from(req.action)
+        .map_err(|_| NodeError::BadRequest(format!("unknown membership action {}", req.action)))?;
+    Ok(match action {
+        pb::MembershipAction::Add => Change::Add {
+            id: req.id,
+            addr: req.addr,
+            learner: req.learner,
+        },
+        pb::MembershipAction::Promote => Change::Promote { id: req.id },
+        pb::MembershipAction::Remove => Change::Remove { id: req.id },
+    })
+}
+
+/// The membership after a change, as a `ChangeMembershipResponse`.
+pub fn changed_out(changed: Changed) -> pb::ChangeMembershipResponse {
+    pb::ChangeMembershipResponse {
+        members: changed
+            .members
+            .into_iter()
+            .map(|m| pb::Member {
+                id: m.id,
+                addr: m.addr,
+                kind: if m.voter { "voter" } else { "learner" }.into(),
+            })
+            .collect(),
+        leader_id: changed.leader_id,
+        elapsed_ms: changed.elapsed.as_millis() as u64,
+    }
+}
+
+/// A leader transfer's answer as a `TransferLeaderResponse`.
+pub fn transferred_out(t: Transferred) -> pb::TransferLeaderResponse {
+    pb::TransferLeaderResponse {
+        leader_id: t.leader_id,
+        term: t.term,
+        elapsed_ms: t.elapsed.as_millis() as u64,
     }
 }

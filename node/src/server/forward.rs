@@ -14,12 +14,14 @@ use super::cluster_pb::{
     ReadIndexResponse,
 };
 use super::error::NodeError;
+use super::members::{Change, Changed, Member, Transferred};
 use super::tls::Tls;
 use super::write::Written;
 use client::dial::{Dial, DialError, Keepalive};
 use client::pb::{ExecuteRequest, ExecuteResponse};
 use client::ErrorCode;
 use client::{pb, Token};
+use raft::NodeId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -203,15 +205,17 @@ impl Forwarder {
     pub async fn change_membership(
         &self,
         addr: &str,
-        request: client::pb::ChangeMembershipRequest,
+        change: &Change,
         bearer: Option<&str>,
         limit: Duration,
-    ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
+    ) -> Result<Changed, NodeError> {
         let how = How::other(limit, bearer);
+        let request = change_out(change);
         self.call(addr, request, how, |mut c, r| async move {
             c.change_membership(r).await
         })
         .await
+        .map(changed_in)
     }
 
     /// Ask the member at `addr` to add node `join` (`--join`), or pass
@@ -222,7 +226,7 @@ impl Forwarder {
         join: &super::members::Join,
         passed_on: bool,
         limit: Duration,
-    ) -> Result<client::pb::ChangeMembershipResponse, NodeError> {
+    ) -> Result<Changed, NodeError> {
         let request = JoinRequest {
             id: join.id,
             addr: join.addr.clone(),
@@ -237,20 +241,27 @@ impl Forwarder {
             |mut c, r| async move { c.join(r).await },
         )
         .await
+        .map(changed_in)
     }
 
     /// Pass a leader transfer on to the leader at `addr`.
     pub async fn transfer_leader(
         &self,
         addr: &str,
-        request: client::pb::TransferLeaderRequest,
+        to: NodeId,
         bearer: Option<&str>,
-    ) -> Result<client::pb::TransferLeaderResponse, NodeError> {
+    ) -> Result<Transferred, NodeError> {
         let how = How::other(self.write_deadline, bearer);
+        let request = pb::TransferLeaderRequest { to };
         self.call(addr, request, how, |mut c, r| async move {
             c.transfer_leader(r).await
         })
         .await
+        .map(|t| Transferred {
+            leader_id: t.leader_id,
+            term: t.term,
+            elapsed: Duration::from_millis(t.elapsed_ms),
+        })
     }
 
     /// Tell a voter its part in a leader transfer.
@@ -408,6 +419,37 @@ fn result_in(r: pb::StatementResult) -> StatementResult {
             .collect(),
         rows_affected: r.rows_affected,
         last_insert_rowid: r.last_insert_rowid,
+    }
+}
+
+fn change_out(change: &Change) -> pb::ChangeMembershipRequest {
+    use pb::MembershipAction as A;
+    let (action, id, addr, learner) = match change {
+        Change::Add { id, addr, learner } => (A::Add, *id, addr.clone(), *learner),
+        Change::Promote { id } => (A::Promote, *id, String::new(), false),
+        Change::Remove { id } => (A::Remove, *id, String::new(), false),
+    };
+    pb::ChangeMembershipRequest {
+        action: action as i32,
+        id,
+        addr,
+        learner,
+    }
+}
+
+fn changed_in(resp: pb::ChangeMembershipResponse) -> Changed {
+    Changed {
+        members: resp
+            .members
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                addr: m.addr,
+                voter: m.kind == "voter",
+            })
+            .collect(),
+        leader_id: resp.leader_id,
+        elapsed: Duration::from_millis(resp.elapsed_ms),
     }
 }
 

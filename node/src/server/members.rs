@@ -33,7 +33,6 @@
 
 use super::error::NodeError;
 use super::{Node, Origin, Route};
-use client::pb;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use raft::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,24 +70,72 @@ fn members_of(node: &Node) -> (BTreeMap<NodeId, String>, BTreeSet<NodeId>) {
     (nodes, membership.voter_ids().collect())
 }
 
-fn response(node: &Node, started: Instant) -> pb::ChangeMembershipResponse {
+/// A membership change an operator asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Add `id` at `addr` as a learner; it catches up, then becomes a
+    /// voter unless `learner`.
+    Add {
+        id: NodeId,
+        addr: String,
+        learner: bool,
+    },
+    /// Make learner `id` a voter (once caught up).
+    Promote { id: NodeId },
+    /// Remove `id`, voter or learner.
+    Remove { id: NodeId },
+}
+
+impl Change {
+    fn id(&self) -> NodeId {
+        match self {
+            Change::Add { id, .. } | Change::Promote { id } | Change::Remove { id } => *id,
+        }
+    }
+}
+
+/// One member, as a membership change answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+}
+
+/// The membership after a change or a join.
+#[derive(Clone, Debug)]
+pub struct Changed {
+    pub members: Vec<Member>,
+    /// The leader then (0: none known).
+    pub leader_id: NodeId,
+    /// How long the change took, catch-up included.
+    pub elapsed: Duration,
+}
+
+/// Who leads after a leader transfer.
+#[derive(Clone, Debug)]
+pub struct Transferred {
+    /// The leader then (0: none known).
+    pub leader_id: NodeId,
+    pub term: u64,
+    /// From the request reaching the old leader to the new leader being
+    /// known there.
+    pub elapsed: Duration,
+}
+
+fn changed(node: &Node, started: Instant) -> Changed {
     let (nodes, voters) = members_of(node);
-    pb::ChangeMembershipResponse {
+    Changed {
         members: nodes
             .into_iter()
-            .map(|(id, addr)| pb::Member {
+            .map(|(id, addr)| Member {
                 id,
                 addr,
-                kind: if voters.contains(&id) {
-                    "voter"
-                } else {
-                    "learner"
-                }
-                .into(),
+                voter: voters.contains(&id),
             })
             .collect(),
         leader_id: node.raft.metrics().borrow().current_leader.unwrap_or(0),
-        elapsed_ms: started.elapsed().as_millis() as u64,
+        elapsed: started.elapsed(),
     }
 }
 
@@ -124,46 +171,39 @@ impl Node {
     /// Run a membership change here if this node leads, else pass it on.
     pub async fn change_membership(
         &self,
-        req: pb::ChangeMembershipRequest,
+        change: Change,
         origin: Origin,
         bearer: Option<&str>,
-    ) -> Result<pb::ChangeMembershipResponse, NodeError> {
+    ) -> Result<Changed, NodeError> {
         self.check_accepting()?;
         if let Route::Leader(addr) = self.route(origin).await? {
             return self
                 .forward
-                .change_membership(&addr, req, bearer, MEMBERSHIP_CALL_LIMIT)
+                .change_membership(&addr, &change, bearer, MEMBERSHIP_CALL_LIMIT)
                 .await;
         }
         let started = Instant::now();
-        let action = pb::MembershipAction::try_from(req.action).map_err(|_| {
-            NodeError::BadRequest(format!("unknown membership action {}", req.action))
-        })?;
-        if req.id == 0 {
+        if change.id() == 0 {
             return Err(NodeError::BadRequest("node ids start at 1".into()));
         }
-        match action {
-            pb::MembershipAction::Add => self.add_member(req.id, &req.addr, req.learner).await?,
-            pb::MembershipAction::Promote => self.promote(req.id).await?,
-            pb::MembershipAction::Remove => {
-                if let Some(addr) = self.remove_member(req.id).await? {
+        match &change {
+            Change::Add { id, addr, learner } => self.add_member(*id, addr, *learner).await?,
+            Change::Promote { id } => self.promote(*id).await?,
+            Change::Remove { id } => {
+                if let Some(addr) = self.remove_member(*id).await? {
                     // This node led and handed over: the new leader removes it.
                     return self
                         .forward
-                        .change_membership(&addr, req, bearer, MEMBERSHIP_CALL_LIMIT)
+                        .change_membership(&addr, &change, bearer, MEMBERSHIP_CALL_LIMIT)
                         .await;
                 }
             }
         }
-        Ok(response(self, started))
+        Ok(changed(self, started))
     }
 
     /// A node started with --join asks to be added.
-    pub async fn join(
-        &self,
-        join: Join,
-        origin: Origin,
-    ) -> Result<pb::ChangeMembershipResponse, NodeError> {
+    pub async fn join(&self, join: Join, origin: Origin) -> Result<Changed, NodeError> {
         self.check_accepting()?;
         if let Route::Leader(addr) = self.route(origin).await? {
             return self
@@ -174,7 +214,7 @@ impl Node {
         let started = Instant::now();
         tracing::info!(id = join.id, addr = %join.addr, learner = join.learner, "node asks to join");
         self.add_member(join.id, &join.addr, join.learner).await?;
-        Ok(response(self, started))
+        Ok(changed(self, started))
     }
 
     async fn add_member(&self, id: NodeId, addr: &str, learner: bool) -> Result<(), NodeError> {
@@ -314,35 +354,34 @@ impl Node {
     /// Make `to` the leader; run here if this node leads, else pass it on.
     pub async fn transfer_leader(
         &self,
-        req: pb::TransferLeaderRequest,
+        to: NodeId,
         origin: Origin,
         bearer: Option<&str>,
-    ) -> Result<pb::TransferLeaderResponse, NodeError> {
+    ) -> Result<Transferred, NodeError> {
         self.check_accepting()?;
         let (_, voters) = members_of(self);
-        if !voters.contains(&req.to) {
+        if !voters.contains(&to) {
             return Err(NodeError::BadRequest(format!(
-                "node {} is not a voter: only voters can lead",
-                req.to
+                "node {to} is not a voter: only voters can lead"
             )));
         }
         let started = Instant::now();
-        if req.to != self.id {
+        if to != self.id {
             if let Route::Leader(addr) = self.route(origin).await? {
-                return self.forward.transfer_leader(&addr, req, bearer).await;
+                return self.forward.transfer_leader(&addr, to, bearer).await;
             }
-            self.transfer_leadership(req.to).await?;
+            self.transfer_leadership(to).await?;
         } else if !self.role().0 {
             // Asked of the target itself: pass it to the leader.
             if let Route::Leader(addr) = self.route(origin).await? {
-                return self.forward.transfer_leader(&addr, req, bearer).await;
+                return self.forward.transfer_leader(&addr, to, bearer).await;
             }
         }
         let m = self.raft.metrics().borrow().clone();
-        Ok(pb::TransferLeaderResponse {
+        Ok(Transferred {
             leader_id: m.current_leader.unwrap_or(0),
             term: m.current_term,
-            elapsed_ms: started.elapsed().as_millis() as u64,
+            elapsed: started.elapsed(),
         })
     }
 

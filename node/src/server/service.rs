@@ -309,8 +309,9 @@ impl Quorumlite for Service {
     ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
         self.serve(request, Permission::Admin, |req, bearer| async move {
             let node = &self.node;
-            node.change_membership(req, Origin::Client, bearer.as_deref())
+            node.change_membership(convert::change_in(req)?, Origin::Client, bearer.as_deref())
                 .await
+                .map(convert::changed_out)
         })
         .await
     }
@@ -321,8 +322,9 @@ impl Quorumlite for Service {
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         self.serve(request, Permission::Admin, |req, bearer| async move {
             let node = &self.node;
-            node.transfer_leader(req, Origin::Client, bearer.as_deref())
+            node.transfer_leader(req.to, Origin::Client, bearer.as_deref())
                 .await
+                .map(convert::transferred_out)
         })
         .await
     }

@@ -664,13 +664,13 @@ async fn join_cluster(node: Arc<Node>, via: String) {
             .await
         {
             Ok(r) => {
-                let kind = r
-                    .members
-                    .iter()
-                    .find(|m| m.id == node.id)
-                    .map_or("member", |m| m.kind.as_str())
-                    .to_owned();
-                tracing::info!(kind = %kind, elapsed_ms = r.elapsed_ms, "joined the cluster");
+                let kind = match r.members.iter().find(|m| m.id == node.id) {
+                    Some(m) if m.voter => "voter",
+                    Some(_) => "learner",
+                    None => "member",
+                };
+                let elapsed_ms = r.elapsed.as_millis() as u64;
+                tracing::info!(kind = %kind, elapsed_ms, "joined the cluster");
                 return;
             }
             Err(e) => {
