@@ -35,6 +35,7 @@ impl Node {
         bearer: Option<&str>,
     ) -> Result<Written, NodeError> {
         self.check_accepting()?;
+        check_request(&request)?;
         let forwarded = self
             .forward_write(origin, |addr| {
                 let request = &request;
@@ -148,6 +149,10 @@ impl Node {
         self.check_accepting()?;
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "write")
             .record(items.len() as f64);
+        let items: Vec<Result<WriteRequest, NodeError>> = items
+            .into_iter()
+            .map(|item| item.and_then(|r| check_request(&r).map(|()| r)))
+            .collect();
         if items.iter().any(Result::is_ok) {
             let sent = self
                 .forward_write(origin, |addr| {
@@ -220,6 +225,56 @@ impl Node {
     }
 }
 
+/// A write holds at least one statement, each with SQL text, whatever
+/// the transport that made it (the gRPC conversion refuses the same
+/// requests with the same words).
+fn check_request(request: &WriteRequest) -> Result<(), NodeError> {
+    if request.statements.is_empty() {
+        return Err(NodeError::BadRequest(
+            "the request holds no statement".into(),
+        ));
+    }
+    match request
+        .statements
+        .iter()
+        .position(|s| s.sql.trim().is_empty())
+    {
+        Some(index) => Err(NodeError::BadRequest(format!(
+            "statement {index} has no SQL text"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// How long a call to an old leader may still answer after another node
 /// became leader (see `Node::unless_leader_moves`).
 const LEADER_MOVED_GRACE: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_without_statements_or_with_empty_sql_is_refused_whatever_its_transport() {
+        let stmt = |sql: &str| Statement {
+            sql: sql.into(),
+            params: storage::Params::None,
+        };
+        let refused = |r: WriteRequest| match check_request(&r) {
+            Err(NodeError::BadRequest(m)) => m,
+            other => panic!("expected BAD_REQUEST, got {other:?}"),
+        };
+        assert_eq!(
+            refused(WriteRequest::new(vec![])),
+            "the request holds no statement"
+        );
+        assert_eq!(
+            refused(WriteRequest::new(vec![
+                stmt("INSERT INTO t VALUES (1)"),
+                stmt("  ")
+            ])),
+            "statement 1 has no SQL text"
+        );
+        assert!(check_request(&WriteRequest::new(vec![stmt("INSERT INTO t VALUES (1)")])).is_ok());
+    }
+}
