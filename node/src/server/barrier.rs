@@ -19,8 +19,8 @@
 
 use super::error::NodeError;
 use super::forward::Forwarder;
-use super::leader_addr;
-use openraft::{Raft, ServerState};
+use super::Leadership;
+use openraft::Raft;
 use raft::{StateMachine, TypeConfig};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -122,11 +122,13 @@ impl ReadIndex {
         let deadline = tokio::time::Instant::now() + self.round_timeout;
         let mut metrics = self.raft.metrics();
         loop {
-            let (state, leader, leader_id) = {
-                let m = metrics.borrow_and_update();
-                (m.state, leader_addr(&m), m.current_leader)
-            };
-            if state == ServerState::Leader {
+            let Leadership {
+                leads,
+                leader_addr: leader,
+                leader_id,
+                ..
+            } = Leadership::of(&metrics.borrow_and_update());
+            if leads {
                 return self.local_round().await;
             }
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -166,11 +168,11 @@ impl ReadIndex {
             done = barrier => match done {
                 Ok(Ok(_)) => Ok(*self.sm.applied_version().borrow()),
                 Ok(Err(e)) => {
-                    let (leads, leader) = {
-                        let metrics = self.raft.metrics();
-                        let m = metrics.borrow();
-                        (m.state == ServerState::Leader, leader_addr(&m))
-                    };
+                    let Leadership {
+                        leads,
+                        leader_addr: leader,
+                        ..
+                    } = Leadership::of(&self.raft.metrics().borrow());
                     tracing::debug!(error = %e, "read barrier failed");
                     if leads {
                         // Still leader of its term, yet unconfirmed: the

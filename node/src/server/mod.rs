@@ -46,7 +46,7 @@ mod watch;
 mod write;
 mod writer;
 
-pub use route::{Origin, Route};
+pub use route::{Leadership, Origin, Route};
 pub use start::{run, StartError};
 
 use crate::config::NodeConfig;
@@ -54,7 +54,7 @@ use barrier::ReadIndex;
 use client::Token;
 use error::NodeError;
 use forward::Forwarder;
-use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
+use openraft::Raft;
 use raft::{LeaderContact, NodeId, PeerAuth, StateMachine, TypeConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -83,44 +83,12 @@ pub struct Node {
     streams: hrana::Streams,
 }
 
-/// The leader's address as these metrics know it.
-pub(crate) fn leader_addr(m: &RaftMetrics<NodeId, BasicNode>) -> Option<String> {
-    let id = m.current_leader?;
-    m.membership_config
-        .membership()
-        .get_node(&id)
-        .map(|n| n.addr.clone())
-}
-
 impl Node {
     pub(super) fn check_accepting(&self) -> Result<(), NodeError> {
         if self.accepting.load(Ordering::Acquire) {
             Ok(())
         } else {
             Err(NodeError::ShuttingDown)
-        }
-    }
-
-    /// Whether this node leads, and the leader's address if known.
-    pub(super) fn role(&self) -> (bool, Option<String>) {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        (m.state == ServerState::Leader, leader_addr(&m))
-    }
-
-    /// Wait (bounded) for some node to be leader; its address, or `None` if
-    /// this node is the leader.
-    pub(super) async fn find_leader(&self) -> Result<Option<String>, NodeError> {
-        let limit = self.leader_wait_limit();
-        let found = self
-            .raft
-            .wait(Some(limit))
-            .metrics(|m| m.current_leader.is_some(), "a leader")
-            .await;
-        match found {
-            Ok(m) if m.state == ServerState::Leader => Ok(None),
-            Ok(m) => leader_addr(&m).map(Some).ok_or(NodeError::NoLeader),
-            Err(_) => Err(NodeError::NoLeader),
         }
     }
 

@@ -1,4 +1,6 @@
-//! Where a call that must run on the leader goes: here, or to the leader.
+//! Where a call that must run on the leader goes: here, or to the leader;
+//! and what this node knows of who leads ([`Leadership`]), the one reading
+//! of Raft's metrics for it.
 //!
 //! Writes, membership changes, leader transfers and joins all take the
 //! same decision ([`Node::route`]). A call that another node already passed
@@ -8,6 +10,8 @@
 
 use super::error::NodeError;
 use super::Node;
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use raft::NodeId;
 
 /// Who handed this node a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +32,74 @@ pub enum Route {
     Leader(String),
 }
 
+/// Who leads, as one look at Raft's metrics tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// This node leads.
+    pub leads: bool,
+    /// This node's current term.
+    pub term: u64,
+    /// The leader's id, when known (this node's own when it leads).
+    pub leader_id: Option<NodeId>,
+    /// The leader's address, when the membership has it.
+    pub leader_addr: Option<String>,
+}
+
+impl Leadership {
+    pub fn of(m: &RaftMetrics<NodeId, BasicNode>) -> Leadership {
+        Leadership {
+            leads: m.state == ServerState::Leader,
+            term: m.current_term,
+            leader_id: m.current_leader,
+            leader_addr: addr_in(&m.membership_config, m.current_leader),
+        }
+    }
+}
+
+/// The address of member `id` in `membership`.
+pub(super) fn addr_in(
+    membership: &openraft::StoredMembership<NodeId, BasicNode>,
+    id: Option<NodeId>,
+) -> Option<String> {
+    membership
+        .membership()
+        .get_node(&id?)
+        .map(|n| n.addr.clone())
+}
+
 impl Node {
+    /// Who leads, now.
+    pub(super) fn leadership(&self) -> Leadership {
+        Leadership::of(&self.raft.metrics().borrow())
+    }
+
+    /// Whether this node leads, and the leader's address if known.
+    pub(super) fn role(&self) -> (bool, Option<String>) {
+        let l = self.leadership();
+        (l.leads, l.leader_addr)
+    }
+
+    /// Wait (bounded) for some node to be leader; its address, or `None` if
+    /// this node is the leader.
+    pub(super) async fn find_leader(&self) -> Result<Option<String>, NodeError> {
+        let limit = self.leader_wait_limit();
+        let found = self
+            .raft
+            .wait(Some(limit))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await;
+        match found.map(|m| Leadership::of(&m)) {
+            Ok(l) if l.leads => Ok(None),
+            Ok(l) => l.leader_addr.map(Some).ok_or(NodeError::NoLeader),
+            Err(_) => Err(NodeError::NoLeader),
+        }
+    }
+
+    /// The address of member `id`, if it is one.
+    pub(super) fn member_addr(&self, id: NodeId) -> Option<String> {
+        addr_in(&self.raft.metrics().borrow().membership_config, Some(id))
+    }
+
     /// Where a call from `origin` that must run on the leader goes. With
     /// no leader known, waits (bounded) for one.
     pub(super) async fn route(&self, origin: Origin) -> Result<Route, NodeError> {

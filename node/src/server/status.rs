@@ -3,7 +3,7 @@
 //! memberships.
 
 use super::error::NodeError;
-use super::{leader_addr, quorum, Node};
+use super::{quorum, Leadership, Node};
 use client::pb;
 use openraft::{BasicNode, ServerState};
 use raft::role_name;
@@ -46,7 +46,7 @@ impl Node {
             id: self.id,
             role: role_name(m.state).into(),
             leader_id: m.current_leader.unwrap_or(0),
-            leader_addr: leader_addr(&m).unwrap_or_default(),
+            leader_addr: Leadership::of(&m).leader_addr.unwrap_or_default(),
             term: m.current_term,
             version,
             lineage: self.sm.lineage().map(|l| l.to_string()).unwrap_or_default(),

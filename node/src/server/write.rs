@@ -5,7 +5,7 @@
 //! on the cluster API, converted there and back by `forward.rs`.
 
 use super::error::NodeError;
-use super::{check_batch_len, leader_addr, Node, Origin, Route};
+use super::{check_batch_len, route, Leadership, Node, Origin, Route};
 use client::Token;
 use openraft::ServerState;
 use std::future::Future;
@@ -88,12 +88,7 @@ impl Node {
             loop {
                 let elsewhere = {
                     let m = server.borrow_and_update();
-                    let leader = m.current_leader.and_then(|id| {
-                        m.membership_config
-                            .membership()
-                            .get_node(&id)
-                            .map(|n| n.addr.clone())
-                    });
+                    let leader = route::addr_in(&m.membership_config, m.current_leader);
                     m.state == ServerState::Leader || leader.is_some_and(|a| a != addr)
                 };
                 if elsewhere || server.changed().await.is_err() {
@@ -124,8 +119,8 @@ impl Node {
             .wait(Some(remaining))
             .metrics(
                 |m| {
-                    m.state == ServerState::Leader
-                        || leader_addr(m).is_some_and(|addr| addr != dead)
+                    let l = Leadership::of(m);
+                    l.leads || l.leader_addr.is_some_and(|addr| addr != dead)
                 },
                 "a leader other than the unreachable one",
             )

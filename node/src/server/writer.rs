@@ -54,8 +54,8 @@
 //!   so it does not compute on a state about to be replaced.
 
 use super::error::NodeError;
-use super::leader_addr;
-use openraft::{Raft, ServerState};
+use super::Leadership;
+use openraft::Raft;
 use raft::{AppliedVersion, CommitNotices, Proposer, TypeConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -362,12 +362,13 @@ impl WriterLoop {
             self.ready_term = None;
             return Err(NodeError::NotLeader { leader: Some(to) });
         }
-        let (state, term, leader) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            (m.state, m.current_term, leader_addr(&m))
-        };
-        if state != ServerState::Leader {
+        let Leadership {
+            leads,
+            term,
+            leader_addr: leader,
+            ..
+        } = Leadership::of(&self.raft.metrics().borrow());
+        if !leads {
             return Err(match leader {
                 Some(addr) => NodeError::NotLeader { leader: Some(addr) },
                 None => NodeError::NoLeader,

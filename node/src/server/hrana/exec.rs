@@ -20,7 +20,7 @@ use crate::server::auth::{self, Permission};
 use crate::server::error::NodeError;
 use crate::server::read::{Consistency, Read};
 use crate::server::Node;
-use client::{pb, Token};
+use client::Token;
 use storage::{Params, Statement, StatementResult, TxnEnd, TxnOptions};
 
 /// What a statement's text does to the stream, decided from its leading
@@ -65,7 +65,7 @@ pub fn classify(sql: &str) -> Kind {
 pub struct Ctx<'a> {
     pub node: &'a Node,
     pub bearer: Option<&'a str>,
-    pub consistency: pb::Consistency,
+    pub consistency: Consistency,
     /// The newest token: the request's, then each result's.
     pub newest: Option<Token>,
     /// Set once the client is gone (see `Input::gone`).
@@ -308,11 +308,7 @@ impl Ctx<'_> {
     }
 
     async fn read(&mut self, statement: Statement, want_rows: bool) -> Result<StmtResult, Error> {
-        let consistency = match self.consistency {
-            pb::Consistency::Linearizable => Consistency::Linearizable,
-            pb::Consistency::Session => Consistency::Session,
-            pb::Consistency::Stale => Consistency::Stale { max_lag: None },
-        };
+        let consistency = self.consistency;
         let token = match consistency {
             Consistency::Session => self.newest.clone(),
             _ => None,

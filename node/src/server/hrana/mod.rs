@@ -40,6 +40,7 @@ pub use stream::Streams;
 
 use super::auth::{self, Permission};
 use super::error::NodeError;
+use super::read::Consistency;
 use super::{Node, Origin, Route};
 use axum::body::Body;
 use axum::extract::State;
@@ -47,7 +48,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use client::{pb, Token};
+use client::Token;
 use proto::{Error, PipelineReqBody, PipelineRespBody, StreamRequest, StreamResult};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -149,9 +150,9 @@ async fn serve(node: &Node, input: Input, served: &mut Served) -> Reply {
         Err(e) => return Reply::from_node_error(e),
     };
     let consistency = match (input.consistency.trim(), &token) {
-        ("", Some(_)) | ("session", _) => pb::Consistency::Session,
-        ("", None) | ("linearizable", _) => pb::Consistency::Linearizable,
-        ("stale", _) => pb::Consistency::Stale,
+        ("", Some(_)) | ("session", _) => Consistency::Session,
+        ("", None) | ("linearizable", _) => Consistency::Linearizable,
+        ("stale", _) => Consistency::Stale { max_lag: None },
         (other, _) => {
             return Reply::error(
                 StatusCode::BAD_REQUEST,
@@ -183,7 +184,7 @@ async fn serve(node: &Node, input: Input, served: &mut Served) -> Reply {
                 Error::new(stream::INVALID_BATON, "the baton names another node than the one it was passed on to"),
             )
         }
-        Some(owner) => match member_addr(node, owner) {
+        Some(owner) => match node.member_addr(owner) {
             Some(addr) => Some(addr),
             None => {
                 return Reply::error(
@@ -279,15 +280,6 @@ async fn serve(node: &Node, input: Input, served: &mut Served) -> Reply {
             Error::new("INTERNAL", format!("encoding the response: {e}")),
         ),
     }
-}
-
-fn member_addr(node: &Node, id: u64) -> Option<String> {
-    let metrics = node.raft.metrics();
-    let m = metrics.borrow();
-    m.membership_config
-        .membership()
-        .get_node(&id)
-        .map(|n| n.addr.clone())
 }
 
 /// Whether a new stream's pipeline must run on the leader: it does not end
