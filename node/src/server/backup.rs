@@ -20,16 +20,63 @@
 //! upload.
 
 use super::error::NodeError;
+use super::read::Consistency;
 use super::{barrier, Node};
-use client::pb;
 use client::Token;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tonic::Status;
+use tokio_stream::{Stream, StreamExt};
 
-/// The messages of a backup, as the gRPC stream sends them.
-pub type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
+/// A backup under way: what the file holds, then its parts.
+pub struct Backup {
+    pub header: BackupHeader,
+    /// The file's bytes in order, then [`BackupPart::End`]; an error ends
+    /// the backup (start it again).
+    pub parts: mpsc::Receiver<Result<BackupPart, NodeError>>,
+}
+
+/// The state a backup's file holds.
+#[derive(Clone, Debug)]
+pub struct BackupHeader {
+    pub version: u64,
+    pub lineage: String,
+    pub token: Token,
+    pub page_size: u32,
+    pub pages: u32,
+    /// Bytes of the whole file (`page_size` x `pages`).
+    pub total_bytes: u64,
+}
+
+/// One part of a backup after its header.
+#[derive(Debug)]
+pub enum BackupPart {
+    /// The next bytes of the file.
+    Data(Vec<u8>),
+    /// The end, with the CRC-32 of every byte of the file.
+    End { crc32: u32 },
+}
+
+/// One piece of a restore's upload: the first announces the file's size.
+#[derive(Debug)]
+pub struct UploadChunk {
+    /// The whole file's size (first piece only).
+    pub total_bytes: u64,
+    pub data: Vec<u8>,
+}
+
+/// A restore done.
+#[derive(Debug)]
+pub struct Restored {
+    /// The data version the restore created, and the new lineage.
+    pub version: u64,
+    pub lineage: String,
+    pub token: Token,
+    /// Bytes of the file as restored (after a page size conversion).
+    pub bytes: u64,
+    /// The file's page size when it was converted to the cluster's.
+    pub converted_from: Option<u32>,
+}
 
 /// Removes an upload's scratch file (and SQLite's journal beside it) when
 /// the restore ends, whatever the outcome.
@@ -42,28 +89,27 @@ impl Drop for Scratch {
 }
 
 impl Node {
-    /// Start a backup at the requested consistency; the stream of its
-    /// messages (header first).
-    pub async fn backup(&self, req: pb::BackupRequest) -> Result<BackupStream, NodeError> {
+    /// Start a backup at the requested consistency (`token`: the
+    /// caller's newest, for `Session`; a stale backup copies whatever this
+    /// node has, without a lag bound).
+    pub async fn backup(
+        &self,
+        consistency: Consistency,
+        token: Option<Token>,
+    ) -> Result<Backup, NodeError> {
         self.check_accepting()?;
-        let token = self.check_token(&req.token)?;
-        match pb::Consistency::try_from(req.consistency) {
-            Ok(pb::Consistency::Linearizable) => {
+        self.check_lineage(token.as_ref())?;
+        match consistency {
+            Consistency::Linearizable => {
                 let want = self.read_index.barrier().await?;
                 barrier::wait_applied(&self.sm, want, self.config.write_timeout).await?;
             }
-            Ok(pb::Consistency::Session) => {
+            Consistency::Session => {
                 let want = token.as_ref().map_or(0, Token::version);
                 barrier::wait_token(&self.sm, want, self.config.session_wait).await?;
                 self.check_lineage(token.as_ref())?;
             }
-            Ok(pb::Consistency::Stale) => {}
-            Err(_) => {
-                return Err(NodeError::BadRequest(format!(
-                    "unknown consistency level {}",
-                    req.consistency
-                )))
-            }
+            Consistency::Stale { .. } => {}
         }
         let reads = self.sm.reads().clone();
         let mut reader = tokio::task::spawn_blocking(move || reads.backup())
@@ -76,10 +122,10 @@ impl Node {
             Some(t) if meta.version > 0 => t,
             _ => Token::empty(),
         };
-        let header = pb::BackupHeader {
+        let header = BackupHeader {
             version: meta.version,
             lineage,
-            token: token.to_string(),
+            token,
             page_size: meta.page_size,
             pages: meta.db_size,
             total_bytes: reader.file_bytes(),
@@ -90,24 +136,13 @@ impl Node {
             "backup started"
         );
         let (tx, rx) = mpsc::channel(4);
-        let first = pb::BackupChunk {
-            header: Some(header),
-            ..Default::default()
-        };
         tokio::task::spawn_blocking(move || {
-            if tx.blocking_send(Ok(first)).is_err() {
-                return;
-            }
             let mut crc = crc32fast::Hasher::new();
             loop {
                 match reader.next_chunk() {
                     Ok(Some(data)) => {
                         crc.update(&data);
-                        let chunk = pb::BackupChunk {
-                            data,
-                            ..Default::default()
-                        };
-                        if tx.blocking_send(Ok(chunk)).is_err() {
+                        if tx.blocking_send(Ok(BackupPart::Data(data))).is_err() {
                             tracing::info!("backup abandoned by its client");
                             return;
                         }
@@ -117,30 +152,28 @@ impl Node {
                         let err = NodeError::Unavailable(format!(
                             "reading the database for the backup: {e}; start it again"
                         ));
-                        let _ = tx.blocking_send(Err(err.into_status(None)));
+                        let _ = tx.blocking_send(Err(err));
                         return;
                     }
                 }
             }
             // End the read transaction before saying the backup is done.
             drop(reader);
-            let last = pb::BackupChunk {
-                last: true,
+            let end = BackupPart::End {
                 crc32: crc.finalize(),
-                ..Default::default()
             };
-            let _ = tx.blocking_send(Ok(last));
+            let _ = tx.blocking_send(Ok(end));
             tracing::info!(version = meta.version, "backup sent");
         });
-        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+        Ok(Backup { header, parts: rx })
     }
 
     /// Take an uploaded SQLite file and replicate it as the new state (see
     /// the module docs). Only the leader accepts one.
-    pub async fn restore(
-        &self,
-        mut upload: tonic::Streaming<pb::RestoreChunk>,
-    ) -> Result<pb::RestoreResponse, NodeError> {
+    pub async fn restore<S>(&self, mut upload: S) -> Result<Restored, NodeError>
+    where
+        S: Stream<Item = Result<UploadChunk, NodeError>> + Unpin,
+    {
         self.check_accepting()?;
         let (leads, leader) = self.role();
         if !leads {
@@ -178,12 +211,12 @@ impl Node {
             converted_from = ?image.converted_from,
             "restore applied: a new lineage starts"
         );
-        Ok(pb::RestoreResponse {
+        Ok(Restored {
             version,
             lineage: image.lineage,
-            token: token.to_string(),
+            token,
             bytes: image.bytes,
-            converted_from_page_size: image.converted_from.unwrap_or(0),
+            converted_from: image.converted_from,
         })
     }
 }
@@ -191,25 +224,18 @@ impl Node {
 /// Write the upload to `path`; its size in bytes. Refused before any byte
 /// is written if this node has not the disk space the restore needs for
 /// the size it announces, and as soon as it passes or falls short of it.
-async fn receive(
-    upload: &mut tonic::Streaming<pb::RestoreChunk>,
-    path: &Path,
-    images: &raft::Images,
-) -> Result<u64, NodeError> {
+async fn receive<S>(upload: &mut S, path: &Path, images: &raft::Images) -> Result<u64, NodeError>
+where
+    S: Stream<Item = Result<UploadChunk, NodeError>> + Unpin,
+{
     let io = |e: std::io::Error| {
         NodeError::Unavailable(format!(
             "writing the upload to {}: {e}; nothing was changed",
             path.display()
         ))
     };
-    let broken = |s: Status| {
-        NodeError::BadRequest(format!(
-            "the upload was cut: {}; nothing was changed",
-            s.message()
-        ))
-    };
     let first =
-        upload.message().await.map_err(broken)?.ok_or_else(|| {
+        upload.next().await.transpose()?.ok_or_else(|| {
             NodeError::BadRequest("the upload was empty; nothing was changed".into())
         })?;
     let total = first.total_bytes;
@@ -231,7 +257,7 @@ async fn receive(
             )));
         }
         file.write_all(&c.data).await.map_err(io)?;
-        chunk = upload.message().await.map_err(broken)?;
+        chunk = upload.next().await.transpose()?;
     }
     if received != total {
         return Err(NodeError::BadRequest(format!(

@@ -2,14 +2,17 @@
 //! services' edge. Values convert with the `From` impls of the client
 //! crate, which owns `pb`.
 
+use super::backup::{Backup, BackupPart, Restored, UploadChunk};
 use super::error::NodeError;
 use super::members::{Change, Changed, Transferred};
 use super::read::{Consistency, Read, Rows};
+use super::status::Status;
 use super::write::Written;
 use super::{barrier, Node};
-use client::pb;
+use client::{pb, Token};
 use std::time::Duration;
 use storage::{Column, Params, Statement, StatementResult, Value, WriteRequest};
+use tokio_stream::{Stream, StreamExt};
 
 pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeError> {
     if s.sql.trim().is_empty() {
@@ -205,5 +208,123 @@ pub fn transferred_out(t: Transferred) -> pb::TransferLeaderResponse {
         leader_id: t.leader_id,
         term: t.term,
         elapsed_ms: t.elapsed.as_millis() as u64,
+    }
+}
+
+/// A node's status as a `StatusResponse`.
+pub fn status_out(s: Status) -> pb::StatusResponse {
+    let (digest, digest_version) = s.digest.unwrap_or_default();
+    pb::StatusResponse {
+        id: s.id,
+        role: s.role.into(),
+        leader_id: s.leadership.leader_id.unwrap_or(0),
+        leader_addr: s.leadership.leader_addr.unwrap_or_default(),
+        term: s.leadership.term,
+        version: s.version,
+        lineage: s.lineage.unwrap_or_default(),
+        digest,
+        digest_version,
+        members: s
+            .members
+            .into_iter()
+            .map(|m| pb::Member {
+                id: m.id,
+                addr: m.addr,
+                kind: if m.voter { "voter" } else { "learner" }.into(),
+            })
+            .collect(),
+        last_log_index: s.last_log_index,
+        applied_index: s.applied_index,
+        leader_contact_ms: s.leader_contact.map_or(u64::MAX, |d| d.as_millis() as u64),
+        token: s.token.to_string(),
+        snapshot_index: s.snapshot_index,
+        purged_index: s.purged_index,
+        health: s.health.status.to_owned(),
+        health_reason: s.health.reason.unwrap_or_default(),
+    }
+}
+
+/// A backup's messages, as the gRPC stream sends them.
+pub type BackupStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, tonic::Status>> + Send>>;
+
+/// A `BackupRequest` in the core's terms: the consistency, and the
+/// caller's token (parsed and checked against this cluster's lineage).
+pub fn backup_in(
+    node: &Node,
+    req: &pb::BackupRequest,
+) -> Result<(Consistency, Option<Token>), NodeError> {
+    let token = node.check_token(&req.token)?;
+    let consistency = match pb::Consistency::try_from(req.consistency) {
+        Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
+        Ok(pb::Consistency::Session) => Consistency::Session,
+        Ok(pb::Consistency::Stale) => Consistency::Stale { max_lag: None },
+        Err(_) => {
+            return Err(NodeError::BadRequest(format!(
+                "unknown consistency level {}",
+                req.consistency
+            )))
+        }
+    };
+    Ok((consistency, token))
+}
+
+/// A backup as the gRPC stream sends it: the header first, then the
+/// file's bytes, then the checksum; an error ends the stream.
+pub fn backup_stream(backup: Backup) -> BackupStream {
+    let h = backup.header;
+    let header = pb::BackupChunk {
+        header: Some(pb::BackupHeader {
+            version: h.version,
+            lineage: h.lineage,
+            token: h.token.to_string(),
+            page_size: h.page_size,
+            pages: h.pages,
+            total_bytes: h.total_bytes,
+        }),
+        ..Default::default()
+    };
+    let parts = tokio_stream::wrappers::ReceiverStream::new(backup.parts).map(|part| match part {
+        Ok(BackupPart::Data(data)) => Ok(pb::BackupChunk {
+            data,
+            ..Default::default()
+        }),
+        Ok(BackupPart::End { crc32 }) => Ok(pb::BackupChunk {
+            last: true,
+            crc32,
+            ..Default::default()
+        }),
+        Err(e) => Err(e.into_status(None)),
+    });
+    Box::pin(tokio_stream::once(Ok(header)).chain(parts))
+}
+
+/// A restore's upload, as the core reads it.
+pub fn upload_in(
+    upload: tonic::Streaming<pb::RestoreChunk>,
+) -> impl Stream<Item = Result<UploadChunk, NodeError>> + Unpin {
+    upload.map(|chunk| {
+        chunk
+            .map(|c| UploadChunk {
+                total_bytes: c.total_bytes,
+                data: c.data,
+            })
+            .map_err(|s| {
+                NodeError::BadRequest(format!(
+                    "the upload was cut: {}; nothing was changed",
+                    s.message()
+                ))
+            })
+    })
+}
+
+/// A restore's answer as a `RestoreResponse`.
+pub fn restored_out(r: Restored) -> pb::RestoreResponse {
+    pb::RestoreResponse {
+        version: r.version,
+        lineage: r.lineage,
+        token: r.token.to_string(),
+        bytes: r.bytes,
+        converted_from_page_size: r.converted_from.unwrap_or(0),
     }
 }

@@ -299,8 +299,10 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.serve(request, Permission::Read, |req, _| self.node.status(req))
-            .await
+        self.serve(request, Permission::Read, |req, _| async move {
+            self.node.status(req.digest).await.map(convert::status_out)
+        })
+        .await
     }
 
     async fn change_membership(
@@ -329,7 +331,7 @@ impl Quorumlite for Service {
         .await
     }
 
-    type BackupStream = super::backup::BackupStream;
+    type BackupStream = convert::BackupStream;
 
     async fn backup(
         &self,
@@ -337,8 +339,12 @@ impl Quorumlite for Service {
     ) -> Result<Response<Self::BackupStream>, Status> {
         tracing::debug!(consistency = request.get_ref().consistency, "backup");
         // A backup holds nothing a read could not see: `read` (see auth.rs).
-        self.serve(request, Permission::Read, |req, _| self.node.backup(req))
-            .await
+        self.serve(request, Permission::Read, |req, _| async move {
+            let (consistency, token) = convert::backup_in(&self.node, &req)?;
+            let backup = self.node.backup(consistency, token).await?;
+            Ok(convert::backup_stream(backup))
+        })
+        .await
     }
 
     async fn restore(
@@ -346,7 +352,10 @@ impl Quorumlite for Service {
         request: Request<tonic::Streaming<pb::RestoreChunk>>,
     ) -> Result<Response<pb::RestoreResponse>, Status> {
         tracing::debug!("restore");
-        self.serve(request, Permission::Admin, |req, _| self.node.restore(req))
-            .await
+        self.serve(request, Permission::Admin, |req, _| async move {
+            let restored = self.node.restore(convert::upload_in(req)).await?;
+            Ok(convert::restored_out(restored))
+        })
+        .await
     }
 }

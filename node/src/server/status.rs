@@ -3,70 +3,87 @@
 //! memberships.
 
 use super::error::NodeError;
+use super::members::Member;
 use super::{quorum, Leadership, Node};
-use client::pb;
-use openraft::{BasicNode, ServerState};
+use client::Token;
+use openraft::BasicNode;
 use raft::role_name;
 use raft::NodeId;
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A node's view of itself and of the cluster.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub id: NodeId,
+    /// "leader", "follower", "learner", "candidate" or "shutdown".
+    pub role: &'static str,
+    pub leadership: Leadership,
+    /// The data version applied here, and its token.
+    pub version: u64,
+    pub token: Token,
+    /// The cluster's lineage; `None` before its first batch.
+    pub lineage: Option<String>,
+    /// The replica digest and the version it was computed at, when asked.
+    pub digest: Option<(String, u64)>,
+    pub members: Vec<Member>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// Since this node last heard from the leader (`Some(0)` on the
+    /// leader; `None`: never).
+    pub leader_contact: Option<Duration>,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
+    pub health: Health,
+}
 
 impl Node {
-    /// This node's view of the cluster.
-    pub async fn status(&self, req: pb::StatusRequest) -> Result<pb::StatusResponse, NodeError> {
+    /// This node's view of the cluster; with `digest`, the replica digest
+    /// too (it reads the whole database).
+    pub async fn status(&self, digest: bool) -> Result<Status, NodeError> {
         let health = self.health();
         let m = self.raft.metrics().borrow().clone();
         let version = *self.sm.applied_version().borrow();
-        let (digest, digest_version) = if req.digest {
+        let digest = if digest {
             let reads = self.sm.reads().clone();
             let d = tokio::task::spawn_blocking(move || reads.digest())
                 .await
                 .map_err(|e| NodeError::Internal(e.to_string()))?
                 .map_err(|e| NodeError::Unavailable(format!("computing the digest: {e}")))?;
-            (d.to_string(), d.version)
+            Some((d.to_string(), d.version))
         } else {
-            (String::new(), 0)
+            None
         };
         let membership = m.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let members = membership
             .nodes()
-            .map(|(id, node)| pb::Member {
+            .map(|(id, node)| Member {
                 id: *id,
                 addr: node.addr.clone(),
-                kind: if voters.contains(id) {
-                    "voter"
-                } else {
-                    "learner"
-                }
-                .into(),
+                voter: voters.contains(id),
             })
             .collect();
-        let leads = m.state == ServerState::Leader;
-        Ok(pb::StatusResponse {
+        let leadership = Leadership::of(&m);
+        Ok(Status {
             id: self.id,
-            role: role_name(m.state).into(),
-            leader_id: m.current_leader.unwrap_or(0),
-            leader_addr: Leadership::of(&m).leader_addr.unwrap_or_default(),
-            term: m.current_term,
+            role: role_name(m.state),
+            leader_contact: if leadership.leads {
+                Some(Duration::ZERO)
+            } else {
+                self.contact.age()
+            },
+            leadership,
             version,
-            lineage: self.sm.lineage().map(|l| l.to_string()).unwrap_or_default(),
+            token: self.token(version)?,
+            lineage: self.sm.lineage().map(|l| l.to_string()),
             digest,
-            digest_version,
             members,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
-            leader_contact_ms: if leads {
-                0
-            } else {
-                self.contact
-                    .age()
-                    .map_or(u64::MAX, |d| d.as_millis() as u64)
-            },
-            token: self.token(version)?.to_string(),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
-            health: health.status.to_owned(),
-            health_reason: health.reason.unwrap_or_default(),
+            health,
         })
     }
 
@@ -109,6 +126,7 @@ impl Node {
 }
 
 /// What `Node::health` found.
+#[derive(Clone, Debug)]
 pub struct Health {
     pub status: &'static str,
     /// Why, when not "ok".
