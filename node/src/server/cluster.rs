@@ -16,7 +16,7 @@
 //! passed on again (save a join, which the joining node may send to any
 //! member: its request says whether a member passed it on).
 
-use super::auth::{self, Permission};
+use super::auth::Permission;
 use super::cluster_pb as pb;
 use super::convert;
 use super::error::NodeError;
@@ -116,15 +116,8 @@ pub struct Calls {
 }
 
 impl Calls {
-    fn reply<T>(&self, result: Result<T, NodeError>) -> Result<Response<T>, Status> {
-        result.map(Response::new).map_err(|e| {
-            tracing::debug!(code = %e.code(), error = %e, "cluster call failed");
-            e.into_status(self.node.leader_hint().as_deref())
-        })
-    }
-
     /// Check the client's permission again (`need`), then `serve` the call
-    /// made for it; its result or error is the reply.
+    /// made for it ([`super::service::handle`]).
     async fn serve<T, R, F, Fut>(
         &self,
         request: Request<T>,
@@ -135,18 +128,14 @@ impl Calls {
         F: FnOnce(T, Option<String>) -> Fut,
         Fut: std::future::Future<Output = Result<R, NodeError>>,
     {
-        if let Err(e) = self.admit(&request, need) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        self.reply(serve(request.into_inner(), bearer).await)
+        super::service::handle(&self.node, request, need, serve).await
     }
 
-    /// The client's permission, checked again on a call made for it.
-    fn admit<T>(&self, request: &Request<T>, need: Permission) -> Result<(), NodeError> {
-        auth::check(&self.node.config.auth_tokens, bearer(request), need)
-            .map(|_| ())
-            .inspect_err(|e| crate::metrics::auth_failure(auth::failure_reason(e)))
+    fn reply<T>(&self, result: Result<T, NodeError>) -> Result<Response<T>, Status> {
+        result.map(Response::new).map_err(|e| {
+            tracing::debug!(code = %e.code(), error = %e, "cluster call failed");
+            e.into_status(self.node.leader_hint().as_deref())
+        })
     }
 }
 

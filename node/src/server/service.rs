@@ -41,15 +41,7 @@ pub fn server(node: Arc<Node>, closing: watch::Receiver<bool>) -> QuorumliteServ
 }
 
 impl Service {
-    fn reply<T>(&self, result: Result<T, NodeError>) -> Result<Response<T>, Status> {
-        result.map(Response::new).map_err(|e| {
-            tracing::debug!(code = %e.code(), error = %e, "request failed");
-            e.into_status(self.node.leader_hint().as_deref())
-        })
-    }
-
-    /// Admit a call needing `need`, then `serve` it (given the message and
-    /// the caller's token); its result or error is the reply.
+    /// [`handle`] on this service's node.
     async fn serve<T, R, F, Fut>(
         &self,
         request: Request<T>,
@@ -60,23 +52,56 @@ impl Service {
         F: FnOnce(T, Option<String>) -> Fut,
         Fut: Future<Output = Result<R, NodeError>>,
     {
-        if let Err(e) = self.admit(&request, need) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        self.reply(serve(request.into_inner(), bearer).await)
+        handle(&self.node, request, need, serve).await
     }
 
-    /// Admit a call needing `need` (see `auth`); refusals are counted.
-    fn admit<T>(&self, request: &Request<T>, need: Permission) -> Result<(), NodeError> {
-        let header = bearer(request);
-        auth::check(&self.node.config.auth_tokens, header, need)
-            .map(|_| ())
-            .inspect_err(|e| {
-                let reason = auth::failure_reason(e);
-                crate::metrics::auth_failure(reason);
-                tracing::debug!(reason, "call refused by authentication");
-            })
+    /// Serve a `Calls` stream: each request in a task of its own, its
+    /// reply sent back tagged with its id, until the client or the node
+    /// ends the stream.
+    fn open_calls(
+        &self,
+        mut requests: tonic::Streaming<pb::CallRequest>,
+        bearer: Option<String>,
+    ) -> tokio_stream::wrappers::ReceiverStream<Result<pb::CallReply, Status>> {
+        let (replies, out) = mpsc::channel(CALL_REPLIES_QUEUED);
+        let (node, mut closing) = (Arc::clone(&self.node), self.closing.clone());
+        tokio::spawn(async move {
+            let mut serving = tokio::task::JoinSet::new();
+            let failed = loop {
+                while serving.try_join_next().is_some() {}
+                let next = tokio::select! {
+                    biased;
+                    _ = raft::closed(&mut closing) => break None,
+                    next = requests.message() => next,
+                };
+                let req = match next {
+                    Ok(Some(req)) => req,
+                    Ok(None) => break None,
+                    Err(status) => break Some(status),
+                };
+                let (node, bearer, replies) = (Arc::clone(&node), bearer.clone(), replies.clone());
+                serving.spawn(async move {
+                    // A client that went away (its connection closed) drops
+                    // the reply stream: the call is dropped with it, and a
+                    // read it was running is stopped (`readers`).
+                    tokio::select! {
+                        reply = serve_call(node, bearer, req) => {
+                            let _ = replies.send(Ok(reply)).await;
+                        }
+                        _ = replies.closed() => {}
+                    }
+                });
+            };
+            // The requests taken are answered (dropping the set would
+            // abort them); then the stream ends, with the status of an
+            // undecodable or oversized request if that is what ended it.
+            while serving.join_next().await.is_some() {}
+            if let Some(status) = failed {
+                tracing::debug!(error = %status, "a Calls stream failed");
+                let _ = replies.send(Err(status)).await;
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(out)
     }
 }
 
@@ -92,6 +117,39 @@ pub(super) async fn execute(
     let request = convert::write_request_in(req)?;
     let written = node.write(request, origin, bearer).await?;
     Ok(convert::execute_response(written))
+}
+
+/// Serve one gRPC call, public or cluster: admit it if the caller's
+/// bearer token has `need` (refusals are counted), then `serve` it with
+/// the message and the token; its result, or its error mapped to a status
+/// (with the leader hint), is the reply.
+pub(super) async fn handle<T, R, F, Fut>(
+    node: &Node,
+    request: Request<T>,
+    need: Permission,
+    serve: F,
+) -> Result<Response<R>, Status>
+where
+    F: FnOnce(T, Option<String>) -> Fut,
+    Fut: Future<Output = Result<R, NodeError>>,
+{
+    let admitted = auth::check(&node.config.auth_tokens, bearer(&request), need);
+    let result = match admitted {
+        Ok(_) => {
+            let bearer = bearer(&request).map(str::to_owned);
+            serve(request.into_inner(), bearer).await
+        }
+        Err(e) => {
+            let reason = auth::failure_reason(&e);
+            crate::metrics::auth_failure(reason);
+            tracing::debug!(reason, "call refused by authentication");
+            Err(e)
+        }
+    };
+    result.map(Response::new).map_err(|e| {
+        tracing::debug!(code = %e.code(), error = %e, "request failed");
+        e.into_status(node.leader_hint().as_deref())
+    })
 }
 
 /// `ExecuteBatch`: each item converted (an item that does not convert
@@ -247,52 +305,10 @@ impl Quorumlite for Service {
     ) -> Result<Response<Self::CallsStream>, Status> {
         // Each request checks its own permission; a caller with no valid
         // token at all is refused now.
-        if let Err(e) = self.admit(&request, Permission::Read) {
-            return self.reply(Err(e));
-        }
-        let bearer = bearer(&request).map(str::to_owned);
-        let mut requests = request.into_inner();
-        let (replies, out) = mpsc::channel(CALL_REPLIES_QUEUED);
-        let (node, mut closing) = (Arc::clone(&self.node), self.closing.clone());
-        tokio::spawn(async move {
-            let mut serving = tokio::task::JoinSet::new();
-            let failed = loop {
-                while serving.try_join_next().is_some() {}
-                let next = tokio::select! {
-                    biased;
-                    _ = raft::closed(&mut closing) => break None,
-                    next = requests.message() => next,
-                };
-                let req = match next {
-                    Ok(Some(req)) => req,
-                    Ok(None) => break None,
-                    Err(status) => break Some(status),
-                };
-                let (node, bearer, replies) = (Arc::clone(&node), bearer.clone(), replies.clone());
-                serving.spawn(async move {
-                    // A client that went away (its connection closed) drops
-                    // the reply stream: the call is dropped with it, and a
-                    // read it was running is stopped (`readers`).
-                    tokio::select! {
-                        reply = serve_call(node, bearer, req) => {
-                            let _ = replies.send(Ok(reply)).await;
-                        }
-                        _ = replies.closed() => {}
-                    }
-                });
-            };
-            // The requests taken are answered (dropping the set would
-            // abort them); then the stream ends, with the status of an
-            // undecodable or oversized request if that is what ended it.
-            while serving.join_next().await.is_some() {}
-            if let Some(status) = failed {
-                tracing::debug!(error = %status, "a Calls stream failed");
-                let _ = replies.send(Err(status)).await;
-            }
-        });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            out,
-        )))
+        self.serve(request, Permission::Read, |requests, bearer| async move {
+            Ok(self.open_calls(requests, bearer))
+        })
+        .await
     }
 
     async fn status(
