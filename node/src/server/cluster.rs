@@ -21,6 +21,7 @@ use super::cluster_pb as pb;
 use super::convert;
 use super::error::NodeError;
 use super::members::Join;
+use super::service::{change_membership, execute, execute_batch, handle, transfer_leader};
 use super::{Node, Origin};
 use client::pb as public;
 use std::sync::Arc;
@@ -116,21 +117,6 @@ pub struct Calls {
 }
 
 impl Calls {
-    /// Check the client's permission again (`need`), then `serve` the call
-    /// made for it ([`super::service::handle`]).
-    async fn serve<T, R, F, Fut>(
-        &self,
-        request: Request<T>,
-        need: Permission,
-        serve: F,
-    ) -> Result<Response<R>, Status>
-    where
-        F: FnOnce(T, Option<String>) -> Fut,
-        Fut: std::future::Future<Output = Result<R, NodeError>>,
-    {
-        super::service::handle(&self.node, request, need, serve).await
-    }
-
     fn reply<T>(&self, result: Result<T, NodeError>) -> Result<Response<T>, Status> {
         result.map(Response::new).map_err(|e| {
             tracing::debug!(code = %e.code(), error = %e, "cluster call failed");
@@ -147,8 +133,8 @@ impl Cluster for Calls {
         &self,
         request: Request<public::ExecuteRequest>,
     ) -> Result<Response<public::ExecuteResponse>, Status> {
-        self.serve(request, Permission::Write, |req, bearer| async move {
-            super::service::execute(&self.node, req, Origin::Peer, bearer.as_deref()).await
+        handle(&self.node, request, Permission::Write, |req, bearer| async move {
+            execute(&self.node, req, Origin::Peer, bearer.as_deref()).await
         })
         .await
     }
@@ -157,9 +143,14 @@ impl Cluster for Calls {
         &self,
         request: Request<public::ExecuteBatchRequest>,
     ) -> Result<Response<public::ExecuteBatchResponse>, Status> {
-        self.serve(request, Permission::Write, |req, bearer| async move {
-            super::service::execute_batch(&self.node, req, Origin::Peer, bearer.as_deref()).await
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Write,
+            |req, bearer| async move {
+                execute_batch(&self.node, req, Origin::Peer, bearer.as_deref()).await
+            },
+        )
         .await
     }
 
@@ -194,12 +185,14 @@ impl Cluster for Calls {
         &self,
         request: Request<public::ChangeMembershipRequest>,
     ) -> Result<Response<public::ChangeMembershipResponse>, Status> {
-        self.serve(request, Permission::Admin, |req, bearer| async move {
-            self.node
-                .change_membership(convert::change_in(req)?, Origin::Peer, bearer.as_deref())
-                .await
-                .map(convert::changed_out)
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Admin,
+            |req, bearer| async move {
+                change_membership(&self.node, req, Origin::Peer, bearer.as_deref()).await
+            },
+        )
         .await
     }
 
@@ -207,12 +200,14 @@ impl Cluster for Calls {
         &self,
         request: Request<public::TransferLeaderRequest>,
     ) -> Result<Response<public::TransferLeaderResponse>, Status> {
-        self.serve(request, Permission::Admin, |req, bearer| async move {
-            self.node
-                .transfer_leader(req.to, Origin::Peer, bearer.as_deref())
-                .await
-                .map(convert::transferred_out)
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Admin,
+            |req, bearer| async move {
+                transfer_leader(&self.node, req, Origin::Peer, bearer.as_deref()).await
+            },
+        )
         .await
     }
 

@@ -185,18 +185,18 @@ pub fn change_in(req: pb::ChangeMembershipRequest) -> Result<Change, NodeError> 
     })
 }
 
+fn member_out(m: super::members::Member) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        addr: m.addr,
+        kind: if m.voter { "voter" } else { "learner" }.into(),
+    }
+}
+
 /// The membership after a change, as a `ChangeMembershipResponse`.
 pub fn changed_out(changed: Changed) -> pb::ChangeMembershipResponse {
     pb::ChangeMembershipResponse {
-        members: changed
-            .members
-            .into_iter()
-            .map(|m| pb::Member {
-                id: m.id,
-                addr: m.addr,
-                kind: if m.voter { "voter" } else { "learner" }.into(),
-            })
-            .collect(),
+        members: changed.members.into_iter().map(member_out).collect(),
         leader_id: changed.leader_id,
         elapsed_ms: changed.elapsed.as_millis() as u64,
     }
@@ -224,15 +224,7 @@ pub fn status_out(s: Status) -> pb::StatusResponse {
         lineage: s.lineage.unwrap_or_default(),
         digest,
         digest_version,
-        members: s
-            .members
-            .into_iter()
-            .map(|m| pb::Member {
-                id: m.id,
-                addr: m.addr,
-                kind: if m.voter { "voter" } else { "learner" }.into(),
-            })
-            .collect(),
+        members: s.members.into_iter().map(member_out).collect(),
         last_log_index: s.last_log_index,
         applied_index: s.applied_index,
         leader_contact_ms: s.leader_contact.map_or(u64::MAX, |d| d.as_millis() as u64),

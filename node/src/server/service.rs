@@ -41,20 +41,6 @@ pub fn server(node: Arc<Node>, closing: watch::Receiver<bool>) -> QuorumliteServ
 }
 
 impl Service {
-    /// [`handle`] on this service's node.
-    async fn serve<T, R, F, Fut>(
-        &self,
-        request: Request<T>,
-        need: Permission,
-        serve: F,
-    ) -> Result<Response<R>, Status>
-    where
-        F: FnOnce(T, Option<String>) -> Fut,
-        Fut: Future<Output = Result<R, NodeError>>,
-    {
-        handle(&self.node, request, need, serve).await
-    }
-
     /// Serve a `Calls` stream: each request in a task of its own, its
     /// reply sent back tagged with its id, until the client or the node
     /// ends the stream.
@@ -178,6 +164,29 @@ pub(super) async fn execute_batch(
     Ok(pb::ExecuteBatchResponse { outcomes })
 }
 
+/// `ChangeMembership`, public or passed on by a node.
+pub(super) async fn change_membership(
+    node: &Node,
+    req: pb::ChangeMembershipRequest,
+    origin: Origin,
+    bearer: Option<&str>,
+) -> Result<pb::ChangeMembershipResponse, NodeError> {
+    let change = convert::change_in(req)?;
+    let changed = node.change_membership(change, origin, bearer).await?;
+    Ok(convert::changed_out(changed))
+}
+
+/// `TransferLeader`, public or passed on by a node.
+pub(super) async fn transfer_leader(
+    node: &Node,
+    req: pb::TransferLeaderRequest,
+    origin: Origin,
+    bearer: Option<&str>,
+) -> Result<pb::TransferLeaderResponse, NodeError> {
+    let transferred = node.transfer_leader(req.to, origin, bearer).await?;
+    Ok(convert::transferred_out(transferred))
+}
+
 /// `Query`: the request as a [`Read`](super::read::Read), read, the rows
 /// as a `QueryResponse`.
 async fn query(node: &Node, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
@@ -262,9 +271,14 @@ impl Quorumlite for Service {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         tracing::debug!(statements = request.get_ref().statements.len(), "execute");
-        self.serve(request, Permission::Write, |req, bearer| async move {
-            execute(&self.node, req, Origin::Client, bearer.as_deref()).await
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Write,
+            |req, bearer| async move {
+                execute(&self.node, req, Origin::Client, bearer.as_deref()).await
+            },
+        )
         .await
     }
 
@@ -273,17 +287,24 @@ impl Quorumlite for Service {
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
         tracing::debug!(consistency = request.get_ref().consistency, "query");
-        self.serve(request, Permission::Read, |req, _| query(&self.node, req))
-            .await
+        handle(&self.node, request, Permission::Read, |req, _| {
+            query(&self.node, req)
+        })
+        .await
     }
 
     async fn execute_batch(
         &self,
         request: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
-        self.serve(request, Permission::Write, |req, bearer| async move {
-            execute_batch(&self.node, req, Origin::Client, bearer.as_deref()).await
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Write,
+            |req, bearer| async move {
+                execute_batch(&self.node, req, Origin::Client, bearer.as_deref()).await
+            },
+        )
         .await
     }
 
@@ -291,7 +312,7 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::QueryBatchRequest>,
     ) -> Result<Response<pb::QueryBatchResponse>, Status> {
-        self.serve(request, Permission::Read, |req, _| {
+        handle(&self.node, request, Permission::Read, |req, _| {
             query_batch(&self.node, req)
         })
         .await
@@ -305,9 +326,12 @@ impl Quorumlite for Service {
     ) -> Result<Response<Self::CallsStream>, Status> {
         // Each request checks its own permission; a caller with no valid
         // token at all is refused now.
-        self.serve(request, Permission::Read, |requests, bearer| async move {
-            Ok(self.open_calls(requests, bearer))
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Read,
+            |requests, bearer| async move { Ok(self.open_calls(requests, bearer)) },
+        )
         .await
     }
 
@@ -315,7 +339,7 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.serve(request, Permission::Read, |req, _| async move {
+        handle(&self.node, request, Permission::Read, |req, _| async move {
             self.node.status(req.digest).await.map(convert::status_out)
         })
         .await
@@ -325,12 +349,14 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
-        self.serve(request, Permission::Admin, |req, bearer| async move {
-            let node = &self.node;
-            node.change_membership(convert::change_in(req)?, Origin::Client, bearer.as_deref())
-                .await
-                .map(convert::changed_out)
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Admin,
+            |req, bearer| async move {
+                change_membership(&self.node, req, Origin::Client, bearer.as_deref()).await
+            },
+        )
         .await
     }
 
@@ -338,12 +364,14 @@ impl Quorumlite for Service {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        self.serve(request, Permission::Admin, |req, bearer| async move {
-            let node = &self.node;
-            node.transfer_leader(req.to, Origin::Client, bearer.as_deref())
-                .await
-                .map(convert::transferred_out)
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Admin,
+            |req, bearer| async move {
+                transfer_leader(&self.node, req, Origin::Client, bearer.as_deref()).await
+            },
+        )
         .await
     }
 
@@ -355,7 +383,7 @@ impl Quorumlite for Service {
     ) -> Result<Response<Self::BackupStream>, Status> {
         tracing::debug!(consistency = request.get_ref().consistency, "backup");
         // A backup holds nothing a read could not see: `read` (see auth.rs).
-        self.serve(request, Permission::Read, |req, _| async move {
+        handle(&self.node, request, Permission::Read, |req, _| async move {
             let (consistency, token) = convert::backup_in(&self.node, &req)?;
             let backup = self.node.backup(consistency, token).await?;
             Ok(convert::backup_stream(backup))
@@ -368,10 +396,15 @@ impl Quorumlite for Service {
         request: Request<tonic::Streaming<pb::RestoreChunk>>,
     ) -> Result<Response<pb::RestoreResponse>, Status> {
         tracing::debug!("restore");
-        self.serve(request, Permission::Admin, |req, _| async move {
-            let restored = self.node.restore(convert::upload_in(req)).await?;
-            Ok(convert::restored_out(restored))
-        })
+        handle(
+            &self.node,
+            request,
+            Permission::Admin,
+            |req, _| async move {
+                let restored = self.node.restore(convert::upload_in(req)).await?;
+                Ok(convert::restored_out(restored))
+            },
+        )
         .await
     }
 }
