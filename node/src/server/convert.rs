@@ -8,18 +8,15 @@ use super::members::{Change, Changed, Transferred};
 use super::read::{Consistency, Read, Rows};
 use super::status::Status;
 use super::write::Written;
-use super::{barrier, Node};
+use super::{barrier, parse_token, Node};
 use client::{pb, Token};
 use std::time::Duration;
 use storage::{Column, Params, Statement, StatementResult, Value, WriteRequest};
 use tokio_stream::{Stream, StreamExt};
 
+/// A statement as storage takes it. Empty SQL is the caller's to refuse
+/// (a write's: the core's `check_request`; a read's: [`read_in`]).
 pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeError> {
-    if s.sql.trim().is_empty() {
-        return Err(NodeError::BadRequest(format!(
-            "statement {index} has no SQL text"
-        )));
-    }
     let params = match (s.positional.is_empty(), s.named.is_empty()) {
         (true, true) => Params::None,
         (false, true) => Params::Positional(s.positional.into_iter().map(Value::from).collect()),
@@ -40,13 +37,8 @@ pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeErr
 
 pub fn write_request_in(req: pb::ExecuteRequest) -> Result<WriteRequest, NodeError> {
     let fence = fence_in(&req)?;
-    let statements = req.statements;
-    if statements.is_empty() {
-        return Err(NodeError::BadRequest(
-            "the request holds no statement".into(),
-        ));
-    }
-    let statements = statements
+    let statements = req
+        .statements
         .into_iter()
         .enumerate()
         .map(|(i, s)| statement_in(s, i))
@@ -108,13 +100,16 @@ pub fn result_out(r: StatementResult) -> pb::StatementResult {
     }
 }
 
-/// A `QueryRequest` as the core's [`Read`]. The token is parsed and
-/// checked against this cluster's lineage first, as every read is.
-pub fn read_in(node: &Node, req: pb::QueryRequest) -> Result<Read, NodeError> {
-    let token = node.check_token(&req.token)?;
+/// A `QueryRequest` as the core's [`Read`] (the core checks the token's
+/// lineage).
+pub fn read_in(req: pb::QueryRequest) -> Result<Read, NodeError> {
+    let token = parse_token(&req.token)?;
     let statement = req
         .statement
         .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
+    if statement.sql.trim().is_empty() {
+        return Err(NodeError::BadRequest("statement 0 has no SQL text".into()));
+    }
     let statement = statement_in(statement, 0)?;
     let consistency = match pb::Consistency::try_from(req.consistency) {
         Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
@@ -145,7 +140,7 @@ pub fn query_response(
     rows: Rows,
     token: &mut Option<(u64, String)>,
 ) -> Result<pb::QueryResponse, NodeError> {
-    let version = rows.version();
+    let version = rows.version;
     let text = match token {
         Some((v, text)) if *v == version => text.clone(),
         _ => {
@@ -155,8 +150,8 @@ pub fn query_response(
         }
     };
     Ok(pb::QueryResponse {
-        columns: columns_out(rows.result.columns),
-        rows: rows_out(rows.result.rows),
+        columns: columns_out(rows.columns),
+        rows: rows_out(rows.rows),
         token: text,
     })
 }
@@ -241,12 +236,9 @@ pub type BackupStream =
     std::pin::Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, tonic::Status>> + Send>>;
 
 /// A `BackupRequest` in the core's terms: the consistency, and the
-/// caller's token (parsed and checked against this cluster's lineage).
-pub fn backup_in(
-    node: &Node,
-    req: &pb::BackupRequest,
-) -> Result<(Consistency, Option<Token>), NodeError> {
-    let token = node.check_token(&req.token)?;
+/// caller's token (the core checks its lineage).
+pub fn backup_in(req: &pb::BackupRequest) -> Result<(Consistency, Option<Token>), NodeError> {
+    let token = parse_token(&req.token)?;
     let consistency = match pb::Consistency::try_from(req.consistency) {
         Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
         Ok(pb::Consistency::Session) => Consistency::Session,

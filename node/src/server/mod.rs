@@ -83,6 +83,17 @@ pub struct Node {
     streams: hrana::Streams,
 }
 
+/// A request's token text (`""`: none). Its lineage is the core's to
+/// check (`Node::check_lineage`), as the calls that take one do.
+pub(super) fn parse_token(text: &str) -> Result<Option<Token>, NodeError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e: client::TokenError| NodeError::BadToken(e.to_string()))
+}
+
 impl Node {
     pub(super) fn check_accepting(&self) -> Result<(), NodeError> {
         if self.accepting.load(Ordering::Acquire) {
@@ -107,14 +118,9 @@ impl Node {
     /// Parse a request's token and check it belongs to this cluster, as
     /// far as this node knows its lineage yet (`check_lineage`).
     pub(super) fn check_token(&self, text: &str) -> Result<Option<Token>, NodeError> {
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let token: Token = text
-            .parse()
-            .map_err(|e: client::TokenError| NodeError::BadToken(e.to_string()))?;
-        self.check_lineage(Some(&token))?;
-        Ok(Some(token))
+        let token = parse_token(text)?;
+        self.check_lineage(token.as_ref())?;
+        Ok(token)
     }
 
     /// Refuse a token of another lineage. A node that has applied no batch

@@ -46,18 +46,9 @@ pub struct Read {
     pub timeout: Option<Duration>,
 }
 
-/// A read's answer: the rows, and the version they were read at.
-#[derive(Debug)]
-pub struct Rows {
-    pub result: storage::QueryResult,
-}
-
-impl Rows {
-    /// The data version the rows were read at.
-    pub fn version(&self) -> u64 {
-        self.result.version
-    }
-}
+/// A read's answer: the columns, the rows, and the data version they
+/// were read at.
+pub type Rows = storage::QueryResult;
 
 impl Node {
     /// A read at the requested consistency: inline if it is quick, else on
@@ -248,7 +239,7 @@ impl Node {
     fn answered(&self, ready: &ReadyRead, result: storage::QueryResult) -> Rows {
         ::metrics::histogram!(crate::metrics::READ_DURATION, "consistency" => ready.consistency)
             .record(ready.started.elapsed());
-        Rows { result }
+        result
     }
 
     /// The leader side of a follower's read barrier.

@@ -190,7 +190,7 @@ pub(super) async fn transfer_leader(
 /// `Query`: the request as a [`Read`](super::read::Read), read, the rows
 /// as a `QueryResponse`.
 async fn query(node: &Node, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
-    let read = convert::read_in(node, req)?;
+    let read = convert::read_in(req)?;
     let rows = node.read(read, None).await?;
     convert::query_response(node, rows, &mut None)
 }
@@ -201,11 +201,7 @@ async fn query_batch(
     node: &Node,
     req: pb::QueryBatchRequest,
 ) -> Result<pb::QueryBatchResponse, NodeError> {
-    let reads = req
-        .queries
-        .into_iter()
-        .map(|q| convert::read_in(node, q))
-        .collect();
+    let reads = req.queries.into_iter().map(convert::read_in).collect();
     let results = node.read_many(reads).await?;
     let (mut hint, mut token) = (None, None);
     let outcomes = results
@@ -384,7 +380,7 @@ impl Quorumlite for Service {
         tracing::debug!(consistency = request.get_ref().consistency, "backup");
         // A backup holds nothing a read could not see: `read` (see auth.rs).
         handle(&self.node, request, Permission::Read, |req, _| async move {
-            let (consistency, token) = convert::backup_in(&self.node, &req)?;
+            let (consistency, token) = convert::backup_in(&req)?;
             let backup = self.node.backup(consistency, token).await?;
             Ok(convert::backup_stream(backup))
         })

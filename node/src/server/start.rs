@@ -198,6 +198,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 /// What [`open`] holds: the data directory, locked, with its files open.
 struct Opened {
     _lock: DirLock,
+    /// openraft's settings, from the node's.
+    raft_config: Arc<openraft::Config>,
     log: LogStore,
     sm: StateMachine,
     executor: storage::Executor,
@@ -220,9 +222,9 @@ async fn open(
         path: log_path.clone(),
         source,
     })?;
-    // Checked before anything waits: a bad Raft setting is the operator's
-    // to fix now.
-    config.raft()?;
+    // Made before anything waits: a bad Raft setting is the operator's to
+    // fix now.
+    let raft_config = Arc::new(config.raft()?);
     let tls = match &config.tls {
         Some(files) => Some(tls::Tls::load(files.clone())?),
         None => None,
@@ -251,6 +253,7 @@ async fn open(
     }
     Ok(Opened {
         _lock: lock,
+        raft_config,
         log,
         sm,
         executor,
@@ -290,7 +293,7 @@ async fn start_raft(config: &NodeConfig, opened: &Opened) -> Result<Consensus, S
         config.min_free_disk_bytes,
     ));
     let raft = {
-        let (id, raft_config) = (config.id, Arc::new(config.raft()?));
+        let (id, raft_config) = (config.id, Arc::clone(&opened.raft_config));
         let (log, sm) = (opened.log.clone(), opened.sm.clone());
         runtime
             .spawn(async move { Raft::new(id, raft_config, network, log, sm).await })

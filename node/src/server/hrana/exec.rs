@@ -73,21 +73,20 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn observe(&mut self, token: &str) {
-        if let Ok(t) = token.parse::<Token>() {
-            if self
-                .newest
-                .as_ref()
-                .is_none_or(|n| t.version() > n.version())
-            {
-                self.newest = Some(t);
-            }
+    /// Keep `token` if it is newer than the newest seen.
+    fn observe(&mut self, token: Token) {
+        if self
+            .newest
+            .as_ref()
+            .is_none_or(|n| token.version() > n.version())
+        {
+            self.newest = Some(token);
         }
     }
 
     fn observe_version(&mut self, version: u64) {
         if let Ok(t) = self.node.token(version) {
-            self.observe(&t.to_string());
+            self.observe(t);
         }
     }
 
@@ -324,9 +323,9 @@ impl Ctx<'_> {
             .read(read, self.gone.clone())
             .await
             .map_err(wire::error)?;
-        let version = rows.version();
+        let version = rows.version;
         self.observe_version(version);
-        let result = rows.result;
+        let result = rows;
         Ok(StmtResult {
             cols: result.columns.into_iter().map(storage_col).collect(),
             rows: if want_rows {
@@ -356,7 +355,7 @@ impl Ctx<'_> {
             .await
             .map_err(wire::error)?;
         let version = written.token.version();
-        self.observe(&written.token.to_string());
+        self.observe(written.token);
         let mut result = local_result(
             written.results.into_iter().next().unwrap_or_default(),
             want_rows,
