@@ -14,7 +14,7 @@
 //! it again. Peer-only calls (`ReadIndex`, the Raft transport) are
 //! authenticated by certificate instead, see `tls`.
 
-use super::error::NodeError;
+use super::error::AuthError;
 pub use crate::tokens::{AuthToken, Permission};
 
 /// The caller's `authorization` header, if any.
@@ -26,10 +26,10 @@ pub fn bearer<T>(request: &tonic::Request<T>) -> Option<&str> {
 }
 
 /// Why a call was refused, for the metrics' `reason` label.
-pub fn failure_reason(e: &NodeError) -> &'static str {
+pub fn failure_reason(e: &AuthError) -> &'static str {
     match e {
-        NodeError::PermissionDenied(_) => "forbidden",
-        NodeError::Unauthenticated(m) if m.starts_with("missing") => "missing",
+        AuthError::PermissionDenied(_) => "forbidden",
+        AuthError::Unauthenticated(m) if m.starts_with("missing") => "missing",
         _ => "invalid",
     }
 }
@@ -40,12 +40,12 @@ pub fn check(
     tokens: &[AuthToken],
     header: Option<&str>,
     need: Permission,
-) -> Result<Option<String>, NodeError> {
+) -> Result<Option<String>, AuthError> {
     if tokens.is_empty() {
         return Ok(None);
     }
     let Some(header) = header else {
-        return Err(NodeError::Unauthenticated(
+        return Err(AuthError::Unauthenticated(
             "missing bearer token: this cluster requires one (quorumlite --auth-token, or QUORUMLITE_AUTH_TOKEN)".into(),
         ));
     };
@@ -53,19 +53,19 @@ pub fn check(
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| {
-            NodeError::Unauthenticated(
+            AuthError::Unauthenticated(
                 "malformed authorization header: expected \"Bearer <token>\"".into(),
             )
         })?
         .trim();
     let hash = blake3::hash(secret.as_bytes());
     let Some(token) = tokens.iter().find(|t| t.has_hash(&hash)) else {
-        return Err(NodeError::Unauthenticated(
+        return Err(AuthError::Unauthenticated(
             "the bearer token is not valid for this cluster".into(),
         ));
     };
     if !token.allows(need) {
-        return Err(NodeError::PermissionDenied(format!(
+        return Err(AuthError::PermissionDenied(format!(
             "token {:?} lacks the {} permission; nothing was done",
             token.name,
             need.as_str()
@@ -83,9 +83,9 @@ mod tests {
     fn every_auth_failure_reason_is_registered_at_start() {
         use crate::metrics::AUTH_FAILURE_REASONS;
         let refusals = [
-            NodeError::PermissionDenied("no write permission".into()),
-            NodeError::Unauthenticated("missing bearer token".into()),
-            NodeError::Unauthenticated("unknown token".into()),
+            AuthError::PermissionDenied("no write permission".into()),
+            AuthError::Unauthenticated("missing bearer token".into()),
+            AuthError::Unauthenticated("unknown token".into()),
         ];
         for e in refusals {
             let reason = failure_reason(&e);
@@ -152,8 +152,8 @@ mod tests {
             let got = check(&t, header.as_deref(), need);
             match (got, want) {
                 (Ok(Some(name)), Ok(w)) => assert_eq!(name, w),
-                (Err(NodeError::Unauthenticated(_)), Err(ErrorKind::Unauthenticated)) => {}
-                (Err(NodeError::PermissionDenied(m)), Err(ErrorKind::Forbidden)) => {
+                (Err(AuthError::Unauthenticated(_)), Err(ErrorKind::Unauthenticated)) => {}
+                (Err(AuthError::PermissionDenied(m)), Err(ErrorKind::Forbidden)) => {
                     assert!(m.contains(need.as_str()), "{m}")
                 }
                 (got, want) => panic!("{header:?} {need:?}: got {got:?}, want {want:?}"),

@@ -19,7 +19,7 @@
 //! failure before that leaves the old data and lineage, and removes the
 //! upload.
 
-use super::error::NodeError;
+use super::error::{ReadError, Unavailable, WriteError};
 use super::read::Consistency;
 use super::{barrier, Node};
 use client::Token;
@@ -33,7 +33,7 @@ pub struct Backup {
     pub header: BackupHeader,
     /// The file's bytes in order, then [`BackupPart::End`]; an error ends
     /// the backup (start it again).
-    pub parts: mpsc::Receiver<Result<BackupPart, NodeError>>,
+    pub parts: mpsc::Receiver<Result<BackupPart, ReadError>>,
 }
 
 /// The state a backup's file holds.
@@ -96,7 +96,7 @@ impl Node {
         &self,
         consistency: Consistency,
         token: Option<Token>,
-    ) -> Result<Backup, NodeError> {
+    ) -> Result<Backup, ReadError> {
         self.check_accepting()?;
         self.check_lineage(token.as_ref())?;
         match consistency {
@@ -114,8 +114,8 @@ impl Node {
         let reads = self.sm.reads().clone();
         let mut reader = tokio::task::spawn_blocking(move || reads.backup())
             .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
-            .map_err(|e| NodeError::Unavailable(format!("starting the backup: {e}")))?;
+            .map_err(|e| Unavailable::Internal(e.to_string()))?
+            .map_err(|e| Unavailable::Down(format!("starting the backup: {e}")))?;
         let meta = reader.meta();
         let lineage = reader.lineage().unwrap_or_default().to_owned();
         let token = match Token::new(lineage.as_str(), meta.version) {
@@ -149,9 +149,10 @@ impl Node {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        let err = NodeError::Unavailable(format!(
+                        let err: ReadError = Unavailable::Down(format!(
                             "reading the database for the backup: {e}; start it again"
-                        ));
+                        ))
+                        .into();
                         let _ = tx.blocking_send(Err(err));
                         return;
                     }
@@ -170,9 +171,9 @@ impl Node {
 
     /// Take an uploaded SQLite file and replicate it as the new state (see
     /// the module docs). Only the leader accepts one.
-    pub async fn restore<S>(&self, mut upload: S) -> Result<Restored, NodeError>
+    pub async fn restore<S>(&self, mut upload: S) -> Result<Restored, WriteError>
     where
-        S: Stream<Item = Result<UploadChunk, NodeError>> + Unpin,
+        S: Stream<Item = Result<UploadChunk, WriteError>> + Unpin,
     {
         self.check_accepting()?;
         let (leads, leader) = self.role();
@@ -182,7 +183,7 @@ impl Node {
                 None => self.find_leader().await?,
             };
             if leader.is_some() {
-                return Err(NodeError::NotLeader { leader });
+                return Err(Unavailable::NotLeader { leader }.into());
             }
         }
         let images = self.sm.images().clone();
@@ -195,11 +196,11 @@ impl Node {
         let image =
             tokio::task::spawn_blocking(move || storage::prepare_restore(&checked, page_size))
                 .await
-                .map_err(|e| NodeError::Internal(e.to_string()))??;
+                .map_err(|e| Unavailable::Internal(e.to_string()))??;
         let version = self.writer.restore(path).await?;
         drop(scratch);
         let token = Token::new(image.lineage.as_str(), version).ok_or_else(|| {
-            NodeError::Internal(format!(
+            Unavailable::Internal(format!(
                 "the restore drew an invalid lineage {:?}",
                 image.lineage
             ))
@@ -224,25 +225,24 @@ impl Node {
 /// Write the upload to `path`; its size in bytes. Refused before any byte
 /// is written if this node has not the disk space the restore needs for
 /// the size it announces, and as soon as it passes or falls short of it.
-async fn receive<S>(upload: &mut S, path: &Path, images: &raft::Images) -> Result<u64, NodeError>
+async fn receive<S>(upload: &mut S, path: &Path, images: &raft::Images) -> Result<u64, WriteError>
 where
-    S: Stream<Item = Result<UploadChunk, NodeError>> + Unpin,
+    S: Stream<Item = Result<UploadChunk, WriteError>> + Unpin,
 {
     let io = |e: std::io::Error| {
-        NodeError::Unavailable(format!(
+        Unavailable::Down(format!(
             "writing the upload to {}: {e}; nothing was changed",
             path.display()
         ))
     };
-    let first =
-        upload.next().await.transpose()?.ok_or_else(|| {
-            NodeError::BadRequest("the upload was empty; nothing was changed".into())
-        })?;
+    let first = upload.next().await.transpose()?.ok_or_else(|| {
+        WriteError::BadRequest("the upload was empty; nothing was changed".into())
+    })?;
     let total = first.total_bytes;
     images
         .check_space(total, "the restore (the file, then its install)")
         .map_err(|e| {
-            NodeError::DiskFull(format!(
+            WriteError::DiskFull(format!(
                 "the restore was refused on the leader, nothing was changed: {e}"
             ))
         })?;
@@ -252,7 +252,7 @@ where
     while let Some(c) = chunk {
         received += c.data.len() as u64;
         if received > total {
-            return Err(NodeError::BadRequest(format!(
+            return Err(WriteError::BadRequest(format!(
                 "the upload is longer than the {total} bytes it announced; nothing was changed"
             )));
         }
@@ -260,7 +260,7 @@ where
         chunk = upload.next().await.transpose()?;
     }
     if received != total {
-        return Err(NodeError::BadRequest(format!(
+        return Err(WriteError::BadRequest(format!(
             "the upload ended after {received} of the {total} bytes it announced; nothing was changed"
         )));
     }

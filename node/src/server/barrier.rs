@@ -17,7 +17,7 @@
 //!
 //! A token of another lineage is refused at every level.
 
-use super::error::NodeError;
+use super::error::{ReadError, Unavailable};
 use super::forward::Forwarder;
 use super::Leadership;
 use openraft::Raft;
@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Result of one barrier round: the version a read must wait for.
-type Barrier = Result<u64, NodeError>;
+type Barrier = Result<u64, ReadError>;
 
 /// Coalesces read barriers: at most one round in flight per node.
 pub struct ReadIndex {
@@ -83,9 +83,7 @@ impl ReadIndex {
             tokio::spawn(async move { this.rounds().await });
         }
         rx.await.unwrap_or_else(|_| {
-            Err(NodeError::Unavailable(
-                "the read barrier was dropped".into(),
-            ))
+            Err(Unavailable::Down("the read barrier was dropped".into()).into())
         })
     }
 
@@ -133,15 +131,20 @@ impl ReadIndex {
             }
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
-                return Err(NodeError::NoLeader);
+                return Err(Unavailable::NoLeader.into());
             }
             let call = async {
                 match &leader {
-                    Some(addr) => Some(self.forward.read_index(addr, remaining).await),
+                    Some(addr) => Some(
+                        self.forward
+                            .read_index(addr, remaining)
+                            .await
+                            .map_err(ReadError::from),
+                    ),
                     None => {
                         // An election is under way: give it a moment.
                         tokio::time::sleep(self.leader_wait.min(remaining)).await;
-                        Some(Err(NodeError::NoLeader))
+                        Some(Err(Unavailable::NoLeader.into()))
                     }
                 }
             };
@@ -149,11 +152,11 @@ impl ReadIndex {
                 Some(resp) = call => return resp.map(|r| r.version),
                 changed = leader_changed(&mut metrics, leader_id) => {
                     if !changed {
-                        return Err(NodeError::Unavailable("raft stopped".into()));
+                        return Err(Unavailable::Down("raft stopped".into()).into());
                     }
                     tracing::debug!(old = ?leader_id, "leader changed during a read barrier; asking the new one");
                 }
-                _ = tokio::time::sleep_until(deadline) => return Err(NodeError::NoLeader),
+                _ = tokio::time::sleep_until(deadline) => return Err(Unavailable::NoLeader.into()),
             }
         }
     }
@@ -178,14 +181,14 @@ impl ReadIndex {
                         // Still leader of its term, yet unconfirmed: the
                         // read cannot be served here; nothing names
                         // another leader yet.
-                        Err(self.quorum.require().err().unwrap_or(NodeError::NoLeader))
+                        Err(self.quorum.require().err().unwrap_or(Unavailable::NoLeader).into())
                     } else {
-                        Err(NodeError::NotLeader { leader })
+                        Err(Unavailable::NotLeader { leader }.into())
                     }
                 }
-                Err(_) => Err(NodeError::NoLeader),
+                Err(_) => Err(Unavailable::NoLeader.into()),
             },
-            lost = self.quorum.lost() => Err(lost),
+            lost = self.quorum.lost() => Err(lost.into()),
         }
     }
 }
@@ -209,7 +212,7 @@ async fn leader_changed(
 }
 
 /// Wait until this node has applied `want`, at most `limit`.
-pub async fn wait_applied(sm: &StateMachine, want: u64, limit: Duration) -> Result<u64, NodeError> {
+pub async fn wait_applied(sm: &StateMachine, want: u64, limit: Duration) -> Result<u64, ReadError> {
     let mut applied = sm.applied_version();
     let have = *applied.borrow_and_update();
     if have >= want {
@@ -221,8 +224,8 @@ pub async fn wait_applied(sm: &StateMachine, want: u64, limit: Duration) -> Resu
     .await;
     match waited {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(_)) => Err(NodeError::ShuttingDown),
-        Err(_) => Err(NodeError::ReplicaBehind {
+        Ok(Err(_)) => Err(Unavailable::ShuttingDown.into()),
+        Err(_) => Err(ReadError::ReplicaBehind {
             have: *sm.applied_version().borrow(),
             want,
             waited: limit,
@@ -232,14 +235,14 @@ pub async fn wait_applied(sm: &StateMachine, want: u64, limit: Duration) -> Resu
 
 /// A session read's wait for its token's version: [`wait_applied`], counted
 /// in the token-wait metrics when this node is behind the token.
-pub async fn wait_token(sm: &StateMachine, want: u64, limit: Duration) -> Result<u64, NodeError> {
+pub async fn wait_token(sm: &StateMachine, want: u64, limit: Duration) -> Result<u64, ReadError> {
     let have = *sm.applied_version().borrow();
     if have >= want {
         return Ok(have);
     }
     ::metrics::counter!(crate::metrics::TOKEN_WAITS).increment(1);
     let waited = wait_applied(sm, want, limit).await;
-    if let Err(NodeError::ReplicaBehind { .. }) = waited {
+    if let Err(ReadError::ReplicaBehind { .. }) = waited {
         ::metrics::counter!(crate::metrics::TOKEN_WAIT_TIMEOUTS).increment(1);
     }
     waited
@@ -252,7 +255,7 @@ pub fn stale_read_allowed(
     is_leader: bool,
     lag: Option<Duration>,
     max_lag: Option<Duration>,
-) -> Result<(), NodeError> {
+) -> Result<(), ReadError> {
     let Some(max) = max_lag else {
         return Ok(());
     };
@@ -261,7 +264,7 @@ pub fn stale_read_allowed(
     }
     match lag {
         Some(l) if l <= max => Ok(()),
-        lag => Err(NodeError::TooStale { lag, max }),
+        lag => Err(ReadError::TooStale { lag, max }),
     }
 }
 

@@ -117,8 +117,9 @@ pub struct Calls {
 }
 
 impl Calls {
-    fn reply<T>(&self, result: Result<T, NodeError>) -> Result<Response<T>, Status> {
+    fn reply<T, E: Into<NodeError>>(&self, result: Result<T, E>) -> Result<Response<T>, Status> {
         result.map(Response::new).map_err(|e| {
+            let e = e.into();
             tracing::debug!(code = %e.code(), error = %e, "cluster call failed");
             e.into_status(self.node.leader_hint().as_deref())
         })

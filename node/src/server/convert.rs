@@ -3,7 +3,7 @@
 //! crate, which owns `pb`.
 
 use super::backup::{Backup, BackupPart, Restored, UploadChunk};
-use super::error::NodeError;
+use super::error::{MembershipError, NodeError, ReadError, WriteError};
 use super::members::{Change, Changed, Transferred};
 use super::read::{Consistency, Read, Rows};
 use super::status::Status;
@@ -15,8 +15,9 @@ use storage::{Column, Params, Statement, StatementResult, Value, WriteRequest};
 use tokio_stream::{Stream, StreamExt};
 
 /// A statement as storage takes it. Empty SQL is the caller's to refuse
-/// (a write's: the core's `check_request`; a read's: [`read_in`]).
-pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeError> {
+/// (a write's: the core's `check_request`; a read's: [`read_in`]). The
+/// error says why the statement is a bad request.
+pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, String> {
     let params = match (s.positional.is_empty(), s.named.is_empty()) {
         (true, true) => Params::None,
         (false, true) => Params::Positional(s.positional.into_iter().map(Value::from).collect()),
@@ -27,22 +28,23 @@ pub fn statement_in(s: pb::Statement, index: usize) -> Result<Statement, NodeErr
                 .collect(),
         ),
         (false, false) => {
-            return Err(NodeError::BadRequest(format!(
+            return Err(format!(
                 "statement {index} has both positional and named parameters: use one kind"
-            )))
+            ))
         }
     };
     Ok(Statement { sql: s.sql, params })
 }
 
-pub fn write_request_in(req: pb::ExecuteRequest) -> Result<WriteRequest, NodeError> {
+pub fn write_request_in(req: pb::ExecuteRequest) -> Result<WriteRequest, WriteError> {
     let fence = fence_in(&req)?;
     let statements = req
         .statements
         .into_iter()
         .enumerate()
         .map(|(i, s)| statement_in(s, i))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(WriteError::BadRequest)?;
     let request = WriteRequest::new(statements);
     Ok(match fence {
         Some(f) => request.fenced(f),
@@ -51,17 +53,17 @@ pub fn write_request_in(req: pb::ExecuteRequest) -> Result<WriteRequest, NodeErr
 }
 
 /// The request's session fence, if it carries one (see `storage::Fence`).
-fn fence_in(req: &pb::ExecuteRequest) -> Result<Option<storage::Fence>, NodeError> {
+fn fence_in(req: &pb::ExecuteRequest) -> Result<Option<storage::Fence>, WriteError> {
     if req.session.is_empty() {
         return Ok(None);
     }
     if req.session.len() > 64 {
-        return Err(NodeError::BadRequest(
+        return Err(WriteError::BadRequest(
             "the write's session id is longer than 64 bytes".into(),
         ));
     }
     if req.seq == 0 || req.floor >= req.seq {
-        return Err(NodeError::BadRequest(format!(
+        return Err(WriteError::BadRequest(format!(
             "bad session fence: seq {} floor {} (seq counts from 1 and floor is below it)",
             req.seq, req.floor
         )));
@@ -102,15 +104,15 @@ pub fn result_out(r: StatementResult) -> pb::StatementResult {
 
 /// A `QueryRequest` as the core's [`Read`] (the core checks the token's
 /// lineage).
-pub fn read_in(req: pb::QueryRequest) -> Result<Read, NodeError> {
+pub fn read_in(req: pb::QueryRequest) -> Result<Read, ReadError> {
     let token = parse_token(&req.token)?;
     let statement = req
         .statement
-        .ok_or_else(|| NodeError::BadRequest("the query holds no statement".into()))?;
+        .ok_or_else(|| ReadError::BadRequest("the query holds no statement".into()))?;
     if statement.sql.trim().is_empty() {
-        return Err(NodeError::BadRequest("statement 0 has no SQL text".into()));
+        return Err(ReadError::BadRequest("statement 0 has no SQL text".into()));
     }
-    let statement = statement_in(statement, 0)?;
+    let statement = statement_in(statement, 0).map_err(ReadError::BadRequest)?;
     let consistency = match pb::Consistency::try_from(req.consistency) {
         Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
         Ok(pb::Consistency::Session) => Consistency::Session,
@@ -118,7 +120,7 @@ pub fn read_in(req: pb::QueryRequest) -> Result<Read, NodeError> {
             max_lag: barrier::max_lag(req.max_lag_ms),
         },
         Err(_) => {
-            return Err(NodeError::BadRequest(format!(
+            return Err(ReadError::BadRequest(format!(
                 "unknown consistency level {}",
                 req.consistency
             )))
@@ -139,7 +141,7 @@ pub fn query_response(
     node: &Node,
     rows: Rows,
     token: &mut Option<(u64, String)>,
-) -> Result<pb::QueryResponse, NodeError> {
+) -> Result<pb::QueryResponse, ReadError> {
     let version = rows.version;
     let text = match token {
         Some((v, text)) if *v == version => text.clone(),
@@ -166,9 +168,10 @@ pub fn execute_response(written: Written) -> pb::ExecuteResponse {
 }
 
 /// A `ChangeMembershipRequest` as the core's [`Change`].
-pub fn change_in(req: pb::ChangeMembershipRequest) -> Result<Change, NodeError> {
-    let action = pb::MembershipAction::try_from(req.action)
-        .map_err(|_| NodeError::BadRequest(format!("unknown membership action {}", req.action)))?;
+pub fn change_in(req: pb::ChangeMembershipRequest) -> Result<Change, MembershipError> {
+    let action = pb::MembershipAction::try_from(req.action).map_err(|_| {
+        MembershipError::BadRequest(format!("unknown membership action {}", req.action))
+    })?;
     Ok(match action {
         pb::MembershipAction::Add => Change::Add {
             id: req.id,
@@ -237,14 +240,14 @@ pub type BackupStream =
 
 /// A `BackupRequest` in the core's terms: the consistency, and the
 /// caller's token (the core checks its lineage).
-pub fn backup_in(req: &pb::BackupRequest) -> Result<(Consistency, Option<Token>), NodeError> {
+pub fn backup_in(req: &pb::BackupRequest) -> Result<(Consistency, Option<Token>), ReadError> {
     let token = parse_token(&req.token)?;
     let consistency = match pb::Consistency::try_from(req.consistency) {
         Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
         Ok(pb::Consistency::Session) => Consistency::Session,
         Ok(pb::Consistency::Stale) => Consistency::Stale { max_lag: None },
         Err(_) => {
-            return Err(NodeError::BadRequest(format!(
+            return Err(ReadError::BadRequest(format!(
                 "unknown consistency level {}",
                 req.consistency
             )))
@@ -278,7 +281,7 @@ pub fn backup_stream(backup: Backup) -> BackupStream {
             crc32,
             ..Default::default()
         }),
-        Err(e) => Err(e.into_status(None)),
+        Err(e) => Err(NodeError::from(e).into_status(None)),
     });
     Box::pin(tokio_stream::once(Ok(header)).chain(parts))
 }
@@ -286,7 +289,7 @@ pub fn backup_stream(backup: Backup) -> BackupStream {
 /// A restore's upload, as the core reads it.
 pub fn upload_in(
     upload: tonic::Streaming<pb::RestoreChunk>,
-) -> impl Stream<Item = Result<UploadChunk, NodeError>> + Unpin {
+) -> impl Stream<Item = Result<UploadChunk, WriteError>> + Unpin {
     upload.map(|chunk| {
         chunk
             .map(|c| UploadChunk {
@@ -294,7 +297,7 @@ pub fn upload_in(
                 data: c.data,
             })
             .map_err(|s| {
-                NodeError::BadRequest(format!(
+                WriteError::BadRequest(format!(
                     "the upload was cut: {}; nothing was changed",
                     s.message()
                 ))

@@ -13,7 +13,7 @@ use super::cluster_pb::{
     CampaignRequest, HranaPipelineRequest, HranaPipelineResponse, JoinRequest, ReadIndexRequest,
     ReadIndexResponse,
 };
-use super::error::NodeError;
+use super::error::{Forwarded, Unavailable, WriteError};
 use super::members::{Change, Changed, Member, Transferred};
 use super::tls::Tls;
 use super::write::Written;
@@ -64,7 +64,7 @@ impl Forwarder {
         }
     }
 
-    fn client(&self, addr: &str) -> Result<PeerClient, NodeError> {
+    fn client(&self, addr: &str) -> Result<PeerClient, Unavailable> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
@@ -79,10 +79,10 @@ impl Forwarder {
         let tls = self.tls.as_ref().map(|t| t.client_tls().tonic());
         let channel = client::dial::channel(addr, tls, dial).map_err(|e| match e {
             DialError::BadAddress { reason, .. } => {
-                NodeError::Unavailable(format!("bad leader address {addr:?}: {reason}"))
+                Unavailable::Down(format!("bad leader address {addr:?}: {reason}"))
             }
             DialError::Tls { reason, .. } => {
-                NodeError::Internal(format!("TLS toward {addr}: {reason}"))
+                Unavailable::Internal(format!("TLS toward {addr}: {reason}"))
             }
         })?;
         let c = ClusterClient::with_interceptor(channel, Stamp(self.auth.clone()))
@@ -101,7 +101,7 @@ impl Forwarder {
         message: Req,
         how: How<'_>,
         send: F,
-    ) -> Result<Resp, NodeError>
+    ) -> Result<Resp, Forwarded>
     where
         F: FnOnce(PeerClient, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
@@ -124,7 +124,7 @@ impl Forwarder {
         addr: &str,
         request: &WriteRequest,
         bearer: Option<&str>,
-    ) -> Result<Written, NodeError> {
+    ) -> Result<Written, WriteError> {
         let resp = self
             .execute(addr, write_request_out(request), bearer)
             .await?;
@@ -138,7 +138,7 @@ impl Forwarder {
         addr: &str,
         requests: &[&WriteRequest],
         bearer: Option<&str>,
-    ) -> Result<Vec<Result<Written, NodeError>>, NodeError> {
+    ) -> Result<Vec<Result<Written, WriteError>>, WriteError> {
         let writes = requests.iter().map(|r| write_request_out(r)).collect();
         let resp = self
             .execute_batch(addr, client::pb::ExecuteBatchRequest { writes }, bearer)
@@ -152,7 +152,7 @@ impl Forwarder {
         addr: &str,
         request: ExecuteRequest,
         bearer: Option<&str>,
-    ) -> Result<ExecuteResponse, NodeError> {
+    ) -> Result<ExecuteResponse, Forwarded> {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "write").increment(1);
         // A lone VACUUM takes as long as the database's size needs
         // (`writer/image.rs`): no deadline; keepalive notices a dead leader.
@@ -174,7 +174,7 @@ impl Forwarder {
         addr: &str,
         request: client::pb::ExecuteBatchRequest,
         bearer: Option<&str>,
-    ) -> Result<client::pb::ExecuteBatchResponse, NodeError> {
+    ) -> Result<client::pb::ExecuteBatchResponse, Forwarded> {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "write")
             .increment(request.writes.len() as u64);
         let how = How::write(Some(self.write_deadline), bearer);
@@ -192,7 +192,7 @@ impl Forwarder {
         addr: &str,
         request: HranaPipelineRequest,
         bearer: Option<&str>,
-    ) -> Result<HranaPipelineResponse, NodeError> {
+    ) -> Result<HranaPipelineResponse, Forwarded> {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "http").increment(1);
         let how = How::write(Some(self.write_deadline), bearer);
         self.call(addr, request, how, |mut c, r| async move {
@@ -208,7 +208,7 @@ impl Forwarder {
         change: &Change,
         bearer: Option<&str>,
         limit: Duration,
-    ) -> Result<Changed, NodeError> {
+    ) -> Result<Changed, Forwarded> {
         let how = How::other(limit, bearer);
         let request = change_out(change);
         self.call(addr, request, how, |mut c, r| async move {
@@ -226,7 +226,7 @@ impl Forwarder {
         join: &super::members::Join,
         passed_on: bool,
         limit: Duration,
-    ) -> Result<Changed, NodeError> {
+    ) -> Result<Changed, Forwarded> {
         let request = JoinRequest {
             id: join.id,
             addr: join.addr.clone(),
@@ -250,7 +250,7 @@ impl Forwarder {
         addr: &str,
         to: NodeId,
         bearer: Option<&str>,
-    ) -> Result<Transferred, NodeError> {
+    ) -> Result<Transferred, Forwarded> {
         let how = How::other(self.write_deadline, bearer);
         let request = pb::TransferLeaderRequest { to };
         self.call(addr, request, how, |mut c, r| async move {
@@ -270,7 +270,7 @@ impl Forwarder {
         addr: &str,
         campaign: bool,
         pause_ms: u64,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), Forwarded> {
         let request = CampaignRequest { campaign, pause_ms };
         let how = How::other(Duration::from_secs(1), None);
         self.call(
@@ -288,7 +288,7 @@ impl Forwarder {
         &self,
         addr: &str,
         timeout: Duration,
-    ) -> Result<ReadIndexResponse, NodeError> {
+    ) -> Result<ReadIndexResponse, Forwarded> {
         ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "read_index").increment(1);
         let how = How::other(timeout, None);
         self.call(addr, ReadIndexRequest {}, how, |mut c, r| async move {
@@ -373,11 +373,11 @@ fn statement_out(s: &Statement) -> pb::Statement {
 }
 
 /// The leader's answer to a forwarded write, in the core's terms.
-fn written_in(resp: pb::ExecuteResponse) -> Result<Written, NodeError> {
+fn written_in(resp: pb::ExecuteResponse) -> Result<Written, WriteError> {
     let token = match resp.token.as_str() {
         "" => Token::empty(),
         text => text.parse().map_err(|e: client::TokenError| {
-            NodeError::Internal(format!("the leader answered a bad token: {e}"))
+            Unavailable::Internal(format!("the leader answered a bad token: {e}"))
         })?,
     };
     Ok(Written {
@@ -388,17 +388,18 @@ fn written_in(resp: pb::ExecuteResponse) -> Result<Written, NodeError> {
 }
 
 /// One item's outcome of a forwarded batch, in the core's terms.
-fn outcome_in(outcome: pb::ExecuteOutcome) -> Result<Written, NodeError> {
+fn outcome_in(outcome: pb::ExecuteOutcome) -> Result<Written, WriteError> {
     use pb::execute_outcome::Outcome;
     match outcome.outcome {
         Some(Outcome::Ok(resp)) => written_in(resp),
-        Some(Outcome::Error(item)) => Err(NodeError::Remote(client::Error::from_item(
+        Some(Outcome::Error(item)) => Err(WriteError::Remote(client::Error::from_item(
             &item,
             client::ErrorCode::Internal,
         ))),
-        None => Err(NodeError::Internal(
+        None => Err(Unavailable::Internal(
             "the leader answered a write of the batch with nothing".into(),
-        )),
+        )
+        .into()),
     }
 }
 
@@ -461,18 +462,18 @@ fn carry_bearer<T>(req: &mut tonic::Request<T>, bearer: Option<&str>) {
 }
 
 /// A failed call to the leader, as this node reports it to its caller.
-fn remote(status: &tonic::Status, addr: &str, write: bool) -> NodeError {
+fn remote(status: &tonic::Status, addr: &str, write: bool) -> Forwarded {
     let err = client::Error::from_status(status, addr);
     match err.code {
         // The leader could not be reached at all: nothing was done there.
         ErrorCode::Unavailable if status.metadata().get(client::error::ERROR_KEY).is_none() => {
-            NodeError::NoLeader
+            Unavailable::NoLeader.into()
         }
         // Lost in transit after it may have arrived.
-        ErrorCode::Timeout if write => NodeError::Indeterminate(format!(
+        ErrorCode::Timeout if write => Forwarded::Indeterminate(format!(
             "forwarding to the leader at {addr} failed: {}",
             err.message
         )),
-        _ => NodeError::Remote(err),
+        _ => Forwarded::Remote(err),
     }
 }

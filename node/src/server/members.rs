@@ -31,7 +31,7 @@
 //! The cost is one lease plus one election round (about 0.6 s by default),
 //! with no write lost: writes refused in the meantime were never proposed.
 
-use super::error::NodeError;
+use super::error::{MembershipError, Unavailable};
 use super::{Node, Origin, Route};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use raft::NodeId;
@@ -139,10 +139,11 @@ fn changed(node: &Node, started: Instant) -> Changed {
     }
 }
 
-fn raft_failed(what: &str, e: impl std::fmt::Display) -> NodeError {
-    NodeError::Unavailable(format!(
+fn raft_failed(what: &str, e: impl std::fmt::Display) -> MembershipError {
+    Unavailable::Down(format!(
         "{what} failed: {e}; check `quorumlite members list` and retry"
     ))
+    .into()
 }
 
 /// Whether `id`'s replication has matched the leader's last log index.
@@ -174,17 +175,18 @@ impl Node {
         change: Change,
         origin: Origin,
         bearer: Option<&str>,
-    ) -> Result<Changed, NodeError> {
+    ) -> Result<Changed, MembershipError> {
         self.check_accepting()?;
         if let Route::Leader(addr) = self.route(origin).await? {
             return self
                 .forward
                 .change_membership(&addr, &change, bearer, MEMBERSHIP_CALL_LIMIT)
-                .await;
+                .await
+                .map_err(MembershipError::from);
         }
         let started = Instant::now();
         if change.id() == 0 {
-            return Err(NodeError::BadRequest("node ids start at 1".into()));
+            return Err(MembershipError::BadRequest("node ids start at 1".into()));
         }
         match &change {
             Change::Add { id, addr, learner } => self.add_member(*id, addr, *learner).await?,
@@ -195,7 +197,8 @@ impl Node {
                     return self
                         .forward
                         .change_membership(&addr, &change, bearer, MEMBERSHIP_CALL_LIMIT)
-                        .await;
+                        .await
+                        .map_err(MembershipError::from);
                 }
             }
         }
@@ -203,13 +206,14 @@ impl Node {
     }
 
     /// A node started with --join asks to be added.
-    pub async fn join(&self, join: Join, origin: Origin) -> Result<Changed, NodeError> {
+    pub async fn join(&self, join: Join, origin: Origin) -> Result<Changed, MembershipError> {
         self.check_accepting()?;
         if let Route::Leader(addr) = self.route(origin).await? {
             return self
                 .forward
                 .join(&addr, &join, true, MEMBERSHIP_CALL_LIMIT)
-                .await;
+                .await
+                .map_err(MembershipError::from);
         }
         let started = Instant::now();
         tracing::info!(id = join.id, addr = %join.addr, learner = join.learner, "node asks to join");
@@ -217,19 +221,24 @@ impl Node {
         Ok(changed(self, started))
     }
 
-    async fn add_member(&self, id: NodeId, addr: &str, learner: bool) -> Result<(), NodeError> {
+    async fn add_member(
+        &self,
+        id: NodeId,
+        addr: &str,
+        learner: bool,
+    ) -> Result<(), MembershipError> {
         if addr
             .rsplit_once(':')
             .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
-            return Err(NodeError::BadRequest(format!(
+            return Err(MembershipError::BadRequest(format!(
                 "node address {addr:?}: expected HOST:PORT"
             )));
         }
         let (nodes, voters) = members_of(self);
         match nodes.get(&id) {
             Some(existing) if existing != addr => {
-                return Err(NodeError::BadRequest(format!(
+                return Err(MembershipError::BadRequest(format!(
                 "node {id} is already a member at {existing}: remove it first, or use another id"
             )))
             }
@@ -237,7 +246,7 @@ impl Node {
             Some(_) => {}
             None => {
                 if let Some((other, _)) = nodes.iter().find(|(_, a)| a.as_str() == addr) {
-                    return Err(NodeError::BadRequest(format!(
+                    return Err(MembershipError::BadRequest(format!(
                         "{addr} is already the address of node {other}"
                     )));
                 }
@@ -261,10 +270,10 @@ impl Node {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Err(raft_failed("adding the learner", e)),
                     Err(_) => {
-                        return Err(NodeError::Unavailable(format!(
+                        return Err(Unavailable::Down(format!(
                             "node {id} was added as a learner but did not catch up within {} s; it stays a learner: check it runs and is reachable at {addr}, then `members promote`",
                             CATCH_UP_LIMIT.as_secs()
-                        )))
+                        )).into())
                     }
                 }
             }
@@ -275,10 +284,10 @@ impl Node {
         self.promote(id).await
     }
 
-    async fn promote(&self, id: NodeId) -> Result<(), NodeError> {
+    async fn promote(&self, id: NodeId) -> Result<(), MembershipError> {
         let (nodes, voters) = members_of(self);
         if !nodes.contains_key(&id) {
-            return Err(NodeError::BadRequest(format!(
+            return Err(MembershipError::BadRequest(format!(
                 "node {id} is not a member: add it first"
             )));
         }
@@ -286,10 +295,10 @@ impl Node {
             return Ok(());
         }
         if !wait_caught_up(self, id, PROMOTE_WAIT).await {
-            return Err(NodeError::Unavailable(format!(
+            return Err(Unavailable::Down(format!(
                 "learner {id} has not caught up with the leader's log within {} s; it stays a learner: retry once it has",
                 PROMOTE_WAIT.as_secs()
-            )));
+            )).into());
         }
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -301,23 +310,25 @@ impl Node {
 
     /// Remove `id`. `Some(addr)` when `id` is this leader: it handed
     /// leadership to `addr`, which must do the removal.
-    async fn remove_member(&self, id: NodeId) -> Result<Option<String>, NodeError> {
+    async fn remove_member(&self, id: NodeId) -> Result<Option<String>, MembershipError> {
         let (nodes, voters) = members_of(self);
         if !nodes.contains_key(&id) {
-            return Err(NodeError::BadRequest(format!("node {id} is not a member")));
+            return Err(MembershipError::BadRequest(format!(
+                "node {id} is not a member"
+            )));
         }
         if voters.contains(&id) {
             if voters.len() == 1 {
-                return Err(NodeError::BadRequest(format!(
+                return Err(MembershipError::BadRequest(format!(
                     "node {id} is the only voter: a cluster needs one"
                 )));
             }
             if id == self.id {
                 let to = self.best_successor().ok_or_else(|| {
-                    NodeError::Unavailable("no other voter to hand leadership to".into())
+                    Unavailable::Down("no other voter to hand leadership to".into())
                 })?;
                 self.transfer_leadership(to).await?;
-                return self.role().1.map(Some).ok_or(NodeError::NoLeader);
+                return Ok(Some(self.role().1.ok_or(Unavailable::NoLeader)?));
             }
             self.raft
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
@@ -357,24 +368,24 @@ impl Node {
         to: NodeId,
         origin: Origin,
         bearer: Option<&str>,
-    ) -> Result<Transferred, NodeError> {
+    ) -> Result<Transferred, MembershipError> {
         self.check_accepting()?;
         let (_, voters) = members_of(self);
         if !voters.contains(&to) {
-            return Err(NodeError::BadRequest(format!(
+            return Err(MembershipError::BadRequest(format!(
                 "node {to} is not a voter: only voters can lead"
             )));
         }
         let started = Instant::now();
         if to != self.id {
             if let Route::Leader(addr) = self.route(origin).await? {
-                return self.forward.transfer_leader(&addr, to, bearer).await;
+                return Ok(self.forward.transfer_leader(&addr, to, bearer).await?);
             }
             self.transfer_leadership(to).await?;
         } else if !self.role().0 {
             // Asked of the target itself: pass it to the leader.
             if let Route::Leader(addr) = self.route(origin).await? {
-                return self.forward.transfer_leader(&addr, to, bearer).await;
+                return Ok(self.forward.transfer_leader(&addr, to, bearer).await?);
             }
         }
         let m = self.raft.metrics().borrow().clone();
@@ -386,12 +397,12 @@ impl Node {
     }
 
     /// The leader side of a transfer (see the module docs).
-    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), NodeError> {
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), MembershipError> {
         let (nodes, voters) = members_of(self);
         let target_addr = nodes
             .get(&to)
             .cloned()
-            .ok_or_else(|| NodeError::BadRequest(format!("node {to} is not a member")))?;
+            .ok_or_else(|| MembershipError::BadRequest(format!("node {to} is not a member")))?;
         let started = Instant::now();
         tracing::info!(to, "transferring leadership");
         self.writer.hand_over(Some(target_addr.clone()));
@@ -416,12 +427,13 @@ impl Node {
         target_addr: &str,
         nodes: &BTreeMap<NodeId, String>,
         voters: &BTreeSet<NodeId>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), MembershipError> {
         let deadline = Instant::now() + TRANSFER_LIMIT;
         if !wait_caught_up(self, to, Duration::from_secs(2)).await {
-            return Err(NodeError::Unavailable(format!(
+            return Err(Unavailable::Down(format!(
                 "node {to} has not caught up with the leader's log; leadership stays here"
-            )));
+            ))
+            .into());
         }
         let term = self.raft.metrics().borrow().current_term;
         self.raft.runtime_config().heartbeat(false);
@@ -448,10 +460,11 @@ impl Node {
             .await;
         match moved {
             Ok(_) => Ok(()),
-            Err(_) => Err(NodeError::Unavailable(format!(
+            Err(_) => Err(Unavailable::Down(format!(
                 "node {to} did not become leader within {} s; elections resume normally",
                 TRANSFER_LIMIT.as_secs()
-            ))),
+            ))
+            .into()),
         }
     }
 

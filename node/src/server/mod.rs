@@ -52,7 +52,7 @@ pub use start::{run, StartError};
 use crate::config::NodeConfig;
 use barrier::ReadIndex;
 use client::Token;
-use error::NodeError;
+use error::{TokenError, Unavailable};
 use forward::Forwarder;
 use openraft::Raft;
 use raft::{LeaderContact, NodeId, PeerAuth, StateMachine, TypeConfig};
@@ -85,31 +85,31 @@ pub struct Node {
 
 /// A request's token text (`""`: none). Its lineage is the core's to
 /// check (`Node::check_lineage`), as the calls that take one do.
-pub(super) fn parse_token(text: &str) -> Result<Option<Token>, NodeError> {
+pub(super) fn parse_token(text: &str) -> Result<Option<Token>, TokenError> {
     if text.is_empty() {
         return Ok(None);
     }
     text.parse()
         .map(Some)
-        .map_err(|e: client::TokenError| NodeError::BadToken(e.to_string()))
+        .map_err(|e: client::TokenError| TokenError::Malformed(e.to_string()))
 }
 
 impl Node {
-    pub(super) fn check_accepting(&self) -> Result<(), NodeError> {
+    pub(super) fn check_accepting(&self) -> Result<(), Unavailable> {
         if self.accepting.load(Ordering::Acquire) {
             Ok(())
         } else {
-            Err(NodeError::ShuttingDown)
+            Err(Unavailable::ShuttingDown)
         }
     }
 
-    pub(super) fn token(&self, version: u64) -> Result<Token, NodeError> {
+    pub(super) fn token(&self, version: u64) -> Result<Token, Unavailable> {
         if version == 0 {
             return Ok(Token::empty());
         }
         let lineage = self.sm.lineage().unwrap_or_default();
         Token::new(lineage.as_ref(), version).ok_or_else(|| {
-            NodeError::Internal(format!(
+            Unavailable::Internal(format!(
                 "no valid lineage ({lineage:?}) at version {version}"
             ))
         })
@@ -117,7 +117,7 @@ impl Node {
 
     /// Parse a request's token and check it belongs to this cluster, as
     /// far as this node knows its lineage yet (`check_lineage`).
-    pub(super) fn check_token(&self, text: &str) -> Result<Option<Token>, NodeError> {
+    pub(super) fn check_token(&self, text: &str) -> Result<Option<Token>, TokenError> {
         let token = parse_token(text)?;
         self.check_lineage(token.as_ref())?;
         Ok(token)
@@ -126,10 +126,10 @@ impl Node {
     /// Refuse a token of another lineage. A node that has applied no batch
     /// yet knows no lineage and cannot tell: callers check again once they
     /// have waited for the token's version, which brings the lineage.
-    pub(super) fn check_lineage(&self, token: Option<&Token>) -> Result<(), NodeError> {
+    pub(super) fn check_lineage(&self, token: Option<&Token>) -> Result<(), TokenError> {
         match (token, self.sm.lineage()) {
             (Some(token), Some(lineage)) if !token.belongs_to(&lineage) => {
-                Err(NodeError::LineageMismatch {
+                Err(TokenError::OtherLineage {
                     token: token.lineage().to_owned(),
                     node: lineage.to_string(),
                 })
@@ -145,14 +145,14 @@ impl Node {
 }
 
 /// A batch call holds at least one item and at most
-/// [`client::MAX_BATCH_ITEMS`].
-fn check_batch_len(n: usize) -> Result<(), NodeError> {
+/// [`client::MAX_BATCH_ITEMS`]; the error says what is wrong.
+fn check_batch_len(n: usize) -> Result<(), String> {
     match n {
-        0 => Err(NodeError::BadRequest("the batch holds no item".into())),
-        n if n > client::MAX_BATCH_ITEMS => Err(NodeError::BadRequest(format!(
+        0 => Err("the batch holds no item".into()),
+        n if n > client::MAX_BATCH_ITEMS => Err(format!(
             "the batch holds {n} items, more than the {} allowed: split it",
             client::MAX_BATCH_ITEMS
-        ))),
+        )),
         _ => Ok(()),
     }
 }

@@ -17,7 +17,7 @@
 //! - `/health` answers 503 with the members that do not answer, and the
 //!   metrics carry each peer's reachability and last contact.
 
-use super::error::NodeError;
+use super::error::Unavailable;
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use raft::{NodeId, PeerHealth, TypeConfig};
 use std::time::Duration;
@@ -78,7 +78,7 @@ impl Quorum {
     }
 
     /// `Err(NoQuorum)` if this node leads without a majority.
-    pub fn require(&self) -> Result<(), NodeError> {
+    pub fn require(&self) -> Result<(), Unavailable> {
         match self.contact() {
             Contact::Lost { silent, voters } => Err(no_quorum(&silent, voters, self.window)),
             _ => Ok(()),
@@ -86,7 +86,7 @@ impl Quorum {
     }
 
     /// Resolves once this node leads without a majority; the error to give.
-    pub async fn lost(&self) -> NodeError {
+    pub async fn lost(&self) -> Unavailable {
         loop {
             if let Contact::Lost { silent, voters } = self.contact() {
                 return no_quorum(&silent, voters, self.window);
@@ -138,8 +138,8 @@ pub fn contact_of(
 }
 
 /// The error of a leader without a majority, naming the silent voters.
-pub fn no_quorum(silent: &[Silent], voters: usize, window: Duration) -> NodeError {
-    NodeError::NoQuorum(format!(
+pub fn no_quorum(silent: &[Silent], voters: usize, window: Duration) -> Unavailable {
+    Unavailable::NoQuorum(format!(
         "this node leads but has not heard from a majority of the {voters} voters for over {} ms ({} {}): it cannot commit",
         window.as_millis(),
         describe(silent),

@@ -5,7 +5,7 @@
 //! messages at its edge (`convert.rs`); Hrana builds a [`Read`] from its
 //! JSON directly.
 
-use super::error::NodeError;
+use super::error::{ReadError, Unavailable};
 use super::{barrier, check_batch_len, Node};
 use client::Token;
 use std::sync::Arc;
@@ -58,13 +58,13 @@ impl Node {
         &self,
         read: Read,
         gone: Option<Arc<std::sync::atomic::AtomicBool>>,
-    ) -> Result<Rows, NodeError> {
+    ) -> Result<Rows, ReadError> {
         self.check_accepting()?;
         let (statement, ready) = self.ready_to_read(read).await?;
         let result = match self.read_inline(&[(&statement, &ready.limits)]) {
             Some(Ok(mut results)) => results
                 .pop()
-                .ok_or_else(|| NodeError::Internal("an inline read returned nothing".into()))??,
+                .ok_or_else(|| Unavailable::Internal("an inline read returned nothing".into()))??,
             Some(Err(e)) => return Err(e.into()),
             None => {
                 let reads = self.sm.reads().clone();
@@ -131,9 +131,9 @@ impl Node {
     /// request the transport found, a refused token) keeps its error.
     pub async fn read_many(
         &self,
-        reads: Vec<Result<Read, NodeError>>,
-    ) -> Result<Vec<Result<Rows, NodeError>>, NodeError> {
-        check_batch_len(reads.len())?;
+        reads: Vec<Result<Read, ReadError>>,
+    ) -> Result<Vec<Result<Rows, ReadError>>, ReadError> {
+        check_batch_len(reads.len()).map_err(ReadError::BadRequest)?;
         self.check_accepting()?;
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "read")
             .record(reads.len() as f64);
@@ -145,7 +145,7 @@ impl Node {
         }))
         .await;
         let mut runs = Vec::with_capacity(ready.len());
-        let ready: Vec<Result<ReadyRead, NodeError>> = ready
+        let ready: Vec<Result<ReadyRead, ReadError>> = ready
             .into_iter()
             .map(|r| {
                 r.map(|(statement, ready)| {
@@ -176,9 +176,9 @@ impl Node {
             .map(|r| {
                 r.and_then(|ready| match results.next() {
                     Some(result) => Ok(self.answered(&ready, result?)),
-                    None => Err(NodeError::Internal(
-                        "a read of the batch was not run".into(),
-                    )),
+                    None => {
+                        Err(Unavailable::Internal("a read of the batch was not run".into()).into())
+                    }
                 })
             })
             .collect())
@@ -196,7 +196,7 @@ impl Node {
     async fn ready_to_read(
         &self,
         read: Read,
-    ) -> Result<(storage::Statement, ReadyRead), NodeError> {
+    ) -> Result<(storage::Statement, ReadyRead), ReadError> {
         let Read {
             statement,
             consistency,
@@ -243,7 +243,7 @@ impl Node {
     }
 
     /// The leader side of a follower's read barrier.
-    pub async fn read_index(&self) -> Result<u64, NodeError> {
+    pub async fn read_index(&self) -> Result<u64, ReadError> {
         self.check_accepting()?;
         let version = self.read_index.local_round().await?;
         Ok(version)

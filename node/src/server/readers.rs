@@ -17,7 +17,7 @@
 //! leader was elected. The hand-off is paid once per batch call (the
 //! client library batches concurrent reads).
 
-use super::error::NodeError;
+use super::error::Unavailable;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -64,7 +64,7 @@ impl Readers {
     pub async fn run<T: Send + 'static>(
         &self,
         read: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
-    ) -> Result<T, NodeError> {
+    ) -> Result<T, Unavailable> {
         self.run_until(None, read).await
     }
 
@@ -75,7 +75,7 @@ impl Readers {
         &self,
         gone: Option<Arc<AtomicBool>>,
         read: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
-    ) -> Result<T, NodeError> {
+    ) -> Result<T, Unavailable> {
         let cancel = gone.unwrap_or_default();
         let mut guard = CancelOnDrop(Some(Arc::clone(&cancel)));
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -89,7 +89,7 @@ impl Readers {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.pending.fetch_sub(1, Ordering::Relaxed);
-                return Err(NodeError::Unavailable(format!(
+                return Err(Unavailable::Down(format!(
                     "this node has {} reads queued or running on its {} read threads: retry on another node, or later",
                     self.pending.load(Ordering::Relaxed),
                     self.threads
@@ -97,12 +97,12 @@ impl Readers {
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.pending.fetch_sub(1, Ordering::Relaxed);
-                return Err(NodeError::ShuttingDown);
+                return Err(Unavailable::ShuttingDown);
             }
         }
         let out = rx
             .await
-            .map_err(|_| NodeError::Internal("a read failed on its thread (logged)".into()));
+            .map_err(|_| Unavailable::Internal("a read failed on its thread (logged)".into()));
         guard.0 = None;
         out
     }
@@ -232,7 +232,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let refused = readers.run(|_| ()).await.expect_err("queue full");
-        assert!(matches!(refused, NodeError::Unavailable(_)), "{refused}");
+        assert!(matches!(refused, Unavailable::Down(_)), "{refused}");
         for _ in 0..=QUEUED_PER_THREAD {
             let _ = release_tx.send(());
         }

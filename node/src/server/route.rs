@@ -8,7 +8,7 @@
 //! lead (the leader moved while the call travelled), it answers
 //! `NOT_LEADER` and the first node, or the client, tries again.
 
-use super::error::NodeError;
+use super::error::Unavailable;
 use super::Node;
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use raft::NodeId;
@@ -81,7 +81,7 @@ impl Node {
 
     /// Wait (bounded) for some node to be leader; its address, or `None` if
     /// this node is the leader.
-    pub(super) async fn find_leader(&self) -> Result<Option<String>, NodeError> {
+    pub(super) async fn find_leader(&self) -> Result<Option<String>, Unavailable> {
         let limit = self.leader_wait_limit();
         let found = self
             .raft
@@ -90,8 +90,8 @@ impl Node {
             .await;
         match found.map(|m| Leadership::of(&m)) {
             Ok(l) if l.leads => Ok(None),
-            Ok(l) => l.leader_addr.map(Some).ok_or(NodeError::NoLeader),
-            Err(_) => Err(NodeError::NoLeader),
+            Ok(l) => l.leader_addr.map(Some).ok_or(Unavailable::NoLeader),
+            Err(_) => Err(Unavailable::NoLeader),
         }
     }
 
@@ -102,10 +102,10 @@ impl Node {
 
     /// Where a call from `origin` that must run on the leader goes. With
     /// no leader known, waits (bounded) for one.
-    pub(super) async fn route(&self, origin: Origin) -> Result<Route, NodeError> {
+    pub(super) async fn route(&self, origin: Origin) -> Result<Route, Unavailable> {
         match self.role() {
             (true, _) => Ok(Route::Here),
-            (false, leader) if origin == Origin::Peer => Err(NodeError::NotLeader { leader }),
+            (false, leader) if origin == Origin::Peer => Err(Unavailable::NotLeader { leader }),
             (false, Some(addr)) => Ok(Route::Leader(addr)),
             (false, None) => Ok(match self.find_leader().await? {
                 Some(addr) => Route::Leader(addr),

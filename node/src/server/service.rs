@@ -10,7 +10,7 @@
 //! when the call opens, and checked against each request's permission.
 
 use super::auth::{self, bearer, Permission};
-use super::error::NodeError;
+use super::error::{NodeError, ReadError, WriteError};
 use super::{convert, Node, Origin};
 use client::pb;
 use client::pb::quorumlite_server::{Quorumlite, QuorumliteServer};
@@ -109,7 +109,7 @@ pub(super) async fn execute(
 /// bearer token has `need` (refusals are counted), then `serve` it with
 /// the message and the token; its result, or its error mapped to a status
 /// (with the leader hint), is the reply.
-pub(super) async fn handle<T, R, F, Fut>(
+pub(super) async fn handle<T, R, E, F, Fut>(
     node: &Node,
     request: Request<T>,
     need: Permission,
@@ -117,19 +117,22 @@ pub(super) async fn handle<T, R, F, Fut>(
 ) -> Result<Response<R>, Status>
 where
     F: FnOnce(T, Option<String>) -> Fut,
-    Fut: Future<Output = Result<R, NodeError>>,
+    Fut: Future<Output = Result<R, E>>,
+    E: Into<NodeError>,
 {
     let admitted = auth::check(&node.config.auth_tokens, bearer(&request), need);
     let result = match admitted {
         Ok(_) => {
             let bearer = bearer(&request).map(str::to_owned);
-            serve(request.into_inner(), bearer).await
+            serve(request.into_inner(), bearer)
+                .await
+                .map_err(Into::into)
         }
         Err(e) => {
             let reason = auth::failure_reason(&e);
             crate::metrics::auth_failure(reason);
             tracing::debug!(reason, "call refused by authentication");
-            Err(e)
+            Err(e.into())
         }
     };
     result.map(Response::new).map_err(|e| {
@@ -157,7 +160,7 @@ pub(super) async fn execute_batch(
         .map(|r| pb::ExecuteOutcome {
             outcome: Some(match r {
                 Ok(written) => pb::execute_outcome::Outcome::Ok(convert::execute_response(written)),
-                Err(e) => pb::execute_outcome::Outcome::Error(e.into_item(None)),
+                Err(e) => pb::execute_outcome::Outcome::Error(NodeError::from(e).into_item(None)),
             }),
         })
         .collect();
@@ -192,7 +195,7 @@ pub(super) async fn transfer_leader(
 async fn query(node: &Node, req: pb::QueryRequest) -> Result<pb::QueryResponse, NodeError> {
     let read = convert::read_in(req)?;
     let rows = node.read(read, None).await?;
-    convert::query_response(node, rows, &mut None)
+    Ok(convert::query_response(node, rows, &mut None)?)
 }
 
 /// `QueryBatch`: each item converted (an item that does not convert keeps
@@ -213,7 +216,9 @@ async fn query_batch(
                     Ok(ok) => pb::query_outcome::Outcome::Ok(ok),
                     Err(e) => {
                         let leader = hint.get_or_insert_with(|| node.leader_hint());
-                        pb::query_outcome::Outcome::Error(e.into_item(leader.as_deref()))
+                        pb::query_outcome::Outcome::Error(
+                            NodeError::from(e).into_item(leader.as_deref()),
+                        )
                     }
                 }),
             }
@@ -240,11 +245,11 @@ async fn serve_call(
             Ok(_) => execute_batch(&node, batch, Origin::Client, bearer.as_deref())
                 .await
                 .map(Reply::Execute),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         },
         Some(Call::Query(batch)) => match admit(Permission::Read) {
             Ok(_) => query_batch(&node, batch).await.map(Reply::Query),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         },
         None => Err(NodeError::BadRequest(
             "a Calls request without a call (a newer client's kind of call?)".into(),
@@ -326,7 +331,7 @@ impl Quorumlite for Service {
             &self.node,
             request,
             Permission::Read,
-            |requests, bearer| async move { Ok(self.open_calls(requests, bearer)) },
+            |requests, bearer| async move { Ok::<_, NodeError>(self.open_calls(requests, bearer)) },
         )
         .await
     }
@@ -382,7 +387,7 @@ impl Quorumlite for Service {
         handle(&self.node, request, Permission::Read, |req, _| async move {
             let (consistency, token) = convert::backup_in(&req)?;
             let backup = self.node.backup(consistency, token).await?;
-            Ok(convert::backup_stream(backup))
+            Ok::<_, ReadError>(convert::backup_stream(backup))
         })
         .await
     }
@@ -398,7 +403,7 @@ impl Quorumlite for Service {
             Permission::Admin,
             |req, _| async move {
                 let restored = self.node.restore(convert::upload_in(req)).await?;
-                Ok(convert::restored_out(restored))
+                Ok::<_, WriteError>(convert::restored_out(restored))
             },
         )
         .await

@@ -2,7 +2,7 @@
 //! the leader hint on errors, and the words the logs use for roles and
 //! memberships.
 
-use super::error::NodeError;
+use super::error::Unavailable;
 use super::members::Member;
 use super::{quorum, Leadership, Node};
 use client::Token;
@@ -40,7 +40,7 @@ pub struct Status {
 impl Node {
     /// This node's view of the cluster; with `digest`, the replica digest
     /// too (it reads the whole database).
-    pub async fn status(&self, digest: bool) -> Result<Status, NodeError> {
+    pub async fn status(&self, digest: bool) -> Result<Status, Unavailable> {
         let health = self.health();
         let m = self.raft.metrics().borrow().clone();
         let version = *self.sm.applied_version().borrow();
@@ -48,8 +48,8 @@ impl Node {
             let reads = self.sm.reads().clone();
             let d = tokio::task::spawn_blocking(move || reads.digest())
                 .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?
-                .map_err(|e| NodeError::Unavailable(format!("computing the digest: {e}")))?;
+                .map_err(|e| Unavailable::Internal(e.to_string()))?
+                .map_err(|e| Unavailable::Down(format!("computing the digest: {e}")))?;
             Some((d.to_string(), d.version))
         } else {
             None

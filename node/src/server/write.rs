@@ -4,7 +4,7 @@
 //! (`writer.rs`), and answer once it is applied. A forwarded write travels
 //! on the cluster API, converted there and back by `forward.rs`.
 
-use super::error::NodeError;
+use super::error::{Forwarded, Unavailable, WriteError};
 use super::{check_batch_len, route, Leadership, Node, Origin, Route};
 use client::Token;
 use openraft::ServerState;
@@ -33,7 +33,7 @@ impl Node {
         request: WriteRequest,
         origin: Origin,
         bearer: Option<&str>,
-    ) -> Result<Written, NodeError> {
+    ) -> Result<Written, WriteError> {
         self.check_accepting()?;
         check_request(&request)?;
         let forwarded = self
@@ -56,15 +56,17 @@ impl Node {
         &self,
         origin: Origin,
         mut send: F,
-    ) -> Result<Option<T>, NodeError>
+    ) -> Result<Option<T>, WriteError>
     where
         F: FnMut(String) -> Fut,
-        Fut: Future<Output = Result<T, NodeError>>,
+        Fut: Future<Output = Result<T, WriteError>>,
     {
         let until = tokio::time::Instant::now() + self.leader_wait_limit();
         while let Route::Leader(addr) = self.route(origin).await? {
             match self.unless_leader_moves(&addr, send(addr.clone())).await {
-                Err(NodeError::NoLeader) => self.next_leader(&addr, until).await?,
+                Err(WriteError::Unavailable(Unavailable::NoLeader)) => {
+                    self.next_leader(&addr, until).await?
+                }
                 other => return other.map(Some),
             }
         }
@@ -76,11 +78,11 @@ impl Node {
     /// leader froze or was cut off, and the caller hears `INDETERMINATE` at
     /// once instead of after a dead connection's timeout, so its next
     /// write goes to the new leader.
-    pub(super) async fn unless_leader_moves<T>(
+    pub(super) async fn unless_leader_moves<T, E: From<Forwarded>>(
         &self,
         addr: &str,
-        call: impl Future<Output = Result<T, NodeError>>,
-    ) -> Result<T, NodeError> {
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         // The server metrics change only with the role, vote, leader and
         // membership, not with every entry.
         let mut server = self.raft.server_metrics();
@@ -99,9 +101,9 @@ impl Node {
         };
         tokio::select! {
             done = call => done,
-            () = moved => Err(NodeError::Indeterminate(format!(
+            () = moved => Err(Forwarded::Indeterminate(format!(
                 "the leader at {addr} did not answer and another node leads now; the write may or may not have been applied there"
-            ))),
+            )).into()),
         }
     }
 
@@ -110,10 +112,14 @@ impl Node {
     /// this one does, at the latest `until`. A forwarded write then goes to
     /// the new leader the moment it is known, instead of the client
     /// polling through the election with its backoff.
-    async fn next_leader(&self, dead: &str, until: tokio::time::Instant) -> Result<(), NodeError> {
+    async fn next_leader(
+        &self,
+        dead: &str,
+        until: tokio::time::Instant,
+    ) -> Result<(), Unavailable> {
         let remaining = until.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
-            return Err(NodeError::NoLeader);
+            return Err(Unavailable::NoLeader);
         }
         self.raft
             .wait(Some(remaining))
@@ -126,7 +132,7 @@ impl Node {
             )
             .await
             .map(drop)
-            .map_err(|_| NodeError::NoLeader)
+            .map_err(|_| Unavailable::NoLeader)
     }
 
     /// Several independent writes (the items of a batch call): run here
@@ -136,15 +142,15 @@ impl Node {
     /// error of the whole (not leader, shutting down) is every write's.
     pub async fn write_many(
         &self,
-        items: Vec<Result<WriteRequest, NodeError>>,
+        items: Vec<Result<WriteRequest, WriteError>>,
         origin: Origin,
         bearer: Option<&str>,
-    ) -> Result<Vec<Result<Written, NodeError>>, NodeError> {
-        check_batch_len(items.len())?;
+    ) -> Result<Vec<Result<Written, WriteError>>, WriteError> {
+        check_batch_len(items.len()).map_err(WriteError::BadRequest)?;
         self.check_accepting()?;
         ::metrics::histogram!(crate::metrics::BATCH_CALL_ITEMS, "kind" => "write")
             .record(items.len() as f64);
-        let items: Vec<Result<WriteRequest, NodeError>> = items
+        let items: Vec<Result<WriteRequest, WriteError>> = items
             .into_iter()
             .map(|item| item.and_then(|r| check_request(&r).map(|()| r)))
             .collect();
@@ -164,9 +170,10 @@ impl Node {
                     .map(|item| {
                         item.and_then(|_| match outcomes.next() {
                             Some(outcome) => outcome,
-                            None => Err(NodeError::Internal(
+                            None => Err(Unavailable::Internal(
                                 "the leader answered fewer writes than it was sent".into(),
-                            )),
+                            )
+                            .into()),
                         })
                     })
                     .collect());
@@ -186,7 +193,7 @@ impl Node {
     }
 
     /// A write on the leader: hand it to the writer, answer once applied.
-    async fn write_here(&self, request: WriteRequest) -> Result<Written, NodeError> {
+    async fn write_here(&self, request: WriteRequest) -> Result<Written, WriteError> {
         let started = std::time::Instant::now();
         let committed = self.writer.submit(request).await;
         ::metrics::histogram!(crate::metrics::WRITE_DURATION).record(started.elapsed());
@@ -200,19 +207,23 @@ impl Node {
 
     /// Open an interactive transaction on the leader's writer (a Hrana
     /// stream's `BEGIN`): other writes queue behind it until it ends.
-    pub async fn begin(&self, options: TxnOptions) -> Result<TxnId, NodeError> {
+    pub async fn begin(&self, options: TxnOptions) -> Result<TxnId, WriteError> {
         self.writer.begin(options).await
     }
 
     /// Run one statement of transaction `id`.
-    pub async fn txn_execute(&self, id: TxnId, statement: Statement) -> Result<TxnStep, NodeError> {
+    pub async fn txn_execute(
+        &self,
+        id: TxnId,
+        statement: Statement,
+    ) -> Result<TxnStep, WriteError> {
         self.writer.txn_execute(id, statement).await
     }
 
     /// End transaction `id`; the data version the caller's state is at
     /// after it: the committed batch's, or (rolled back, or nothing to
     /// commit) this node's applied version.
-    pub async fn txn_end(&self, id: TxnId, end: TxnEnd) -> Result<u64, NodeError> {
+    pub async fn txn_end(&self, id: TxnId, end: TxnEnd) -> Result<u64, WriteError> {
         Ok(match self.writer.txn_end(id, end).await? {
             Some(version) => version,
             None => *self.sm.applied_version().borrow(),
@@ -223,9 +234,9 @@ impl Node {
 /// A write holds at least one statement, each with SQL text, whatever
 /// the transport that made it (the gRPC conversion refuses the same
 /// requests with the same words).
-fn check_request(request: &WriteRequest) -> Result<(), NodeError> {
+fn check_request(request: &WriteRequest) -> Result<(), WriteError> {
     if request.statements.is_empty() {
-        return Err(NodeError::BadRequest(
+        return Err(WriteError::BadRequest(
             "the request holds no statement".into(),
         ));
     }
@@ -234,7 +245,7 @@ fn check_request(request: &WriteRequest) -> Result<(), NodeError> {
         .iter()
         .position(|s| s.sql.trim().is_empty())
     {
-        Some(index) => Err(NodeError::BadRequest(format!(
+        Some(index) => Err(WriteError::BadRequest(format!(
             "statement {index} has no SQL text"
         ))),
         None => Ok(()),
@@ -256,7 +267,7 @@ mod tests {
             params: storage::Params::None,
         };
         let refused = |r: WriteRequest| match check_request(&r) {
-            Err(NodeError::BadRequest(m)) => m,
+            Err(WriteError::BadRequest(m)) => m,
             other => panic!("expected BAD_REQUEST, got {other:?}"),
         };
         assert_eq!(

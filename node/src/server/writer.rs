@@ -53,7 +53,7 @@
 //!   every batch committed before the term is applied) before it executes,
 //!   so it does not compute on a state about to be replaced.
 
-use super::error::NodeError;
+use super::error::{Unavailable, WriteError};
 use super::Leadership;
 use openraft::Raft;
 use raft::{AppliedVersion, CommitNotices, Proposer, TypeConfig};
@@ -91,7 +91,7 @@ pub struct Committed {
     pub version: u64,
 }
 
-pub type WriteReply = Result<Committed, NodeError>;
+pub type WriteReply = Result<Committed, WriteError>;
 
 /// Names an interactive transaction on this node's writer.
 pub type TxnId = u64;
@@ -106,14 +106,14 @@ enum Job {
     /// Start an interactive transaction.
     Begin {
         options: TxnOptions,
-        reply: oneshot::Sender<Result<TxnId, NodeError>>,
+        reply: oneshot::Sender<Result<TxnId, WriteError>>,
     },
     /// A statement or the end of an interactive transaction.
     Txn { id: TxnId, op: TxnOp },
     /// Replace the data with a prepared file (a restore).
     Restore {
         path: std::path::PathBuf,
-        reply: oneshot::Sender<Result<u64, NodeError>>,
+        reply: oneshot::Sender<Result<u64, WriteError>>,
     },
     /// Finish what is queued, then exit.
     Stop,
@@ -200,43 +200,47 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Write { request, reply })
-            .map_err(|_| NodeError::ShuttingDown)?;
-        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+            .map_err(|_| Unavailable::ShuttingDown)?;
+        rx.await.unwrap_or(Err(Unavailable::ShuttingDown.into()))
     }
 
     /// Start an interactive transaction (this node must lead). It waits its
     /// turn behind queued writes and any open transaction.
-    pub async fn begin(&self, options: TxnOptions) -> Result<TxnId, NodeError> {
+    pub async fn begin(&self, options: TxnOptions) -> Result<TxnId, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Begin { options, reply })
-            .map_err(|_| NodeError::ShuttingDown)?;
-        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+            .map_err(|_| Unavailable::ShuttingDown)?;
+        rx.await.unwrap_or(Err(Unavailable::ShuttingDown.into()))
     }
 
     /// Run one statement inside transaction `id`.
-    pub async fn txn_execute(&self, id: TxnId, statement: Statement) -> Result<TxnStep, NodeError> {
+    pub async fn txn_execute(
+        &self,
+        id: TxnId,
+        statement: Statement,
+    ) -> Result<TxnStep, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Txn {
                 id,
                 op: TxnOp::Execute(statement, reply),
             })
-            .map_err(|_| NodeError::ShuttingDown)?;
-        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+            .map_err(|_| Unavailable::ShuttingDown)?;
+        rx.await.unwrap_or(Err(Unavailable::ShuttingDown.into()))
     }
 
     /// Commit or roll back transaction `id`. A commit returns the version
     /// that holds it (`None` when it wrote nothing).
-    pub async fn txn_end(&self, id: TxnId, end: TxnEnd) -> Result<Option<u64>, NodeError> {
+    pub async fn txn_end(&self, id: TxnId, end: TxnEnd) -> Result<Option<u64>, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Txn {
                 id,
                 op: TxnOp::End(end, reply),
             })
-            .map_err(|_| NodeError::ShuttingDown)?;
-        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+            .map_err(|_| Unavailable::ShuttingDown)?;
+        rx.await.unwrap_or(Err(Unavailable::ShuttingDown.into()))
     }
 
     /// Start (`Some(new leader's address)`) or end (`None`) a leader transfer.
@@ -246,12 +250,12 @@ impl Writer {
 
     /// Replicate the restore prepared in `path` (`storage::prepare_restore`);
     /// the version it created once it is applied here.
-    pub async fn restore(&self, path: std::path::PathBuf) -> Result<u64, NodeError> {
+    pub async fn restore(&self, path: std::path::PathBuf) -> Result<u64, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Restore { path, reply })
-            .map_err(|_| NodeError::ShuttingDown)?;
-        rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+            .map_err(|_| Unavailable::ShuttingDown)?;
+        rx.await.unwrap_or(Err(Unavailable::ShuttingDown.into()))
     }
 
     /// Ask for the cluster's first batch (a no-op when there is one).
@@ -335,24 +339,24 @@ impl WriterLoop {
             // One transaction per round, so queued writes are not starved.
             if let Some((options, reply)) = queue.begins.pop_front() {
                 if queue.stopping {
-                    let _ = reply.send(Err(NodeError::ShuttingDown));
+                    let _ = reply.send(Err(Unavailable::ShuttingDown.into()));
                 } else if !reply.is_closed() {
                     self.transaction(&mut queue, options, reply);
                 }
             }
         }
         for (_, reply) in queue.begins.drain(..) {
-            let _ = reply.send(Err(NodeError::ShuttingDown));
+            let _ = reply.send(Err(Unavailable::ShuttingDown.into()));
         }
         for (_, reply) in queue.restores.drain(..) {
-            let _ = reply.send(Err(NodeError::ShuttingDown));
+            let _ = reply.send(Err(Unavailable::ShuttingDown.into()));
         }
         self.answer_stray(&mut queue);
         tracing::debug!("writer thread stopped");
     }
 
     /// Check that this node leads, and in a new term wait for the barrier.
-    fn leadership(&mut self) -> Result<(), NodeError> {
+    fn leadership(&mut self) -> Result<(), WriteError> {
         let handing_over = self
             .handover
             .lock()
@@ -360,7 +364,7 @@ impl WriterLoop {
             .clone();
         if let Some(to) = handing_over {
             self.ready_term = None;
-            return Err(NodeError::NotLeader { leader: Some(to) });
+            return Err(Unavailable::NotLeader { leader: Some(to) }.into());
         }
         let Leadership {
             leads,
@@ -370,9 +374,10 @@ impl WriterLoop {
         } = Leadership::of(&self.raft.metrics().borrow());
         if !leads {
             return Err(match leader {
-                Some(addr) => NodeError::NotLeader { leader: Some(addr) },
-                None => NodeError::NoLeader,
-            });
+                Some(addr) => Unavailable::NotLeader { leader: Some(addr) },
+                None => Unavailable::NoLeader,
+            }
+            .into());
         }
         self.quorum.require()?;
         self.disk.check(0).map_err(disk_full)?;
@@ -390,9 +395,9 @@ impl WriterLoop {
             }
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "lost leadership before writing");
-                Err(NodeError::NotLeader { leader: None })
+                Err(Unavailable::NotLeader { leader: None }.into())
             }
-            Err(_) => Err(NodeError::NoLeader),
+            Err(_) => Err(Unavailable::NoLeader.into()),
         }
     }
 
@@ -410,7 +415,7 @@ impl WriterLoop {
     }
 
     /// A restore: the prepared file becomes the next state (`image.rs`).
-    fn restore(&mut self, path: &std::path::Path) -> Result<u64, NodeError> {
+    fn restore(&mut self, path: &std::path::Path) -> Result<u64, WriteError> {
         self.restore_image(path)
     }
 

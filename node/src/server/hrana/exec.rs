@@ -17,7 +17,7 @@ use super::proto::{
 use super::stream::{StreamState, MAX_STORED_SQL};
 use super::wire;
 use crate::server::auth::{self, Permission};
-use crate::server::error::NodeError;
+use crate::server::error::{ReadError, WriteError};
 use crate::server::read::{Consistency, Read};
 use crate::server::Node;
 use client::Token;
@@ -143,7 +143,7 @@ impl Ctx<'_> {
                     .sm
                     .reads()
                     .describe(&text)
-                    .map_err(|e| wire::error(e.into()))?;
+                    .map_err(|e| wire::error(ReadError::from(e)))?;
                 Ok(StreamResponse::Describe {
                     result: DescribeResult {
                         params: d
@@ -263,7 +263,7 @@ impl Ctx<'_> {
                             }
                             step.result
                                 .map(|r| local_result(r, want_rows))
-                                .map_err(|e| wire::error(NodeError::Request(e)))
+                                .map_err(|e| wire::error(WriteError::Request(e)))
                         }
                         Err(e) => {
                             state.txn = None;

@@ -90,7 +90,8 @@ impl Reply {
         }
     }
 
-    fn from_node_error(e: NodeError) -> Reply {
+    fn from_node_error(e: impl Into<NodeError>) -> Reply {
+        let e = e.into();
         let status = wire::status(&e);
         Reply::error(status, wire::error(e))
     }

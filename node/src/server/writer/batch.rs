@@ -3,7 +3,7 @@
 
 use super::queue::Queue;
 use super::{Committed, WriteReply, WriterLoop};
-use crate::server::error::NodeError;
+use crate::server::error::{Unavailable, WriteError};
 use raft::{OnCommit, Proposer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +23,10 @@ impl WriterLoop {
             Ok(outcome) => outcome,
             Err(e) => {
                 self.broken(&e);
-                let err = NodeError::Internal(format!(
+                let err: WriteError = Unavailable::Internal(format!(
                     "the leader could not execute the batch: {e}; nothing was written"
-                ));
+                ))
+                .into();
                 for reply in queue.replies.drain(..n) {
                     let _ = reply.send(Err(err.clone()));
                 }
@@ -78,9 +79,7 @@ impl WriterLoop {
             }
             // Every request failed (a batch exists whenever one succeeded):
             // nothing to replicate, and no `Ok` result to answer.
-            None => Err(NodeError::Internal(
-                "successful requests without a batch".into(),
-            )),
+            None => Err(Unavailable::Internal("successful requests without a batch".into()).into()),
         };
         let queued = queue.requests.len() + waiting.unwrap_or_else(|| self.rx.len());
         self.expect = done + queued;
@@ -97,7 +96,7 @@ impl WriterLoop {
 
     /// Replicate a batch ([`Proposing::batch`]); a failure makes the next
     /// batch check leadership and pass the barrier again.
-    pub(super) fn propose(&mut self, batch: FrameBatch) -> Result<u64, NodeError> {
+    pub(super) fn propose(&mut self, batch: FrameBatch) -> Result<u64, WriteError> {
         let outcome = self.proposing.batch(batch, self.ready_term, None);
         if outcome.is_err() {
             self.ready_term = None;
@@ -126,7 +125,7 @@ impl Proposing {
         batch: FrameBatch,
         term: Option<u64>,
         on_commit: Option<OnCommit<'_>>,
-    ) -> Result<u64, NodeError> {
+    ) -> Result<u64, WriteError> {
         let bytes = batch.encode();
         // Room for it in the log, the WAL and the database, beside the
         // reserve: refused here, nothing is written anywhere.
@@ -135,7 +134,7 @@ impl Proposing {
         // Why the majority was lost, once it is.
         let lost = || async {
             match quorum.lost().await {
-                NodeError::NoQuorum(why) => why,
+                Unavailable::NoQuorum(why) => why,
                 _ => String::new(),
             }
         };
@@ -144,7 +143,7 @@ impl Proposing {
                 self.proposer
                     .batch(bytes, term, self.timeout, lost, on_commit),
             )
-            .map_err(NodeError::from)
+            .map_err(WriteError::from)
     }
 }
 
@@ -156,10 +155,10 @@ pub(super) struct Callers {
 }
 
 impl Callers {
-    pub(super) fn answer(self, committed: &Result<u64, NodeError>) {
+    pub(super) fn answer(self, committed: &Result<u64, WriteError>) {
         for (result, reply) in self.results.into_iter().zip(self.replies) {
             let answer = match (result, committed) {
-                (Err(e), _) => Err(NodeError::Request(e)),
+                (Err(e), _) => Err(WriteError::Request(e)),
                 (Ok(results), Ok(version)) => Ok(Committed {
                     results,
                     version: *version,
@@ -172,6 +171,6 @@ impl Callers {
 }
 
 /// A write refused for lack of disk: nothing was written anywhere.
-pub(super) fn disk_full(full: raft::DiskFull) -> NodeError {
-    NodeError::DiskFull(format!("{full}; nothing was written (reads still work)"))
+pub(super) fn disk_full(full: raft::DiskFull) -> WriteError {
+    WriteError::DiskFull(format!("{full}; nothing was written (reads still work)"))
 }

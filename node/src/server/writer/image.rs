@@ -21,7 +21,7 @@
 //! bounds the size of a VACUUM or a restore.
 
 use super::{Committed, Queue, WriterLoop};
-use crate::server::error::NodeError;
+use crate::server::error::{Unavailable, WriteError};
 use raft::ImageError;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -68,9 +68,9 @@ impl WriterLoop {
         self.expect = queue.requests.len();
     }
 
-    fn vacuum_image(&mut self) -> Result<u64, NodeError> {
+    fn vacuum_image(&mut self) -> Result<u64, WriteError> {
         let estimate = self.executor.vacuum_estimate().map_err(|e| {
-            NodeError::Unavailable(format!(
+            Unavailable::Down(format!(
                 "VACUUM was not done, nothing was changed: reading the database's size: {e}"
             ))
         })?;
@@ -80,7 +80,7 @@ impl WriterLoop {
         let scratch = self.images.scratch();
         let image = self.executor.vacuum_image(&scratch).map_err(|e| {
             self.broken(&e);
-            NodeError::Unavailable(format!(
+            Unavailable::Down(format!(
                 "VACUUM was not done, nothing was changed: the leader could not make the compacted copy: {e}"
             ))
         })?;
@@ -93,7 +93,7 @@ impl WriterLoop {
 
     /// A restore: the upload at `path`, already checked and prepared
     /// (`storage::prepare_restore`), becomes the next state.
-    pub(super) fn restore_image(&mut self, path: &std::path::Path) -> Result<u64, NodeError> {
+    pub(super) fn restore_image(&mut self, path: &std::path::Path) -> Result<u64, WriteError> {
         let image = self.executor.restore_image(path)?;
         self.images
             .adopt(path, &image)
@@ -109,7 +109,7 @@ impl WriterLoop {
 
     /// Stage `image` (complete here) on a majority, propose its entry, and
     /// wait until it is installed here; the version it made.
-    fn install(&mut self, image: Image, what: Whole) -> Result<u64, NodeError> {
+    fn install(&mut self, image: Image, what: Whole) -> Result<u64, WriteError> {
         let membership = self
             .raft
             .metrics()
@@ -139,8 +139,10 @@ impl WriterLoop {
         let result = self.propose_install(&image);
         // Never proposed, or skipped on every node: no one installs it. On
         // any other failure it may still commit: every copy stays.
-        if let Err(NodeError::NotLeader { .. } | NodeError::NoLeader | NodeError::Conflict) =
-            &result
+        if let Err(
+            WriteError::Unavailable(Unavailable::NotLeader { .. } | Unavailable::NoLeader)
+            | WriteError::Conflict,
+        ) = &result
         {
             self.discard(&image, &membership);
         }
@@ -148,7 +150,7 @@ impl WriterLoop {
             self.ready_term = None;
         }
         result.map_err(|e| match e {
-            NodeError::Indeterminate(why) => NodeError::Indeterminate(format!(
+            WriteError::Indeterminate(why) => WriteError::Indeterminate(format!(
                 "{} was proposed but {why}; it may still be installed on every node: read the lineage and version (quorumlite status) before retrying",
                 what.name()
             )),
@@ -162,32 +164,35 @@ impl WriterLoop {
     }
 
     /// Propose the install entry of `image` ([`raft::Proposer::install`]).
-    fn propose_install(&mut self, image: &Image) -> Result<u64, NodeError> {
+    fn propose_install(&mut self, image: &Image) -> Result<u64, WriteError> {
         let Some(term) = self.ready_term else {
-            return Err(NodeError::NoLeader);
+            return Err(Unavailable::NoLeader.into());
         };
         let p = &mut self.proposing;
         let quorum = &p.quorum;
         let lost = async { quorum.lost().await.to_string() };
         p.runtime
             .block_on(p.proposer.install(image, term, p.timeout, lost))
-            .map_err(NodeError::from)
+            .map_err(WriteError::from)
     }
 }
 
 /// An image that could not be made or staged: nothing was changed.
-fn refusal(what: Whole, e: ImageError) -> NodeError {
+fn refusal(what: Whole, e: ImageError) -> WriteError {
     let what = match what {
         Whole::Vacuum => "VACUUM was not done",
         Whole::Restore => "the restore was not done",
     };
     match e {
         ImageError::NoSpace { .. } | ImageError::NotStaged { no_space: true, .. } => {
-            NodeError::DiskFull(format!("{what}, nothing was changed: {e}"))
+            WriteError::DiskFull(format!("{what}, nothing was changed: {e}"))
         }
-        ImageError::NotStaged { .. } => NodeError::Unavailable(format!(
+        ImageError::NotStaged { .. } => Unavailable::Down(format!(
             "{what}, nothing was changed: {e}; retry once the members are reachable"
-        )),
-        ImageError::Io(_) => NodeError::Internal(format!("{what}, nothing was changed: {e}")),
+        ))
+        .into(),
+        ImageError::Io(_) => {
+            Unavailable::Internal(format!("{what}, nothing was changed: {e}")).into()
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::txn::TxnOp;
 use super::{Job, TxnId, WriteReply, WriterLoop};
-use crate::server::error::NodeError;
+use crate::server::error::WriteError;
 use std::collections::VecDeque;
 use storage::{TxnOptions, WriteRequest};
 use tokio::sync::oneshot;
@@ -14,11 +14,11 @@ pub(super) struct Queue {
     pub(super) requests: VecDeque<WriteRequest>,
     pub(super) replies: VecDeque<oneshot::Sender<WriteReply>>,
     /// Transactions waiting to begin, in arrival order.
-    pub(super) begins: VecDeque<(TxnOptions, oneshot::Sender<Result<TxnId, NodeError>>)>,
+    pub(super) begins: VecDeque<(TxnOptions, oneshot::Sender<Result<TxnId, WriteError>>)>,
     /// Operations on transactions that are not running: answered with why.
     pub(super) stray: Vec<(TxnId, TxnOp)>,
     /// Restores waiting, in arrival order.
-    pub(super) restores: VecDeque<(std::path::PathBuf, oneshot::Sender<Result<u64, NodeError>>)>,
+    pub(super) restores: VecDeque<(std::path::PathBuf, oneshot::Sender<Result<u64, WriteError>>)>,
     pub(super) initialize: bool,
     pub(super) stopping: bool,
 }
@@ -45,7 +45,7 @@ impl Queue {
             && !self.initialize
     }
 
-    pub(super) fn fail_all(&mut self, err: &NodeError) {
+    pub(super) fn fail_all(&mut self, err: &WriteError) {
         self.requests.clear();
         for reply in self.replies.drain(..) {
             let _ = reply.send(Err(err.clone()));

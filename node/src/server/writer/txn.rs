@@ -5,7 +5,7 @@
 
 use super::queue::Queue;
 use super::{Job, TxnId, WriterLoop};
-use crate::server::error::NodeError;
+use crate::server::error::{Unavailable, WriteError};
 use openraft::ServerState;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,14 +21,14 @@ pub struct TxnStep {
 }
 
 pub(super) enum TxnOp {
-    Execute(Statement, oneshot::Sender<Result<TxnStep, NodeError>>),
+    Execute(Statement, oneshot::Sender<Result<TxnStep, WriteError>>),
     /// `Ok(Some(version))`: committed and applied; `Ok(None)`: rolled back,
     /// or committed with nothing written.
-    End(TxnEnd, oneshot::Sender<Result<Option<u64>, NodeError>>),
+    End(TxnEnd, oneshot::Sender<Result<Option<u64>, WriteError>>),
 }
 
 impl TxnOp {
-    pub(super) fn refuse(self, err: NodeError) {
+    pub(super) fn refuse(self, err: WriteError) {
         match self {
             TxnOp::Execute(_, reply) => {
                 let _ = reply.send(Err(err));
@@ -61,8 +61,8 @@ impl EndedTxns {
         self.why.insert(id, why);
     }
 
-    pub(super) fn error(&self, id: TxnId) -> NodeError {
-        NodeError::TxnClosed(
+    pub(super) fn error(&self, id: TxnId) -> WriteError {
+        WriteError::TxnClosed(
             self.why
                 .get(&id)
                 .cloned()
@@ -83,7 +83,7 @@ impl WriterLoop {
         &mut self,
         queue: &mut Queue,
         options: TxnOptions,
-        reply: oneshot::Sender<Result<TxnId, NodeError>>,
+        reply: oneshot::Sender<Result<TxnId, WriteError>>,
     ) {
         let id = self.next_txn;
         self.next_txn += 1;
@@ -142,17 +142,18 @@ impl WriterLoop {
         let answer = match outcome {
             Ok(TxnOutcome::Committed(batch)) => self.propose(batch).map(Some),
             Ok(TxnOutcome::Unchanged) | Ok(TxnOutcome::RolledBack) => match &why_ended {
-                Some(why) if end_reply.is_some() => Err(NodeError::TxnClosed(why.clone())),
+                Some(why) if end_reply.is_some() => Err(WriteError::TxnClosed(why.clone())),
                 _ => Ok(None),
             },
             Ok(TxnOutcome::TooLarge { cap_bytes }) => {
-                Err(NodeError::Request(RequestError::TooLarge { cap_bytes }))
+                Err(WriteError::Request(RequestError::TooLarge { cap_bytes }))
             }
             Err(e) => {
                 self.broken(&e);
-                Err(NodeError::Internal(format!(
+                Err(Unavailable::Internal(format!(
                     "the leader could not run the transaction: {e}; nothing was written"
-                )))
+                ))
+                .into())
             }
         };
         ::metrics::histogram!(crate::metrics::TXN_DURATION).record(started.elapsed());
