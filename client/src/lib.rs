@@ -33,6 +33,7 @@ mod calls;
 mod coalesce;
 pub mod dial;
 pub mod error;
+pub mod libsql;
 pub mod retry;
 pub mod token;
 mod types;

@@ -212,7 +212,7 @@ pub const SPECS: &[Spec] = &[
     spec(READ_DURATION, Histogram, SECONDS, &["consistency"], "time of a successful read on this node, waits included"),
     spec(TOKEN_WAITS, Counter, None, &[], "session reads that had to wait for this node to apply their token's version"),
     spec(TOKEN_WAIT_TIMEOUTS, Counter, None, &[], "session reads that waited session_wait_ms in vain and answered REPLICA_BEHIND"),
-    spec(FORWARDED, Counter, None, &["kind"], "calls this node sent to the leader: forwarded writes (kind=write) and read barriers (kind=read_index)"),
+    spec(FORWARDED, Counter, None, &["kind"], "calls this node sent to the leader: forwarded writes (kind=write), HTTP pipelines (kind=http), libSQL replicas' programs (kind=replica) and read barriers (kind=read_index)"),
     spec(APPLY_DURATION, Histogram, SECONDS, &[], "time of one state machine apply call (a run of committed entries)"),
     spec(SNAPSHOT_BUILDS, Counter, None, &[], "snapshots this node built"),
     spec(SNAPSHOT_INSTALLS, Counter, None, &[], "snapshots this node installed from the leader"),
@@ -268,7 +268,7 @@ pub const COUNTS_BUCKETS: &[f64] = &[
 const KNOWN_LABELS: &[(&str, &str, &[&str])] = &[
     (RAFT_ROLE, "role", &["leader", "follower", "candidate", "learner", "shutdown"]),
     (READ_DURATION, "consistency", &["linearizable", "session", "stale"]),
-    (FORWARDED, "kind", &["write", "http", "read_index"]),
+    (FORWARDED, "kind", &["write", "http", "replica", "read_index"]),
     (AUTH_FAILURES, "reason", &AUTH_FAILURE_REASONS),
     (HTTP_PIPELINES, "outcome", &["local", "forwarded", "error"]),
     (BATCH_CALL_ITEMS, "kind", &["read", "write"]),

@@ -2,26 +2,13 @@
 //! itself, run by Node.js, and the bad inputs a client library never sends.
 
 mod common;
-use common::{free_port, Cluster};
+use common::web::{cluster, js_dir, npm_install};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A cluster whose nodes also serve HTTP; the HTTP address of node N is `http[N-1]`.
-fn cluster(extra: &[&str]) -> (Cluster, Vec<String>) {
-    let http: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let per_node = {
-        let http = http.clone();
-        move |id: u64| vec!["--http".to_string(), http[(id - 1) as usize].clone()]
-    };
-    (Cluster::start_with(3, extra, per_node), http)
-}
 
 struct HttpReply {
     status: u16,
@@ -159,33 +146,6 @@ fn leader_by_health(web: &[String], within: Duration) -> u64 {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("no healthy leader within {within:?}");
-}
-
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/http")
-}
-
-/// `npm ci` unless `@libsql/client` is already installed (scripts/test.sh
-/// installs it up front; this covers a bare `cargo test`).
-fn npm_install() {
-    let dir = js_dir();
-    if dir
-        .join("node_modules/@libsql/client/package.json")
-        .exists()
-    {
-        return;
-    }
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .output()
-        .expect("npm: Node.js and npm are needed for the HTTP API tests (scripts/test.sh checks for them)");
-    assert!(
-        out.status.success(),
-        "npm ci failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

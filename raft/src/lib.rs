@@ -47,6 +47,7 @@
 
 pub mod codec;
 mod disk;
+mod frame_log;
 mod health;
 mod identity;
 mod image;
@@ -59,6 +60,7 @@ mod proposer;
 mod state_machine;
 
 pub use disk::{DiskFull, DiskSpace};
+pub use frame_log::{FrameLog, Served};
 pub use health::{PeerHealth, PeerView};
 pub use identity::{random_hex, ClusterIdentity, IdentityError, IDENTITY_FILE};
 pub use image::{disk_needed, ImageError, ImageService, Images, Staged, IMAGES_DIR};

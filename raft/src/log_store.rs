@@ -227,6 +227,19 @@ impl LogStore {
 
     /// Bytes of entries appended since the store was opened (this store and
     /// its clones).
+    /// The entry at `index`, if the log holds it (not purged, not yet
+    /// appended: `None`). A blocking read, for the replication protocol's
+    /// readers ([`crate::FrameLog`]), beside openraft's own.
+    pub fn entry(&self, index: u64) -> Result<Option<Entry>, sled::Error> {
+        if index < self.unpurged.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        match self.log.get(index.to_be_bytes())? {
+            Some(v) => Ok(codec::decode_entry(&v).ok()),
+            None => Ok(None),
+        }
+    }
+
     pub fn appended_bytes(&self) -> u64 {
         self.appended.load(Ordering::Relaxed)
     }

@@ -218,6 +218,44 @@ impl StateMachine {
     }
 
     /// Read connections on the state machine's database.
+    /// The log id of the entry that applied version `version` here (for a
+    /// batch in parts, its last part's), while it is recorded: from the
+    /// batch's apply until the log is purged past that entry.
+    pub fn applied_at(&self, version: u64) -> Result<Option<LogId<NodeId>>, sled::Error> {
+        Ok(match self.inner.versions.get(version.to_be_bytes())? {
+            Some(v) => codec::decode_applied(&v).ok().and_then(|a| a.last_log_id),
+            None => None,
+        })
+    }
+
+    /// Forget the version records of entries at or below log index
+    /// `index` (the log was purged up to there): what the log no longer
+    /// holds cannot be read back ([`crate::FrameLog`]).
+    pub fn forget_versions_upto(&self, index: u64) -> Result<(), sled::Error> {
+        let versions = &self.inner.versions;
+        let mut end = None;
+        for record in versions.iter() {
+            let (k, v) = record?;
+            let at = codec::decode_applied(&v)
+                .ok()
+                .and_then(|a| a.last_log_id)
+                .map_or(0, |id| id.index);
+            if at > index {
+                end = Some(k);
+                break;
+            }
+        }
+        let below = match end {
+            Some(k) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+            None => match versions.last()? {
+                // Keep the newest record: recovery may need it (`recover`).
+                Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+                None => return Ok(()),
+            },
+        };
+        crate::delete_below(versions, below).map(drop)
+    }
+
     pub fn reads(&self) -> &ReadPool {
         &self.inner.reads
     }
@@ -465,8 +503,6 @@ impl Inner {
             snapshot_id,
         };
         self.publish_snapshot(&tmp, &meta)?;
-        // Version records below the snapshot are no longer needed for recovery.
-        self.prune_versions(state.version.saturating_sub(1))?;
         ::metrics::counter!(crate::metrics::SNAPSHOT_BUILDS).increment(1);
         tracing::info!(
             snapshot = %meta.snapshot_id,
@@ -534,12 +570,6 @@ impl Inner {
         let file = std::fs::File::open(self.snapshot_path(&meta.snapshot_id))
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, any(e))))?;
         Ok(Some((meta, file)))
-    }
-
-    fn prune_versions(&self, below: u64) -> Result<(), StorageError<NodeId>> {
-        crate::delete_below(&self.versions, below)
-            .map(drop)
-            .map_err(sm_write)
     }
 
     fn current_snapshot_meta(

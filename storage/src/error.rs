@@ -74,6 +74,35 @@ impl RequestError {
         }
     }
 
+    /// The message as SQLite would word it, without the statement's index
+    /// (the protocols that carry a code of their own beside it).
+    pub fn sqlite_message(&self) -> String {
+        match self {
+            RequestError::Sql { message, .. } => message.clone(),
+            RequestError::Refused { reason, .. } => reason.clone(),
+            RequestError::Params { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// SQLite's extended result code: the statement's own, else that of
+    /// [`RequestError::code`]'s name.
+    pub fn extended_code(&self) -> i32 {
+        match self {
+            RequestError::Sql { code, .. } => *code,
+            RequestError::Refused { .. } => rusqlite::ffi::SQLITE_AUTH,
+            RequestError::Params { .. } => rusqlite::ffi::SQLITE_RANGE,
+            RequestError::TooLarge { .. } | RequestError::ResultTooLarge { .. } => {
+                rusqlite::ffi::SQLITE_TOOBIG
+            }
+            RequestError::Empty => rusqlite::ffi::SQLITE_MISUSE,
+            RequestError::Superseded { .. } => rusqlite::ffi::SQLITE_ABORT,
+            RequestError::TimedOut { .. } | RequestError::Cancelled { .. } => {
+                rusqlite::ffi::SQLITE_INTERRUPT
+            }
+        }
+    }
+
     pub(crate) fn from_sqlite(index: usize, err: rusqlite::Error) -> Self {
         match err {
             rusqlite::Error::SqliteFailure(e, msg) => RequestError::Sql {

@@ -60,7 +60,7 @@ mod vfs;
 pub use apply::{Applier, ApplyOutcome, Fate};
 pub use batch::{FrameBatch, Page};
 pub use config::StorageConfig;
-pub use digest::Digest;
+pub use digest::{file_digest, Digest};
 pub use error::{code_name, Error, RequestError, Result};
 pub use executor::{is_vacuum, is_vacuum_sql, BatchOutcome, Executor, RequestResult};
 pub use image::{hash_file, hash_reader, hex, remove_with_journal, Image, IMAGE_CHUNK_BYTES};

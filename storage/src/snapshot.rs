@@ -170,6 +170,17 @@ impl ReadPool {
     /// Start streaming a backup of the current state: the bytes of an
     /// ordinary SQLite file (see [`BackupReader`]).
     pub fn backup(&self) -> Result<BackupReader> {
+        self.file_image(true)
+    }
+
+    /// The pages of one consistent state exactly as this node's file holds
+    /// them (page 1 still says WAL), with its lineage: the image a libSQL
+    /// replica takes ([`BackupReader`], without the backup's header change).
+    pub fn pages(&self) -> Result<BackupReader> {
+        self.file_image(false)
+    }
+
+    fn file_image(&self, rollback_header: bool) -> Result<BackupReader> {
         let reader = self.checkout()?;
         let (meta, lineage) = begin_image(&reader)
             .and_then(|meta| {
@@ -186,6 +197,7 @@ impl ReadPool {
                 next_pgno: 1,
             },
             lineage,
+            rollback_header,
         })
     }
 }
@@ -253,6 +265,8 @@ impl SnapshotReader {
 pub struct BackupReader {
     pages: PageCursor,
     lineage: Option<String>,
+    /// Mark page 1 as a rollback-journal file (a backup), or leave it as is.
+    rollback_header: bool,
 }
 
 impl BackupReader {
@@ -278,7 +292,7 @@ impl BackupReader {
         if !self.pages.next_pages(&mut chunk)? {
             return Ok(None);
         }
-        if first && chunk.len() > 19 {
+        if first && self.rollback_header && chunk.len() > 19 {
             // File format write/read versions: 1 = rollback journal.
             chunk[18] = 1;
             chunk[19] = 1;

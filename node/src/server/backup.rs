@@ -101,8 +101,7 @@ impl Node {
         self.check_lineage(token.as_ref())?;
         match consistency {
             Consistency::Linearizable => {
-                let want = self.read_index.barrier().await?;
-                barrier::wait_applied(&self.sm, want, self.config.write_timeout).await?;
+                self.linearizable().await?;
             }
             Consistency::Session => {
                 let want = token.as_ref().map_or(0, Token::version);

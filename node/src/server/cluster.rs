@@ -182,6 +182,39 @@ impl Cluster for Calls {
         }))
     }
 
+    async fn replica_execute(
+        &self,
+        request: Request<pb::ReplicaExecuteRequest>,
+    ) -> Result<Response<pb::ReplicaExecuteResponse>, Status> {
+        use prost::Message;
+        // Reaching the proxy needs `read`; the program checks `write`
+        // itself for what writes.
+        handle(
+            &self.node,
+            request,
+            Permission::Read,
+            |req, bearer| async move {
+                let program = client::libsql::proxy::ProgramReq::decode(req.program.as_slice())
+                    .map_err(|e| {
+                        NodeError::BadRequest(format!(
+                            "a replica's program that does not decode: {e}"
+                        ))
+                    })?;
+                let results = super::libsql::proxy::execute(
+                    &self.node,
+                    program,
+                    bearer.as_deref(),
+                    Origin::Peer,
+                )
+                .await?;
+                Ok::<_, NodeError>(pb::ReplicaExecuteResponse {
+                    results: results.encode_to_vec(),
+                })
+            },
+        )
+        .await
+    }
+
     async fn change_membership(
         &self,
         request: Request<public::ChangeMembershipRequest>,

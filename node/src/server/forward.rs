@@ -201,6 +201,32 @@ impl Forwarder {
         .await
     }
 
+    /// Pass a libSQL replica's program on to the leader at `addr`, where
+    /// the replicas' sessions are. It may hold writes: a failure in
+    /// transit after sending is indeterminate.
+    pub async fn replica_execute(
+        &self,
+        addr: &str,
+        program: &client::libsql::proxy::ProgramReq,
+        bearer: Option<&str>,
+    ) -> Result<client::libsql::proxy::ExecuteResults, Forwarded> {
+        use prost::Message;
+        ::metrics::counter!(crate::metrics::FORWARDED, "kind" => "replica").increment(1);
+        let how = How::write(Some(self.write_deadline), bearer);
+        let request = super::cluster_pb::ReplicaExecuteRequest {
+            program: program.encode_to_vec(),
+        };
+        let resp = self
+            .call(addr, request, how, |mut c, r| async move {
+                c.replica_execute(r).await
+            })
+            .await?;
+        client::libsql::proxy::ExecuteResults::decode(resp.results.as_slice()).map_err(|e| {
+            Unavailable::Internal(format!("the leader answered a replica's program with {e}"))
+                .into()
+        })
+    }
+
     /// Pass a membership change on to the leader at `addr`.
     pub async fn change_membership(
         &self,

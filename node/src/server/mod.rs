@@ -32,6 +32,7 @@ mod convert;
 pub mod error;
 mod forward;
 pub mod hrana;
+mod libsql;
 mod members;
 mod peers;
 mod quorum;
@@ -39,6 +40,7 @@ mod read;
 mod readers;
 mod route;
 mod service;
+mod session;
 mod start;
 mod status;
 pub mod tls;
@@ -81,6 +83,10 @@ pub struct Node {
     auth: PeerAuth,
     /// Hrana streams this node owns (the HTTP API).
     streams: hrana::Streams,
+    /// Committed batches read back for libSQL replicas.
+    frames: raft::FrameLog,
+    /// libSQL replicas' sessions (their transactions), on the leader.
+    replicas: libsql::Sessions,
 }
 
 /// A request's token text (`""`: none). Its lineage is the core's to

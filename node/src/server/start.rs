@@ -3,8 +3,8 @@
 use super::status::peer_list;
 use super::writer::{Writer, WriterSettings};
 use super::{
-    barrier::ReadIndex, cluster, compaction, forward::Forwarder, hrana, members, peers, quorum,
-    readers, service, tls, watch, writer, Node,
+    barrier::ReadIndex, cluster, compaction, forward::Forwarder, hrana, libsql, members, peers,
+    quorum, readers, service, tls, watch, writer, Node,
 };
 use crate::config::NodeConfig;
 use openraft::error::{InitializeError, RaftError};
@@ -385,6 +385,7 @@ async fn assemble(
         config.election_timeout_max * 3,
     );
     let contact = LeaderContact::default();
+    let frames = raft::FrameLog::new(sm.clone(), consensus.log.clone());
     let node = Arc::new(Node {
         id: config.id,
         config: config.clone(),
@@ -401,6 +402,8 @@ async fn assemble(
         auth: auth.clone(),
         streams: hrana::Streams::new(config.id)
             .map_err(|e| StartError::Raft(format!("drawing the HTTP baton key: {e}")))?,
+        frames,
+        replicas: libsql::Sessions::default(),
     });
     let assembled = Assembled {
         node,
@@ -424,7 +427,7 @@ struct Serving {
     stopping: signal::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<JoinHandle<()>>,
-    /// Closes HTTP streams left idle.
+    /// Closes HTTP streams and libSQL replica sessions left idle.
     expiry: JoinHandle<()>,
 }
 
@@ -461,7 +464,15 @@ async fn serve(
         }
         None => None,
     };
-    let expiry = tokio::spawn(hrana::expire_streams(Arc::clone(node)));
+    let expiry = tokio::spawn({
+        let (streams, replicas) = (Arc::clone(node), Arc::clone(node));
+        async move {
+            tokio::join!(
+                hrana::expire_streams(streams),
+                libsql::proxy::expire_sessions(replicas)
+            );
+        }
+    });
     let router = tonic::transport::Server::builder()
         .add_service(TransportService::server(
             consensus.raft.clone(),

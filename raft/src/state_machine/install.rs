@@ -225,8 +225,9 @@ impl StateMachine {
     }
 }
 
-/// Follow the log's purge point and drop the images whose entries the log
-/// no longer holds (every 2 s: the metrics watch changes at every entry).
+/// Follow the log's purge point and drop the images and the version
+/// records whose entries the log no longer holds (every 2 s: the metrics
+/// watch changes at every entry).
 pub async fn forget_purged_images(raft: openraft::Raft<TypeConfig>, sm: StateMachine) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut last = None;
@@ -238,7 +239,11 @@ pub async fn forget_purged_images(raft: openraft::Raft<TypeConfig>, sm: StateMac
         };
         last = Some(index);
         let sm = sm.clone();
-        let done = tokio::task::spawn_blocking(move || sm.forget_images_upto(index)).await;
+        let done = tokio::task::spawn_blocking(move || {
+            sm.forget_images_upto(index)?;
+            sm.forget_versions_upto(index)
+        })
+        .await;
         if let Ok(Err(e)) = done {
             tracing::warn!(error = %e, "could not forget the images of purged entries; retried at the next purge");
             last = None;

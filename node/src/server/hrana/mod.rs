@@ -41,6 +41,7 @@ pub use stream::Streams;
 use super::auth::{self, Permission};
 use super::error::NodeError;
 use super::read::Consistency;
+use super::session::{self, Caller};
 use super::{Node, Origin, Route};
 use axum::body::Body;
 use axum::extract::State;
@@ -245,11 +246,13 @@ async fn serve(node: &Node, input: Input, served: &mut Served) -> Reply {
         },
     };
     let mut ctx = exec::Ctx {
-        node,
-        bearer: input.bearer.as_deref(),
-        consistency,
-        newest: token,
-        gone: input.gone.clone(),
+        caller: Caller {
+            node,
+            bearer: input.bearer.as_deref(),
+            consistency,
+            newest: token,
+            gone: input.gone.clone(),
+        },
     };
     let mut results = Vec::with_capacity(requests.len());
     for request in requests {
@@ -262,7 +265,7 @@ async fn serve(node: &Node, input: Input, served: &mut Served) -> Reply {
             Err(error) => StreamResult::Error { error },
         });
     }
-    let token = ctx.newest.as_ref().map(Token::to_string);
+    let token = ctx.caller.newest.as_ref().map(Token::to_string);
     let baton = node.streams.finish(lease);
     let body = PipelineRespBody {
         baton,
@@ -290,8 +293,8 @@ fn needs_leader(node: &Node, requests: &[Result<StreamRequest, String>]) -> bool
     if !matches!(requests.last(), Some(Ok(StreamRequest::Close))) {
         return true;
     }
-    let sql_needs = |sql: &str| match exec::classify(sql) {
-        exec::Kind::Other => !exec::is_read(node, sql),
+    let sql_needs = |sql: &str| match session::classify(sql) {
+        session::Kind::Other => !session::is_read(node, sql),
         _ => true,
     };
     let mut stored: HashMap<i32, &str> = HashMap::new();
@@ -339,13 +342,14 @@ pub async fn expire_streams(node: Arc<Node>) {
 
 /// The routes, with every error as Hrana's JSON.
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v2/pipeline", post(http_pipeline))
         .route("/v3/pipeline", post(http_pipeline))
         .route("/v2", get(version_probe))
         .route("/v3", get(version_probe))
         .route("/health", get(health))
-        .route("/version", get(server_version))
+        .route("/version", get(server_version));
+    super::libsql::mount(router, &node)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)

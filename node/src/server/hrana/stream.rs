@@ -22,6 +22,7 @@
 //! while so its late requests get the right error.
 
 use super::proto::Error;
+use crate::server::session::Session;
 use crate::server::write::TxnId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -100,10 +101,8 @@ impl Baton {
 pub struct StreamState {
     /// `store_sql` texts by id.
     pub sqls: HashMap<i32, String>,
-    /// The interactive transaction open on the leader's writer, if any.
-    pub txn: Option<TxnId>,
-    /// `PRAGMA foreign_keys` as the client set it (applies to its transactions).
-    pub foreign_keys: Option<bool>,
+    /// The open transaction and the `foreign_keys` setting.
+    pub session: Session,
     /// The client sent `close`.
     pub closed: bool,
 }
@@ -288,7 +287,7 @@ impl Streams {
                 }
                 // A stream in use is not idle, whatever its clock says.
                 if let Ok(stream) = entry.stream.try_lock() {
-                    txns.extend(stream.state.txn);
+                    txns.extend(stream.state.session.txn);
                     expired.push(*id);
                 }
             }

@@ -7,7 +7,6 @@ use crate::server::error::{
     AuthError, MembershipError, NodeError, ReadError, Unavailable, WriteError,
 };
 use axum::http::StatusCode;
-use storage::RequestError;
 
 /// Code of an error about the stream's transaction (as `@libsql/client` names it).
 const TRANSACTION_CLOSED: &str = "TRANSACTION_CLOSED";
@@ -37,7 +36,7 @@ pub fn error(e: impl Into<NodeError>) -> Error {
     let e = e.into();
     crate::metrics::error_answered(e.code());
     if let Some(r) = e.request() {
-        return Error::new(r.code(), request_message(r));
+        return Error::new(r.code(), r.sqlite_message());
     }
     if let Some(c) = e.remote() {
         return Error::new(
@@ -51,19 +50,11 @@ pub fn error(e: impl Into<NodeError>) -> Error {
     }
 }
 
-fn request_message(r: &RequestError) -> String {
-    match r {
-        RequestError::Sql { message, .. } => message.clone(),
-        RequestError::Refused { reason, .. } => reason.clone(),
-        RequestError::Params { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::server::error::TokenError;
+    use storage::RequestError;
 
     #[test]
     fn a_pipeline_refused_whole_gets_the_http_status_its_error_calls_for() {
