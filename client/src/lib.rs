@@ -34,6 +34,7 @@ mod coalesce;
 pub mod dial;
 pub mod error;
 pub mod libsql;
+mod replica;
 pub mod retry;
 pub mod token;
 mod types;
@@ -41,6 +42,7 @@ mod vacuum;
 
 pub use backup::{Backup, BackupHeader, RestoreResult};
 pub use error::{Error, ErrorCode};
+pub use replica::{Replica, ReplicaStatus};
 pub use storage::Value;
 pub use token::{Token, TokenError};
 pub use types::{Column, Consistency, ExecuteResult, QueryResult, Statement, StatementResult};
@@ -252,6 +254,9 @@ fn new_session_id() -> String {
 struct Node {
     addr: String,
     rpc: QuorumliteClient<Channel>,
+    /// The connection itself, for the other services a node serves
+    /// (the replication protocol a [`Replica`] follows).
+    channel: Channel,
     /// Writes and reads to this node, coalesced into batch calls.
     writes: Arc<Coalescer<coalesce::Writes>>,
     reads: Arc<Coalescer<coalesce::Reads>>,
@@ -289,7 +294,7 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
             e @ dial::DialError::Tls { .. } => Error::new(ErrorCode::BadRequest, e.to_string()),
         },
     )?;
-    let rpc = QuorumliteClient::new(channel)
+    let rpc = QuorumliteClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let wrap: coalesce::Wrap = {
@@ -298,6 +303,7 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Node, Error> {
     };
     Ok(Node {
         addr: addr.to_owned(),
+        channel,
         writes: Arc::new(Coalescer::new(
             rpc.clone(),
             addr.to_owned(),
@@ -385,6 +391,19 @@ impl Client {
                 writes: Mutex::new(WriteSeq::default()),
             }),
         })
+    }
+
+    /// The nodes given at connect, with their connections.
+    pub(crate) fn channels(&self) -> Vec<(String, Channel)> {
+        self.inner
+            .nodes
+            .iter()
+            .map(|n| (n.addr.clone(), n.channel.clone()))
+            .collect()
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.inner.config
     }
 
     /// The newest token this session has seen.

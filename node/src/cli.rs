@@ -40,6 +40,10 @@ pub enum Command {
     /// Replace the cluster's data with a SQLite file, through Raft; starts
     /// a new lineage (older tokens are refused). Needs an `admin` token.
     Restore(RestoreArgs),
+    /// Keep a SQLite file in sync with the cluster as batches commit (an
+    /// embedded replica: for analytics, warm standbys, local reads); runs
+    /// until Ctrl-C, and resumes from the file when started again.
+    Replica(ReplicaArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -319,6 +323,21 @@ pub struct RestoreArgs {
     pub file: PathBuf,
 }
 
+/// `quorumlite replica`.
+#[derive(clap::Args, Debug)]
+pub struct ReplicaArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The SQLite file to keep in sync (created if missing; a file another
+    /// cluster filled starts over from this cluster's data).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the replica's version every this many milliseconds (0: only
+    /// when following starts, fails or catches up).
+    #[arg(long, default_value_t = 5_000)]
+    pub report_ms: u64,
+}
+
 /// What `quorumlite bench` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
@@ -326,6 +345,12 @@ pub enum Workload {
     ReadLinearizable,
     ReadSession,
     ReadStale,
+    /// Point reads on an embedded replica's file against the same reads
+    /// over the network (give a follower's --addr).
+    ReadReplica,
+    /// Writes with a replica following: acknowledgement to visibility in
+    /// the replica's file.
+    ReplicaLag,
 }
 
 /// `quorumlite bench`.

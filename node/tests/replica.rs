@@ -650,3 +650,176 @@ mod resilience {
         world.assert_same_pages(&replica).await;
     }
 }
+
+/// The Rust embedded replica (`client::Replica`) and `quorumlite replica`,
+/// which follow the cluster through the streaming call on the gRPC port.
+mod rust_replica {
+    use super::*;
+    use client::{Consistency, Replica as RustReplica};
+
+    /// Open a Rust replica of file `name` following node `id`.
+    async fn open(world: &World, name: &str, id: u64) -> (RustReplica, Replica) {
+        let file = world.dir.path().join(name);
+        let replica = RustReplica::open(&file, [world.cluster.addr(id)], ClientConfig::default())
+            .await
+            .unwrap_or_else(|e| panic!("open the replica: {e}"));
+        let seen = Replica {
+            file,
+            sync_url: String::new(),
+            token: None,
+        };
+        (replica, seen)
+    }
+
+    fn count(replica: &RustReplica, sql: &str) -> i64 {
+        match replica.query(sql).map(|r| r.rows) {
+            Ok(rows) => match rows.first().and_then(|r| r.first()) {
+                Some(Value::Integer(n)) => *n,
+                other => panic!("{sql}: {other:?}"),
+            },
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rust_replica_follows_commits_reads_its_own_writes_and_hands_on_its_session() {
+        let world = World::start(&[]).await;
+        posts(&world, 10).await;
+        let (_, follower) = world.roles().await;
+        let (replica, seen) = open(&world, "rust.db", follower).await;
+        replica
+            .sync(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("sync: {e}"));
+        assert_eq!(count(&replica, "SELECT count(*) FROM posts"), 10);
+
+        // A write through the replica is in its file when execute returns.
+        replica
+            .execute(vec![Statement::from(
+                "INSERT INTO posts(title) VALUES ('from the rust replica')",
+            )])
+            .await
+            .unwrap_or_else(|e| panic!("execute: {e}"));
+        assert_eq!(
+            count(
+                &replica,
+                "SELECT count(*) FROM posts WHERE title = 'from the rust replica'"
+            ),
+            1
+        );
+
+        // Cluster writes stream in without a sync call.
+        for i in 0..20 {
+            let version = world
+                .write(&[format!("INSERT INTO posts(title) VALUES ('streamed {i}')").as_str()])
+                .await;
+            replica
+                .wait_for(version, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("streamed write {i}: {e}"));
+        }
+        assert_eq!(count(&replica, "SELECT count(*) FROM posts"), 31);
+
+        // Its token carries the session to a read anywhere.
+        let other = world.cluster.client_of(follower % 3 + 1);
+        other.observe(replica.token());
+        let rows = other
+            .query("SELECT count(*) FROM posts", Consistency::Session(None))
+            .await
+            .unwrap_or_else(|e| panic!("session read: {e}"));
+        assert_eq!(rows.rows, vec![vec![Value::Integer(31)]]);
+        assert!(replica.status().batches > 0, "{:?}", replica.status());
+        drop(replica);
+        world.assert_same_pages(&seen).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rust_replica_resumes_from_its_file_and_starts_over_after_a_restore() {
+        let world = World::start(&[]).await;
+        posts(&world, 10).await;
+        let (leader, _) = world.roles().await;
+        let (replica, seen) = open(&world, "rust.db", leader).await;
+        replica.sync(Duration::from_secs(10)).await.expect("sync");
+        assert_eq!(
+            replica.status().snapshots,
+            1,
+            "a new file starts from an image"
+        );
+        drop(replica);
+
+        // Reopened, it goes on from its file: batches only, no image.
+        world
+            .write(&["INSERT INTO posts(title) VALUES ('while closed')"])
+            .await;
+        let (replica, _) = open(&world, "rust.db", leader).await;
+        replica.sync(Duration::from_secs(10)).await.expect("resync");
+        let status = replica.status();
+        assert_eq!((status.snapshots, status.batches), (0, 1), "{status:?}");
+        assert_eq!(count(&replica, "SELECT count(*) FROM posts"), 11);
+
+        // A restore: a new lineage, the file starts over.
+        let file = world.dir.path().join("restore.db");
+        restorable_file(&file, 300);
+        let restored = world.client.restore(&file, |_| {}).await.expect("restore");
+        replica
+            .wait_for(restored.version, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("after the restore: {e}"));
+        assert_eq!(count(&replica, "SELECT count(*) FROM restored"), 300);
+        assert!(
+            replica.query("SELECT count(*) FROM posts").is_err(),
+            "the old table is gone"
+        );
+        assert_eq!(replica.token().lineage(), restored.lineage);
+        drop(replica);
+        world.assert_same_pages(&seen).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn quorumlite_replica_keeps_a_file_in_sync_until_stopped() {
+        let world = World::start(&[]).await;
+        posts(&world, 10).await;
+        let file = world.dir.path().join("cli.db");
+        let mut child = tokio::process::Command::new(common::BIN)
+            .args(["replica", "--json", "--report-ms", "200", "--addr"])
+            .arg(world.cluster.addrs().join(","))
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("quorumlite replica");
+        let version = world
+            .write(&["INSERT INTO posts(title) VALUES ('for the cli replica')"])
+            .await;
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let reached = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let report: Json = serde_json::from_str(&line).expect("a JSON line");
+                if report["version"].as_u64() >= Some(version) {
+                    return report;
+                }
+            }
+            panic!("quorumlite replica ended before version {version}");
+        })
+        .await
+        .expect("quorumlite replica reached the write's version");
+        assert!(report_is_following(&reached), "{reached}");
+        let pid = child.id().expect("pid");
+        common::signal(pid, libc::SIGTERM);
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("it stops on SIGTERM")
+            .expect("wait");
+        assert!(status.success(), "{status}");
+        let seen = Replica {
+            file,
+            sync_url: String::new(),
+            token: None,
+        };
+        world.assert_same_pages(&seen).await;
+    }
+
+    fn report_is_following(report: &Json) -> bool {
+        report["following"].is_string() && report["error"].is_null()
+    }
+}

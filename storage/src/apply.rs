@@ -193,8 +193,40 @@ impl Applier {
                 remote: header.page_size,
             });
         }
+        self.install(&header, &mut input, true)
+    }
+
+    /// Install the SQLite file at `path`, holding the state at data
+    /// version `meta.version` in `meta.db_size` pages, as the whole state,
+    /// whatever the current one (as [`Applier::install_snapshot`] does):
+    /// for an image put together from pages received elsewhere (a libSQL
+    /// replica's snapshot). The file's own version must be `meta.version`.
+    pub fn install_file(&mut self, path: &Path, meta: SnapshotMeta) -> Result<SnapshotMeta> {
+        if meta.page_size != self.page_size {
+            return Err(Error::PageSize {
+                local: self.page_size,
+                remote: meta.page_size,
+            });
+        }
+        let header = SnapshotHeader {
+            page_size: meta.page_size,
+            db_size: meta.db_size,
+            version: meta.version,
+        };
+        let file = std::fs::File::open(path).map_err(Error::io("opening the image file"))?;
+        self.install(&header, &mut std::io::BufReader::new(file), false)
+    }
+
+    /// Write the image `input` holds (pages, then the checksum when
+    /// `checksummed`) as the whole state.
+    fn install(
+        &mut self,
+        header: &SnapshotHeader,
+        input: &mut impl Read,
+        checksummed: bool,
+    ) -> Result<SnapshotMeta> {
         let known = self.begin()?;
-        let result = self.install_in_txn(&header, &mut input, known.db_size);
+        let result = self.install_in_txn(header, input, known.db_size, checksummed);
         let finished = self.finish(result.is_ok(), None);
         // The cause first: a failed install's own error, not its rollback's.
         result?;
@@ -218,6 +250,7 @@ impl Applier {
         header: &SnapshotHeader,
         input: &mut impl Read,
         old_size: u32,
+        checksummed: bool,
     ) -> Result<()> {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header.encode());
@@ -230,12 +263,14 @@ impl Applier {
             crc.update(&page);
             writer.put(pgno, &page)?;
         }
-        let mut trailer = [0u8; 4];
-        input
-            .read_exact(&mut trailer)
-            .map_err(Error::io("reading the snapshot checksum"))?;
-        if crc.finalize().to_le_bytes() != trailer {
-            return Err(Error::corrupt("snapshot", "checksum mismatch"));
+        if checksummed {
+            let mut trailer = [0u8; 4];
+            input
+                .read_exact(&mut trailer)
+                .map_err(Error::io("reading the snapshot checksum"))?;
+            if crc.finalize().to_le_bytes() != trailer {
+                return Err(Error::corrupt("snapshot", "checksum mismatch"));
+            }
         }
         writer.finish(header.db_size)
     }

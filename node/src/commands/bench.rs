@@ -17,6 +17,9 @@
 //! long reads cost the rest (the node runs them on read threads of their
 //! own, never where Raft's heartbeats are sent).
 //!
+//! `read-replica` and `replica-lag` measure the embedded replica
+//! ([`replica`]).
+//!
 //! Errors are counted by code and do not stop the run. This is a
 //! measurement command, not a test: it asserts nothing.
 
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{BenchArgs, Workload};
 
+mod replica;
+
 pub fn run(args: BenchArgs) -> ExitCode {
     let runtime = match super::runtime(true) {
         Ok(r) => r,
@@ -36,7 +41,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
     };
     match runtime.block_on(bench(&args)) {
         Ok(report) => {
-            report.print(&args);
+            if let Some(report) = report {
+                report.print(&args);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -132,7 +139,8 @@ impl Report {
     }
 }
 
-async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
+/// The run's report; `None` when the workload printed its own.
+async fn bench(args: &BenchArgs) -> Result<Option<Report>, client::Error> {
     if args.clients == 0 || args.duration == 0 {
         return Err(client::Error::new(
             client::ErrorCode::BadRequest,
@@ -146,6 +154,10 @@ async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
         ..config
     };
     let ca = config.tls.as_ref().map(|t| t.ca_pem.clone());
+    if matches!(args.workload, Workload::ReadReplica | Workload::ReplicaLag) {
+        super::reach::guard(&addrs, ca.as_deref(), replica::run(args, &addrs, config)).await?;
+        return Ok(None);
+    }
     let setup = Client::with_config(&addrs, config.clone())?;
     super::reach::guard(&addrs, ca.as_deref(), prepare(&setup, args)).await?;
     let token = setup.token();
@@ -201,7 +213,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, client::Error> {
             *report.errors.entry(code).or_default() += n;
         }
     }
-    Ok(report)
+    Ok(Some(report))
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -211,7 +223,7 @@ fn new_histogram() -> Histogram<u64> {
 
 async fn prepare(client: &Client, args: &BenchArgs) -> Result<(), client::Error> {
     match args.workload {
-        Workload::Write => {
+        Workload::Write | Workload::ReplicaLag => {
             client
                 .execute(vec![
                     "CREATE TABLE IF NOT EXISTS bench_write(id INTEGER PRIMARY KEY, v TEXT NOT NULL)"
@@ -268,7 +280,7 @@ async fn worker(
             return part;
         }
         let outcome = match workload {
-            Workload::Write => client
+            Workload::Write | Workload::ReplicaLag => client
                 .execute(vec![Statement::with_params(
                     "INSERT INTO bench_write(v) VALUES (?1)",
                     vec![Value::Text(format!("{:016x}", next()))],

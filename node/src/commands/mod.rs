@@ -27,6 +27,7 @@ mod members;
 mod membership;
 pub mod output;
 pub mod reach;
+mod replica;
 mod shell;
 
 use crate::cli::{Cli, Command, ConnectArgs, ConsistencyArg, ExecArgs, QueryArgs, StatusArgs};
@@ -66,6 +67,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
+        Command::Replica(args) => replica::run(args),
     }
 }
 

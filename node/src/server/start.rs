@@ -486,7 +486,8 @@ async fn serve(
             auth.clone(),
         ))
         .add_service(service::server(Arc::clone(node), stopped.clone()))
-        .add_service(cluster::server(Arc::clone(node)));
+        .add_service(cluster::server(Arc::clone(node)))
+        .add_service(libsql::replication_server(node));
     let grpc = match tls {
         Some(t) => {
             tokio::spawn(reload_on_sighup(Arc::clone(t)));

@@ -37,13 +37,22 @@ use tower_layer::Layer;
 
 pub use proxy::Sessions;
 
+/// The replication service, for the gRPC port too: there the Rust
+/// [`client::Replica`] follows the cluster over HTTP/2 (libSQL's own
+/// clients use the HTTP port).
+pub fn replication_server(
+    node: &Arc<Node>,
+) -> wal_log::replication_log_server::ReplicationLogServer<replication::Replication> {
+    wal_log::replication_log_server::ReplicationLogServer::new(replication::Replication::new(
+        Arc::clone(node),
+    ))
+    .max_encoding_message_size(client::MAX_MESSAGE_BYTES)
+}
+
 /// Add the replication protocol's routes to the HTTP API's router.
 pub fn mount(router: Router<Arc<Node>>, node: &Arc<Node>) -> Router<Arc<Node>> {
     let web = tonic_web::GrpcWebLayer::new();
-    let replication = wal_log::replication_log_server::ReplicationLogServer::new(
-        replication::Replication::new(Arc::clone(node)),
-    )
-    .max_encoding_message_size(client::MAX_MESSAGE_BYTES);
+    let replication = replication_server(node);
     let proxy = ProxyServer::new(proxy::Proxy::new(Arc::clone(node)))
         .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(client::MAX_MESSAGE_BYTES);

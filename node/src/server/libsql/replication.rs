@@ -30,23 +30,27 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
 
 pub struct Replication {
     node: Arc<Node>,
-    /// Drawn at start: a session token names this process and the lineage,
-    /// so a restart or a restore between a replica's handshake and its
-    /// next call sends it back to `Hello`.
+    /// Drawn once per process: a session token names this process and
+    /// the lineage, so a restart or a restore between a replica's
+    /// handshake and its next call sends it back to `Hello`.
     nonce: u128,
 }
 
+static NONCE: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+
 impl Replication {
     pub fn new(node: Arc<Node>) -> Replication {
-        let nonce = raft::random_hex(16)
-            .ok()
-            .and_then(|h| u128::from_str_radix(&h, 16).ok())
-            .unwrap_or_else(|| {
-                // /dev/urandom unreadable: the time still differs per start.
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-            });
+        let nonce = *NONCE.get_or_init(|| {
+            raft::random_hex(16)
+                .ok()
+                .and_then(|h| u128::from_str_radix(&h, 16).ok())
+                .unwrap_or_else(|| {
+                    // /dev/urandom unreadable: the time still differs per start.
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos())
+                })
+        });
         Replication { node, nonce }
     }
 
