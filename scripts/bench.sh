@@ -6,7 +6,9 @@
 # NODE_BIN (the nodes' binary, for an A/B against another build; the bench
 # client is always this build's), WORKLOADS (a subset, space-separated,
 # of: write1 write32 write32-follower write32-alone read-session
-# read-session-alone read-stale read-linearizable write32-heavy).
+# read-session-alone read-stale read-linearizable write32-heavy
+# read-replica replica-lag; the last two, the embedded replica's, run only
+# when named).
 # Prints quorumlite bench's own lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +62,9 @@ for rep in $(seq 1 "$REPS"); do
       # Writes while two reads of seconds of CPU each run on every node
       # (the client finds the leader from the first reply).
       write32-heavy) "${B[@]}" --addr "$ALL" --workload write --heavy-reads 6 ;;
+      # An embedded replica's file against the follower over the network;
+      # the lag of a streaming replica of the follower under 32 writers.
+      read-replica|replica-lag) "${B[@]}" --addr "$FOLLOWER" --workload "$w" ;;
       *) echo "unknown workload $w" >&2; exit 2 ;;
     esac
   done

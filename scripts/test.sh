@@ -11,6 +11,9 @@ node/tests/http/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+# The Rust libsql crate's test program: a project of its own (libsql and
+# rusqlite cannot link into one binary); tests/replica_rs.rs builds it.
+cargo fmt --manifest-path node/tests/replica-rs/Cargo.toml --check
 
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -4,54 +4,13 @@
 mod common;
 
 use client::{Client, ClientConfig, Consistency, ErrorCode, Statement, TlsConfig, Value};
+use common::tls::{cert, pki, tls_flags};
 use common::{Cluster, BIN};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn cert(args: &[&str]) {
-    let out = Command::new(BIN)
-        .arg("cert")
-        .args(args)
-        .output()
-        .expect("run cert");
-    assert!(
-        out.status.success(),
-        "quorumlite cert {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA in `dir` and certificates node1..node3 for 127.0.0.1.
-fn pki(dir: &Path) {
-    let d = dir.to_str().expect("utf-8 path");
-    cert(&["ca", "--dir", d]);
-    for i in 1..=3 {
-        cert(&[
-            "issue",
-            "--dir",
-            d,
-            "--name",
-            &format!("node{i}"),
-            "--host",
-            "127.0.0.1",
-        ]);
-    }
-}
-
-fn tls_flags(dir: &Path, id: u64) -> Vec<String> {
-    let f = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    vec![
-        "--tls-cert".into(),
-        f(&format!("node{id}.pem")),
-        "--tls-key".into(),
-        f(&format!("node{id}.key")),
-        "--tls-ca".into(),
-        f("ca.pem"),
-    ]
-}
 
 fn tls_client(addrs: Vec<String>, ca: &Path, token: Option<&str>) -> Client {
     Client::with_config(

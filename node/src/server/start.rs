@@ -487,7 +487,8 @@ async fn serve(
         ))
         .add_service(service::server(Arc::clone(node), stopped.clone()))
         .add_service(cluster::server(Arc::clone(node)))
-        .add_service(libsql::replication_server(node));
+        .add_service(libsql::replication_server(node))
+        .add_service(libsql::proxy_server(node));
     let grpc = match tls {
         Some(t) => {
             tokio::spawn(reload_on_sighup(Arc::clone(t)));

@@ -7,12 +7,25 @@ use std::path::{Path, PathBuf};
 /// A cluster whose nodes also serve HTTP; the HTTP address of node N is
 /// `http[N-1]`.
 pub fn cluster(extra: &[&str]) -> (Cluster, Vec<String>) {
+    cluster_with(extra, |_| Vec::new())
+}
+
+/// [`cluster`], node N also given the flags `more(N)` (its TLS
+/// certificate...).
+pub fn cluster_with(
+    extra: &[&str],
+    more: impl Fn(u64) -> Vec<String> + 'static,
+) -> (Cluster, Vec<String>) {
     let http: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let per_node = {
         let http = http.clone();
-        move |id: u64| vec!["--http".to_string(), http[(id - 1) as usize].clone()]
+        move |id: u64| {
+            let mut flags = vec!["--http".to_string(), http[(id - 1) as usize].clone()];
+            flags.extend(more(id));
+            flags
+        }
     };
     (Cluster::start_with(3, extra, per_node), http)
 }
@@ -43,4 +56,30 @@ pub fn npm_install() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The replica digest of a replica's file and the version it holds, as a
+/// node computes its own (`storage::file_digest`); on a copy, so the file
+/// stays as the replica left it. The copy must pass `integrity_check`
+/// (which, closing, also moves a WAL the replica left into the file).
+pub fn file_digest(file: &Path) -> (u64, String) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    let db = copy.path().join("replica.db");
+    std::fs::copy(file, &db).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
+    // A WAL the replica left holds committed frames not yet in the file.
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        std::fs::copy(&wal, copy.path().join("replica.db-wal")).expect("copy the WAL");
+    }
+    {
+        let conn = rusqlite::Connection::open(&db).expect("open the replica's copy");
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(check, "ok", "the replica {} is damaged", file.display());
+    }
+    let digest =
+        storage::file_digest(&db).unwrap_or_else(|e| panic!("digest of {}: {e}", file.display()));
+    (digest.version, digest.to_string())
 }

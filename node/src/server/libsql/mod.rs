@@ -37,7 +37,7 @@ use tower_layer::Layer;
 
 pub use proxy::Sessions;
 
-/// The replication service, for the gRPC port too: there the Rust
+/// The replication service, for both ports: on the gRPC port the Rust
 /// [`client::Replica`] follows the cluster over HTTP/2 (libSQL's own
 /// clients use the HTTP port).
 pub fn replication_server(
@@ -49,13 +49,18 @@ pub fn replication_server(
     .max_encoding_message_size(client::MAX_MESSAGE_BYTES)
 }
 
+/// The proxy service, for both ports.
+pub fn proxy_server(node: &Arc<Node>) -> ProxyServer<proxy::Proxy> {
+    ProxyServer::new(proxy::Proxy::new(Arc::clone(node)))
+        .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(client::MAX_MESSAGE_BYTES)
+}
+
 /// Add the replication protocol's routes to the HTTP API's router.
 pub fn mount(router: Router<Arc<Node>>, node: &Arc<Node>) -> Router<Arc<Node>> {
     let web = tonic_web::GrpcWebLayer::new();
     let replication = replication_server(node);
-    let proxy = ProxyServer::new(proxy::Proxy::new(Arc::clone(node)))
-        .max_decoding_message_size(client::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(client::MAX_MESSAGE_BYTES);
+    let proxy = proxy_server(node);
     router
         .route("/info", get(info))
         .route_service("/wal_log.ReplicationLog/{*method}", web.layer(replication))

@@ -138,6 +138,13 @@ fn frame(frame_no: u64, page_no: u32, size_after: u32, page: &[u8]) -> Frame {
     }
 }
 
+/// The database's pages are not the size libSQL replicas take.
+fn wrong_page_size(page_size: u32) -> Status {
+    status(NodeError::BadRequest(format!(
+        "this database's pages are {page_size} bytes and libSQL replicas take only {PAGE_SIZE}-byte pages"
+    )))
+}
+
 fn internal(why: String) -> NodeError {
     crate::server::error::Unavailable::Internal(why).into()
 }
@@ -261,6 +268,9 @@ impl ReplicationLog for Replication {
                 return fail(&tx, no_hello());
             }
             let meta = reader.meta();
+            if meta.page_size as usize != PAGE_SIZE {
+                return fail(&tx, wrong_page_size(meta.page_size));
+            }
             let skip = storage::pending_byte_page(meta.page_size);
             let mut k = 0;
             let mut pgno = 0u32;
