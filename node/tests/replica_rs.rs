@@ -24,26 +24,25 @@
 //! - A wrong token is refused with an error that says so; a right one
 //!   syncs and writes.
 //!
+//! `resilience` holds the fault cases of `tests/replica.rs`, with the
+//! crate: the leader killed while the replica writes through a follower,
+//! a restore, a replica away past compaction. What the program needs done
+//! on the cluster while it runs (a write, the kill, the restore) it asks
+//! of this side, one JSON line each way ([`World::answer`]).
+//!
 //! The first build of the program compiles the crate and its tree (a
 //! second SQLite, tonic 0.11, hyper 0.14): minutes on a cold cache.
 
 mod common;
 use client::libsql::frames::commit_frame;
-use client::{Client, ClientConfig, Statement, Value};
-use common::web::{cluster, file_digest};
-use common::Cluster;
+use common::replicas::{frame_no, Replica, World};
 use serde_json::{json, Value as Json};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// Longest a scenario may stay silent: a sync that hangs fails the test.
-const SILENCE: Duration = Duration::from_secs(120);
+use std::time::Instant;
 
 /// The replica program, built on first use (once per test process; cargo
-/// makes later builds no-ops). Release, as an application ships it.
+/// makes later builds no-ops). A debug build.
 fn program() -> &'static Path {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
     PROGRAM.get_or_init(|| {
@@ -107,205 +106,26 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where a scenario's replica lives and what it syncs from.
-struct Replica {
-    file: PathBuf,
-    sync_url: String,
-    token: Option<String>,
-}
-
-/// A cluster serving HTTP, the client that writes to it, and a directory
-/// for replica files.
-struct World {
-    cluster: Cluster,
-    /// The HTTP address of node N at N - 1: what a replica syncs from.
-    web: Vec<String>,
-    /// Makes the cluster's own writes and linearizable reads.
-    client: Client,
-    /// Replica files.
-    dir: tempfile::TempDir,
-}
-
 impl World {
-    async fn start() -> World {
-        Self::start_with_token(&[], None).await
-    }
-
-    /// A world whose client sends `token` (for nodes that check tokens),
-    /// once the program is built and every node's HTTP port takes
-    /// connections.
-    async fn start_with_token(extra: &[&str], token: Option<&str>) -> World {
-        // Blocking, while nothing else runs on this test's runtime; a
-        // failed build panics here, with cargo's output.
-        program();
-        let (cluster, web) = cluster(extra);
-        let started = Instant::now();
-        for addr in &web {
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "{addr} takes no connections"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        let client = Client::with_config(
-            cluster.addrs(),
-            ClientConfig {
-                auth_token: token.map(str::to_owned),
-                retry_budget: Duration::from_secs(20),
-                ..ClientConfig::default()
-            },
-        )
-        .expect("client");
-        World {
-            cluster,
-            web,
-            client,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    /// A replica in file `name` that syncs from node `id`, without a token.
-    fn replica(&self, name: &str, id: u64) -> Replica {
-        Replica {
-            file: self.dir.path().join(name),
-            sync_url: format!("http://{}", self.web[(id - 1) as usize]),
-            token: None,
-        }
-    }
-
-    /// The leader and a follower. Asked after a committed write: at
-    /// startup a node can lead term 1 for a moment and step down.
-    async fn roles(&self) -> (u64, u64) {
-        let leader = self.cluster.leader(Duration::from_secs(10)).await;
-        (leader, leader % 3 + 1)
-    }
-
-    /// `statements` as one transaction; the version it made.
-    async fn write(&self, statements: &[&str]) -> u64 {
-        self.client
-            .execute(statements.iter().map(|s| Statement::from(*s)).collect())
-            .await
-            .unwrap_or_else(|e| panic!("{statements:?}: {e}"))
-            .token
-            .version()
-    }
-
-    /// Rows of a linearizable read, as the program prints its own.
-    async fn rows(&self, sql: &str) -> Vec<Vec<Json>> {
-        common::rows(&self.client, sql)
-            .await
-            .iter()
-            .map(|row| row.iter().map(json_of).collect())
-            .collect()
-    }
-
-    /// `posts` with `n` more rows, in one batch; its version.
-    async fn posts(&self, n: u32) -> u64 {
-        let insert = format!(
-            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {n}) \
-             INSERT INTO posts(title, body) SELECT 'post ' || n, randomblob(100) FROM s"
-        );
-        self.write(&[
-            "CREATE TABLE IF NOT EXISTS posts(id INTEGER PRIMARY KEY, title TEXT NOT NULL, body BLOB)",
-            insert.as_str(),
-        ])
-        .await
-    }
-
-    /// Run `scenario` of the program on `replica`; the facts it printed.
-    async fn run(&self, scenario: &str, replica: &Replica) -> Json {
-        self.run_writing(scenario, replica, &[]).await
-    }
-
-    /// As [`World::run`], writing `statements` (one transaction) when the
-    /// program says it is ready for them.
-    async fn run_writing(&self, scenario: &str, replica: &Replica, statements: &[&str]) -> Json {
+    /// Run `scenario` of the program on `replica`, answering what it asks;
+    /// the facts it printed last. The program is built first, if it is
+    /// not yet (blocking: nothing else runs on this test's runtime
+    /// meanwhile; a failed build panics here, with cargo's output).
+    async fn run(&mut self, scenario: &str, replica: &Replica) -> Json {
         let mut command = tokio::process::Command::new(program());
-        command
-            .arg(scenario)
-            .env("QL_SYNC_URL", &replica.sync_url)
-            .env("QL_REPLICA", &replica.file)
-            .env_remove("QL_AUTH_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(token) = &replica.token {
-            command.env("QL_AUTH_TOKEN", token);
-        }
-        let mut child = command.spawn().expect("spawn replica-rs");
-        let mut to_program = child.stdin.take().expect("stdin");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text).await;
-            text
-        });
-        let mut facts = None;
-        loop {
-            let line = match tokio::time::timeout(SILENCE, lines.next_line()).await {
-                Ok(Ok(Some(line))) => line,
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => panic!("reading scenario {scenario}: {e}"),
-                Err(_) => panic!("scenario {scenario} silent for {SILENCE:?}"),
-            };
-            let message: Json = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("scenario {scenario} printed {line:?}: {e}"));
-            if message.get("ready").is_some() {
-                assert!(!statements.is_empty(), "{scenario} waits for a write");
-                self.write(statements).await;
-                if to_program.write_all(b"written\n").await.is_err() {
-                    break; // it died; its status and stderr say why
-                }
-                continue;
-            }
-            facts = Some(message);
-        }
-        drop(to_program);
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("scenario {scenario} did not exit"))
-            .expect("wait for replica-rs");
-        let stderr = stderr.await.unwrap_or_default();
-        assert!(
-            status.success(),
-            "scenario {scenario} failed ({status}):\n{stderr}"
-        );
-        let facts = facts
-            .unwrap_or_else(|| panic!("scenario {scenario} ended without its facts:\n{stderr}"));
-        eprintln!("scenario {scenario}: {facts}");
-        facts
-    }
-
-    /// Every node reaches the replica's version with the same digest as
-    /// the replica's file: the same pages.
-    async fn assert_same_pages(&self, replica: &Replica) {
-        let (version, digest) = file_digest(&replica.file);
-        for id in 1..=3 {
-            self.cluster
-                .wait_version(id, version, Duration::from_secs(20))
-                .await;
-            assert_eq!(
-                self.cluster.digest(id).await,
-                (version, digest.clone()),
-                "node {id} and the replica {} hold different pages",
-                replica.file.display()
-            );
-        }
+        command.arg(scenario);
+        self.converse(scenario, replica, command, "").await
     }
 
     /// `read-your-writes` on `replica`, then what it wrote, checked on the
     /// cluster (the pages are the caller's to compare: `status` needs a
     /// token where the nodes check them).
-    async fn read_your_writes(&self, replica: &Replica) {
+    async fn read_your_writes(&mut self, replica: &Replica) {
         let facts = self.run("read-your-writes", replica).await;
         let rowids = facts["rowids"].as_array().expect("rowids");
         assert_eq!(rowids.len(), 10);
         let written = self
-            .rows("SELECT id FROM posts WHERE title LIKE 'from the replica %' ORDER BY id")
+            .rows_json("SELECT id FROM posts WHERE title LIKE 'from the replica %' ORDER BY id")
             .await;
         assert!(
             written.ends_with(&rowids.iter().map(|id| vec![id.clone()]).collect::<Vec<_>>()),
@@ -313,7 +133,7 @@ impl World {
         );
         let returned = &facts["returned"][0];
         assert_eq!(
-            self.rows(&format!(
+            self.rows_json(&format!(
                 "SELECT id, title FROM posts WHERE id = {}",
                 returned[0]
             ))
@@ -323,7 +143,7 @@ impl World {
         );
         assert_eq!(
             json!(
-                self.rows("SELECT i, r, t, hex(b), n FROM vals ORDER BY id")
+                self.rows_json("SELECT i, r, t, hex(b), n FROM vals ORDER BY id")
                     .await
             ),
             facts["vals"],
@@ -336,7 +156,7 @@ impl World {
             "{facts}"
         );
         assert_eq!(
-            self.rows("SELECT count(*) FROM posts WHERE title = 'duplicate'")
+            self.rows_json("SELECT count(*) FROM posts WHERE title = 'duplicate'")
                 .await,
             vec![vec![json!(0)]]
         );
@@ -344,7 +164,7 @@ impl World {
 
     /// `transactions` on `replica`, then what it committed and what it
     /// rolled back, checked on the cluster.
-    async fn transactions(&self, replica: &Replica) {
+    async fn transactions(&mut self, replica: &Replica) {
         let facts = self.run("transactions", replica).await;
         let count = |title: &str| format!("SELECT count(*) FROM posts WHERE title = '{title}'");
         for title in [
@@ -355,45 +175,28 @@ impl World {
             "after the transactions",
         ] {
             assert_ne!(
-                self.rows(&count(title)).await,
+                self.rows_json(&count(title)).await,
                 vec![vec![json!(0)]],
                 "{title} was committed"
             );
         }
         for title in ["rolled back", "batch 3"] {
             assert_eq!(
-                self.rows(&count(title)).await,
+                self.rows_json(&count(title)).await,
                 vec![vec![json!(0)]],
                 "{title} was rolled back"
             );
         }
         assert_eq!(
-            self.rows("SELECT count(*) FROM posts").await,
+            self.rows_json("SELECT count(*) FROM posts").await,
             vec![vec![facts["posts"].clone()]]
         );
     }
 }
 
-fn json_of(v: &Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Integer(i) => json!(i),
-        Value::Real(f) => json!(f),
-        Value::Text(s) => json!(s),
-        Value::Blob(b) => json!(b),
-    }
-}
-
-/// `frame_no` of a scenario's facts.
-fn frame_no(facts: &Json) -> u64 {
-    facts["frame_no"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no frame_no in {facts}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rust_replica_syncs_from_empty_reads_locally_and_resumes_from_its_file() {
-    let world = World::start().await;
+    let mut world = World::start(&[]).await;
     let version = world.posts(100).await;
     let (leader, _) = world.roles().await;
     let replica = world.replica("app.db", leader);
@@ -411,8 +214,8 @@ async fn a_rust_replica_syncs_from_empty_reads_locally_and_resumes_from_its_file
     let version = world.posts(20).await;
     let again = world.run("resync", &replica).await;
     assert_eq!(
-        (again["held"].as_u64(), again["rows"].as_u64()),
-        (Some(100), Some(120))
+        (&again["held"], &again["rows"]),
+        (&json!({ "posts": 100 }), &json!({ "posts": 120 }))
     );
     assert_eq!(frame_no(&again), commit_frame(version));
     world.assert_same_pages(&replica).await;
@@ -420,7 +223,7 @@ async fn a_rust_replica_syncs_from_empty_reads_locally_and_resumes_from_its_file
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rust_replica_writes_through_the_cluster_and_reads_its_writes_at_once() {
-    let world = World::start().await;
+    let mut world = World::start(&[]).await;
     world.posts(10).await;
     let (leader, _) = world.roles().await;
     let writes = world.replica("writes.db", leader);
@@ -433,7 +236,7 @@ async fn a_rust_replica_writes_through_the_cluster_and_reads_its_writes_at_once(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_followers_url_serves_a_rust_replica_as_the_leaders_does() {
-    let world = World::start().await;
+    let mut world = World::start(&[]).await;
     world.posts(50).await;
     let (_, follower) = world.roles().await;
     let replica = world.replica("first-sync.db", follower);
@@ -449,17 +252,11 @@ async fn a_followers_url_serves_a_rust_replica_as_the_leaders_does() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rust_replica_with_a_sync_interval_sees_a_cluster_write_without_calling_sync() {
-    let world = World::start().await;
+    let mut world = World::start(&[]).await;
     world.posts(10).await;
     let (leader, _) = world.roles().await;
     let replica = world.replica("app.db", leader);
-    let facts = world
-        .run_writing(
-            "sync-interval",
-            &replica,
-            &["INSERT INTO posts(title) VALUES ('periodic')"],
-        )
-        .await;
+    let facts = world.run("sync-interval", &replica).await;
     let waited = facts["seen_after_ms"].as_u64().expect("seen_after_ms");
     assert!(
         waited < 5_000,
@@ -472,7 +269,7 @@ async fn a_wrong_token_is_refused_by_the_rust_crate_with_a_clear_error_and_a_rig
     const APP: &str = "app-secret-0123456789";
     let conf = tempfile::tempdir().expect("tempdir");
     let config = common::tokens_config(conf.path(), &[("app", APP, &["read", "write"])]);
-    let world =
+    let mut world =
         World::start_with_token(&["--config", config.to_str().expect("utf-8")], Some(APP)).await;
     world.posts(10).await;
     // The crate asks GET /info with the token as it opens the replica; a
@@ -497,4 +294,125 @@ async fn a_wrong_token_is_refused_by_the_rust_crate_with_a_clear_error_and_a_rig
         ..world.replica("app.db", 2)
     };
     world.read_your_writes(&app).await;
+}
+
+/// Faults around a replica, as `tests/replica.rs` inflicts them on
+/// @libsql/client's: the leader dies, a restore replaces the data, the log
+/// the replica needs is compacted away.
+mod resilience {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rust_replica_keeps_writing_and_syncing_through_a_follower_when_the_leader_is_killed()
+    {
+        let mut world = World::start(&[]).await;
+        world.posts(10).await;
+        let (_, follower) = world.roles().await;
+        let replica = world.replica("app.db", follower);
+        let facts = world.run("kill-leader", &replica).await;
+        // Five writes before the kill, and at least 30 rounds of a write
+        // and a sync after it was asked, for 3 s.
+        let written = facts["written"].as_u64().expect("written");
+        assert!(written >= 35, "{facts}");
+        assert_ne!(facts["killed"], json!(follower), "{facts}");
+        // The survivors hold every write the replica was told of, once.
+        let survivors = "SELECT id FROM posts WHERE title LIKE 'survivor %' ORDER BY id";
+        assert_eq!(json!(world.rows_json(survivors).await), facts["survivors"]);
+        assert_eq!(
+            json!(
+                world
+                    .rows_json("SELECT id, title, length(body) FROM posts ORDER BY id")
+                    .await
+            ),
+            facts["posts"],
+            "the replica's posts are the cluster's"
+        );
+        // The two survivors and the replica hold the same pages.
+        world.assert_same_pages(&replica).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_makes_a_rust_replica_start_over_and_converge_on_the_restored_data() {
+        let mut world = World::start(&[]).await;
+        // About 2 MB: more pages than the restored file, so the replicas'
+        // files must shrink to the image.
+        world
+            .write(&[
+                "CREATE TABLE posts(id INTEGER PRIMARY KEY, title TEXT NOT NULL, body BLOB)",
+                "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 500) \
+                 INSERT INTO posts(title, body) SELECT 'post ' || n, randomblob(4000) FROM s",
+            ])
+            .await;
+        let (leader, _) = world.roles().await;
+        // One replica is closed through the restore (the application was
+        // stopped); the other is open, and asks for the restore itself.
+        let closed = world.replica("closed.db", leader);
+        assert_eq!(world.run("first-sync", &closed).await["rows"], 500);
+        let open = world.replica("open.db", leader);
+        let facts = world.run("restore", &open).await;
+        let version = facts["version"].as_u64().expect("version");
+        assert_eq!(
+            frame_no(&facts),
+            commit_frame(version),
+            "the first sync after the restore reaches its version"
+        );
+        assert_eq!(
+            json!(
+                world
+                    .rows_json("SELECT id, v FROM restored ORDER BY id")
+                    .await
+            ),
+            facts["restored"],
+            "the open replica's rows are the cluster's, its write included"
+        );
+        world.assert_same_pages(&open).await;
+
+        // Reopened, the closed replica starts over too: it held the old
+        // table, and holds the restored one only.
+        let version = world
+            .write(&["INSERT INTO restored(v) VALUES ('while closed')"])
+            .await;
+        let again = world.run("resync", &closed).await;
+        assert_eq!(
+            (&again["held"], &again["rows"]),
+            (&json!({ "posts": 500 }), &json!({ "restored": 302 }))
+        );
+        assert_eq!(frame_no(&again), commit_frame(version));
+        world.assert_same_pages(&closed).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rust_replica_away_past_compaction_catches_up_from_a_snapshot() {
+        let mut world =
+            World::start_with_token(&["--snapshot-threshold", "20", "--log-keep", "5"], None).await;
+        world.posts(50).await;
+        let (leader, _) = world.roles().await;
+        let replica = world.replica("app.db", leader);
+        world.run("first-sync", &replica).await;
+        let held = world
+            .cluster
+            .status(leader)
+            .await
+            .expect("status")
+            .applied_index;
+        // While the replica is away, every node snapshots and drops the
+        // log that held the batches after the replica's version.
+        let version = world.compact_past(held).await;
+        let facts = world.run("resync", &replica).await;
+        let posts = world.rows_json("SELECT count(*) FROM posts").await[0][0].clone();
+        assert_eq!(
+            (&facts["held"], &facts["rows"]),
+            (&json!({ "posts": 50 }), &json!({ "posts": posts }))
+        );
+        assert_eq!(frame_no(&facts), commit_frame(version));
+        // An image, not the batches: each write while away changed at
+        // least one page, a frame of its own in a batch.
+        let away = posts.as_u64().expect("a count") - 50;
+        let frames = facts["frames_synced"].as_u64().expect("frames_synced");
+        assert!(
+            frames < away,
+            "{frames} frames for {away} writes: the replica was not sent an image"
+        );
+        world.assert_same_pages(&replica).await;
+    }
 }

@@ -19,6 +19,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_quorumlite");
 /// The private cluster API (`node/proto/cluster.proto`), generated for
 /// tests that call it as a stranger would.
 #[allow(dead_code)]
+pub mod replicas;
 pub mod tls;
 pub mod web;
 

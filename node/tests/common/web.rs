@@ -1,8 +1,12 @@
-//! What the tests that run JavaScript clients share: a cluster whose
-//! nodes serve HTTP, and the npm packages of `tests/http`.
+//! What the tests that run libSQL's clients (JavaScript, and the Rust
+//! crate's embedded replica) share: a cluster whose nodes serve HTTP, the
+//! npm packages of `tests/http`, the replica digest of a replica's file,
+//! and the faults the replica tests inflict (a restore, a compacted log).
 
 use super::{free_port, Cluster};
+use client::{Client, Statement};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A cluster whose nodes also serve HTTP; the HTTP address of node N is
 /// `http[N-1]`.
@@ -82,4 +86,50 @@ pub fn file_digest(file: &Path) -> (u64, String) {
     let digest =
         storage::file_digest(&db).unwrap_or_else(|e| panic!("digest of {}: {e}", file.display()));
     (digest.version, digest.to_string())
+}
+
+/// A SQLite file with `restored(id, v)` of `rows` rows, 4 KiB pages: what
+/// the replica tests restore.
+pub fn restorable_file(path: &Path, rows: u64) {
+    let db = rusqlite::Connection::open(path).expect("create");
+    db.execute_batch(&format!(
+        "PRAGMA page_size = 4096;
+         CREATE TABLE restored(id INTEGER PRIMARY KEY, v TEXT NOT NULL);
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows})
+         INSERT INTO restored SELECT n, 'restored ' || n FROM s;"
+    ))
+    .expect("fill");
+}
+
+/// Single-row writes into `posts` through `client` until every node of
+/// `live` has compacted its log past `index`; the last write's version.
+/// For a replica that was away while the log it needs was dropped.
+pub async fn compact_past(cluster: &Cluster, client: &Client, live: &[u64], index: u64) -> u64 {
+    let started = Instant::now();
+    let mut i = 0;
+    loop {
+        i += 1;
+        let insert = format!("INSERT INTO posts(title) VALUES ('while away {i}')");
+        let version = client
+            .execute(vec![Statement::from(insert.as_str())])
+            .await
+            .unwrap_or_else(|e| panic!("{insert}: {e}"))
+            .token
+            .version();
+        if i % 10 != 0 {
+            continue;
+        }
+        let mut purged = Vec::new();
+        for &id in live {
+            let status = cluster.status(id).await;
+            purged.push(status.map_or(0, |s| s.purged_index));
+        }
+        if purged.iter().all(|p| *p > index) {
+            return version;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the logs were not compacted past {index} in {i} writes: purged up to {purged:?}"
+        );
+    }
 }

@@ -341,9 +341,12 @@ async function killLeader() {
     await write(++id);
   }
   const { killed } = await ask("kill_leader", { after_ms: 300 });
-  for (let i = 0; i < 30; i++) {
+  // Past the kill and the election that follows: at least 3 s of writes.
+  const until = Date.now() + 3_000;
+  for (let i = 0; i < 30 || Date.now() < until; i++) {
     await write(++id);
     await retrying("sync", () => db.sync());
+    await sleep(50);
   }
   const SURVIVORS = "SELECT id FROM posts WHERE title LIKE 'survivor %' ORDER BY id";
   const local = await rowsOf(db, SURVIVORS);

@@ -184,7 +184,10 @@ pub async fn execute(
     };
     let steps = program.pgm.map(|p| p.steps).unwrap_or_default();
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(steps.len());
-    let mut written = None;
+    // The newest version a step read or committed: the replica's sync
+    // after the call reaches at least it (sqld answers its connection's
+    // frame number likewise, whatever the program did).
+    let mut newest = None;
     for step in steps {
         let autocommit = entry.session.txn.is_none();
         let run = step
@@ -196,26 +199,23 @@ pub async fn execute(
             continue;
         }
         let Some(query) = step.query else {
-            outcomes.push(Outcome::Failed(sql_error("a step without a query", 0)));
+            outcomes.push(Outcome::Failed(sql_error("a step without a query", 1)));
             continue;
         };
         let want_rows = !query.skip_rows;
         let statement = match statement(query) {
             Ok(s) => s,
             Err(why) => {
-                outcomes.push(Outcome::Failed(sql_error(&why, 0)));
+                outcomes.push(Outcome::Failed(sql_error(&why, 1)));
                 continue;
             }
         };
-        let writes = !crate::server::session::is_read(node, &statement.sql);
         match caller
             .statement(&mut entry.session, statement, want_rows)
             .await
         {
             Ok(answer) => {
-                if writes {
-                    written = written.max(answer.version);
-                }
+                newest = newest.max(answer.version);
                 outcomes.push(Outcome::Done(answer));
             }
             Err(StmtError::Sql { message, .. }) => {
@@ -239,7 +239,7 @@ pub async fn execute(
     Ok(ExecuteResults {
         results: outcomes.into_iter().map(Outcome::into_result).collect(),
         state: state.into(),
-        current_frame_no: written.filter(|&v| v > 0).map(commit_frame),
+        current_frame_no: newest.filter(|&v| v > 0).map(commit_frame),
     })
 }
 

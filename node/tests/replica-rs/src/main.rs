@@ -12,10 +12,18 @@
 //! with `QL_SYNC_URL` (a node's HTTP URL), `QL_REPLICA` (the replica's
 //! file) and, when the nodes check tokens, `QL_AUTH_TOKEN`. The program
 //! does what an application does with its replica and prints the facts the
-//! test checks as one JSON line on stdout, last. A scenario that needs the
-//! cluster to change while it runs prints `{"ready": "<what>"}` first and
-//! reads one line from stdin once the test has done it. A failed
-//! expectation exits non-zero with the reason on stderr.
+//! test checks as one JSON line on stdout, last. What must happen on the
+//! cluster while it runs (a write, the leader killed, a restore) it asks
+//! of the test, one JSON line each way, as `tests/http/replica.test.mjs`
+//! does:
+//!
+//! ```text
+//! stdout  {"ask": "write", "sql": ["INSERT ..."]}   a request
+//! stdin   {"version": 7}                            its answer
+//! stdout  {...}                                     the facts, last
+//! ```
+//!
+//! A failed expectation exits non-zero with the reason on stderr.
 //!
 //! Why a program of its own: the `libsql` crate bundles its own SQLite,
 //! which cannot link beside `rusqlite`'s bundled one in the node's test
@@ -25,7 +33,9 @@
 //! - `first-sync`: a new replica is empty, syncs, and reads the cluster's
 //!   `posts` from its own file.
 //! - `resync`: a replica reopened from its file holds what it had and syncs
-//!   on from there.
+//!   on from there; it reports every table's rows before and after the
+//!   sync, so a restore (other tables) or a compacted log (an image instead
+//!   of batches) shows in what it held and what it holds.
 //! - `read-your-writes`: writes with positional and named parameters, and
 //!   every value type, go to the cluster and are read back from the file at
 //!   once; a refused write is the cluster's SQLite error.
@@ -35,11 +45,19 @@
 //!   file without a call to `sync()`.
 //! - `wrong-token`: opening and syncing with a token the nodes do not know
 //!   fails, and says why.
+//! - `kill-leader`: writes and syncs through a follower while the test
+//!   kills the leader, each retried until a new leader serves it; nothing
+//!   acknowledged is lost, and nothing else appears.
+//! - `restore`: the test restores a file while the replica is open; the
+//!   replica's next sync starts over from the restored image, and writes
+//!   go on from there.
 
 use libsql::params::IntoParams;
 use libsql::{named_params, params, Builder, Connection, Database, Value};
 use serde_json::{json, Value as Json};
+use std::collections::BTreeSet;
 use std::fmt::Display;
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -65,6 +83,8 @@ const SCENARIOS: &[&str] = &[
     "transactions",
     "sync-interval",
     "wrong-token",
+    "kill-leader",
+    "restore",
 ];
 
 #[tokio::main]
@@ -88,6 +108,8 @@ async fn main() -> ExitCode {
         "transactions" => transactions(&env).await,
         "sync-interval" => sync_interval(&env).await,
         "wrong-token" => wrong_token(&env).await,
+        "kill-leader" => kill_leader(&env).await,
+        "restore" => restore(&env).await,
         _ => {
             eprintln!("usage: replica-rs <{}>", SCENARIOS.join("|"));
             return ExitCode::from(2);
@@ -142,7 +164,9 @@ async fn first_sync(env: &Env) -> Result<Json> {
 }
 
 /// An existing replica reopened (the application restarted): it holds
-/// what it had before it syncs, and syncs on from there.
+/// what it had before it syncs, and syncs on from there. What it held and
+/// what it holds are the row counts of every table, so the test sees a
+/// restore's tables replace the old ones.
 async fn resync(env: &Env) -> Result<Json> {
     assert!(
         env.replica.exists(),
@@ -151,10 +175,15 @@ async fn resync(env: &Env) -> Result<Json> {
     );
     let db = open(env, None).await?;
     let conn = db.connect().context("connect")?;
-    let held = count(&conn, "SELECT count(*) FROM posts").await?;
+    let held = tables(&conn).await?;
     let synced = db.sync().await.context("sync")?;
-    let rows = count(&conn, "SELECT count(*) FROM posts").await?;
-    Ok(json!({ "frame_no": synced.frame_no(), "held": held, "rows": rows }))
+    let rows = tables(&conn).await?;
+    Ok(json!({
+        "frame_no": synced.frame_no(),
+        "frames_synced": synced.frames_synced(),
+        "held": held,
+        "rows": rows,
+    }))
 }
 
 /// Writes go to the cluster through the replica, which reads them back
@@ -396,12 +425,7 @@ async fn sync_interval(env: &Env) -> Result<Json> {
     let db = open(env, Some(Duration::from_secs(1))).await?;
     let conn = db.connect().context("connect")?;
     let periodic = "SELECT count(*) FROM posts WHERE title = 'periodic'";
-    println!(r#"{{"ready": "write a post titled 'periodic'"}}"#);
-    // Off the runtime's workers: the periodic sync runs on them.
-    tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
-        .await
-        .context("wait for the test")?
-        .context("read the test's answer")?;
+    ask(json!({ "ask": "write", "sql": ["INSERT INTO posts(title) VALUES ('periodic')"] })).await?;
     let started = Instant::now();
     // Until a periodic sync brought the table, it does not exist here.
     while !matches!(count(&conn, periodic).await, Ok(n) if n > 0) {
@@ -424,6 +448,177 @@ async fn wrong_token(env: &Env) -> Result<Json> {
         },
     };
     Ok(json!({ "message": refused }))
+}
+
+/// The rows the leader-kill scenario writes: ids of its own, far above the
+/// cluster's.
+const SURVIVORS: &str = "SELECT id FROM posts WHERE title LIKE 'survivor %' ORDER BY id";
+
+/// How long the leader-kill scenario goes on writing after it asked for
+/// the kill (300 ms later): well past a failover (under 1.5 s, see
+/// `node/tests/failover.rs`), so writes are in flight when the leader dies,
+/// meet the election, and reach the new leader.
+const THROUGH_THE_KILL: Duration = Duration::from_secs(3);
+
+/// The leader is killed while the replica writes and syncs through a
+/// follower: it goes on once a new leader is elected, and loses nothing.
+/// Until then a write or a sync may fail, and each is retried. A write
+/// whose answer was lost may have landed: `INSERT OR IGNORE` of a given id
+/// makes its retry harmless, and the rows, equal to the ids acknowledged,
+/// show that none was lost and none made up.
+async fn kill_leader(env: &Env) -> Result<Json> {
+    let db = open(env, None).await?;
+    db.sync().await.context("first sync")?;
+    let conn = db.connect().context("connect")?;
+    let mut retries = Retries::default();
+    let mut ids = Vec::new();
+    let mut id = 1_000_000;
+    for _ in 0..5 {
+        id += 1;
+        survivor(&conn, id, &mut retries).await?;
+        ids.push(id);
+    }
+    let killed = ask(json!({ "ask": "kill_leader", "after_ms": 300 })).await?;
+    let asked = Instant::now();
+    let mut rounds = 0;
+    while rounds < 30 || asked.elapsed() < THROUGH_THE_KILL {
+        rounds += 1;
+        id += 1;
+        survivor(&conn, id, &mut retries).await?;
+        ids.push(id);
+        retries.run("sync", || db.sync()).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let survivors = rows(&conn, SURVIVORS, ()).await?;
+    assert_eq!(
+        survivors,
+        ids.iter().map(|id| vec![json!(id)]).collect::<Vec<_>>(),
+        "every write the replica was told of is in its file, once"
+    );
+    Ok(json!({
+        "killed": killed["killed"],
+        "written": ids.len(),
+        "ms_after_the_ask": asked.elapsed().as_millis() as u64,
+        "survivors": survivors,
+        "posts": rows(&conn, POSTS, ()).await?,
+        "failures": retries.failed,
+        "errors": retries.errors,
+    }))
+}
+
+/// Write post `id` through the replica, retrying until it is acknowledged;
+/// it is in the replica's file once it is.
+async fn survivor(conn: &Connection, id: i64, retries: &mut Retries) -> Result<()> {
+    let title = format!("survivor {id}");
+    retries
+        .run(&format!("write {id}"), || {
+            conn.execute(
+                "INSERT OR IGNORE INTO posts(id, title) VALUES (?1, ?2)",
+                params![id, title.as_str()],
+            )
+        })
+        .await?;
+    assert_eq!(
+        rows(conn, "SELECT id FROM posts WHERE id = ?1", params![id]).await?,
+        vec![vec![json!(id)]],
+        "read-your-writes for {id}"
+    );
+    Ok(())
+}
+
+/// How long a failing call is retried.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long one attempt may take before the scenario fails as hung. It is
+/// not cancelled and retried: a sync dropped halfway could leave the
+/// replicator in a state no application would see.
+const ATTEMPT: Duration = Duration::from_secs(30);
+
+/// The failed attempts of a scenario that retries, for its facts.
+#[derive(Default)]
+struct Retries {
+    failed: u32,
+    /// What the crate said, each message once (a gRPC status without its
+    /// metadata, which carries the reply's date).
+    errors: BTreeSet<String>,
+}
+
+impl Retries {
+    /// `action` until it succeeds, 200 ms apart, for at most [`RETRY_FOR`].
+    async fn run<T, E, F, Fut>(&mut self, what: &str, mut action: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: Display,
+    {
+        let started = Instant::now();
+        loop {
+            let e = match tokio::time::timeout(ATTEMPT, action()).await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => return Err(format!("{what} hung for {ATTEMPT:?}")),
+            };
+            self.failed += 1;
+            let message = e.split(", metadata: ").next().unwrap_or_default();
+            self.errors.insert(message.to_owned());
+            if started.elapsed() > RETRY_FOR {
+                return Err(format!("{what} still failing after {RETRY_FOR:?}: {e}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A restore starts a new lineage while the replica is open: its next
+/// sync starts over from the restored image (the old table is gone), and
+/// writes go on from there.
+async fn restore(env: &Env) -> Result<Json> {
+    let db = open(env, None).await?;
+    db.sync().await.context("first sync")?;
+    let conn = db.connect().context("connect")?;
+    let held = count(&conn, "SELECT count(*) FROM posts").await?;
+    assert!(held > 0, "the test writes posts first");
+    let restored = ask(json!({ "ask": "restore", "rows": 300 })).await?;
+    let restored_rows = restored["rows"]
+        .as_i64()
+        .ok_or_else(|| format!("restore answered {restored}"))?;
+    let synced = db.sync().await.context("sync after the restore")?;
+    assert_eq!(
+        tables(&conn).await?,
+        json!({ "restored": restored_rows }),
+        "the replica holds the restored table, and nothing of the old data"
+    );
+    conn.execute("INSERT INTO restored(v) VALUES ('after the restore')", ())
+        .await
+        .context("a write after the restore")?;
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM restored").await?,
+        restored_rows + 1,
+        "writes go on"
+    );
+    Ok(json!({
+        "version": restored["version"],
+        "frame_no": synced.frame_no(),
+        "held": held,
+        "restored": rows(&conn, "SELECT id, v FROM restored ORDER BY id", ()).await?,
+    }))
+}
+
+/// Ask the test to act on the cluster (one JSON line on stdout); its
+/// answer (one JSON line on stdin).
+async fn ask(request: Json) -> Result<Json> {
+    println!("{request}");
+    // Off the runtime's workers: a periodic sync may run on them.
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await
+    .context("wait for the test")?
+    .context("read the test's answer")?;
+    if line.is_empty() {
+        return Err(format!("the test hung up when asked {request}"));
+    }
+    serde_json::from_str(&line).context(&format!("the answer to {request}"))
 }
 
 /// The replica of `env`, syncing every `interval` if one is given.
@@ -449,6 +644,28 @@ async fn rows(conn: &Connection, sql: &str, params: impl IntoParams) -> Result<V
         out.push(values);
     }
     Ok(out)
+}
+
+/// Every table of `conn`'s database and its number of rows, by name;
+/// SQLite's own tables and the node's (`_quorumlite_*`, which replicate
+/// with the pages) aside.
+async fn tables(conn: &Connection) -> Result<Json> {
+    let names = rows(
+        conn,
+        "SELECT name FROM sqlite_schema WHERE type = 'table' \
+         AND name NOT GLOB 'sqlite_*' AND name NOT GLOB '_quorumlite_*' ORDER BY name",
+        (),
+    )
+    .await?;
+    let mut counts = serde_json::Map::new();
+    for name in names {
+        let Some(name) = name.first().and_then(Json::as_str) else {
+            return Err(format!("a table without a name: {name:?}"));
+        };
+        let n = count(conn, &format!("SELECT count(*) FROM \"{name}\"")).await?;
+        counts.insert(name.to_owned(), json!(n));
+    }
+    Ok(Json::Object(counts))
 }
 
 /// The single integer `sql` returns.
