@@ -108,6 +108,12 @@ pub const TXN_DURATION: &str = "quorumlite_txn_duration_seconds";
 pub const HTTP_PIPELINES: &str = "quorumlite_http_pipelines_total";
 /// Gauge: open Hrana streams owned by this node.
 pub const HTTP_STREAMS: &str = "quorumlite_http_streams";
+/// Counter: libSQL replication protocol calls served, by `call`.
+pub const REPLICA_CALLS: &str = "quorumlite_replica_calls_total";
+/// Counter: frames (pages) sent to libSQL replicas, batches and snapshots.
+pub const REPLICA_FRAMES: &str = "quorumlite_replica_frames_total";
+/// Gauge: libSQL replicas' proxy sessions open on this node.
+pub const REPLICA_SESSIONS: &str = "quorumlite_replica_sessions";
 
 /// Histogram, label `kind` (read, write): items per `QueryBatch` /
 /// `ExecuteBatch` call served here.
@@ -223,6 +229,9 @@ pub const SPECS: &[Spec] = &[
     spec(TXN_DURATION, Histogram, SECONDS, &[], "how long an interactive transaction held the writer, BEGIN to its end"),
     spec(HTTP_PIPELINES, Counter, None, &["outcome"], "Hrana pipeline requests: served here (local), sent on (forwarded), or refused (error)"),
     spec(HTTP_STREAMS, Gauge, COUNT, &[], "open Hrana streams owned by this node"),
+    spec(REPLICA_CALLS, Counter, None, &["call"], "libSQL replication protocol calls served: hello, batch (BatchLogEntries), stream (LogEntries), snapshot, execute and describe (the proxy)"),
+    spec(REPLICA_FRAMES, Counter, None, &[], "frames (pages) sent to embedded replicas, in batches and snapshots"),
+    spec(REPLICA_SESSIONS, Gauge, COUNT, &[], "embedded replicas' proxy sessions open on this node (the leader's are used)"),
     spec(BATCH_CALL_ITEMS, Histogram, COUNT, &["kind"], "items per batch call (QueryBatch: kind=read, ExecuteBatch: kind=write) served by this node; the client library coalesces concurrent calls into these"),
     spec(ERRORS, Counter, None, &["code"], "errors this node answered to clients (gRPC and HTTP), by Quorumlite error code (NOT_LEADER, SQL_ERROR, DISK_FULL...); every code exists from start at 0"),
     spec(BUILD_INFO, Gauge, None, &["version", "commit"], "always 1; the labels say which build this node runs"),
@@ -271,6 +280,7 @@ const KNOWN_LABELS: &[(&str, &str, &[&str])] = &[
     (FORWARDED, "kind", &["write", "http", "replica", "read_index"]),
     (AUTH_FAILURES, "reason", &AUTH_FAILURE_REASONS),
     (HTTP_PIPELINES, "outcome", &["local", "forwarded", "error"]),
+    (REPLICA_CALLS, "call", &["hello", "batch", "stream", "snapshot", "execute", "describe"]),
     (BATCH_CALL_ITEMS, "kind", &["read", "write"]),
 ];
 

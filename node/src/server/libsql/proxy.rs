@@ -55,6 +55,7 @@ impl Sessions {
         }
         let e = Arc::new(tokio::sync::Mutex::new(Entry::default()));
         open.insert(client_id.to_owned(), Arc::clone(&e));
+        ::metrics::gauge!(crate::metrics::REPLICA_SESSIONS).set(open.len() as f64);
         Ok(e)
     }
 
@@ -74,6 +75,7 @@ impl Sessions {
             gone.push(std::mem::take(&mut e.session));
             false
         });
+        ::metrics::gauge!(crate::metrics::REPLICA_SESSIONS).set(open.len() as f64);
         gone
     }
 }
@@ -108,6 +110,7 @@ impl proxy_server::Proxy for Proxy {
         request: Request<ProgramReq>,
     ) -> Result<Response<ExecuteResults>, Status> {
         admit(&self.node, request.metadata(), Permission::Read)?;
+        super::replication::called("execute");
         let bearer = bearer(request.metadata()).map(str::to_owned);
         let program = request.into_inner();
         let route = self
@@ -136,6 +139,7 @@ impl proxy_server::Proxy for Proxy {
         request: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResult>, Status> {
         admit(&self.node, request.metadata(), Permission::Read)?;
+        super::replication::called("describe");
         use pb::describe_result::DescribeResult as D;
         let result = match self.node.sm.reads().describe(&request.get_ref().stmt) {
             Ok(d) => D::Description(pb::Description {

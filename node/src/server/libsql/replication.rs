@@ -124,6 +124,7 @@ impl Replication {
                         out.push(frame(frame_no, page.pgno, size_after, &page.data));
                     }
                 }
+                ::metrics::counter!(crate::metrics::REPLICA_FRAMES).increment(out.len() as u64);
                 Ok(out)
             }
         }
@@ -145,6 +146,11 @@ fn wrong_page_size(page_size: u32) -> Status {
     )))
 }
 
+/// Count a call of the protocol.
+pub(super) fn called(call: &'static str) {
+    ::metrics::counter!(crate::metrics::REPLICA_CALLS, "call" => call).increment(1);
+}
+
 fn internal(why: String) -> NodeError {
     crate::server::error::Unavailable::Internal(why).into()
 }
@@ -156,6 +162,7 @@ impl ReplicationLog for Replication {
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloResponse>, Status> {
         admit(&self.node, request.metadata(), Permission::Read)?;
+        called("hello");
         self.check_page_size()?;
         self.node.check_accepting().map_err(|e| status(e.into()))?;
         // Linearizable: a replica's sync after an acknowledged write sees it.
@@ -186,6 +193,7 @@ impl ReplicationLog for Replication {
         request: Request<LogOffset>,
     ) -> Result<Response<Frames>, Status> {
         admit(&self.node, request.metadata(), Permission::Read)?;
+        called("batch");
         self.check_session(request.metadata())?;
         let frames = self.frames_after(request.get_ref().next_offset).await?;
         Ok(Response::new(Frames { frames }))
@@ -199,6 +207,7 @@ impl ReplicationLog for Replication {
         request: Request<LogOffset>,
     ) -> Result<Response<FrameStream>, Status> {
         admit(&self.node, request.metadata(), Permission::Read)?;
+        called("stream");
         self.check_session(request.metadata())?;
         let mut next = request.get_ref().next_offset;
         // Refuse at once what the loop would refuse first.
@@ -248,6 +257,7 @@ impl ReplicationLog for Replication {
     /// where it is), the last the database's size.
     async fn snapshot(&self, request: Request<LogOffset>) -> Result<Response<FrameStream>, Status> {
         admit(&self.node, request.metadata(), Permission::Read)?;
+        called("snapshot");
         self.check_session(request.metadata())?;
         self.check_page_size()?;
         let reads = self.node.sm.reads().clone();
@@ -294,6 +304,7 @@ impl ReplicationLog for Replication {
                     };
                     let f = frame(snapshot_number(meta.version, k), pgno, size_after, page);
                     k += 1;
+                    ::metrics::counter!(crate::metrics::REPLICA_FRAMES).increment(1);
                     if tx.blocking_send(Ok(f)).is_err() {
                         tracing::debug!("a replica left during its snapshot");
                         return;
