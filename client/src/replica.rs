@@ -466,35 +466,94 @@ async fn snapshot(
         }
     };
     let image = shared.path.with_extension("replica-image");
-    let mut file = std::fs::File::create(&image)
-        .map_err(|e| Interrupted::Failed(format!("creating {}: {e}", image.display())))?;
+    // Pages go to the side file on a blocking thread, a bounded number in
+    // flight: an image of hundreds of MB neither holds the runtime nor
+    // memory.
+    let (pages, written) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(64);
+    let writer = {
+        let image = image.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let mut file = std::fs::File::create(&image)?;
+            for (at, page) in written {
+                file.seek(SeekFrom::Start(at))?;
+                file.write_all(&page)?;
+            }
+            Ok(file)
+        })
+    };
     let mut version = None;
     let mut db_size = 0;
+    let mut received = Ok(());
     while let Some(frame) = frames.next().await {
-        let frame = frame.map_err(|s| {
-            interrupted(&s).unwrap_or_else(|| Interrupted::Failed(s.message().to_owned()))
-        })?;
-        let f = frames::decode(&frame.data)
-            .ok_or_else(|| Interrupted::Failed(format!("a frame of {} bytes", frame.data.len())))?;
-        version.get_or_insert(version_of(f.frame_no));
-        let at = u64::from(f.page_no.saturating_sub(1)) * PAGE_SIZE as u64;
-        file.seek(SeekFrom::Start(at))
-            .and_then(|_| file.write_all(f.page))
-            .map_err(|e| Interrupted::Failed(format!("writing {}: {e}", image.display())))?;
-        if f.size_after != 0 {
-            db_size = f.size_after;
+        let f = match frame {
+            Ok(frame) => match frames::decode(&frame.data) {
+                Some(f) => (f.frame_no, f.page_no, f.size_after, f.page.to_vec()),
+                None => {
+                    received = Err(Interrupted::Failed(format!(
+                        "a frame of {} bytes",
+                        frame.data.len()
+                    )));
+                    break;
+                }
+            },
+            Err(s) => {
+                received =
+                    Err(interrupted(&s)
+                        .unwrap_or_else(|| Interrupted::Failed(s.message().to_owned())));
+                break;
+            }
+        };
+        let (frame_no, page_no, size_after, page) = f;
+        version.get_or_insert(version_of(frame_no));
+        if size_after != 0 {
+            db_size = size_after;
+        }
+        let at = u64::from(page_no.saturating_sub(1)) * PAGE_SIZE as u64;
+        let sent = match pages.try_send((at, page)) {
+            Ok(()) => true,
+            // The channel is bounded: wait for room off the runtime.
+            Err(std::sync::mpsc::TrySendError::Full(item)) => {
+                let pages = pages.clone();
+                matches!(
+                    tokio::task::spawn_blocking(move || pages.send(item)).await,
+                    Ok(Ok(()))
+                )
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+        };
+        if !sent {
+            break; // the writer stopped: its error says why
         }
     }
-    let Some(version) = version.filter(|_| db_size > 0) else {
-        let _ = std::fs::remove_file(&image);
-        return Err(Interrupted::Failed(
-            "the node's snapshot ended early".into(),
-        ));
+    drop(pages);
+    let file = writer
+        .await
+        .map_err(|e| Interrupted::Failed(format!("writing {}: {e}", image.display())))
+        .and_then(|w| {
+            w.map_err(|e| Interrupted::Failed(format!("writing {}: {e}", image.display())))
+        });
+    let (file, version) = match (received, file, version.filter(|_| db_size > 0)) {
+        (Ok(()), Ok(file), Some(version)) => (file, version),
+        (received, file, _) => {
+            let _ = std::fs::remove_file(&image);
+            return Err(match (received, file) {
+                (Err(i), _) | (_, Err(i)) => i,
+                _ => Interrupted::Failed("the node's snapshot ended early".into()),
+            });
+        }
     };
-    file.set_len(u64::from(db_size) * PAGE_SIZE as u64)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Interrupted::Failed(format!("writing {}: {e}", image.display())))?;
-    drop(file);
+    let synced = tokio::task::spawn_blocking(move || {
+        file.set_len(u64::from(db_size) * PAGE_SIZE as u64)
+            .and_then(|()| file.sync_all())
+    })
+    .await;
+    if !matches!(synced, Ok(Ok(()))) {
+        let _ = std::fs::remove_file(&image);
+        return Err(Interrupted::Failed(format!(
+            "writing {}: {synced:?}",
+            image.display()
+        )));
+    }
     let meta = SnapshotMeta {
         version,
         page_size: PAGE_SIZE as u32,
