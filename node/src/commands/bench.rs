@@ -84,6 +84,28 @@ async fn heavy_reads(
 }
 
 impl Report {
+    fn new(elapsed: Duration) -> Report {
+        Report {
+            ops: 0,
+            elapsed,
+            latency_us: new_histogram(),
+            errors: BTreeMap::new(),
+            heavy: 0,
+        }
+    }
+
+    /// Add what the workers measured.
+    async fn absorb(&mut self, workers: Vec<tokio::task::JoinHandle<Part>>) {
+        for task in workers {
+            let Ok(part) = task.await else { continue };
+            self.ops += part.ops;
+            let _ = self.latency_us.add(&part.latency_us);
+            for (code, n) in part.errors {
+                *self.errors.entry(code).or_default() += n;
+            }
+        }
+    }
+
     fn print(&self, args: &BenchArgs) {
         let secs = self.elapsed.as_secs_f64();
         let rate = self.ops as f64 / secs;
@@ -186,13 +208,7 @@ async fn bench(args: &BenchArgs) -> Result<Option<Report>, client::Error> {
             tokio::spawn(async move { heavy_reads(&addr, config, end).await })
         })
         .collect();
-    let mut report = Report {
-        ops: 0,
-        elapsed: Duration::from_secs(args.duration),
-        latency_us: new_histogram(),
-        errors: BTreeMap::new(),
-        heavy: 0,
-    };
+    let mut report = Report::new(Duration::from_secs(args.duration));
     for task in heavy {
         match task.await {
             Ok(Ok(n)) => report.heavy += n,
@@ -205,14 +221,7 @@ async fn bench(args: &BenchArgs) -> Result<Option<Report>, client::Error> {
             Err(_) => {}
         }
     }
-    for task in tasks {
-        let Ok(part) = task.await else { continue };
-        report.ops += part.ops;
-        let _ = report.latency_us.add(&part.latency_us);
-        for (code, n) in part.errors {
-            *report.errors.entry(code).or_default() += n;
-        }
-    }
+    report.absorb(tasks).await;
     Ok(Some(report))
 }
 

@@ -128,13 +128,7 @@ async fn reads(
 
 /// Point reads on the replica's file, closed loop, on this thread.
 fn local_reads(replica: &Replica, rows: i64, warmup: Duration, duration: Duration) -> Report {
-    let mut report = Report {
-        ops: 0,
-        elapsed: duration,
-        latency_us: new_histogram(),
-        errors: BTreeMap::new(),
-        heavy: 0,
-    };
+    let mut report = Report::new(duration);
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
     let start = Instant::now();
     let (measure, end) = (start + warmup, start + warmup + duration);
@@ -190,21 +184,8 @@ async fn networked(
             )
         })
         .collect();
-    let mut report = Report {
-        ops: 0,
-        elapsed: Duration::from_secs(args.duration),
-        latency_us: new_histogram(),
-        errors: BTreeMap::new(),
-        heavy: 0,
-    };
-    for task in tasks {
-        let Ok(part) = task.await else { continue };
-        report.ops += part.ops;
-        let _ = report.latency_us.add(&part.latency_us);
-        for (code, n) in part.errors {
-            *report.errors.entry(code).or_default() += n;
-        }
-    }
+    let mut report = Report::new(Duration::from_secs(args.duration));
+    report.absorb(tasks).await;
     Ok(report)
 }
 
@@ -289,10 +270,9 @@ async fn lag(
         clients: args.clients,
         report: Report {
             ops: writes,
-            elapsed: Duration::from_secs(args.duration),
             latency_us: lag,
             errors,
-            heavy: 0,
+            ..Report::new(Duration::from_secs(args.duration))
         },
         nanos: false,
     }])
