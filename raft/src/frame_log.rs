@@ -87,7 +87,7 @@ impl FrameLog {
         }
         let bytes = match entry.payload {
             EntryPayload::Normal(Command::Batch { bytes, .. }) => bytes,
-            EntryPayload::Normal(Command::Part(last)) => match self.parts(at.index, last)? {
+            EntryPayload::Normal(Command::Part(last)) => match self.parts(at, last)? {
                 Some(bytes) => bytes,
                 None => {
                     return Ok(Err(format!(
@@ -116,16 +116,18 @@ impl FrameLog {
         Ok(Ok(batch))
     }
 
-    /// The bytes of the batch whose last part is `last`, at `index`: its
-    /// parts, found walking back through the log (one leader proposed them
-    /// in order, one term, under one id; other entries may sit between).
-    fn parts(&self, index: u64, last: crate::Part) -> Result<Option<Vec<u8>>, sled::Error> {
-        let leader = match self.log.entry(index)? {
-            Some(e) => e.log_id.leader_id,
-            None => return Ok(None),
-        };
+    /// The bytes of the batch whose last part is `last`, the entry at
+    /// `at`: its parts, found walking back through the log (one leader
+    /// proposed them in order, one term, under one id; other entries may
+    /// sit between).
+    fn parts(
+        &self,
+        at: openraft::LogId<crate::NodeId>,
+        last: crate::Part,
+    ) -> Result<Option<Vec<u8>>, sled::Error> {
+        let leader = at.leader_id;
         let mut parts = vec![last];
-        let mut at = index;
+        let mut at = at.index;
         while parts.last().is_some_and(|p| p.index > 0) {
             at = match at.checked_sub(1) {
                 Some(i) => i,

@@ -229,13 +229,16 @@ impl LogStore {
     /// its clones).
     /// The entry at `index`, if the log holds it (not purged, not yet
     /// appended: `None`). A blocking read, for the replication protocol's
-    /// readers ([`crate::FrameLog`]), beside openraft's own.
+    /// readers ([`crate::FrameLog`]), beside openraft's own. An entry that
+    /// does not decode is an error, as it is to openraft.
     pub fn entry(&self, index: u64) -> Result<Option<Entry>, sled::Error> {
         if index < self.unpurged.load(Ordering::Acquire) {
             return Ok(None);
         }
         match self.log.get(index.to_be_bytes())? {
-            Some(v) => Ok(codec::decode_entry(&v).ok()),
+            Some(v) => codec::decode_entry(&v).map(Some).map_err(|e| {
+                sled::Error::Unsupported(format!("log entry {index} does not decode: {e}"))
+            }),
             None => Ok(None),
         }
     }

@@ -4,9 +4,10 @@
 //!
 //! ```text
 //!   Node::read / read_many / backup          -> ReadError
+//!   Node::read_index (a follower's barrier)  -> ReadError
 //!   Node::write / write_many / txn / restore -> WriteError
 //!   change_membership / transfer / join      -> MembershipError
-//!   read_index / campaign / status           -> Unavailable
+//!   Node::status                             -> Unavailable
 //!   the transports' own checks               -> AuthError, TokenError, NodeError::BadRequest
 //!
 //!   each of them ──From──> NodeError ──into_status / into_item──> gRPC

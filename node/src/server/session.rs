@@ -86,6 +86,23 @@ impl Session {
     }
 }
 
+/// Roll back what clients left open for `stream_idle`: the transactions of
+/// idle Hrana streams and of idle replica sessions (libSQL's replicas
+/// never say goodbye). Runs for the node's life.
+pub async fn expire_idle(node: Arc<Node>) {
+    let idle = node.config.stream_idle;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500).min(idle));
+    loop {
+        tick.tick().await;
+        for txn in node.streams.expire(idle) {
+            let _ = node.txn_end(txn, TxnEnd::Rollback).await;
+        }
+        for mut session in node.replicas.expire(idle) {
+            session.close(&node).await;
+        }
+    }
+}
+
 /// A statement's answer.
 #[derive(Debug, Default)]
 pub struct Answer {

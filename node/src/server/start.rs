@@ -4,7 +4,7 @@ use super::status::peer_list;
 use super::writer::{Writer, WriterSettings};
 use super::{
     barrier::ReadIndex, cluster, compaction, forward::Forwarder, hrana, libsql, members, peers,
-    quorum, readers, service, tls, watch, writer, Node,
+    quorum, readers, service, session, tls, watch, writer, Node,
 };
 use crate::config::NodeConfig;
 use openraft::error::{InitializeError, RaftError};
@@ -464,15 +464,7 @@ async fn serve(
         }
         None => None,
     };
-    let expiry = tokio::spawn({
-        let (streams, replicas) = (Arc::clone(node), Arc::clone(node));
-        async move {
-            tokio::join!(
-                hrana::expire_streams(streams),
-                libsql::proxy::expire_sessions(replicas)
-            );
-        }
-    });
+    let expiry = tokio::spawn(session::expire_idle(Arc::clone(node)));
     let router = tonic::transport::Server::builder()
         .add_service(TransportService::server(
             consensus.raft.clone(),

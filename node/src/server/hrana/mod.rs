@@ -53,7 +53,6 @@ use client::Token;
 use proto::{Error, PipelineReqBody, PipelineRespBody, StreamRequest, StreamResult};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use stream::Baton;
 
 /// Request header: a token to read at (`session` consistency by default).
@@ -324,18 +323,6 @@ fn needs_leader(node: &Node, requests: &[Result<StreamRequest, String>]) -> bool
         }
     }
     false
-}
-
-/// Roll back the transactions of streams left idle; runs for the node's life.
-pub async fn expire_streams(node: Arc<Node>) {
-    let idle = node.config.stream_idle;
-    let mut tick = tokio::time::interval(Duration::from_millis(500).min(idle));
-    loop {
-        tick.tick().await;
-        for txn in node.streams.expire(idle) {
-            let _ = node.txn_end(txn, storage::TxnEnd::Rollback).await;
-        }
-    }
 }
 
 // ---- HTTP -------------------------------------------------------------------

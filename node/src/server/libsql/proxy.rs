@@ -61,7 +61,7 @@ impl Sessions {
 
     /// Take out the sessions idle for `idle` (not in use): the caller
     /// closes them.
-    fn expire(&self, idle: Duration) -> Vec<Session> {
+    pub(in crate::server) fn expire(&self, idle: Duration) -> Vec<Session> {
         let now = Instant::now();
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut gone = Vec::new();
@@ -77,19 +77,6 @@ impl Sessions {
         });
         ::metrics::gauge!(crate::metrics::REPLICA_SESSIONS).set(open.len() as f64);
         gone
-    }
-}
-
-/// Roll back the transactions of replica sessions left idle; runs for the
-/// node's life.
-pub async fn expire_sessions(node: Arc<Node>) {
-    let idle = node.config.stream_idle;
-    let mut tick = tokio::time::interval(Duration::from_millis(500).min(idle));
-    loop {
-        tick.tick().await;
-        for mut session in node.replicas.expire(idle) {
-            session.close(&node).await;
-        }
     }
 }
 
